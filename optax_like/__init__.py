@@ -1,0 +1,13 @@
+"""optax_like: torch.optim's optimizers and schedulers for JAX.
+
+Functional core (optax style): `optax_like.sgd(...)`, `optax_like.adam(...)`, ... return
+`GradientTransformation(init, update)` pairs over pytrees, built with `chain` from the blocks in
+`optax_like.transforms`; they reproduce torch.optim's numbers.
+"""
+
+from optax_like.core import *  # noqa: F401,F403
+from optax_like.core import __all__ as _core_all
+from optax_like.optimizers import *  # noqa: F401,F403
+from optax_like.transforms import *  # noqa: F401,F403
+
+__version__ = "0.1.0"

@@ -1,0 +1,184 @@
+"""Pytree helpers: checks with leaf-path error messages, and `None`-aware maps.
+
+Params may be any pytree of arrays: dicts, lists, tuples, NamedTuples, dataclass-style
+modules. `None` marks a leaf that is not optimized (frozen, or filtered out of an
+equinox/flax module with `eqx.filter(model, eqx.is_inexact_array)`); it passes through every
+transformation. Any other non-array leaf (a Python callable, a string, an integer array) is
+rejected with an error that names its path, rather than failing deep inside jax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_none(x: Any) -> bool:
+    return x is None
+
+
+def path_str(path) -> str:
+    """A leaf path as a user reads it: `['encoder']['layers'][0].w`."""
+    return jax.tree_util.keystr(tuple(path)) or "<root>"
+
+
+def map_params(fn: Callable, tree: Any, *rest: Any) -> Any:
+    """`jax.tree.map` that treats `None` as a leaf and maps it to `None`."""
+
+    def f(x, *xs):
+        if x is None:
+            return None
+        return fn(x, *xs)
+
+    return jax.tree.map(f, tree, *rest, is_leaf=is_none)
+
+
+def _is_array_like(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic)) or hasattr(x, "__jax_array__")
+
+
+def check_params(params: Any, what: str = "params") -> None:
+    """Raises a TypeError naming the first leaf that is not a float/complex array (or None)."""
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]
+    for path, leaf in leaves:
+        if leaf is None:
+            continue
+        if isinstance(leaf, jax.ShapeDtypeStruct) or _is_array_like(leaf):
+            dtype = jnp.dtype(leaf.dtype)
+            if jnp.issubdtype(dtype, jnp.inexact):
+                continue
+            raise TypeError(
+                f"optax_like optimizes floating-point or complex arrays, but {what} leaf "
+                f"{path_str(path)} has dtype {dtype}. Replace leaves that are not optimized by "
+                "None (e.g. eqx.filter(model, eqx.is_inexact_array)) or use optax_like.masked."
+            )
+        raise TypeError(
+            f"{what} leaf {path_str(path)} is a {type(leaf).__name__}, not an array. Replace "
+            "leaves that are not optimized by None (e.g. eqx.filter(model, "
+            "eqx.is_inexact_array)) before calling init/update."
+        )
+
+
+def check_same_structure(reference: Any, other: Any, ref_name: str, other_name: str) -> None:
+    """Raises a ValueError naming the first leaf path where two trees' structure or shape differ.
+
+    `None` in `other` where `reference` has an array is allowed (a param without gradient);
+    the converse is not.
+    """
+    ref_def = jax.tree.structure(reference, is_leaf=is_none)
+    other_def = jax.tree.structure(other, is_leaf=is_none)
+    if ref_def != other_def:
+        ref_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)[0]]
+        other_paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(other, is_leaf=is_none)[0]]
+        missing = [p for p in ref_paths if p not in set(other_paths)]
+        extra = [p for p in other_paths if p not in set(ref_paths)]
+        detail = []
+        if missing:
+            detail.append(f"missing from {other_name}: {', '.join(missing[:5])}")
+        if extra:
+            detail.append(f"not in {ref_name}: {', '.join(extra[:5])}")
+        if not detail:
+            detail.append(f"{ref_name} is {ref_def}, {other_name} is {other_def}")
+        raise ValueError(
+            f"{other_name} do not have the structure of {ref_name} ({'; '.join(detail)})."
+        )
+    ref_leaves = jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)[0]
+    other_leaves = jax.tree.leaves(other, is_leaf=is_none)
+    for (path, r), o in zip(ref_leaves, other_leaves):
+        if r is None or o is None:
+            continue
+        if jnp.shape(r) != jnp.shape(o):
+            raise ValueError(
+                f"{other_name} leaf {path_str(path)} has shape {jnp.shape(o)} but the "
+                f"{ref_name} leaf has shape {jnp.shape(r)}."
+            )
+
+
+def tree_sum(tree: Any) -> jax.Array:
+    """Sum of all leaves of a tree of scalars (None leaves skipped)."""
+    leaves = [x for x in jax.tree.leaves(tree) if x is not None]
+    return sum(leaves, jnp.zeros(())) if leaves else jnp.zeros(())
+
+
+def global_norm_sq(tree: Any) -> jax.Array:
+    """Sum of squared magnitudes of every element of every leaf, accumulated in >= float32."""
+    parts = []
+    for x in jax.tree.leaves(tree):
+        x = jnp.asarray(x)
+        acc = jnp.promote_types(jnp.real(x).dtype, jnp.float32)
+        parts.append(jnp.sum(jnp.abs(x).astype(acc) ** 2) if jnp.iscomplexobj(x) else jnp.sum(jnp.square(x.astype(acc))))
+    if not parts:
+        return jnp.zeros((), jnp.float32)
+    return sum(parts[1:], parts[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-leaf mapping with torch's "no gradient, no step" rule.
+#
+# torch skips a parameter whose `.grad` is None: no update, state untouched, its `step` not
+# incremented. Here a `None` update leaf means the same thing. Counters that torch keeps per
+# parameter (`state[p]['step']`) are stored as one int32 vector with one entry per non-None
+# leaf, so a many-leaf tree costs one buffer, not one per leaf.
+# ---------------------------------------------------------------------------------------------
+
+
+def num_leaves(tree: Any) -> int:
+    """The number of non-None leaves."""
+    return len([x for x in jax.tree.leaves(tree, is_leaf=is_none) if x is not None])
+
+
+def init_counts(params: Any) -> jax.Array:
+    """A zero per-leaf step counter for `params` (one int32 per non-None leaf)."""
+    return jnp.zeros((num_leaves(params),), jnp.int32)
+
+
+def present_mask(updates: Any, reference: Any) -> list[bool]:
+    """For each non-None leaf of `reference`: whether `updates` has a gradient there."""
+    ref = jax.tree.leaves(reference, is_leaf=is_none)
+    upd = jax.tree.structure(reference, is_leaf=is_none).flatten_up_to(updates)
+    return [u is not None for r, u in zip(ref, upd) if r is not None]
+
+
+def increment_counts(counts: jax.Array, updates: Any, reference: Any) -> jax.Array:
+    """Adds one to the counter of every leaf that received an update (saturating)."""
+    mask = present_mask(updates, reference)
+    if all(mask):
+        step = 1
+    else:
+        step = jnp.asarray(np.array(mask, dtype=np.int32))
+    big = jnp.iinfo(jnp.int32).max
+    return jnp.where(counts < big, counts + step, counts).astype(jnp.int32)
+
+
+def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
+    """Maps `fn` leaf-wise over `updates` and `trees` (params-shaped; None = not optimized).
+
+    The first tree gives the structure. Where it and `updates` both have a leaf, calls
+    `fn(update, *tree_leaves[, count])`, which returns `(new_update, *new_tree_leaves)`.
+    Where `updates` is None the leaf is skipped (torch's `grad is None`): the update stays None
+    and every tree leaf is returned unchanged. `counts` (a per-leaf vector from
+    `init_counts`) passes the leaf's counter as the last argument.
+    Returns `(new_updates, *new_trees)`, each with the first tree's structure.
+    """
+    reference = trees[0]
+    treedef = jax.tree.structure(reference, is_leaf=is_none)
+    ref_leaves = jax.tree.leaves(reference, is_leaf=is_none)
+    upd_leaves = treedef.flatten_up_to(updates)
+    tree_leaves = [treedef.flatten_up_to(t) for t in trees]
+    outs = [[] for _ in range(1 + len(trees))]
+    index = 0
+    for i, (r, u) in enumerate(zip(ref_leaves, upd_leaves)):
+        olds = [t[i] for t in tree_leaves]
+        if r is None or u is None:
+            results = (None if r is not None else u, *olds)
+        else:
+            extra = (counts[index],) if counts is not None else ()
+            results = fn(u, *olds, *extra)
+        if r is not None:
+            index += 1
+        for out, value in zip(outs, results):
+            out.append(value)
+    return tuple(treedef.unflatten(out) for out in outs)

@@ -1,0 +1,150 @@
+"""`inject_hyperparams`: hyperparameters as state, editable between jitted steps."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import numbers
+from typing import Any, Callable, Iterable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformationExtraArgs, with_extra_args_support
+
+
+def _is_numeric(x: Any) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (numbers.Number, np.number)):
+        return True
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return np.ndim(x) == 0 and x.dtype != bool
+    return False
+
+
+def _is_numeric_tuple(x: Any) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) > 0 and all(_is_numeric(v) for v in x)
+
+
+def _normalize(value: Any, like: Any) -> Any:
+    """`value` as an array (or tuple of arrays) of the dtype of `like`."""
+    if isinstance(like, tuple):
+        if not isinstance(value, (tuple, list)) or len(value) != len(like):
+            raise ValueError(f"expected a sequence of {len(like)} values, got {value!r}.")
+        return tuple(_normalize(v, l) for v, l in zip(value, like))
+    if callable(value):
+        raise TypeError("a hyperparameter injected as a value cannot be replaced by a schedule.")
+    return jnp.asarray(value, dtype=like.dtype)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class HyperparamsDict(dict):
+    """A dict of hyperparameter arrays that keeps each entry's dtype (and non-weak type) on edit.
+
+    `state.hyperparams['lr'] = 0.01` stores `jnp.asarray(0.01, float32)`, not a Python float,
+    so the next call of a jitted step sees the same signature and does not recompile, whatever
+    scalar type was assigned (Python float, NumPy scalar, jax array).
+    """
+
+    def __setitem__(self, key, value):
+        if key in self:
+            value = _normalize(value, self[key])
+        super().__setitem__(key, value)
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def tree_flatten_with_keys(self):
+        keys = sorted(self)
+        return [(jax.tree_util.DictKey(k), dict.__getitem__(self, k)) for k in keys], tuple(keys)
+
+    @classmethod
+    def tree_unflatten(cls, keys, values):
+        out = cls()
+        for k, v in zip(keys, values):
+            dict.__setitem__(out, k, v)
+        return out
+
+
+class InjectHyperparamsState(NamedTuple):
+    count: jax.Array  # updates applied so far (schedules are evaluated at it)
+    hyperparams: HyperparamsDict  # current values; edit them between steps
+    inner_state: Any
+
+
+def inject_hyperparams(
+    factory: Callable[..., Any],
+    static_args: Iterable[str] = (),
+    hyperparam_dtype=None,
+) -> Callable[..., GradientTransformationExtraArgs]:
+    """Wraps an optimizer factory so its numeric hyperparameters live in the state.
+
+        opt = inject_hyperparams(adam)(lr=1e-3, betas=(0.9, 0.999))
+        state = opt.init(params)
+        state.hyperparams['lr'] = 3e-4         # next step uses it; no recompile
+
+    Numeric arguments (scalars and tuples of scalars such as `betas`) become non-weak arrays of
+    `hyperparam_dtype` (default: float32, or float64 under x64; ints keep an int dtype); callable
+    arguments are schedules of the step count, evaluated every update and shown in
+    `state.hyperparams`; everything else (bools, strings, names in `static_args`) stays static.
+    The factory is called once with the given values to validate them up front.
+    """
+    static_args = set(static_args)
+    signature = inspect.signature(factory)
+
+    @functools.wraps(factory)
+    def wrapped(*args, **kwargs) -> GradientTransformationExtraArgs:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        factory(**arguments)  # validates with torch's messages, on the values as given
+
+        dtype = jnp.dtype(hyperparam_dtype) if hyperparam_dtype is not None else None
+        static, numeric, schedules = {}, {}, {}
+        for name, value in arguments.items():
+            if name in static_args:
+                static[name] = value
+            elif callable(value) and not isinstance(value, jax.Array):
+                schedules[name] = value
+            elif _is_numeric(value) or _is_numeric_tuple(value):
+                numeric[name] = value
+            else:
+                static[name] = value
+
+        def to_array(v):
+            if isinstance(v, (tuple, list)):
+                return tuple(to_array(x) for x in v)
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                return jnp.asarray(v, dtype=jnp.int32)
+            return numerics.as_hyperparam(v, dtype)
+
+        def hyperparams_at(count, stored):
+            values = dict(stored)
+            for name, schedule in schedules.items():
+                values[name] = to_array(schedule(count))
+            return values
+
+        def init(params):
+            count = jnp.zeros((), jnp.int32)
+            values = {name: to_array(v) for name, v in numeric.items()}
+            values = hyperparams_at(count, values)
+            inner = factory(**static, **values)
+            return InjectHyperparamsState(count, HyperparamsDict(values), inner.init(params))
+
+        def update(updates, state, params=None, **extra_args):
+            stored = {name: _normalize(state.hyperparams[name], to_array(numeric[name])) for name in numeric}
+            values = hyperparams_at(state.count, stored)
+            inner = with_extra_args_support(factory(**static, **values))
+            updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+            new_state = InjectHyperparamsState(
+                numerics.safe_increment(state.count), HyperparamsDict(values), inner_state
+            )
+            return updates, new_state
+
+        return GradientTransformationExtraArgs(init, update)
+
+    return wrapped

@@ -1,0 +1,80 @@
+"""Weight decay, coupled (torch's `grad += wd * p`) and decoupled (AdamW's `p *= 1 - lr*wd`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import update_leaves
+from optax_like.transforms.combine import masked
+
+
+class WeightDecayState(NamedTuple):
+    count: jax.Array  # updates applied so far (for scheduled weight decay / lr)
+
+
+def _weight_decay_transform(leaf_fn, hyper_values) -> GradientTransformation:
+    def init(params):
+        del params
+        return WeightDecayState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("weight decay needs the params: call update(updates, state, params).")
+        values = [numerics.resolve(v, state.count) for v in hyper_values]
+
+        def leaf(u, p):
+            return leaf_fn(u, p, *values), p
+
+        updates, _ = update_leaves(leaf, updates, params)
+        return updates, WeightDecayState(numerics.safe_increment(state.count))
+
+    return GradientTransformation(init, update)
+
+
+def _with_mask(tx, mask):
+    return tx if mask is None else masked(tx, mask)
+
+
+def add_decayed_weights(
+    weight_decay: ScalarOrSchedule = 0.0,
+    mask: Union[Any, Callable[[Any], Any], None] = None,
+) -> GradientTransformation:
+    """Coupled L2 weight decay: `u <- u + weight_decay * p` (torch's `grad.add(param, alpha=wd)`).
+
+    Placed before the adaptive scaling, as in torch's SGD/Adam/RMSprop/... `weight_decay`.
+    `mask` (tree of bools or function of params) restricts it to some leaves.
+    """
+
+    def leaf(u, p, wd):
+        dtype = numerics.compute_dtype(jnp.result_type(u, p))
+        return u.astype(dtype) + numerics.scalar(wd, dtype) * p.astype(dtype)
+
+    return _with_mask(_weight_decay_transform(leaf, [weight_decay]), mask)
+
+
+def add_decoupled_weight_decay(
+    learning_rate: ScalarOrSchedule,
+    weight_decay: ScalarOrSchedule = 1e-2,
+    mask: Union[Any, Callable[[Any], Any], None] = None,
+) -> GradientTransformation:
+    """Decoupled weight decay, torch AdamW's `p <- p * (1 - lr * wd)`, as an update.
+
+    Emits `u - lr * wd * p`, so `apply_updates` gives `p - lr*wd*p + u`; place it *after* the
+    adaptive scaling and learning rate (its `u` is the already-scaled step). `lr * wd` is
+    formed in float64 for host scalars, as torch forms it.
+    """
+
+    def leaf(u, p, lr, wd):
+        dtype = numerics.compute_dtype(jnp.result_type(u, p))
+        if numerics.is_host_scalar(lr) and numerics.is_host_scalar(wd):
+            factor = numerics.scalar(float(lr) * float(wd), dtype)
+        else:
+            factor = numerics.scalar(lr, dtype) * numerics.scalar(wd, dtype)
+        return u.astype(dtype) - factor * p.astype(dtype)
+
+    return _with_mask(_weight_decay_transform(leaf, [learning_rate, weight_decay]), mask)

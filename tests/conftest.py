@@ -1,0 +1,21 @@
+"""Shared fixtures. The suite runs in JAX's default float32; float64 tests opt in with `x64`."""
+
+import jax
+import pytest
+
+
+@pytest.fixture
+def x64():
+    """Runs the test body with float64 enabled (scoped: the rest of the suite stays float32)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(params=["float32", "float64"])
+def parity_dtype(request):
+    """Parametrizes a test over float32 and (scoped) float64."""
+    if request.param == "float64":
+        with jax.enable_x64(True):
+            yield request.param
+    else:
+        yield request.param
