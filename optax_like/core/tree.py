@@ -182,3 +182,17 @@ def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
         for out, value in zip(outs, results):
             out.append(value)
     return tuple(treedef.unflatten(out) for out in outs)
+
+
+def zeros_like(params: Any, dtype=None) -> Any:
+    """Zero state buffers shaped (and, where possible, sharded) like `params`; None stays None.
+
+    Every optimizer allocates its params-shaped state through this function, so that layout
+    and sharding rules live in one place.
+    """
+    return map_params(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+
+
+def full_like(params: Any, value, dtype=None) -> Any:
+    """Like `zeros_like`, filled with `value`."""
+    return map_params(lambda p: jnp.full_like(p, value, dtype=dtype), params)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves
+from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
 
 
 class ScaleByAdamState(NamedTuple):
@@ -39,11 +39,11 @@ def scale_by_adam(
     """
 
     def init(params):
-        zeros = map_params(jnp.zeros_like, params)
+        zeros = zeros_like(params)
         return ScaleByAdamState(
             exp_avg=zeros,
-            exp_avg_sq=map_params(jnp.zeros_like, params),
-            max_exp_avg_sq=map_params(jnp.zeros_like, params) if amsgrad else map_params(lambda p: None, params),
+            exp_avg_sq=zeros_like(params),
+            max_exp_avg_sq=zeros_like(params) if amsgrad else map_params(lambda p: None, params),
             step=init_counts(params),
             schedule_count=jnp.zeros((), jnp.int32),
         )

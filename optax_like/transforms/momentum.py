@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves
+from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
 
 
 class TraceState(NamedTuple):
@@ -35,7 +35,7 @@ def trace(
     """
 
     def init(params):
-        buffers = map_params(jnp.zeros_like, params)
+        buffers = zeros_like(params)
         return TraceState(buffers, init_counts(params), jnp.zeros((), jnp.int32))
 
     def update(updates, state, params=None):
