@@ -13,6 +13,7 @@ torch does, to float32 rounding:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Any
 
@@ -60,7 +61,7 @@ def as_hyperparam(value: Any, dtype=None) -> jax.Array:
     if dtype is None:
         src = getattr(value, "dtype", None)
         dtype = src if src is not None and jnp.issubdtype(src, jnp.floating) else float_dtype()
-    return jnp.asarray(value, dtype=dtype)
+    return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
 
 
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
@@ -68,8 +69,44 @@ def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
     return value(count) if callable(value) else value
 
 
+# ---------------------------------------------------------------------------------------------
+# Precise traced scalars. The stateful adapter feeds hyperparameters into its jitted step as
+# float32 arrays; `1 - float32(0.999)` is off by 1.3e-5 relative from torch's float64 `1 - 0.999`.
+# Inside `precise_scalars(table)` (active while the adapter traces a step) a traced
+# hyperparameter found in `table` brings its own host-computed (float64, then rounded)
+# `1 - x` and `log(x)`, which `one_minus`, `bias_correction` and `power` use instead of deriving
+# them from the rounded `x`. Lookup is by object identity of the tracer, so transforms need no
+# change: they receive plain arrays.
+# ---------------------------------------------------------------------------------------------
+
+_PRECISE_TABLES: list[dict] = []
+
+
+@contextlib.contextmanager
+def precise_scalars(entries):
+    """Registers `(x, one_minus_x, log_x)` triples (traced arrays) for the duration of a trace."""
+    table = {id(x): (x, c, l) for x, c, l in entries}
+    _PRECISE_TABLES.append(table)
+    try:
+        yield
+    finally:
+        _PRECISE_TABLES.remove(table)
+
+
+def _precise(x: Any):
+    """`(one_minus_x, log_x)` registered for the array `x`, else None."""
+    for table in reversed(_PRECISE_TABLES):
+        entry = table.get(id(x))
+        if entry is not None and entry[0] is x:
+            return entry[1], entry[2]
+    return None
+
+
 def one_minus(x: Any, dtype) -> jax.Array:
     """`1 - x` as torch computes it: in float64 for host scalars, then cast to `dtype`."""
+    precise = _precise(x)
+    if precise is not None:
+        return precise[0].astype(dtype)
     if is_host_scalar(x):
         return jnp.asarray(1.0 - np.float64(x), dtype=dtype)
     return (1 - jnp.asarray(x)).astype(dtype)
@@ -89,6 +126,11 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
     `beta` is a host scalar, else as `log1p(-(1 - beta))` in the graph. `beta == 0` gives 1.
     """
     count = jnp.asarray(count)
+    precise = _precise(beta)
+    if precise is not None:
+        wide = jnp.promote_types(dtype, jnp.float32)
+        result = -jnp.expm1(count.astype(wide) * precise[1].astype(wide))
+        return jnp.where(jnp.asarray(beta) == 0, jnp.ones((), wide), result).astype(dtype)
     if is_host_scalar(beta):
         b = np.float64(beta)
         if b == 0.0:
@@ -107,6 +149,12 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
 def power(beta: Any, count: jax.Array, dtype) -> jax.Array:
     """`beta**count` with the same accuracy rules as `bias_correction`."""
     count = jnp.asarray(count)
+    precise = _precise(beta)
+    if precise is not None and not is_host_scalar(beta):
+        wide = jnp.promote_types(dtype, jnp.float32)
+        b = jnp.asarray(beta).astype(wide)
+        exact = jnp.exp(count.astype(wide) * precise[1].astype(wide))
+        return jnp.where(b > 0, exact, jnp.power(b, count.astype(wide))).astype(dtype)
     if is_host_scalar(beta):
         b = np.float64(beta)
         if b == 0.0:
@@ -146,3 +194,128 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
     """
     diff = end - start
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+
+
+# ---------------------------------------------------------------------------------------------
+# RAdam's length of the approximated simple moving average (rho), without cancellation.
+#
+# torch computes, in float64 on the host,
+#     rho_inf = 2 / (1 - beta2) - 1
+#     rho_t   = rho_inf - 2 t beta2^t / (1 - beta2^t)
+# which for beta2 near 1 and small t subtracts two numbers near rho_inf ~ 2000 to get ~t: fine
+# in float64 (it loses three of sixteen digits), but in float32 rho_t would keep about four
+# digits. With L = -log(beta2), x = t L and D(y) = (y/2) coth(y/2) - 1 (smooth, D(y) ~ y^2/12),
+# the identities rho_inf = (2/L)(1 + D(L)) and 2 t beta2^t / (1 - beta2^t) = (2/L)(1 + D(x) - x/2)
+# give the cancellation-free form
+#     rho_t = t - (2/L) (D(x) - D(L))              (used for x < 1/2; D by its Bernoulli series)
+#     rho_t = rho_inf - 2 t / expm1(x)             (used for x >= 1/2, where rho_t >= rho_inf/5)
+# ---------------------------------------------------------------------------------------------
+
+# (y/2) coth(y/2) - 1 = sum_n B_2n y^2n / (2n)!  (|y| < 2 pi); 8 terms: < 1e-18 relative at y = 1/2.
+_HALF_COTH_SERIES = (
+    1.0 / 12.0,
+    -1.0 / 720.0,
+    1.0 / 30240.0,
+    -1.0 / 1209600.0,
+    1.0 / 47900160.0,
+    -691.0 / 1307674368000.0,
+    1.0 / 74724249600.0,
+    -3617.0 / 10670622842880000.0,
+)
+_HALF_COTH_SWITCH = 0.5
+
+
+def _half_coth_minus_one_host(y: float) -> float:
+    """`(y/2) coth(y/2) - 1` in float64 on the host, accurate for every y >= 0."""
+    if y < _HALF_COTH_SWITCH:
+        y2 = y * y
+        acc = 0.0
+        for c in reversed(_HALF_COTH_SERIES):
+            acc = acc * y2 + c
+        return acc * y2
+    return float((y / 2.0) / np.tanh(y / 2.0) - 1.0)
+
+
+def _half_coth_minus_one(y: jax.Array) -> jax.Array:
+    """`(y/2) coth(y/2) - 1` in the graph (y >= 0, may be +inf), accurate to a few ulps."""
+    small = y < _HALF_COTH_SWITCH
+    ys = jnp.where(small, y, 0)
+    y2 = ys * ys
+    acc = jnp.zeros_like(y2)
+    for c in reversed(_HALF_COTH_SERIES):
+        acc = acc * y2 + c
+    yl = jnp.where(small, 1, y)
+    return jnp.where(small, acc * y2, (yl / 2) / jnp.tanh(yl / 2) - 1)
+
+
+def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """RAdam's `(rho_inf, rho_t)` for step `count`, accurate to a few ulps of `dtype`.
+
+        rho_inf = 2 / (1 - beta2) - 1,   rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+
+    computed without the cancellation of the formula as written (see the note above); for a
+    host `beta2` the constants (`rho_inf`, `log(beta2)`, ...) are float64 on the host. `beta2 = 0`
+    gives (1, 1), as torch's formula does.
+    """
+    count = jnp.asarray(count)
+    if is_host_scalar(beta2):
+        b = float(np.float64(beta2))
+        wide = jnp.promote_types(dtype, jnp.float32)
+        if b == 0.0:
+            one = jnp.ones(jnp.shape(count), wide).astype(dtype)
+            return jnp.ones((), wide).astype(dtype), one
+        big_l = -float(np.log(b))
+        rho_inf_host = 2.0 / (1.0 - b) - 1.0
+        rho_inf = jnp.asarray(rho_inf_host, wide)
+        big_l_w = jnp.asarray(big_l, wide)
+        two_over_l = jnp.asarray(2.0 / big_l, wide)
+        d_l = jnp.asarray(_half_coth_minus_one_host(big_l), wide)
+    else:
+        beta2 = jnp.asarray(beta2)
+        wide = jnp.promote_types(jnp.promote_types(dtype, beta2.dtype), jnp.float32)
+        c = 1 - beta2.astype(wide)
+        big_l_w = -jnp.log1p(-c)
+        rho_inf = 2 / c - 1
+        two_over_l = 2 / big_l_w
+        d_l = _half_coth_minus_one(big_l_w)
+    t = count.astype(wide)
+    x = t * big_l_w
+    small = x < _HALF_COTH_SWITCH
+    series = t - two_over_l * (_half_coth_minus_one(jnp.where(small, x, 0)) - d_l)
+    direct = rho_inf - 2 * t / jnp.expm1(jnp.where(small, 1, x))
+    rho_t = jnp.where(small, series, direct)
+    return rho_inf.astype(dtype), rho_t.astype(dtype)
+
+
+def radam_first_rectified_step(beta2: Any) -> int | None:
+    """The first step t at which torch's RAdam rectifies (`rho_t > 5`), for a host `beta2`.
+
+    Evaluates torch's own float64 expression (`rho_inf - 2 * step * (beta2**step) / (1 -
+    beta2**step)` with Python floats), so the switch happens at exactly torch's step; rho_t
+    increases with t, so a doubling then bisection search finds it. None when rho_t never
+    exceeds 5 (rho_inf <= 5, i.e. beta2 <= 2/3) within the int32 step range.
+    """
+    b = float(np.float64(beta2))
+    rho_inf = 2 / (1 - b) - 1
+    if not rho_inf > 5:
+        return None
+
+    def rectified(step: int) -> bool:
+        step = float(step)
+        bias_correction2 = 1 - b**step
+        return rho_inf - 2 * step * (b**step) / bias_correction2 > 5.0
+
+    limit = int(np.iinfo(np.int32).max)
+    hi = 1
+    while not rectified(hi):
+        if hi >= limit:
+            return None
+        hi = min(2 * hi, limit)
+    lo = hi // 2  # not rectified (or 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if rectified(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -53,7 +53,7 @@ def check_params(params: Any, what: str = "params") -> None:
             raise TypeError(
                 f"optax_like optimizes floating-point or complex arrays, but {what} leaf "
                 f"{path_str(path)} has dtype {dtype}. Replace leaves that are not optimized by "
-                "None (e.g. eqx.filter(model, eqx.is_inexact_array)) or use optax_like.masked."
+                "None (e.g. eqx.filter(model, eqx.is_inexact_array))."
             )
         raise TypeError(
             f"{what} leaf {path_str(path)} is a {type(leaf).__name__}, not an array. Replace "
@@ -184,15 +184,41 @@ def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
     return tuple(treedef.unflatten(out) for out in outs)
 
 
-def zeros_like(params: Any, dtype=None) -> Any:
-    """Zero state buffers shaped (and, where possible, sharded) like `params`; None stays None.
+def _filled_like(p: Any, value: Any, dtype) -> Any:
+    """An array of `value` with `p`'s shape and sharding (dtype `dtype`, default `p.dtype`).
 
-    Every optimizer allocates its params-shaped state through this function, so that layout
-    and sharding rules live in one place.
+    Outside tracing `jnp.full_like` already keeps a committed array's sharding. Under `jit`
+    the tracer's aval carries the sharding only on an Explicit mesh; on an Auto mesh
+    `jnp.full_like` gives an unconstrained constant that XLA places on one device (or
+    replicates). So under tracing the buffer is written as `select(False, p, value)`: an
+    elementwise op of `p`, which both sharding-in-types (Explicit) and XLA's sharding
+    propagation (Auto) give `p`'s sharding. XLA folds it to a broadcast after propagation
+    (no runtime cost), and the result is exactly `value` whatever `p` holds (no `0 * nan`).
+    The data dependence on `p` is also what `optax_like.sharding.state_shardings` reads to
+    map state leaves to their params.
     """
-    return map_params(lambda p: jnp.zeros_like(p, dtype=dtype), params)
+    if not isinstance(p, jax.core.Tracer) and not isinstance(value, jax.core.Tracer):
+        return jnp.full_like(p, value, dtype=dtype)
+    p = jnp.asarray(p)
+    dtype = jnp.dtype(p.dtype if dtype is None else dtype)
+    src = p
+    if jnp.iscomplexobj(src) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        src = jnp.real(src)
+    src = jax.lax.convert_element_type(src, dtype)
+    return jnp.where(jnp.zeros_like(src, dtype=bool), src, jnp.full_like(src, value))
+
+
+def zeros_like(params: Any, dtype=None) -> Any:
+    """Zero state buffers shaped and sharded like `params` (eager and under jit, on Auto and
+    Explicit meshes); `dtype` defaults to each param's dtype; None stays None.
+
+    Every optimizer allocates its params-shaped state through this function (or `full_like`),
+    so that layout and sharding rules live in one place. Each call returns fresh buffers
+    (no two state leaves share one, as donation requires).
+    """
+    return map_params(lambda p: _filled_like(p, 0, dtype), params)
 
 
 def full_like(params: Any, value, dtype=None) -> Any:
-    """Like `zeros_like`, filled with `value`."""
-    return map_params(lambda p: jnp.full_like(p, value, dtype=dtype), params)
+    """Like `zeros_like`, filled with `value` (a host scalar or a traced scalar)."""
+    return map_params(lambda p: _filled_like(p, value, dtype), params)

@@ -72,6 +72,12 @@ def in_unit_interval(v: float) -> bool:
 
 
 def maybe_nonzero(value: Any) -> bool:
-    """False only for a concrete zero: traced or scheduled values keep their block in a chain."""
-    concrete = concrete_value(value)
-    return concrete is None or concrete != 0
+    """False only for a host zero (Python/NumPy scalar): other values keep their block in a chain.
+
+    A chain's structure must not depend on the value of a jax array: `inject_hyperparams` and
+    the adapter build the chain once with concrete arrays (init) and once with tracers (update),
+    and both must give the same state structure.
+    """
+    if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, jax.Array):
+        return float(value) != 0
+    return True

@@ -17,7 +17,7 @@ from optax_like.core.base import (
     Params,
     with_extra_args_support,
 )
-from optax_like.core.tree import is_none
+from optax_like.core.tree import check_params, check_same_structure, is_none
 
 
 def _forward_extra_args(tx: GradientTransformation):
@@ -28,14 +28,19 @@ def chain(*transforms: GradientTransformation) -> GradientTransformationExtraArg
     """Applies `transforms` in sequence; the state is the tuple of their states.
 
     Extra keyword arguments given to `update` reach every inner transformation that accepts
-    them (`GradientTransformationExtraArgs`).
+    them (`GradientTransformationExtraArgs`). `init` rejects non-array leaves and `update`
+    rejects updates whose structure or shapes differ from the params, naming the leaf path
+    (at trace time, before any XLA error).
     """
     updates_fns = tuple(_forward_extra_args(t) for t in transforms)
 
     def init(params):
+        check_params(params)
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None, **extra_args):
+        if params is not None:
+            check_same_structure(params, updates, "params", "updates")
         if len(state) != len(transforms):
             raise ValueError(
                 f"chain of {len(transforms)} transformations got a state with {len(state)} entries."

@@ -1,0 +1,68 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from optax_like.core import numerics
+
+
+@pytest.mark.parametrize("beta", [0.9, 0.999, 0.9999])
+@pytest.mark.parametrize("t", [1, 2, 10, 1000, 100000])
+def test_bias_correction_is_accurate_in_float32(beta, t):
+    exact = 1.0 - np.float64(beta) ** t  # what torch computes on the host
+    host = numerics.bias_correction(beta, jnp.asarray(t), jnp.float32)
+    assert abs(float(host) - exact) <= 4 * np.spacing(np.float32(exact))
+    # traced beta: float32-rounded beta, still accurate relative to that value
+    traced = jax.jit(lambda b, c: numerics.bias_correction(b, c, jnp.float32))(jnp.float32(beta), jnp.asarray(t))
+    exact32 = 1.0 - np.float64(np.float32(beta)) ** t
+    assert abs(float(traced) - exact32) <= 4 * np.spacing(np.float32(exact32))
+
+
+def test_naive_bias_correction_would_fail_the_same_bound():
+    # The reason the helper exists: float32 `1 - beta**t` loses ~4 digits at t=1, beta=0.999.
+    naive = np.float32(1) - np.float32(0.999) ** 1
+    exact = 1.0 - 0.999
+    assert abs(naive - exact) > 100 * np.spacing(np.float32(exact))
+
+
+def test_bias_correction_of_zero_beta_is_one():
+    assert float(numerics.bias_correction(0.0, jnp.asarray(3), jnp.float32)) == 1.0
+    assert float(jax.jit(lambda b: numerics.bias_correction(b, 3, jnp.float32))(jnp.float32(0))) == 1.0
+
+
+def test_one_minus_and_scalar_round_once_from_float64():
+    assert numerics.one_minus(0.999, jnp.float32) == np.float32(1.0 - 0.999)
+    assert numerics.scalar(0.1, jnp.float32) == np.float32(0.1)
+
+
+@pytest.mark.parametrize("weight", [0.1, 0.5, 0.9])
+def test_lerp_matches_torch_bitwise(weight):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(1000).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)
+    expected = torch.tensor(a).lerp_(torch.tensor(b), weight).numpy()
+    got = jax.jit(numerics.lerp)(a, b, np.float32(weight))
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_compute_dtype_is_torch_opmath():
+    assert numerics.compute_dtype(jnp.bfloat16) == jnp.float32
+    assert numerics.compute_dtype(jnp.float16) == jnp.float32
+    assert numerics.compute_dtype(jnp.float32) == jnp.float32
+    assert numerics.compute_dtype(jnp.complex64) == jnp.complex64
+
+
+def test_real_view_round_trip():
+    z = jnp.asarray([1 + 2j, 3 - 4j], jnp.complex64)
+    r = numerics.real_view(z)
+    assert r.shape == (2, 2) and r.dtype == jnp.float32
+    np.testing.assert_array_equal(numerics.complex_view(r, z), z)
+    x = jnp.ones(3)
+    assert numerics.real_view(x) is x
+
+
+def test_as_hyperparam_is_never_weak():
+    for value in (0.1, np.float32(0.1), np.float64(0.1), jnp.asarray(0.1)):
+        h = numerics.as_hyperparam(value)
+        assert not h.weak_type and h.dtype == jnp.float32

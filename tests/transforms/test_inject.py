@@ -1,0 +1,69 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_like as ol
+
+
+def counting_step(tx):
+    traces = []
+
+    def step(g, s, p):
+        traces.append(1)
+        u, s = tx.update(g, s, p)
+        return ol.apply_updates(p, u), s
+
+    return jax.jit(step), traces
+
+
+@pytest.mark.parametrize("value", [0.05, np.float32(0.05), np.float64(0.05), jnp.asarray(0.05), jnp.asarray(0.05, jnp.float32), 1])
+def test_editing_hyperparams_never_recompiles(value):
+    tx = ol.inject_hyperparams(ol.adam)(lr=0.1, betas=(0.9, 0.999))
+    p = {"w": jnp.ones(3)}
+    g = {"w": jnp.ones(3)}
+    state = tx.init(p)
+    step, traces = counting_step(tx)
+    p, state = step(g, state, p)
+    state.hyperparams["lr"] = value
+    state.hyperparams["betas"] = (0.8, value * 0 + 0.99)
+    state.hyperparams.update(eps=1e-6)
+    p, state = step(g, state, p)
+    p, state = step(g, state, p)
+    assert len(traces) == 1
+    assert state.hyperparams["lr"].dtype == jnp.float32 and not state.hyperparams["lr"].weak_type
+    np.testing.assert_allclose(state.hyperparams["lr"], float(value))
+
+
+def test_injected_values_give_the_same_numbers_as_constants():
+    p = {"w": jnp.linspace(-1, 1, 5)}
+    g = {"w": jnp.linspace(0.3, -0.2, 5)}
+    plain, injected = ol.sgd(0.1, momentum=0.9), ol.inject_hyperparams(ol.sgd)(lr=0.1, momentum=0.9)
+    s1, s2 = plain.init(p), injected.init(p)
+    for _ in range(5):
+        u1, s1 = plain.update(g, s1, p)
+        u2, s2 = jax.jit(injected.update)(g, s2, p)
+        np.testing.assert_allclose(u1["w"], u2["w"], rtol=1e-6)
+
+
+def test_schedules_are_evaluated_each_step_and_shown_in_state():
+    tx = ol.inject_hyperparams(ol.sgd)(lr=lambda count: 0.1 * 0.5 ** count)
+    p = {"w": jnp.zeros(1)}
+    state = tx.init(p)
+    lrs = []
+    for _ in range(3):
+        u, state = jax.jit(tx.update)({"w": jnp.ones(1)}, state, p)
+        lrs.append(float(-u["w"][0]))
+        assert float(state.hyperparams["lr"]) == pytest.approx(lrs[-1])
+    np.testing.assert_allclose(lrs, [0.1, 0.05, 0.025], rtol=1e-6)
+
+
+def test_inject_validates_up_front_with_torch_messages():
+    with pytest.raises(ValueError, match="Invalid learning rate: -1"):
+        ol.inject_hyperparams(ol.sgd)(lr=-1)
+
+
+def test_static_args_and_bools_stay_static():
+    tx = ol.inject_hyperparams(ol.sgd, static_args=("momentum",))(lr=0.1, momentum=0.9, nesterov=True)
+    state = tx.init({"w": jnp.ones(2)})
+    assert set(state.hyperparams) == {"lr", "dampening", "weight_decay"}
