@@ -1,0 +1,92 @@
+"""Schedule combinators: SequentialLR and ChainedScheduler."""
+
+from __future__ import annotations
+
+import bisect
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.schedules._common import JAX, concrete_count
+
+
+def check_sequential(schedulers, milestones, name="SequentialLR"):
+    if len(schedulers) < 1:
+        raise ValueError(f"{name} expects at least one scheduler, but got no scheduler.")
+    if len(milestones) != len(schedulers) - 1:
+        raise ValueError(
+            "Sequential Schedulers expects number of schedulers provided to be one more than the "
+            f"number of milestone points, but got number of schedulers {len(schedulers)} and the "
+            f"number of milestones to be equal to {len(milestones)}"
+        )
+
+
+def sequential_lr(schedules: Sequence[Callable], milestones: Sequence[int]):
+    """torch.optim.lr_scheduler.SequentialLR: `schedules[i](count - milestones[i-1])` for
+    `milestones[i-1] <= count < milestones[i]` (i = bisect_right(milestones, count)).
+
+    Each schedule restarts from its own count 0 at its milestone, as torch's `_update_lr(0)`
+    does. Build all of them with the same `lr` (torch's schedulers share the group's
+    `initial_lr`). One difference: torch restarts a MultiplicativeLR from the lr the previous
+    scheduler left, times `lr_lambda(0)`; `multiplicative_lr` restarts from its own `lr`.
+    Only the active schedule is evaluated (`lax.switch`; plain Python for a concrete count).
+    """
+    schedules = list(schedules)
+    milestones = list(milestones)
+    check_sequential(schedules, milestones)
+    offsets = [0] + milestones
+
+    def schedule(count):
+        concrete = concrete_count(count)
+        if concrete is not None:
+            i = bisect.bisect_right(milestones, concrete)
+            return jnp.asarray(schedules[i](concrete - offsets[i])).astype(numerics.float_dtype())
+        n = jnp.asarray(count)
+        index = JAX.count_le(milestones, n).astype(jnp.int32)
+        branches = [
+            (lambda m, s=s, o=o: jnp.asarray(s(m - o)).astype(numerics.float_dtype()))
+            for s, o in zip(schedules, offsets)
+        ]
+        return jax.lax.switch(index, branches, n)
+
+    schedule.initial_lr = getattr(schedules[0], "initial_lr", None)
+    return schedule
+
+
+def chained_scheduler(schedules: Sequence[Callable]):
+    """torch.optim.lr_scheduler.ChainedScheduler: the schedulers' factors multiply,
+
+        value(n) = lr * prod_i (schedules[i](n) / schedules[i].initial_lr)
+
+    which is torch's result when the chained schedulers are its multiplicative (recursive) ones
+    (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, MultiplicativeLR,
+    CosineAnnealingLR up to T_max). torch's closed-form schedulers (LambdaLR, CyclicLR,
+    OneCycleLR, CosineAnnealingWarmRestarts, SWALR, and CosineAnnealingLR's additive restart
+    step) overwrite the lr instead of scaling it, so a chain containing them is order-dependent
+    in torch and not reproduced here. Each schedule must carry `initial_lr` (all of
+    `optax_like.schedules` do); `lr` is the first one's.
+    """
+    schedules = list(schedules)
+    if len(schedules) < 1:
+        raise ValueError("ChainedScheduler expects at least one scheduler to be chained, but got no scheduler.")
+    for i, s in enumerate(schedules):
+        if not callable(s) or getattr(s, "initial_lr", None) is None:
+            raise TypeError(
+                f"ChainedScheduler at index {i} should be a schedule from optax_like.schedules "
+                "(a callable with an `initial_lr` attribute)."
+            )
+    lr = schedules[0].initial_lr
+
+    def schedule(count):
+        value = jnp.asarray(schedules[0](count))
+        for s in schedules[1:]:
+            value = value * (s(count) / s.initial_lr)
+        return value.astype(numerics.float_dtype())
+
+    schedule.initial_lr = lr
+    return schedule
+
+
+__all__ = ["chained_scheduler", "sequential_lr"]
