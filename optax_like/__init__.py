@@ -9,5 +9,6 @@ from optax_like.core import *  # noqa: F401,F403
 from optax_like.core import __all__ as _core_all
 from optax_like.optimizers import *  # noqa: F401,F403
 from optax_like.transforms import *  # noqa: F401,F403
+from optax_like import schedules  # noqa: F401  (optax_like.schedules.one_cycle_lr, ...)
 
 __version__ = "0.1.0"
