@@ -1,0 +1,78 @@
+"""`scale_by_adadelta`: torch.optim.Adadelta's two running averages and its unit-free step."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import increment_counts, init_counts, update_leaves, zeros_like
+
+
+class ScaleByAdadeltaState(NamedTuple):
+    square_avg: Any  # running average of g^2 (torch's state['square_avg'])
+    acc_delta: Any  # running average of the squared steps (torch's state['acc_delta'])
+    step: jax.Array  # per-leaf step count (torch's state['step']; counted, not used in the math)
+    schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+def scale_by_adadelta(
+    rho: ScalarOrSchedule = 0.9,
+    eps: ScalarOrSchedule = 1e-6,
+) -> GradientTransformation:
+    """torch.optim.Adadelta's direction (Zeiler, 2012), without the learning rate:
+
+        v_t      = rho * v_{t-1} + (1 - rho) * g * g                 (square_avg)
+        delta_t  = sqrt(a_{t-1} + eps) / sqrt(v_t + eps) * g
+        a_t      = rho * a_{t-1} + (1 - rho) * delta_t * delta_t     (acc_delta)
+        u        = delta_t
+
+    eps sits *inside both* square roots, as in torch's code (`square_avg.add(eps).sqrt_()`),
+    which is what makes the first steps non-zero (a_0 = 0). torch's multiplier `lr` (default
+    1.0) enters linearly and is applied by a trailing `scale_by_learning_rate`. Complex params
+    are treated as pairs of reals. Leaves whose update is None are skipped, state untouched.
+    """
+
+    def init(params):
+        return ScaleByAdadeltaState(
+            square_avg=zeros_like(params),
+            acc_delta=zeros_like(params),
+            step=init_counts(params),
+            schedule_count=jnp.zeros((), jnp.int32),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        r = numerics.resolve(rho, state.schedule_count)
+        epsilon = numerics.resolve(eps, state.schedule_count)
+
+        def leaf(g, v, a):
+            like = v
+            dtype = numerics.compute_dtype(numerics.real_view(v).dtype)
+            g, v, a = (numerics.real_view(x).astype(dtype) for x in (g, v, a))
+            rho_c = numerics.scalar(r, dtype)
+            one_minus_rho = numerics.one_minus(r, dtype)
+            eps_c = numerics.scalar(epsilon, dtype)
+            v = v * rho_c + (one_minus_rho * g) * g
+            std = jnp.sqrt(v + eps_c)
+            delta = jnp.sqrt(a + eps_c)
+            delta = (delta / std) * g
+            a = a * rho_c + (one_minus_rho * delta) * delta
+            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
+            return numerics.complex_view(delta, like), store(v), store(a)
+
+        new_updates, square_avg, acc_delta = update_leaves(leaf, updates, state.square_avg, state.acc_delta)
+        return new_updates, ScaleByAdadeltaState(
+            square_avg,
+            acc_delta,
+            increment_counts(state.step, updates, state.square_avg),
+            numerics.safe_increment(state.schedule_count),
+        )
+
+    return GradientTransformation(init, update)
+
+
+__all__ = ["ScaleByAdadeltaState", "scale_by_adadelta"]

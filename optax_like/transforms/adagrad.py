@@ -1,0 +1,111 @@
+"""`scale_by_adagrad`: torch.optim.Adagrad's accumulator, decayed learning rate and step."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+
+
+class ScaleByAdagradState(NamedTuple):
+    sum: Any  # accumulated squared gradients, params-shaped (torch's state['sum'])
+    step: jax.Array  # per-leaf step count (torch's state['step'])
+    schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+def _wide_dtype(dtype) -> jnp.dtype:
+    """The dtype torch's host scalar math maps to here: float64 under x64, else float32."""
+    return jnp.promote_types(numerics.float_dtype(), dtype)
+
+
+def _array_dtype(x) -> jnp.dtype:
+    """The float dtype of an array hyperparameter (the default float dtype for integers)."""
+    dtype = jnp.asarray(x).dtype
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else numerics.float_dtype()
+
+
+def scale_by_adagrad(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    lr_decay: ScalarOrSchedule = 0.0,
+    initial_accumulator_value: ScalarOrSchedule = 0.0,
+    eps: ScalarOrSchedule = 1e-10,
+) -> GradientTransformation:
+    """torch.optim.Adagrad's step, *including the learning rate and its sign* (descent):
+
+        t     <- t + 1                                   (per leaf)
+        clr    = lr / (1 + (t - 1) * lr_decay)           (host float64 in torch)
+        sum_t  = sum_{t-1} + g * g                       (sum_0 = initial_accumulator_value)
+        u      = (-clr * g) / (sqrt(sum_t) + eps)        (eps outside the square root)
+
+    The learning rate lives inside this block, not in a trailing `scale_by_learning_rate`,
+    because torch's decayed rate `clr` depends on each parameter's own step count (a leaf that
+    missed an update keeps a smaller `t`) and torch rounds `-clr` once before multiplying,
+    `param.addcdiv_(grad, std, value=-clr)`; both are reproduced here. `clr` is computed in
+    float64 under x64 (torch's Python float), else float32; for an array `lr` (torch's Tensor
+    lr, which torch keeps a tensor) the division is done in the array's dtype, as torch does.
+
+    Complex params are treated as pairs of reals (torch's `view_as_real`); their accumulator
+    starts at `initial_accumulator_value * (1 + 1j)`, as torch's `complex(v, v)`. torch's
+    sparse-gradient path has no counterpart (JAX gradients are dense). `initial_accumulator_value`
+    is read once, at `init` (a schedule is evaluated at count 0). Leaves whose update is None
+    are skipped with their state untouched.
+    """
+
+    def init(params):
+        count = jnp.zeros((), jnp.int32)
+        start = numerics.resolve(initial_accumulator_value, count)
+
+        def fill(z):
+            real = numerics.scalar(start, jnp.real(z).dtype)
+            value = jax.lax.complex(real, real) if jnp.iscomplexobj(z) else real
+            return z + value.astype(z.dtype)
+
+        return ScaleByAdagradState(
+            sum=map_params(fill, zeros_like(params)),
+            step=init_counts(params),
+            schedule_count=count,
+        )
+
+    def update(updates, state, params=None):
+        del params
+        lr = numerics.resolve(learning_rate, state.schedule_count)
+        decay = numerics.resolve(lr_decay, state.schedule_count)
+        epsilon = numerics.resolve(eps, state.schedule_count)
+        steps = numerics.safe_increment(state.step)
+
+        def leaf(g, acc, t):
+            like = acc
+            dtype = numerics.compute_dtype(numerics.real_view(acc).dtype)
+            g, acc = (numerics.real_view(x).astype(dtype) for x in (g, acc))
+            wide = _wide_dtype(dtype)
+            denom = 1 + (t.astype(wide) - 1) * numerics.scalar(decay, wide)
+            if numerics.is_host_scalar(lr):
+                clr = numerics.scalar(lr, wide) / denom
+            else:
+                # torch keeps a Tensor lr a tensor: `lr / denom` is computed in lr's dtype.
+                lr_dtype = _array_dtype(lr)
+                clr = jnp.asarray(lr).astype(lr_dtype) / denom.astype(lr_dtype)
+            acc = acc + g * g
+            std = jnp.sqrt(acc) + numerics.scalar(epsilon, dtype)
+            u = ((-clr).astype(dtype) * g) / std
+            return (
+                numerics.complex_view(u, like),
+                numerics.complex_view(acc, like).astype(like.dtype),
+            )
+
+        new_updates, sums = update_leaves(leaf, updates, state.sum, counts=steps)
+        return new_updates, ScaleByAdagradState(
+            sums,
+            increment_counts(state.step, updates, state.sum),
+            numerics.safe_increment(state.schedule_count),
+        )
+
+    return GradientTransformation(init, update)
+
+
+__all__ = ["ScaleByAdagradState", "scale_by_adagrad"]

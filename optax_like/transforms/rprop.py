@@ -1,0 +1,96 @@
+"""`scale_by_rprop`: torch.optim.Rprop's sign-based steps with per-element adaptive sizes."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+
+
+class ScaleByRpropState(NamedTuple):
+    prev: Any  # the previous (sign-change-zeroed) gradient (torch's state['prev'])
+    step_size: Any  # per-element step sizes, params-shaped (torch's state['step_size'])
+    step: jax.Array  # per-leaf step count (torch's state['step']; counted, not used in the math)
+    schedule_count: jax.Array  # updates applied so far, for scheduled etas / step sizes
+
+
+def scale_by_rprop(
+    learning_rate: ScalarOrSchedule = 1e-2,
+    etas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.5, 1.2),
+    step_sizes: tuple[ScalarOrSchedule, ScalarOrSchedule] = (1e-6, 50),
+) -> GradientTransformation:
+    """torch.optim.Rprop's step (Riedmiller & Braun, 1993), *including the learning rate*:
+
+        s      = sign(g * prev)
+        f      = etaplus if s > 0,  etaminus if s < 0,  1 if s == 0     (NaN stays NaN)
+        size_t = clamp(size_{t-1} * f, step_size_min, step_size_max)    (size_0 = lr)
+        g      = 0   where f == etaminus                                (sign change: skip)
+        u      = -sign(g) * size_t
+        prev   = g
+
+    The learning rate is only the initial step size of every element, read once at `init`
+    (a schedule is evaluated at count 0, a later change of lr has no effect, as in torch where
+    `lr` is read only when the state is created); hence it lives here, not in a trailing
+    `scale_by_learning_rate`. etas are rounded to the params' dtype before use, as torch
+    writes them into a tensor of that dtype. Complex params are treated as pairs of reals
+    (step sizes start at lr + lr*1j). Leaves whose update is None are skipped, state untouched.
+    """
+    etaminus, etaplus = etas
+    size_min, size_max = step_sizes
+
+    def init(params):
+        count = jnp.zeros((), jnp.int32)
+        lr0 = numerics.resolve(learning_rate, count)
+
+        def fill(z):
+            real = numerics.scalar(lr0, jnp.real(z).dtype)
+            value = jax.lax.complex(real, real) if jnp.iscomplexobj(z) else real
+            return z + value.astype(z.dtype)
+
+        return ScaleByRpropState(
+            prev=zeros_like(params),
+            step_size=map_params(fill, zeros_like(params)),
+            step=init_counts(params),
+            schedule_count=count,
+        )
+
+    def update(updates, state, params=None):
+        del params
+        em = numerics.resolve(etaminus, state.schedule_count)
+        ep = numerics.resolve(etaplus, state.schedule_count)
+        lo = numerics.resolve(size_min, state.schedule_count)
+        hi = numerics.resolve(size_max, state.schedule_count)
+
+        def leaf(g, prev, size):
+            like = prev
+            store_dtype = numerics.real_view(prev).dtype
+            dtype = numerics.compute_dtype(store_dtype)
+            g, prev, size = (numerics.real_view(x).astype(dtype) for x in (g, prev, size))
+            em_c = numerics.scalar(em, store_dtype).astype(dtype)
+            ep_c = numerics.scalar(ep, store_dtype).astype(dtype)
+            s = jnp.sign(g * prev)
+            factor = jnp.where(s > 0, ep_c, jnp.where(s < 0, em_c, jnp.where(s == 0, jnp.ones((), dtype), s)))
+            size = jnp.clip(size * factor, numerics.scalar(lo, dtype), numerics.scalar(hi, dtype))
+            size = size.astype(store_dtype).astype(dtype)
+            g = jnp.where(factor == em_c, jnp.zeros((), dtype), g)
+            u = -jnp.sign(g) * size
+            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
+            return numerics.complex_view(u, like), store(g), store(size)
+
+        new_updates, prev, size = update_leaves(leaf, updates, state.prev, state.step_size)
+        return new_updates, ScaleByRpropState(
+            prev,
+            size,
+            increment_counts(state.step, updates, state.prev),
+            numerics.safe_increment(state.schedule_count),
+        )
+
+    return GradientTransformation(init, update)
+
+
+__all__ = ["ScaleByRpropState", "scale_by_rprop"]

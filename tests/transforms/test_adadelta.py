@@ -1,0 +1,82 @@
+"""Unit tests of `scale_by_adadelta`: square_avg / acc_delta with eps inside both roots."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_like as ol
+
+
+def test_first_steps_by_hand():
+    rho, eps = 0.8, 1e-3
+    tx = ol.scale_by_adadelta(rho, eps)
+    state = tx.init({"w": jnp.zeros(2)})
+    g = np.asarray([1.0, -2.0])
+    u, state = tx.update({"w": jnp.asarray(g)}, state)
+    v = (1 - rho) * g * g
+    delta = np.sqrt(eps) / np.sqrt(v + eps) * g
+    np.testing.assert_allclose(u["w"], delta, rtol=1e-6)
+    np.testing.assert_allclose(state.acc_delta["w"], (1 - rho) * delta * delta, rtol=1e-6)
+    u, state = tx.update({"w": jnp.asarray(g)}, state)
+    v2 = rho * v + (1 - rho) * g * g
+    np.testing.assert_allclose(u["w"], np.sqrt((1 - rho) * delta * delta + eps) / np.sqrt(v2 + eps) * g, rtol=1e-6)
+
+
+PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
+
+
+def grads(seed, like=PARAMS, dtype=jnp.float32):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
+
+
+def run(tx, params, steps, jit, skip_frozen=False):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for i in range(steps):
+        g = grads(i, params, params["a"].dtype)
+        if skip_frozen:
+            g["frozen"] = None
+        u, state = update(g, state, params)
+        params = ol.apply_updates(params, u)
+    return params, state
+
+
+def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
+    tx = ol.scale_by_adadelta(rho=0.8, eps=1e-3)
+    initial = tx.init(PARAMS)
+    params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
+    np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
+    np.testing.assert_array_equal(state.step, [3, 3, 0])
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict) and leaf["frozen"] is not None:
+            np.testing.assert_array_equal(leaf["frozen"], getattr(initial, field)["frozen"])
+    g = grads(0)
+    g["frozen"] = None
+    u, _ = tx.update(g, initial, PARAMS)
+    assert u["frozen"] is None
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
+    tx = ol.scale_by_adadelta(rho=0.8, eps=1e-3)
+    low = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
+    params, state = run(tx, low, 4, jit=True)
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict):
+            assert all(x is None or x.dtype == dtype for x in leaf.values()), field
+    assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+    reference, _ = run(tx, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
+    for k in PARAMS:
+        np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
+
+
+def test_jit_matches_eager():
+    tx = ol.scale_by_adadelta(rho=0.8, eps=1e-3)
+    eager, eager_state = run(tx, PARAMS, 3, jit=False)
+    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
+    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)

@@ -1,0 +1,128 @@
+"""Unit tests of `scale_by_asgd`: the decayed step, float32 eta/mu, the averaged params `ax`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_like as ol
+from optax_like.transforms.asgd import averaged_params
+
+
+def test_first_steps_by_hand():
+    lr, lambd, alpha, t0 = 0.1, 0.5, 0.75, 1.0
+    tx = ol.scale_by_asgd(lr, lambd, alpha, t0)
+    p = np.asarray([1.0, -2.0])
+    state = tx.init({"w": jnp.asarray(p)})
+    np.testing.assert_array_equal(state.eta, [np.float32(lr)])
+    np.testing.assert_array_equal(state.mu, [1.0])
+    g = np.asarray([0.5, 1.0])
+    u, state = tx.update({"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p)})
+    p1 = p * (1 - lambd * lr) - lr * g
+    np.testing.assert_allclose(p + u["w"], p1, rtol=1e-6)
+    np.testing.assert_allclose(state.ax["w"], p1, rtol=1e-6)  # mu_0 = 1: ax is a copy
+    eta1 = lr / (1 + lambd * lr * 1) ** alpha
+    np.testing.assert_allclose(state.eta, [eta1], rtol=1e-6)
+    np.testing.assert_array_equal(state.mu, [1.0])  # 1 / max(1, 1 - t0)
+    u, state = tx.update({"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p1)})
+    p2 = p1 * (1 - lambd * eta1) - eta1 * g
+    np.testing.assert_allclose(p1 + u["w"], p2, rtol=1e-6)
+    np.testing.assert_allclose(state.mu, [1.0])  # 1 / max(1, 2 - 1)
+    u, state = tx.update({"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p2)})
+    np.testing.assert_allclose(state.mu, [0.5])  # 1 / max(1, 3 - 1), used from the next step on
+    p3 = p2 + np.asarray(u["w"])
+    u, state = tx.update({"w": jnp.asarray(g)}, state, {"w": jnp.asarray(p3)})
+    p4 = p3 + np.asarray(u["w"])
+    np.testing.assert_allclose(state.ax["w"], p3 + 0.5 * (p4 - p3), rtol=1e-6)
+
+
+def test_eta_and_mu_are_float32_even_for_float64_params(x64):
+    state = ol.scale_by_asgd(0.1).init({"w": jnp.zeros(2, jnp.float64)})
+    assert state.eta.dtype == jnp.float32 and state.mu.dtype == jnp.float32
+    assert state.ax["w"].dtype == jnp.float64
+
+
+def test_skipped_leaf_keeps_its_eta_and_mu():
+    tx = ol.scale_by_asgd(0.1, lambd=0.5, t0=0.0)
+    _, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
+    np.testing.assert_array_equal(state.eta[2], np.float32(0.1))
+    np.testing.assert_array_equal(state.mu[2], 1.0)
+    assert state.eta[0] < np.float32(0.1) and state.mu[0] < 1.0
+
+
+def test_needs_params():
+    tx = ol.scale_by_asgd()
+    state = tx.init({"w": jnp.zeros(1)})
+    with pytest.raises(ValueError, match="needs the params"):
+        tx.update({"w": jnp.ones(1)}, state)
+
+
+def test_averaged_params_finds_the_state_inside_wrappers():
+    params = {"w": jnp.ones(2), "n": None}
+    tx = ol.inject_hyperparams(ol.asgd)(lr=0.1, t0=0.0)
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.ones(2), "n": None}, state, params)
+    ax = averaged_params(state)
+    assert ax["n"] is None
+    np.testing.assert_allclose(ax["w"], 1 - 0.1 * (1 + 1e-4), rtol=1e-6)
+    masked = ol.masked(ol.scale_by_asgd(), {"w": True, "n": False})
+    assert averaged_params(masked.init(params))["n"] is None
+
+
+PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
+
+
+def grads(seed, like=PARAMS, dtype=jnp.float32):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
+
+
+def run(tx, params, steps, jit, skip_frozen=False):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for i in range(steps):
+        g = grads(i, params, params["a"].dtype)
+        if skip_frozen:
+            g["frozen"] = None
+        u, state = update(g, state, params)
+        params = ol.apply_updates(params, u)
+    return params, state
+
+
+def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
+    tx = ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0)
+    initial = tx.init(PARAMS)
+    params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
+    np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
+    np.testing.assert_array_equal(state.step, [3, 3, 0])
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict) and leaf["frozen"] is not None:
+            np.testing.assert_array_equal(leaf["frozen"], getattr(initial, field)["frozen"])
+    g = grads(0)
+    g["frozen"] = None
+    u, _ = tx.update(g, initial, PARAMS)
+    assert u["frozen"] is None
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
+    tx = ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0)
+    low = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
+    params, state = run(tx, low, 4, jit=True)
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict):
+            assert all(x is None or x.dtype == dtype for x in leaf.values()), field
+    assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+    reference, _ = run(tx, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
+    for k in PARAMS:
+        np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
+
+
+def test_jit_matches_eager():
+    tx = ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0)
+    eager, eager_state = run(tx, PARAMS, 3, jit=False)
+    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
+    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)

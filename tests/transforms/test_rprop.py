@@ -1,0 +1,90 @@
+"""Unit tests of `scale_by_rprop`: sign logic, step-size clamps, gradient zeroed on a sign change."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_like as ol
+
+
+def test_sign_logic_and_clamping_by_hand():
+    tx = ol.scale_by_rprop(0.1, etas=(0.5, 1.5), step_sizes=(0.04, 0.2))
+    state = tx.init({"w": jnp.zeros(3)})
+    u, state = tx.update({"w": jnp.asarray([1.0, -1.0, 0.0])}, state)
+    np.testing.assert_allclose(u["w"], [-0.1, 0.1, 0.0])  # first step: factor 1 (prev = 0)
+    u, state = tx.update({"w": jnp.asarray([2.0, 3.0, 1.0])}, state)
+    # same sign: 0.1 * 1.5; sign change: 0.1 * 0.5, no move, prev zeroed; from zero: factor 1
+    np.testing.assert_allclose(state.step_size["w"], [0.15, 0.05, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(u["w"], [-0.15, 0.0, -0.1], rtol=1e-6)
+    np.testing.assert_array_equal(state.prev["w"], [2.0, 0.0, 1.0])
+    u, state = tx.update({"w": jnp.asarray([2.0, 3.0, -1.0])}, state)
+    np.testing.assert_allclose(state.step_size["w"], [0.2, 0.05, 0.05], rtol=1e-6)  # 0.225 clamped to 0.2
+    np.testing.assert_allclose(u["w"], [-0.2, -0.05, 0.0], rtol=1e-6)
+    _, state = tx.update({"w": jnp.asarray([-2.0, -3.0, 1.0])}, state)
+    np.testing.assert_allclose(state.step_size["w"], [0.1, 0.04, 0.05], rtol=1e-6)  # 0.025 clamped to 0.04
+
+
+def test_learning_rate_is_only_the_initial_step_size():
+    state = ol.scale_by_rprop(0.3).init({"w": jnp.zeros(2), "z": jnp.zeros(1, jnp.complex64)})
+    np.testing.assert_allclose(state.step_size["w"], [0.3, 0.3])
+    np.testing.assert_allclose(state.step_size["z"], [0.3 + 0.3j])
+
+
+PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
+
+
+def grads(seed, like=PARAMS, dtype=jnp.float32):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
+
+
+def run(tx, params, steps, jit, skip_frozen=False):
+    state = tx.init(params)
+    update = jax.jit(tx.update) if jit else tx.update
+    for i in range(steps):
+        g = grads(i, params, params["a"].dtype)
+        if skip_frozen:
+            g["frozen"] = None
+        u, state = update(g, state, params)
+        params = ol.apply_updates(params, u)
+    return params, state
+
+
+def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
+    tx = ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2))
+    initial = tx.init(PARAMS)
+    params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
+    np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
+    np.testing.assert_array_equal(state.step, [3, 3, 0])
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict) and leaf["frozen"] is not None:
+            np.testing.assert_array_equal(leaf["frozen"], getattr(initial, field)["frozen"])
+    g = grads(0)
+    g["frozen"] = None
+    u, _ = tx.update(g, initial, PARAMS)
+    assert u["frozen"] is None
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
+    tx = ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2))
+    low = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
+    params, state = run(tx, low, 4, jit=True)
+    for field in state._fields:
+        leaf = getattr(state, field)
+        if isinstance(leaf, dict):
+            assert all(x is None or x.dtype == dtype for x in leaf.values()), field
+    assert all(p.dtype == dtype for p in jax.tree.leaves(params))
+    reference, _ = run(tx, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
+    for k in PARAMS:
+        np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
+
+
+def test_jit_matches_eager():
+    tx = ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2))
+    eager, eager_state = run(tx, PARAMS, 3, jit=False)
+    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
+    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
+        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
