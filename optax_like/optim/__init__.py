@@ -1,0 +1,58 @@
+"""torch.optim's stateful surface: `optax_like.optim.SGD(params, lr=...)`, `.step()`, `.state_dict()`.
+
+Port a torch loop by changing `torch.optim` to `optax_like.optim` and the way gradients are
+computed (a closure `loss(params, *batch)` given to `step`, or `backward(grads)`). Each class is
+a thin view of a functional optimizer (`optax_like.<name>`): one row of the table below. See
+optax_like/optim/optimizer.py and docs/adapter.md for the design.
+"""
+
+import importlib
+
+from optax_like import optimizers as _optimizers
+from optax_like.optim.optimizer import (
+    Optimizer,
+    RemovableHandle,
+    make_optimizer_class,
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+# torch class name -> (functional factory name, options for make_optimizer_class).
+_TABLE = {
+    "SGD": ("sgd", dict(structural_zero=("momentum",))),
+    "Adam": ("adam", {}),
+    "AdamW": ("adamw", {}),
+    "ASGD": ("asgd", {}),
+    "Rprop": ("rprop", {}),
+    "Adagrad": ("adagrad", {}),
+    "Adadelta": ("adadelta", {}),
+    "RMSprop": ("rmsprop", dict(structural_zero=("momentum",))),
+    "Adamax": ("adamax", {}),
+    "NAdam": ("nadam", {}),
+    "RAdam": ("radam", {}),
+    "SparseAdam": ("sparse_adam", {}),
+    "Adafactor": ("adafactor", {}),
+    "Muon": ("muon", dict(static=("ns_steps",))),
+}
+
+__all__ = [
+    "Optimizer",
+    "RemovableHandle",
+    "make_optimizer_class",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
+]
+
+for _name, (_factory_name, _options) in _TABLE.items():
+    _factory = getattr(_optimizers, _factory_name, None)
+    if _factory is not None:  # classes appear as their functional factories land
+        globals()[_name] = make_optimizer_class(_name, _factory, **_options)
+        __all__.append(_name)
+
+for _sub in ("lr_scheduler", "swa_utils"):
+    try:
+        globals()[_sub] = importlib.import_module(f"optax_like.optim.{_sub}")
+        __all__.append(_sub)
+    except ModuleNotFoundError as _e:
+        if _e.name != f"optax_like.optim.{_sub}":
+            raise

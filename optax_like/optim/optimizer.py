@@ -1,0 +1,779 @@
+"""`Optimizer`: torch.optim's stateful surface over the functional core.
+
+The adapter is thin. It holds the params, the functional state of each param group and the
+param groups themselves; every number comes from the group's functional optimizer
+(`optax_like.sgd`, `optax_like.adam`, ...), built inside ONE jitted, donated XLA computation per
+`step()`. Design (details and costs in docs/adapter.md):
+
+Params. `params` is torch's argument: a pytree of arrays (one group), or a list of group dicts
+`{'params': pytree, 'lr': ...}` (a list whose items are all dicts with a 'params' key). With
+`model=tree`, the groups' trees are sub-trees of `model`, matched by identity as torch matches
+tensors; the loss then receives the whole `model` and leaves in no group are frozen.
+`optimizer.params` returns the current values in the user's structure (the tree; the list of
+group trees; or `model`). Arrays handed to the optimizer are owned by it: they are donated to
+the first step (read `optimizer.params`, which is valid until the next step).
+
+Gradients. `step(closure, *args)`: `closure(params, *args)` returns the loss; it is
+differentiated and the update applied in the same jitted call, and the loss returned (a device
+array: no host sync). It plays torch's closure that begins with `zero_grad()`: pending gradients
+are discarded. Every optimized leaf gets a gradient (zero where unused). A closure defined once
+compiles once; a new function object (a per-step lambda) is a new jit key and retraces.
+`backward(grads)` accumulates explicit gradients (a tree in the params' structure, `None` for
+"no gradient") until `zero_grad()`; `step()` uses them; a leaf without gradient is skipped with
+its state untouched, as torch skips `p.grad is None`.
+
+Hyperparameters. Numeric group entries (those whose factory default is a number or a tuple of
+numbers, e.g. `lr`, `betas`, `weight_decay`) are fed to the jitted step as one non-weak float
+array per step, so editing `param_groups[i]['lr']` takes effect at the next step without a
+recompile. Each value travels with its host-computed (float64) `1 - x` and `log(x)` so the
+traced step reproduces torch's float64 scalar math (`core.numerics.precise_scalars`). Other
+entries (bools, None, ints listed as static) are compile-time constants: editing them
+recompiles once and rebuilds the group's state through the state_dict mapping. A class may
+mark a hyperparameter "structural when zero" (SGD's `momentum`: no buffer is allocated while
+it is 0); crossing zero recompiles once.
+
+State. `state_dict()` has torch's layout and keys: the functional state's NamedTuple field
+names are torch's keys; per-leaf int32 `step` vectors become per-param `step` scalars; internal
+counters (`count`, `schedule_count`) are not exported and are rebuilt on load. Param ids are
+the leaves of the groups' trees in `jax.tree.leaves` order, numbered across groups as torch
+does. `param_groups[i]['params']` holds these ids; `optimizer.state[id]` is that param's
+state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import itertools
+import math
+from collections import OrderedDict
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_like.core import numerics
+from optax_like.core.base import apply_updates
+from optax_like.core.tree import check_params, is_none, path_str
+
+__all__ = [
+    "Optimizer",
+    "register_optimizer_step_post_hook",
+    "register_optimizer_step_pre_hook",
+    "make_optimizer_class",
+]
+
+# Internal counters of the functional state that have no torch counterpart; rebuilt on load.
+_INTERNAL_FIELDS = ("count", "schedule_count")
+
+# Number of times the jitted step has been traced (one per compilation); tests read it.
+TRACE_COUNT = [0]
+
+
+class RemovableHandle:
+    """A handle that removes a registered hook (torch.utils.hooks.RemovableHandle's surface)."""
+
+    _next_id = itertools.count()
+
+    def __init__(self, hooks_dict: "OrderedDict[int, Callable]"):
+        self.hooks_dict = hooks_dict
+        self.id = next(RemovableHandle._next_id)
+
+    def remove(self) -> None:
+        self.hooks_dict.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+_global_optimizer_pre_hooks: "OrderedDict[int, Callable]" = OrderedDict()
+_global_optimizer_post_hooks: "OrderedDict[int, Callable]" = OrderedDict()
+
+
+def _register(hooks: "OrderedDict[int, Callable]", hook: Callable, prepend: bool = False) -> RemovableHandle:
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
+def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
+    """A pre hook `hook(optimizer, args, kwargs) -> None | (args, kwargs)` for every optimizer."""
+    return _register(_global_optimizer_pre_hooks, hook)
+
+
+def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
+    """A post hook `hook(optimizer, args, kwargs) -> None` for every optimizer."""
+    return _register(_global_optimizer_post_hooks, hook)
+
+
+def _is_number(x: Any) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (int, float, np.integer, np.floating)):
+        return True
+    return isinstance(x, (jax.Array, np.ndarray)) and np.ndim(x) == 0 and not isinstance(x, jax.core.Tracer)
+
+
+def _is_group_list(params: Any) -> bool:
+    return (
+        isinstance(params, (list, tuple))
+        and len(params) > 0
+        and all(isinstance(g, dict) and "params" in g for g in params)
+    )
+
+
+def _hashable(x: Any) -> Any:
+    if isinstance(x, list):
+        return tuple(_hashable(v) for v in x)
+    if isinstance(x, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
+    hash(x)
+    return x
+
+
+def _float(x: Any, name: str) -> float:
+    try:
+        return float(np.asarray(x).reshape(()))
+    except (TypeError, ValueError):
+        raise TypeError(f"param group entry {name!r} must be a real number, got {x!r}.") from None
+
+
+def _precise_triple(x: float) -> tuple[float, float, float]:
+    """x, 1 - x and log(x) in float64 (log is nan for x <= 0; consumers fall back)."""
+    return x, 1.0 - x, (math.log(x) if x > 0 else math.nan)
+
+
+class _GroupSpec:
+    """What the jitted step needs to know about one group at trace time (hashable)."""
+
+    def __init__(self, factory, static_items, hyper_layout, zero_structural):
+        self.factory = factory
+        self.static_items = static_items  # tuple of (name, value)
+        self.hyper_layout = hyper_layout  # tuple of (name, arity or 0 for scalars)
+        self.zero_structural = zero_structural  # tuple of names whose value is exactly 0
+        self.key = (factory, static_items, hyper_layout, zero_structural)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _GroupSpec) and self.key == other.key
+
+    def build(self, hyper_rows):
+        """The group's functional optimizer, with traced hyperparameters from `hyper_rows`.
+
+        Returns (tx, precise_entries) where precise_entries are (x, 1-x, log x) triples.
+        """
+        kwargs, entries, row = dict(self.static_items), [], 0
+        for name, arity in self.hyper_layout:
+            values = []
+            for _ in range(max(arity, 1)):
+                x = hyper_rows[row, 0]
+                entries.append((x, hyper_rows[row, 1], hyper_rows[row, 2]))
+                values.append(x)
+                row += 1
+            if name in self.zero_structural:
+                kwargs[name] = 0.0
+            else:
+                kwargs[name] = tuple(values) if arity else values[0]
+        return self.factory(**kwargs), entries
+
+
+def _assemble(root_def, positions, opt_leaves, frozen):
+    """The user's tree from per-group optimized leaves and the frozen leaves."""
+    flat = list(frozen)
+    for group_positions, leaves in zip(positions, opt_leaves):
+        for pos, leaf in zip(group_positions, leaves):
+            flat[pos] = leaf
+    return root_def.unflatten(flat)
+
+
+def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args):
+    TRACE_COUNT[0] += 1
+    closure, mode, root_def, positions, group_defs, specs = config
+    loss = None
+    if closure is not None:
+        def loss_of(leaves):
+            if mode == "model":
+                return closure(_assemble(root_def, positions, leaves, frozen), *args)
+            trees = [d.unflatten(l) for d, l in zip(group_defs, leaves)]
+            return closure(trees[0] if mode == "tree" else trees, *args)
+
+        loss, grads = jax.value_and_grad(loss_of)(opt_leaves)
+    new_leaves, new_states = [], []
+    for g, (spec, treedef) in enumerate(zip(specs, group_defs)):
+        tx, entries = spec.build(hypers[g])
+        params = treedef.unflatten(opt_leaves[g])
+        updates = treedef.unflatten(grads[g])
+        with numerics.precise_scalars(entries):
+            updates, state = tx.update(updates, states[g], params)
+        params = apply_updates(params, updates)
+        new_leaves.append(tuple(treedef.flatten_up_to(params)))
+        new_states.append(state)
+    return loss, tuple(new_leaves), tuple(new_states)
+
+
+_jitted_step = jax.jit(_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _jitted_init(spec, hyper_rows, params):
+    # Traced hyperparameters give the chain the same blocks as in the step (a concrete 0 would
+    # drop a block); init reads no values.
+    return spec.build(hyper_rows)[0].init(params)
+
+
+@jax.jit
+def _accumulate(old, new):
+    return jax.tree.map(lambda a, b: b if a is None else (a if b is None else a + b), old, new, is_leaf=is_none)
+
+
+def _copy_tree(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+class Optimizer:
+    """Base class of the stateful optimizers (torch.optim.Optimizer's surface).
+
+    Subclasses set `_factory` (a functional optimizer factory), and optionally `_static`
+    (numeric arguments that are compile-time constants, e.g. integer iteration counts) and
+    `_structural_zero` (numeric arguments whose zero value removes a block, e.g. SGD momentum).
+    `make_optimizer_class` builds them in one line.
+    """
+
+    _factory: Callable = None
+    _static: tuple[str, ...] = ()
+    _structural_zero: tuple[str, ...] = ()
+
+    def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None) -> None:
+        self.defaults = defaults
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._hyper_names = tuple(
+            name for name, value in defaults.items()
+            if name not in self._static and (_is_number(value) or (
+                isinstance(value, tuple) and value and all(_is_number(x) for x in value)))
+        )
+        self.param_groups: list[dict[str, Any]] = []
+        self._group_defs: list = []  # treedef of each group's tree
+        self._positions: list[tuple[int, ...]] = []  # root flat positions of each group's leaves
+        self._opt_leaves: list[tuple] = []  # current optimized leaves, per group
+        self._states: list = []  # functional state, per group
+        self._specs: list[_GroupSpec] = []
+        self._grads: list[tuple] = []  # pending gradients per group (None = no gradient)
+        self._hyper_cache = None
+        if isinstance(params, jax.Array) or (isinstance(params, np.ndarray)):
+            raise TypeError(
+                "params argument given to the optimizer should be a pytree of arrays or a list "
+                f"of dicts, but got a bare {type(params).__name__}; wrap it in a list."
+            )
+        if model is not None:
+            flat, self._root_def = jax.tree.flatten(model, is_leaf=is_none)
+            self._frozen = list(flat)
+            self._mode = "model"
+            groups = params if _is_group_list(params) else [{"params": params}]
+        elif _is_group_list(params):
+            self._root_def, self._frozen, self._mode = None, [], "groups"
+            groups = list(params)
+        else:
+            self._mode = "tree"
+            self._root_def, self._frozen = None, []
+            groups = [{"params": params}]
+        if not jax.tree.leaves(groups[0]["params"]) and len(groups) == 1:
+            raise ValueError("optimizer got an empty parameter list")
+        for group in groups:
+            self.add_param_group(dict(group))
+
+    # ------------------------------------------------------------------ groups and params
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group (torch's `add_param_group`); the next step compiles once for it."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        if "params" not in param_group:
+            raise ValueError("param_group must have a 'params' entry")
+        tree = param_group["params"]
+        if isinstance(tree, set):
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, but "
+                "the ordering of tensors in sets will change between runs. Please use a list instead."
+            )
+        check_params(tree, "param group")
+        leaves, treedef = jax.tree.flatten(tree, is_leaf=is_none)
+        group = {k: v for k, v in param_group.items() if k != "params"}
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        unknown = set(group) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected param group entries {sorted(unknown)}")
+        self._factory(**{k: group[k] for k in self.defaults})  # torch's validation and messages
+
+        positions = self._place(tree, leaves)
+        present = [i for i, leaf in enumerate(leaves) if leaf is not None]
+        first_id = sum(len(g["params"]) for g in self.param_groups)
+        group["params"] = list(range(first_id, first_id + len(present)))
+        spec = self._spec(group)
+        opt_leaves = tuple(jnp.asarray(leaf) if leaf is not None else None for leaf in leaves)
+        state = self._init_state(spec, treedef.unflatten(opt_leaves), group)
+        # Commit (nothing above mutated self).
+        if self._mode == "model":
+            for pos in positions:
+                self._frozen[pos] = None
+        self.param_groups.append(group)
+        self._group_defs.append(treedef)
+        self._positions.append(positions)
+        self._opt_leaves.append(opt_leaves)
+        self._states.append(state)
+        self._specs.append(spec)
+        self._grads.append((None,) * len(leaves))
+        self._hyper_cache = None
+
+    def _place(self, tree, leaves) -> tuple[int, ...]:
+        """Root positions of a new group's leaves (and the root update, for non-model modes)."""
+        if self._mode != "model":
+            if self._mode == "tree" and self.param_groups:
+                self._mode = "groups"  # a second group turns the root into a list of group trees
+            start = sum(len(p) for p in self._positions)
+            return tuple(range(start, start + len(leaves)))
+        by_id: dict[int, list[int]] = {}
+        for pos, leaf in enumerate(self._frozen):
+            if leaf is not None:
+                by_id.setdefault(id(leaf), []).append(pos)
+        owned = {id(leaf) for g in self._opt_leaves for leaf in g if leaf is not None}
+        positions, seen = [], set()
+        paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]
+        for (path, leaf) in paths:
+            if leaf is None:
+                positions.append(-1)
+                continue
+            if id(leaf) in owned or id(leaf) in seen:
+                raise ValueError("some parameters appear in more than one parameter group")
+            found = by_id.get(id(leaf), [])
+            if len(found) != 1:
+                where = "is not a leaf of `model`" if not found else "appears at several places in `model`"
+                raise ValueError(
+                    f"param group leaf {path_str(path)} {where}: with model=, each group's "
+                    "'params' must be a sub-tree of model (leaves are matched by identity, as "
+                    "torch matches tensors); pass arrays taken from model itself."
+                )
+            seen.add(id(leaf))
+            positions.append(found[0])
+        return tuple(positions)
+
+    def _spec(self, group) -> _GroupSpec:
+        static = tuple(
+            (k, _hashable(group[k])) for k in self.defaults if k not in self._hyper_names
+        )
+        layout = tuple(
+            (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0) for k in self._hyper_names
+        )
+        zero = tuple(k for k in self._structural_zero if _float(group[k], k) == 0.0)
+        return _GroupSpec(type(self)._factory, static, layout, zero)
+
+    def _hyper_array(self, group) -> np.ndarray:
+        rows = []
+        for name in self._hyper_names:
+            value = group[name]
+            for x in (value if isinstance(value, (tuple, list)) else (value,)):
+                rows.append(_precise_triple(_float(x, name)))
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+    def _init_state(self, spec: _GroupSpec, params, group):
+        # Some states start from a hyperparameter (Rprop's step_size = lr, ASGD's eta = lr).
+        rows = jnp.asarray(self._hyper_array(group), numerics.float_dtype())
+        return _jitted_init(spec, rows, params)
+
+    @property
+    def params(self) -> Any:
+        """Current params in the user's structure (valid until the next step: copy to keep)."""
+        if self._mode == "model":
+            return _assemble(self._root_def, self._positions, self._opt_leaves, self._frozen)
+        trees = [d.unflatten(l) for d, l in zip(self._group_defs, self._opt_leaves)]
+        return trees[0] if self._mode == "tree" else trees
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        new = self._split(value, "params")
+        for g, leaves in enumerate(new):
+            old = self._opt_leaves[g]
+            for a, b in zip(old, leaves):
+                if (a is None) != (b is None) or (a is not None and jnp.shape(a) != jnp.shape(b)):
+                    raise ValueError("new params must have the structure and shapes of optimizer.params")
+        self._opt_leaves = [
+            tuple(None if b is None else jnp.asarray(b, a.dtype) for a, b in zip(old, leaves))
+            for old, leaves in zip(self._opt_leaves, new)
+        ]
+
+    def _split(self, tree, what) -> list[tuple]:
+        """A tree in the user's structure -> per-group leaf tuples (None allowed)."""
+        if self._mode == "model":
+            flat = self._root_def.flatten_up_to(tree)
+            return [tuple(flat[p] if p >= 0 else None for p in pos) for pos in self._positions]
+        trees = [tree] if self._mode == "tree" else list(tree)
+        if len(trees) != len(self._group_defs):
+            raise ValueError(f"{what} must be a list of {len(self._group_defs)} group trees")
+        try:
+            return [tuple(d.flatten_up_to(t)) for d, t in zip(self._group_defs, trees)]
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{what} do not have the structure of optimizer.params: {e}") from None
+
+    # ------------------------------------------------------------------ gradients
+    @property
+    def grad(self) -> Any:
+        """Pending (accumulated) gradients in the params' structure; None = no gradient."""
+        if self._mode == "model":
+            flat = [None] * len(self._frozen)
+            for pos, leaves in zip(self._positions, self._grads):
+                for p, leaf in zip(pos, leaves):
+                    if p >= 0:
+                        flat[p] = leaf
+            return self._root_def.unflatten(flat)
+        trees = [d.unflatten(l) for d, l in zip(self._group_defs, self._grads)]
+        return trees[0] if self._mode == "tree" else trees
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        self._grads = self._check_grads(value)
+
+    def _check_grads(self, grads) -> list[tuple]:
+        new = self._split(grads, "grads")
+        for leaves, params in zip(new, self._opt_leaves):
+            for g, p in zip(leaves, params):
+                if g is not None and p is not None and jnp.shape(g) != jnp.shape(p):
+                    raise ValueError(f"a gradient has shape {jnp.shape(g)} but its param has shape {jnp.shape(p)}")
+        return [tuple(None if p is None else g for g, p in zip(l, ps)) for l, ps in zip(new, self._opt_leaves)]
+
+    def backward(self, grads: Any) -> None:
+        """Accumulates `grads` into the pending gradients, as `loss.backward()` adds to `.grad`."""
+        new = self._check_grads(grads)
+        if all(g is None for group in self._grads for g in group):
+            self._grads = new
+        else:
+            self._grads = list(_accumulate(tuple(self._grads), tuple(new)))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drops the pending gradients (or zeroes those that exist, as torch does)."""
+        if set_to_none:
+            self._grads = [(None,) * len(g) for g in self._grads]
+        else:
+            self._grads = [tuple(None if g is None else jnp.zeros_like(g) for g in group) for group in self._grads]
+
+    # ------------------------------------------------------------------ step
+    def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any):
+        """One optimization step; with `closure(params, *args)`, returns its loss.
+
+        Runs the global and own step pre hooks (which may replace args/kwargs), the step, then
+        the own and global post hooks, in torch's order.
+        """
+        args = (closure, *args)
+        for pre_hook in itertools.chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{self.step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
+                    )
+        out = self._step(*args, **kwargs)
+        for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    def _hypers(self):
+        values = tuple(tuple(g[k] for k in self._hyper_names) for g in self.param_groups)
+        statics = tuple(tuple(g[k] for k in self.defaults if k not in self._hyper_names) for g in self.param_groups)
+        cache = self._hyper_cache
+        if cache is not None and cache[0] == values and cache[1] == statics:
+            return cache[2]
+        self._refresh_specs()
+        hypers = jnp.asarray(
+            np.stack([self._hyper_array(g) for g in self.param_groups]), numerics.float_dtype()
+        )
+        self._hyper_cache = (copy.deepcopy(values), copy.deepcopy(statics), hypers)
+        return hypers
+
+    def _refresh_specs(self) -> None:
+        """Rebuilds the state of groups whose compile-time options were edited."""
+        for g, group in enumerate(self.param_groups):
+            spec = self._spec(group)
+            if spec != self._specs[g]:
+                per_param = self._export_group(g)
+                params = self._group_defs[g].unflatten(self._opt_leaves[g])
+                fresh = self._init_state(spec, params, group)
+                self._states[g] = self._import_group(g, fresh, per_param)
+                self._specs[g] = spec
+
+    def _step(self, closure=None, *args, **kwargs):
+        if kwargs:
+            raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
+        hypers = self._hypers()
+        if closure is not None:
+            self._grads = [(None,) * len(g) for g in self._grads]
+        config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs), tuple(self._specs))
+        loss, leaves, states = _jitted_step(
+            config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
+            tuple(self._grads), args,
+        )
+        self._opt_leaves, self._states = list(leaves), list(states)
+        return loss
+
+    # ------------------------------------------------------------------ state and state_dict
+    def _export_group(self, g: int) -> list[dict]:
+        """Per-param torch-style state dicts for group g (live arrays; empty = not stepped)."""
+        n = len(self.param_groups[g]["params"])
+        out = [dict() for _ in range(n)]
+        treedef = self._group_defs[g]
+        present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
+
+        def visit(node):
+            if isinstance(node, tuple) and hasattr(node, "_fields"):
+                fields = dict(zip(node._fields, node))
+                counters = {k: v for k, v in fields.items() if _is_counter(v, n, treedef)}
+                started = None
+                ints = [v for v in counters.values() if np.issubdtype(v.dtype, np.integer)]
+                if ints:
+                    started = np.asarray(ints[0]) > 0
+                for name, value in fields.items():
+                    if name in _INTERNAL_FIELDS or name.startswith("_"):
+                        continue
+                    if name in counters:
+                        integer = np.issubdtype(value.dtype, np.integer)
+                        for i in range(n):
+                            if started is None or started[i]:
+                                out[i][name] = value[i].astype(jnp.float32) if integer else value[i]
+                    elif _is_params_shaped(value, treedef):
+                        leaves = treedef.flatten_up_to(value)
+                        for i, leaf_index in enumerate(present):
+                            leaf = leaves[leaf_index]
+                            if leaf is not None and (started is None or started[i]):
+                                out[i][name] = leaf
+                    else:
+                        visit(value)
+            elif isinstance(node, (tuple, list)):
+                for child in node:
+                    visit(child)
+            elif isinstance(node, dict):
+                for child in node.values():
+                    visit(child)
+
+        visit(self._states[g])
+        return out
+
+    def _import_group(self, g: int, fresh, per_param: list[dict]):
+        """`fresh` (an init state) with torch-style per-param entries written in (pure)."""
+        n = len(per_param)
+        treedef = self._group_defs[g]
+        present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
+        steps = [int(np.asarray(d["step"]).reshape(())) if "step" in d else None for d in per_param]
+        max_step = max([s for s in steps if s is not None] + [0])
+
+        def rebuild(node):
+            if isinstance(node, tuple) and hasattr(node, "_fields"):
+                fields = dict(zip(node._fields, node))
+                shaped = [k for k, v in fields.items() if not _is_counter(v, n, treedef) and _is_params_shaped(v, treedef)
+                          and k not in _INTERNAL_FIELDS]
+                new = {}
+                for name, value in fields.items():
+                    if _is_counter(value, n, treedef) and not np.issubdtype(value.dtype, np.integer):
+                        vec = [np.asarray(d[name]).reshape(()) if name in d else np.asarray(value[i])
+                               for i, d in enumerate(per_param)]
+                        new[name] = jnp.asarray(np.stack(vec), value.dtype) if vec else value
+                    elif _is_counter(value, n, treedef):
+                        vec = []
+                        for i, d in enumerate(per_param):
+                            has = any(k in d for k in shaped)
+                            if name in d:
+                                vec.append(int(np.asarray(d[name]).reshape(())))
+                            elif steps[i] is not None:
+                                vec.append(steps[i] if has or not shaped else 0)
+                            else:
+                                vec.append(1 if has else 0)
+                        new[name] = jnp.asarray(vec, value.dtype)
+                    elif name in shaped:
+                        leaves = list(treedef.flatten_up_to(value))
+                        for i, leaf_index in enumerate(present):
+                            old = leaves[leaf_index]
+                            if old is not None and name in per_param[i]:
+                                leaves[leaf_index] = _cast_like(per_param[i][name], old, name, self.param_groups[g]["params"][i])
+                        new[name] = treedef.unflatten(leaves)
+                    elif name in _INTERNAL_FIELDS and jnp.ndim(value) == 0:
+                        new[name] = jnp.asarray(max_step, jnp.asarray(value).dtype)
+                    else:
+                        new[name] = rebuild(value)
+                return type(node)(**new)
+            if isinstance(node, tuple):
+                return tuple(rebuild(c) for c in node)
+            if isinstance(node, list):
+                return [rebuild(c) for c in node]
+            if isinstance(node, dict):
+                return type(node)({k: rebuild(c) for k, c in node.items()})
+            return node
+
+        return rebuild(fresh)
+
+    @property
+    def state(self) -> dict[int, dict[str, Any]]:
+        """Per-param state keyed by param id (torch's keys); a read-only view."""
+        out = {}
+        for g, group in enumerate(self.param_groups):
+            for pid, entry in zip(group["params"], self._export_group(g)):
+                if entry:
+                    out[pid] = entry
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's `{'state': {id: {...}}, 'param_groups': [{..., 'params': [ids]}]}` (copies)."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        state = _copy_tree(self.state)
+        state_dict = {"state": state, "param_groups": copy.deepcopy(self.param_groups)}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state dict (ours or torch's, arrays or tensors); atomic: on error, no change."""
+        state_dict = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(self.param_groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
+        id_map = dict(zip(
+            itertools.chain.from_iterable(s["params"] for s in saved_groups),
+            itertools.chain.from_iterable(g["params"] for g in self.param_groups),
+        ))
+        by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
+        new_groups = []
+        for group, saved in zip(self.param_groups, saved_groups):
+            new_group = {k: _plain(v) for k, v in saved.items() if k in self.defaults}
+            for k in self.defaults:
+                new_group.setdefault(k, group[k])
+            new_group["params"] = group["params"]
+            new_groups.append(new_group)
+        new_specs = [self._spec(g) for g in new_groups]
+        new_states = []
+        for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
+            params = self._group_defs[g].unflatten(self._opt_leaves[g])
+            fresh = self._init_state(spec, params, group)
+            per_param = [dict(by_id.get(pid, {})) for pid in group["params"]]
+            new_states.append(self._import_group(g, fresh, per_param))
+        # Commit.
+        self.param_groups[:] = new_groups
+        self._specs, self._states, self._hyper_cache = new_specs, new_states, None
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    # ------------------------------------------------------------------ hooks
+    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
+        return _register(self._optimizer_step_pre_hooks, hook)
+
+    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
+        return _register(self._optimizer_step_post_hooks, hook)
+
+    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        return _register(self._optimizer_state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        return _register(self._optimizer_state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        return _register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        return _register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
+
+    def __repr__(self) -> str:
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _is_counter(value, n, treedef) -> bool:
+    """A per-leaf vector (torch's per-param scalar: `step`, `mu_product`, ...), not a params tree."""
+    if not (isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 1 and value.shape[0] == n):
+        return False
+    # A one-leaf group whose param has shape (n,) is ambiguous: only integer vectors count.
+    return np.issubdtype(value.dtype, np.integer) or treedef.num_leaves != 1
+
+
+def _is_params_shaped(value, treedef) -> bool:
+    try:
+        return jax.tree.structure(value, is_leaf=is_none) == treedef
+    except Exception:
+        return False
+
+
+def _plain(value):
+    """A saved hyperparameter as a Python value (torch tensors and arrays -> floats)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if hasattr(value, "detach") or isinstance(value, (jax.Array, np.ndarray)):
+        return float(np.asarray(value).reshape(()))
+    return value
+
+
+def _cast_like(value, like, key, pid):
+    arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+    if arr.shape != tuple(like.shape):
+        raise ValueError(
+            f"loaded state for param {pid} has {key!r} of shape {arr.shape}, but the param has shape {tuple(like.shape)}"
+        )
+    return jnp.asarray(arr, dtype=like.dtype)
+
+
+def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
+                         structural_zero: Iterable[str] = (), doc: str | None = None) -> type:
+    """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
+
+        SGD = make_optimizer_class("SGD", optax_like.sgd, structural_zero=("momentum",))
+    """
+    signature = inspect.signature(factory)
+    names = [p.name for p in signature.parameters.values()]
+
+    def __init__(self, params, *args, model=None, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        defaults = {k: bound.arguments[k] for k in names}
+        factory(**defaults)  # torch's validation and messages, before anything is built
+        Optimizer.__init__(self, params, defaults, model=model)
+
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += list(signature.parameters.values())
+    params.append(inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params.sort(key=lambda p: p.kind)
+    __init__.__signature__ = inspect.Signature(params)
+    cls = type(name, (Optimizer,), {
+        "__init__": __init__,
+        "_factory": staticmethod(factory),
+        "_static": tuple(static),
+        "_structural_zero": tuple(structural_zero),
+        "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
+        "__module__": "optax_like.optim",
+    })
+    return cls
