@@ -271,10 +271,15 @@ def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array
         two_over_l = jnp.asarray(2.0 / big_l, wide)
         d_l = jnp.asarray(_half_coth_minus_one_host(big_l), wide)
     else:
+        precise = _precise(beta2)  # the adapter's host-computed 1 - beta2 and log(beta2)
         beta2 = jnp.asarray(beta2)
         wide = jnp.promote_types(jnp.promote_types(dtype, beta2.dtype), jnp.float32)
-        c = 1 - beta2.astype(wide)
-        big_l_w = -jnp.log1p(-c)
+        if precise is not None:
+            c = precise[0].astype(wide)
+            big_l_w = -precise[1].astype(wide)
+        else:
+            c = 1 - beta2.astype(wide)
+            big_l_w = -jnp.log1p(-c)
         rho_inf = 2 / c - 1
         two_over_l = 2 / big_l_w
         d_l = _half_coth_minus_one(big_l_w)

@@ -64,17 +64,25 @@ def add_decoupled_weight_decay(
 ) -> GradientTransformation:
     """Decoupled weight decay, torch AdamW's `p <- p * (1 - lr * wd)`, as an update.
 
-    Emits `u - lr * wd * p`, so `apply_updates` gives `p - lr*wd*p + u`; place it *after* the
-    adaptive scaling and learning rate (its `u` is the already-scaled step). `lr * wd` is
-    formed in float64 for host scalars, as torch forms it.
+    Emits `u + (p * c - p)` with `c = 1 - lr * wd`, so `apply_updates` gives `p * c + u`; place
+    it *after* the adaptive scaling and learning rate (its `u` is the already-scaled step).
+    Like torch, `c` is formed in float64 for host scalars and rounded once to the compute dtype.
+    The decayed param is written `p - (1 - c) * p` (`1 - c` is exact for c in [0.5, 1]): it
+    equals torch's rounded `p * c` whether or not XLA's CPU backend contracts the multiply-add
+    into an FMA (which it does inside fusions), and `p * c - p` is then exact, so the step
+    rounds like torch's `param.mul_(c)` followed by `param.add_(u)`. (`u - lr*wd*p` drifts by
+    about 1e-6 relative over 50 float32 steps at lr=1e-3, wd=1e-2: the rounding of `c` and of
+    `p * c` are both systematic parts of torch's result.)
     """
 
     def leaf(u, p, lr, wd):
         dtype = numerics.compute_dtype(jnp.result_type(u, p))
         if numerics.is_host_scalar(lr) and numerics.is_host_scalar(wd):
-            factor = numerics.scalar(float(lr) * float(wd), dtype)
+            keep = numerics.scalar(1.0 - float(lr) * float(wd), dtype)
         else:
-            factor = numerics.scalar(lr, dtype) * numerics.scalar(wd, dtype)
-        return u.astype(dtype) - factor * p.astype(dtype)
+            keep = 1 - numerics.scalar(lr, dtype) * numerics.scalar(wd, dtype)
+        p = p.astype(dtype)
+        decayed = p - (1 - keep) * p
+        return u.astype(dtype) + (decayed - p)
 
     return _with_mask(_weight_decay_transform(leaf, [learning_rate, weight_decay]), mask)

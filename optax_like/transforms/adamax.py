@@ -1,0 +1,80 @@
+"""`scale_by_adamax`: torch.optim.Adamax's first moment and exponentially weighted infinity norm."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import increment_counts, init_counts, update_leaves, zeros_like
+
+
+class ScaleByAdamaxState(NamedTuple):
+    exp_avg: Any  # first moment, params-shaped
+    exp_inf: Any  # exponentially weighted infinity norm, params-shaped
+    step: jax.Array  # per-leaf step count (torch's state['step'])
+    schedule_count: jax.Array  # updates applied so far, for scheduled betas / eps
+
+
+def scale_by_adamax(
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+) -> GradientTransformation:
+    """Adamax's direction, in torch's order of operations (without the learning rate):
+
+        t   <- t + 1
+        m_t  = lerp(m_{t-1}, g, 1 - b1)                       (torch's exp_avg.lerp_)
+        u_t  = max(b2 * u_{t-1}, |g| + eps)                   (elementwise; NaN propagates)
+        out  = (m_t / (1 - b1^t)) / u_t
+
+    torch adds eps *inside* the max (`torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps))`;
+    its `differentiable` path writes the same max as `amax(cat([b2*u, |g|+eps]))`), so `u_t >=
+    eps` and eps never appears in the denominator again. torch folds the bias correction into the
+    learning rate (`clr = lr / (1 - b1^t)`, `p.addcdiv_(m, u, value=-clr)`); here it is applied to
+    `m` and `scale_by_learning_rate` supplies `-lr` (same value, a different rounding order).
+    The paper (Kingma & Ba, Alg. 2) has no eps in the max. Complex params are treated as pairs of
+    reals (torch's `view_as_real`): the max is taken on real and imaginary parts separately.
+    A leaf whose update is None is skipped with its state untouched (torch's `grad is None`).
+    """
+
+    def init(params):
+        return ScaleByAdamaxState(
+            exp_avg=zeros_like(params),
+            exp_inf=zeros_like(params),
+            step=init_counts(params),
+            schedule_count=jnp.zeros((), jnp.int32),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        beta1 = numerics.resolve(b1, state.schedule_count)
+        beta2 = numerics.resolve(b2, state.schedule_count)
+        epsilon = numerics.resolve(eps, state.schedule_count)
+        steps = numerics.safe_increment(state.step)
+
+        def leaf(g, m, u, t):
+            like = m
+            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
+            g, m, u = (numerics.real_view(x).astype(dtype) for x in (g, m, u))
+            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
+            u = jnp.maximum(u * numerics.scalar(beta2, dtype), jnp.abs(g) + numerics.scalar(epsilon, dtype))
+            bc1 = numerics.bias_correction(beta1, t, dtype)
+            out = (m / bc1) / u
+            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
+            return numerics.complex_view(out, like), store(m), store(u)
+
+        new_updates, exp_avg, exp_inf = update_leaves(
+            leaf, updates, state.exp_avg, state.exp_inf, counts=steps
+        )
+        return new_updates, ScaleByAdamaxState(
+            exp_avg,
+            exp_inf,
+            increment_counts(state.step, updates, state.exp_avg),
+            numerics.safe_increment(state.schedule_count),
+        )
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,122 @@
+"""`scale_by_nadam`: torch.optim.NAdam's Nesterov-accelerated Adam direction."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.tree import (
+    increment_counts,
+    init_counts,
+    num_leaves,
+    present_mask,
+    update_leaves,
+    zeros_like,
+)
+
+# torch keeps `mu_product` as a 0-d tensor of `_get_scalar_dtype()`: float32 unless torch's
+# default dtype is float64, whatever the params' dtype. Its rounding shows in float64 results.
+MU_PRODUCT_DTYPE = jnp.float32
+
+
+class ScaleByNadamState(NamedTuple):
+    exp_avg: Any  # first moment, params-shaped
+    exp_avg_sq: Any  # second moment, params-shaped
+    mu_product: jax.Array  # per-leaf running product of mu_t (float32, one entry per leaf)
+    step: jax.Array  # per-leaf step count (torch's state['step'])
+    schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+def _mu(beta1, t, momentum_decay, wide):
+    """`beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))` in `wide` (0.96**x via numerics.power)."""
+    exponent = t.astype(wide) * numerics.scalar(momentum_decay, wide)
+    return numerics.scalar(beta1, wide) * (1.0 - 0.5 * numerics.power(0.96, exponent, wide))
+
+
+def scale_by_nadam(
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.999,
+    eps: ScalarOrSchedule = 1e-8,
+    momentum_decay: ScalarOrSchedule = 4e-3,
+) -> GradientTransformation:
+    """NAdam's direction (Dozat, 2016), in torch's order of operations, without the lr:
+
+        t      <- t + 1
+        mu_t    = b1 * (1 - 0.5 * 0.96^(t * momentum_decay))
+        mu_t+1  = b1 * (1 - 0.5 * 0.96^((t + 1) * momentum_decay))
+        P_t     = P_{t-1} * mu_t                          (state `mu_product`, P_0 = 1, float32)
+        m_t     = lerp(m_{t-1}, g, 1 - b1)
+        v_t     = b2 * v_{t-1} + (1 - b2) * g^2
+        d       = sqrt(v_t / (1 - b2^t)) + eps            (divide, then sqrt: unlike Adam)
+        out     = (1 - mu_t) / (1 - P_t) * g / d  +  mu_t+1 / (1 - P_t * mu_t+1) * m_t / d
+
+    torch quirks reproduced: `mu_product` is a float32 scalar per param (torch's default scalar
+    dtype) even for float64 params, multiplied in float32 (`mu_product *= mu`), while
+    `P_t * mu_t+1` and the two coefficients are formed from it in float64 on the host; here they
+    are formed in the widest float available (float64 under x64). torch adds the two terms to
+    the param in two `addcdiv_` calls with `-lr` folded into each coefficient; here the sum is
+    one update that `scale_by_learning_rate` multiplies by `-lr` (same value; in float32 the
+    param's two roundings per step against one drift by up to ~7e-7 relative over 50 steps).
+    Complex params are pairs of reals; a None update leaf is skipped with its state (moments,
+    `mu_product`, `step`) untouched.
+    """
+
+    def init(params):
+        return ScaleByNadamState(
+            exp_avg=zeros_like(params),
+            exp_avg_sq=zeros_like(params),
+            mu_product=jnp.ones((num_leaves(params),), MU_PRODUCT_DTYPE),
+            step=init_counts(params),
+            schedule_count=jnp.zeros((), jnp.int32),
+        )
+
+    def update(updates, state, params=None):
+        del params
+        beta1 = numerics.resolve(b1, state.schedule_count)
+        beta2 = numerics.resolve(b2, state.schedule_count)
+        epsilon = numerics.resolve(eps, state.schedule_count)
+        decay = numerics.resolve(momentum_decay, state.schedule_count)
+        steps = numerics.safe_increment(state.step)
+        wide = numerics.float_dtype()  # float64 under x64: torch's host float math
+
+        # Per-leaf scalars, as vectors (one entry per leaf).
+        mu = _mu(beta1, steps, decay, wide)
+        mu_next = _mu(beta1, steps + 1, decay, wide)
+        mask = np.array(present_mask(updates, state.exp_avg), dtype=bool)
+        product = state.mu_product * mu.astype(MU_PRODUCT_DTYPE)  # torch: float32 tensor *= mu
+        mu_product = jnp.where(jnp.asarray(mask), product, state.mu_product) if not mask.all() else product
+        product_w = product.astype(wide)
+        coef_grad = (1.0 - mu) / (1.0 - product_w)
+        product_next = product_w * mu_next
+        coef_avg = mu_next / (1.0 - product_next)
+        index = jnp.arange(mask.size)
+
+        def leaf(g, m, v, i):
+            like = m
+            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
+            g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
+            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
+            v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
+            bc2 = numerics.bias_correction(beta2, steps[i], dtype)
+            denom = jnp.sqrt(v / bc2) + numerics.scalar(epsilon, dtype)
+            out = (coef_grad[i].astype(dtype) * g) / denom + (coef_avg[i].astype(dtype) * m) / denom
+            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
+            return numerics.complex_view(out, like), store(m), store(v)
+
+        new_updates, exp_avg, exp_avg_sq = update_leaves(
+            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=index
+        )
+        return new_updates, ScaleByNadamState(
+            exp_avg,
+            exp_avg_sq,
+            mu_product,
+            increment_counts(state.step, updates, state.exp_avg),
+            numerics.safe_increment(state.schedule_count),
+        )
+
+    return GradientTransformation(init, update)

@@ -1,0 +1,116 @@
+"""optax_like.radam against torch.optim.RAdam: every option, float32 and float64, errors, state."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import optax_like as ol
+from optax_like.core import numerics
+from tests.parity.harness import run_parity
+
+CONFIGS = [
+    dict(),  # beta2 = 0.999: momentum steps for t <= 5, rectified from t = 6
+    dict(lr=0.01),
+    dict(lr=0.01, eps=1e-6),
+    dict(lr=0.01, weight_decay=0.1),
+    dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),
+    dict(lr=0.01, decoupled_weight_decay=True),  # flag without decay: a no-op, as in torch
+    dict(lr=0.01, maximize=True),
+    dict(lr=0.01, maximize=True, weight_decay=0.1, decoupled_weight_decay=True),
+    dict(lr=0.01, betas=(0.8, 0.7)),  # rho_inf = 5.67: rectified from t = 10
+    dict(lr=0.01, betas=(0.9, 0.6)),  # rho_inf = 4: never rectified
+    dict(lr=0.01, betas=(0.0, 0.0)),  # rho_inf = 1: never rectified
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_radam_matches_torch(config, parity_dtype):
+    run_parity(torch.optim.RAdam, config, ol.radam(**config), parity_dtype)
+
+
+@pytest.mark.parametrize(
+    "config", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.3, decoupled_weight_decay=True)], ids=str
+)
+def test_radam_complex_params_match_torch(config, x64):
+    run_parity(torch.optim.RAdam, config, ol.radam(**config), "float64", complex_params=True)
+
+
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.8, 0.7)], ids=str)
+def test_radam_with_traced_betas_matches_torch(betas, parity_dtype):
+    # inject_hyperparams traces beta2: rho_t and the rho_t > 5 switch are computed in the graph.
+    config = dict(lr=0.01, betas=betas, weight_decay=0.1)
+    run_parity(torch.optim.RAdam, config, ol.inject_hyperparams(ol.radam)(**config), parity_dtype)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.9999, 0.99, 0.9, 0.75, 0.7, 2 / 3, 0.5, 0.0])
+def test_radam_switch_step_is_torchs(beta2):
+    def torch_rho(step):
+        rho_inf = 2 / (1 - beta2) - 1
+        return rho_inf - 2 * step * (beta2**step) / (1 - beta2**step)
+
+    expected = next((t for t in range(1, 10_000) if torch_rho(float(t)) > 5), None)
+    assert numerics.radam_first_rectified_step(beta2) == expected
+
+
+def test_radam_state_maps_to_torch_state(x64):
+    config = dict(lr=0.01)
+    _, state, torch_params, torch_opt = run_parity(
+        torch.optim.RAdam, config, ol.radam(**config), "float64", steps=7
+    )
+    inner = next(s for s in state if isinstance(s, ol.ScaleByRadamState))
+    for i, p in enumerate(torch_params):
+        torch_state = torch_opt.state[p]
+        assert set(torch_state) == {"step", "exp_avg", "exp_avg_sq"}
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_allclose(getattr(inner, key)[i], torch_state[key].numpy(), rtol=1e-12)
+        assert int(inner.step[i]) == int(torch_state["step"].item()) == 7
+
+
+def test_radam_kernel_switches_are_accepted_and_ignored():
+    # torch's kernel selectors change nothing here: same numbers as torch's reference path.
+    config = dict(lr=0.01)
+    run_parity(torch.optim.RAdam, config, ol.radam(**config, foreach=True, capturable=True, differentiable=True), "float32", steps=10)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=-1.0),
+        dict(eps=-1e-8),
+        dict(lr=1e-2, betas=(1.0, 0.0)),
+        dict(betas=(0.9, 1.0)),
+        dict(lr=1e-2, weight_decay=-1),
+        dict(lr=np.array([0.001, 0.001])),
+    ],
+    ids=str,
+)
+def test_radam_rejects_what_torch_rejects(kwargs):
+    torch_kwargs = {k: (torch.tensor(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+    with pytest.raises(ValueError) as torch_error:
+        torch.optim.RAdam([torch.zeros(1, requires_grad=True)], **torch_kwargs)
+    ours_kwargs = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+    with pytest.raises(ValueError) as ours:
+        ol.radam(**ours_kwargs)
+    assert str(ours.value) == str(torch_error.value)
+
+
+def test_radam_converges_on_least_squares():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
+    y = x @ jnp.asarray(rng.standard_normal(8), jnp.float32)
+    loss = lambda w: jnp.mean((x @ w - y) ** 2)
+    tx = ol.radam(lr=0.05)
+    w = jnp.zeros(8)
+    state = tx.init(w)
+
+    @jax.jit
+    def step(w, state):
+        updates, state = tx.update(jax.grad(loss)(w), state, w)
+        return ol.apply_updates(w, updates), state
+
+    start = float(loss(w))
+    for _ in range(300):
+        w, state = step(w, state)
+    assert float(loss(w)) < start / 1000

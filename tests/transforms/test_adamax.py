@@ -1,0 +1,62 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import optax_like as ol
+
+
+def test_first_step_is_sign_like_and_eps_sits_inside_the_max():
+    tx = ol.scale_by_adamax(0.9, 0.999, eps=1e-8)
+    g = jnp.asarray([2.0, -0.5, 0.0])
+    u, state = tx.update([g], tx.init([jnp.zeros(3)]))
+    # m_1 = 0.1 g, bias-corrected: g; u_1 = max(0, |g| + eps) = |g| + eps.
+    np.testing.assert_allclose(u[0], g / (jnp.abs(g) + 1e-8), rtol=1e-6)
+    np.testing.assert_allclose(state.exp_inf[0], jnp.abs(g) + 1e-8, rtol=1e-6)
+    # A zero gradient leaves exp_inf at eps, never 0: no division by zero.
+    assert float(state.exp_inf[0][2]) > 0
+
+
+def test_exp_inf_decays_then_takes_the_max():
+    tx = ol.scale_by_adamax(0.9, 0.5, eps=0.0)
+    state = tx.init([jnp.zeros(2)])
+    _, state = tx.update([jnp.asarray([4.0, 1.0])], state)
+    _, state = tx.update([jnp.asarray([1.0, 3.0])], state)
+    np.testing.assert_allclose(state.exp_inf[0], [2.0, 3.0])  # max(0.5*4, 1), max(0.5*1, 3)
+    np.testing.assert_array_equal(state.step, [2])
+
+
+def test_leaf_without_gradient_is_skipped_with_state_untouched():
+    tx = ol.scale_by_adamax()
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    _, state = update({"a": jnp.ones(2), "b": jnp.full(3, 2.0)}, state)
+    before = state
+    u, state = update({"a": jnp.ones(2), "b": None}, state)
+    assert u["b"] is None
+    np.testing.assert_array_equal(state.step, [2, 1])
+    np.testing.assert_array_equal(state.exp_avg["b"], before.exp_avg["b"])
+    np.testing.assert_array_equal(state.exp_inf["b"], before.exp_inf["b"])
+
+
+def test_bfloat16_params_keep_their_dtype():
+    tx = ol.adamax(lr=0.1, weight_decay=0.1)
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    state = tx.init(params)
+    u, state = jax.jit(tx.update)({"w": jnp.ones(3, jnp.bfloat16)}, state, params)
+    inner = next(s for s in state if isinstance(s, ol.ScaleByAdamaxState))
+    assert inner.exp_avg["w"].dtype == inner.exp_inf["w"].dtype == jnp.bfloat16
+    assert ol.apply_updates(params, u)["w"].dtype == jnp.bfloat16
+
+
+def test_jit_equals_eager():
+    tx = ol.adamax(lr=0.1, weight_decay=0.1, maximize=True)
+    params = [jnp.linspace(-1.0, 1.0, 5), jnp.asarray([1.0 + 2.0j, -0.5j])]
+    grads = [jnp.linspace(0.3, -0.2, 5), jnp.asarray([0.1 - 0.2j, 0.3 + 0.0j])]
+    s_eager = s_jit = tx.init(params)
+    for _ in range(3):
+        u_eager, s_eager = tx.update(grads, s_eager, params)
+        u_jit, s_jit = jax.jit(tx.update)(grads, s_jit, params)
+        for a, b in zip(u_eager, u_jit):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert u_jit[1].dtype == jnp.complex64

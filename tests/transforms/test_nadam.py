@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import optax_like as ol
+
+
+def mu(t, beta1=0.9, psi=4e-3):
+    return beta1 * (1 - 0.5 * 0.96 ** (t * psi))
+
+
+def test_first_step_follows_the_formula():
+    tx = ol.scale_by_nadam(0.9, 0.999, eps=0.0, momentum_decay=4e-3)
+    g = jnp.asarray([2.0, -0.5])
+    u, state = tx.update([g], tx.init([jnp.zeros(2)]))
+    m, d = 0.1 * np.asarray(g), np.abs(np.asarray(g))  # sqrt(v_1 / bc2) = |g|
+    mu1, mu2 = mu(1), mu(2)
+    expected = (1 - mu1) / (1 - mu1) * np.asarray(g) / d + mu2 / (1 - mu1 * mu2) * m / d
+    np.testing.assert_allclose(u[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(state.mu_product, [mu1], rtol=1e-7)
+    assert state.mu_product.dtype == jnp.float32
+
+
+def test_mu_product_is_a_running_product_per_leaf():
+    tx = ol.scale_by_nadam(momentum_decay=0.5)
+    state = tx.init({"a": jnp.zeros(1), "b": jnp.zeros(1)})
+    update = jax.jit(tx.update)
+    for _ in range(3):
+        _, state = update({"a": jnp.ones(1), "b": jnp.ones(1)}, state)
+    _, state = update({"a": jnp.ones(1), "b": None}, state)
+    np.testing.assert_array_equal(state.step, [4, 3])
+    np.testing.assert_allclose(state.mu_product, [np.prod([mu(t, psi=0.5) for t in range(1, 5)]),
+                                                  np.prod([mu(t, psi=0.5) for t in range(1, 4)])], rtol=1e-6)
+
+
+def test_leaf_without_gradient_is_skipped_with_state_untouched():
+    tx = ol.scale_by_nadam()
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    _, state = update({"a": jnp.ones(2), "b": jnp.full(3, 2.0)}, state)
+    before = state
+    u, state = update({"a": jnp.ones(2), "b": None}, state)
+    assert u["b"] is None
+    np.testing.assert_array_equal(state.step, [2, 1])
+    assert float(state.mu_product[1]) == float(before.mu_product[1])
+    np.testing.assert_array_equal(state.exp_avg["b"], before.exp_avg["b"])
+    np.testing.assert_array_equal(state.exp_avg_sq["b"], before.exp_avg_sq["b"])
+
+
+def test_bfloat16_params_keep_their_dtype():
+    tx = ol.nadam(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    state = tx.init(params)
+    u, state = jax.jit(tx.update)({"w": jnp.ones(3, jnp.bfloat16)}, state, params)
+    inner = next(s for s in state if isinstance(s, ol.ScaleByNadamState))
+    assert inner.exp_avg["w"].dtype == inner.exp_avg_sq["w"].dtype == jnp.bfloat16
+    assert ol.apply_updates(params, u)["w"].dtype == jnp.bfloat16
+
+
+def test_jit_equals_eager():
+    tx = ol.nadam(lr=0.1, weight_decay=0.1, maximize=True)
+    params = [jnp.linspace(-1.0, 1.0, 5), jnp.asarray([1.0 + 2.0j, -0.5j])]
+    grads = [jnp.linspace(0.3, -0.2, 5), jnp.asarray([0.1 - 0.2j, 0.3 + 0.0j])]
+    s_eager = s_jit = tx.init(params)
+    for _ in range(3):
+        u_eager, s_eager = tx.update(grads, s_eager, params)
+        u_jit, s_jit = jax.jit(tx.update)(grads, s_jit, params)
+        for a, b in zip(u_eager, u_jit):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert u_jit[1].dtype == jnp.complex64

@@ -1,0 +1,75 @@
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+
+import optax_like as ol
+from optax_like.core import numerics
+
+
+def test_momentum_steps_before_the_switch_then_rectified():
+    tx = ol.scale_by_radam(0.9, 0.999, eps=0.0)
+    state = tx.init([jnp.zeros(2)])
+    g = jnp.asarray([2.0, -0.5])
+    update = jax.jit(tx.update)
+    for t in range(1, 7):
+        u, state = update([g], state)
+        if t <= 5:  # rho_t <= 5: the bias-corrected momentum itself (here = g)
+            np.testing.assert_allclose(u[0], g, rtol=1e-5)
+        else:  # rectified: m^ * sqrt(bc2) / sqrt(v) * r = sign(g) * r
+            rho_inf, rho_t = 2 / 0.001 - 1, 2 / 0.001 - 1 - 2 * 6 * 0.999**6 / (1 - 0.999**6)
+            r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            np.testing.assert_allclose(u[0], np.sign(g) * r, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta2", [0.999, 0.9999, 0.99, 0.7])
+def test_rho_t_is_accurate_in_float32(beta2):
+    # torch's formula in float32 would keep ~4 digits at small t; numerics.radam_rho keeps ~all.
+    mpmath.mp.dps = 40
+    steps = np.array([1, 2, 5, 6, 10, 100, 499, 500, 5000, 10**6], np.int32)
+    _, rho = numerics.radam_rho(beta2, jnp.asarray(steps), jnp.float32)
+    b = mpmath.mpf(beta2)
+    for t, value in zip(steps, np.asarray(rho)):
+        exact = (2 / (1 - b) - 1) - 2 * int(t) * b ** int(t) / (1 - b ** int(t))
+        assert abs(float((mpmath.mpf(float(value)) - exact) / exact)) < 1e-6, (t, value, exact)
+
+
+def test_leaf_without_gradient_is_skipped_with_state_untouched():
+    tx = ol.scale_by_radam()
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    _, state = update({"a": jnp.ones(2), "b": jnp.full(3, 2.0)}, state)
+    before = state
+    u, state = update({"a": jnp.ones(2), "b": None}, state)
+    assert u["b"] is None
+    np.testing.assert_array_equal(state.step, [2, 1])
+    np.testing.assert_array_equal(state.exp_avg["b"], before.exp_avg["b"])
+    np.testing.assert_array_equal(state.exp_avg_sq["b"], before.exp_avg_sq["b"])
+
+
+def test_bfloat16_params_keep_their_dtype():
+    tx = ol.radam(lr=0.1, weight_decay=0.1)
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for _ in range(7):  # through the switch at t = 6
+        u, state = step({"w": jnp.ones(3, jnp.bfloat16)}, state, params)
+    inner = next(s for s in state if isinstance(s, ol.ScaleByRadamState))
+    assert inner.exp_avg["w"].dtype == inner.exp_avg_sq["w"].dtype == jnp.bfloat16
+    assert ol.apply_updates(params, u)["w"].dtype == jnp.bfloat16
+    assert np.all(np.isfinite(np.asarray(u["w"], np.float32)))
+
+
+def test_jit_equals_eager():
+    tx = ol.radam(lr=0.1, weight_decay=0.1, maximize=True)
+    params = [jnp.linspace(-1.0, 1.0, 5), jnp.asarray([1.0 + 2.0j, -0.5j])]
+    grads = [jnp.linspace(0.3, -0.2, 5), jnp.asarray([0.1 - 0.2j, 0.3 + 0.0j])]
+    s_eager = s_jit = tx.init(params)
+    for _ in range(7):
+        u_eager, s_eager = tx.update(grads, s_eager, params)
+        u_jit, s_jit = jax.jit(tx.update)(grads, s_jit, params)
+        for a, b in zip(u_eager, u_jit):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert u_jit[1].dtype == jnp.complex64
