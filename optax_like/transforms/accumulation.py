@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
-from optax_like.core.tree import map_params
+from optax_like.core.tree import map_params, zeros_like
 
 
 class MultiStepsState(NamedTuple):
@@ -40,8 +40,8 @@ class MultiSteps:
         self._every_k_schedule = every_k_schedule
 
     def init(self, params) -> MultiStepsState:
-        def zeros(p):
-            return jnp.zeros(jnp.shape(p), numerics.compute_dtype(p.dtype))
+        def zeros(p):  # through tree.zeros_like so the buffer keeps p's sharding under jit
+            return zeros_like(p, numerics.compute_dtype(p.dtype))
 
         return MultiStepsState(
             mini_step=jnp.zeros((), jnp.int32),
@@ -65,7 +65,7 @@ class MultiSteps:
 
         def skip(_):
             shapes = jax.eval_shape(lambda: self._opt.update(updates, state.inner_opt_state, params, **extra_args)[0])
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            zeros = jax.tree.map(jnp.zeros_like, shapes)  # keeps the sharding on Explicit meshes
             return zeros, MultiStepsState(state.mini_step + 1, state.gradient_step, state.inner_opt_state, acc)
 
         return jax.lax.cond(emit, apply, skip, None)

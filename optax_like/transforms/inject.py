@@ -40,6 +40,22 @@ def _normalize(value: Any, like: Any) -> Any:
     return jnp.asarray(value, dtype=like.dtype)
 
 
+def _place_like(value: Any, like: Any) -> Any:
+    """`value` on `like`'s devices and sharding when `like` is a committed array (e.g. the
+    replicated output of a jitted step on a mesh), so that an edit does not change the jitted
+    step's input placement (which would recompile it)."""
+    if isinstance(like, tuple):
+        return tuple(_place_like(v, l) for v, l in zip(value, like))
+    if (
+        isinstance(like, jax.Array)
+        and not isinstance(like, jax.core.Tracer)
+        and not isinstance(value, jax.core.Tracer)
+        and getattr(like, "_committed", False)
+    ):
+        return jax.device_put(value, like.sharding)
+    return value
+
+
 @jax.tree_util.register_pytree_with_keys_class
 class HyperparamsDict(dict):
     """A dict of hyperparameter arrays that keeps each entry's dtype (and non-weak type) on edit.
@@ -51,7 +67,7 @@ class HyperparamsDict(dict):
 
     def __setitem__(self, key, value):
         if key in self:
-            value = _normalize(value, self[key])
+            value = _place_like(_normalize(value, self[key]), self[key])
         super().__setitem__(key, value)
 
     def update(self, *args, **kwargs):
