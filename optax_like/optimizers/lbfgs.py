@@ -1,0 +1,421 @@
+"""torch.optim.LBFGS as a functional optimizer: one `update` is one torch `step(closure)`.
+
+L-BFGS is not a gradient transformation in the usual sense: a torch `step(closure)` evaluates the
+loss several times (`max_iter` iterations, each with a fixed step or a strong-Wolfe line search,
+at most about `max_eval` evaluations). Here the whole step runs inside one `lax.while_loop`
+whose body evaluates `jax.value_and_grad(value_fn)` exactly once (the objective is traced once),
+so the step jits into a single XLA computation; the history lives in preallocated
+`(history_size, n)` ring buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from optax_like.core import numerics
+from optax_like.core import tree as tree_lib
+from optax_like.core import validation as v
+from optax_like.core.base import GradientTransformationExtraArgs
+from optax_like.transforms.line_search import (
+    StrongWolfeState,
+    strong_wolfe_absorb,
+    strong_wolfe_init,
+    strong_wolfe_result,
+)
+
+__all__ = ["LBFGSState", "lbfgs", "lbfgs_history", "PARAM_GROUPS_ERROR"]
+
+# torch's message for an LBFGS built on several param groups (raised by the stateful adapter).
+PARAM_GROUPS_ERROR = "LBFGS doesn't support per-parameter options (parameter groups)"
+
+_C1 = 1e-4
+_C2 = 0.9
+
+
+class LBFGSState(NamedTuple):
+    """torch's `optimizer.state[params[0]]` for LBFGS, preallocated (torch's names).
+
+    Flat vectors have one entry per real number of the params (complex params count twice, as
+    torch's `view_as_real`). `old_dirs`, `old_stps`, `ro` are ring buffers: torch's list entry
+    `i` (0 = oldest) is row `(history_start + i) % history_size`, for `i < history_len`
+    (`lbfgs_history` returns them in torch's order). `al` is in torch's (logical) order; torch
+    starts it as `[None] * history_size`, here zeros. Before the first iteration `d`, `t`,
+    `H_diag`, `prev_flat_grad`, `prev_loss` are zeros/one placeholders (torch has no entry).
+    `orig_loss` is not a torch state key: it is the loss at the params given to the latest
+    update (the value torch's `step(closure)` returns).
+    """
+
+    func_evals: jax.Array  # int32, total closure evaluations
+    n_iter: jax.Array  # int32, total iterations
+    d: jax.Array  # (n,) last search direction
+    t: jax.Array  # last step size
+    old_dirs: jax.Array  # (history_size, n): y = g_{k+1} - g_k
+    old_stps: jax.Array  # (history_size, n): s = t d
+    ro: jax.Array  # (history_size,): 1 / (y . s)
+    H_diag: jax.Array  # initial inverse-Hessian scale y.s / y.y
+    prev_flat_grad: jax.Array  # (n,)
+    prev_loss: jax.Array
+    al: jax.Array  # (history_size,)
+    history_start: jax.Array  # int32: ring-buffer row of the oldest entry
+    history_len: jax.Array  # int32: len(old_dirs)
+    orig_loss: jax.Array  # loss at the start of the latest step
+
+
+def lbfgs_history(state: LBFGSState):
+    """`(old_dirs, old_stps, ro)` in torch's list order (oldest first), `history_len` rows."""
+    m = state.ro.shape[0]
+    n = int(state.history_len)
+    rows = (int(state.history_start) + np.arange(n)) % m
+    return state.old_dirs[rows], state.old_stps[rows], state.ro[rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Flattening: torch's _gather_flat_grad / _add_grad order (leaf order, complex as real pairs).
+# ---------------------------------------------------------------------------------------------
+
+
+def _flattener(params):
+    leaves, treedef = jax.tree.flatten(params)  # None leaves are empty subtrees
+    dtypes = [jnp.asarray(l).dtype for l in leaves]
+    views = [numerics.real_view(jnp.asarray(l)) for l in leaves]
+    flat, unravel_views = ravel_pytree(views)
+
+    def flatten(tree):
+        parts = [numerics.real_view(jnp.asarray(l)) for l in treedef.flatten_up_to(tree)]
+        return ravel_pytree(parts)[0].astype(flat.dtype)
+
+    def unflatten(vec):
+        out = []
+        for view, dtype in zip(unravel_views(vec), dtypes):
+            if jnp.issubdtype(dtype, jnp.complexfloating):
+                view = lax.complex(view[..., 0], view[..., 1]).astype(dtype)
+            out.append(view)
+        return treedef.unflatten(out)
+
+    return flat, flatten, unflatten, treedef
+
+
+def _check_params(params):
+    tree_lib.check_params(params)
+    if not jax.tree.leaves(params):
+        raise ValueError("optimizer got an empty parameter list")
+
+
+def _check_int(value, name):
+    """An int, or an integer scalar array (possibly traced: the adapter feeds group values)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}.")
+    if isinstance(value, (int, np.integer)):
+        return
+    if isinstance(value, (jax.Array, np.ndarray)) and np.shape(value) == () and jnp.issubdtype(value.dtype, jnp.integer):
+        return
+    raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+
+
+def lbfgs(
+    lr: Any = 1,
+    max_iter: int = 20,
+    max_eval: Optional[int] = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: Optional[str] = None,
+) -> GradientTransformationExtraArgs:
+    """L-BFGS as torch.optim.LBFGS computes it; `update` performs one torch `step(closure)`.
+
+    Per iteration k (at most `max_iter` per update, counting `n_iter` globally over updates):
+
+        first iteration ever:  d = -g,  history cleared,  H_diag = 1,  t = min(1, 1/|g|_1) * lr
+        later:  y = g - g_prev,  s = t d;  if y.s > 1e-10: push (y, s, 1/y.s) (drop the oldest
+                when history_size are kept) and H_diag = y.s / y.y;
+                d = -H g by the two-loop recursion (torch's order);  t = lr
+        stop if g.d > -tolerance_change (before moving);
+        line_search_fn=None:  x += t d, and re-evaluate unless this is the last iteration;
+        'strong_wolfe':       (f, g, t) = strong-Wolfe search (c1=1e-4, c2=0.9,
+                              max_ls = max_eval - evaluations so far); x += t d
+        stop if k == max_iter, evaluations >= max_eval, max|g| <= tolerance_grad,
+             max|t d| <= tolerance_change, or |f - f_prev| < tolerance_change (torch's order).
+
+    The step starts by evaluating the loss and gradient at `params` (torch's first closure call)
+    and returns without moving when `max|g| <= tolerance_grad`.
+
+    `update(grads, state, params, *, value_fn, value=None, **fn_kwargs)`:
+      - `value_fn(params, **fn_kwargs)` returns the scalar loss; it is differentiated with
+        `jax.value_and_grad` inside the loop. `fn_kwargs` (batches, ...) are passed unchanged.
+      - `grads`: None (recommended), or the gradient of `value_fn` at `params`, used as the
+        first closure evaluation instead of evaluating it; then `value` is the loss at `params`
+        (if None, the loss is computed by `value_fn` alone). Either way this counts as one
+        closure evaluation in `func_evals`, as in torch. A None leaf in `grads` where params
+        has an array is a zero gradient (torch's `_gather_flat_grad` for `p.grad is None`).
+      - returns `updates` in the params' structure, `x_final - params` (apply with
+        `apply_updates`, which rounds once: the result can differ from torch's in-place sums by
+        an ulp of the params per step), and the new state; `state.orig_loss` is the loss at
+        `params` (what torch's `step` returns).
+    Params may be any pytree of float/complex arrays (None leaves are not optimized); the flat
+    vector is their concatenation in leaf order (complex leaves as real pairs, like torch).
+
+    Precision: the arithmetic runs in the params' dtype, like torch's tensors. torch keeps the
+    loss as a Python float (float64); here it is cast to the params' dtype, which only changes
+    `|f - f_prev| < tolerance_change` (float32: compared in float32 rather than float64).
+
+    Differences from torch, all for inputs torch fails on: an unknown `line_search_fn` raises
+    torch's RuntimeError("only 'strong_wolfe' is supported") here at construction (torch raises
+    it at the first line search); `history_size < 1` and, with strong Wolfe, `max_eval < 1` raise
+    ValueError here (torch crashes with IndexError / UnboundLocalError during the step).
+    `lr`, `tolerance_grad`, `tolerance_change` may be floats or (traced) scalar arrays, and
+    `max_iter`, `max_eval` ints or (traced) integer scalars, so one compiled step serves every
+    value (the adapter feeds torch's `param_groups[0]` entries); `history_size` and
+    `line_search_fn` fix the program. Schedules are not supported (torch's schedulers change
+    LBFGS's lr through the adapter).
+    torch counterpart: `torch.optim.LBFGS(params, lr=1, max_iter=20, max_eval=None,
+    tolerance_grad=1e-7, tolerance_change=1e-9, history_size=100, line_search_fn=None)`.
+    """
+    v.check_hyperparam(lr, "lr", allow_schedule=False)
+    v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
+    if isinstance(history_size, bool) or not isinstance(history_size, (int, np.integer)):
+        raise TypeError(f"history_size must be an int, got {type(history_size).__name__} {history_size!r}.")
+    _check_int(max_iter, "max_iter")
+    if max_eval is None:
+        max_eval = max_iter * 5 // 4
+    _check_int(max_eval, "max_eval")
+    v.check_hyperparam(tolerance_grad, "tolerance_grad", allow_schedule=False)
+    v.check_hyperparam(tolerance_change, "tolerance_change", allow_schedule=False)
+    if line_search_fn is not None and line_search_fn != "strong_wolfe":
+        raise RuntimeError("only 'strong_wolfe' is supported")
+    if history_size < 1:
+        raise ValueError(
+            f"history_size must be >= 1, got {history_size} (torch.optim.LBFGS fails with an "
+            "IndexError at its first history update)."
+        )
+    concrete_eval, concrete_iter = v.concrete_value(max_eval), v.concrete_value(max_iter)
+    if (line_search_fn is not None and concrete_eval is not None and concrete_iter is not None
+            and concrete_eval < 1 and concrete_iter >= 1):
+        raise ValueError(
+            f"max_eval must be >= 1 with line_search_fn='strong_wolfe', got {max_eval} "
+            "(torch.optim.LBFGS fails with an UnboundLocalError in its line search)."
+        )
+    history_size = int(history_size)
+    if concrete_iter is not None:
+        max_iter = int(concrete_iter)
+    if concrete_eval is not None:
+        max_eval = int(concrete_eval)
+    use_ls = line_search_fn is not None
+
+    def init(params):
+        _check_params(params)
+        flat, _, _, _ = _flattener(params)
+        n, dtype = flat.shape[0], flat.dtype
+        m = history_size
+        zero = jnp.zeros((), dtype)
+        return LBFGSState(
+            func_evals=jnp.zeros((), jnp.int32),
+            n_iter=jnp.zeros((), jnp.int32),
+            d=jnp.zeros((n,), dtype),
+            t=zero,
+            old_dirs=jnp.zeros((m, n), dtype),
+            old_stps=jnp.zeros((m, n), dtype),
+            ro=jnp.zeros((m,), dtype),
+            H_diag=jnp.ones((), dtype),
+            prev_flat_grad=jnp.zeros((n,), dtype),
+            prev_loss=jnp.zeros((), dtype),
+            al=jnp.zeros((m,), dtype),
+            history_start=jnp.zeros((), jnp.int32),
+            history_len=jnp.zeros((), jnp.int32),
+            orig_loss=jnp.zeros((), dtype),
+        )
+
+    def update(grads, state, params=None, *, value_fn: Callable = None, value=None, **fn_kwargs):
+        if params is None:
+            raise ValueError("lbfgs needs params: update(grads, state, params, value_fn=...).")
+        if value_fn is None or not callable(value_fn):
+            raise ValueError(
+                "lbfgs needs the objective: update(grads, state, params, value_fn=loss_fn), "
+                "where loss_fn(params, **fn_kwargs) returns a scalar loss (torch's closure)."
+            )
+        if not isinstance(state, LBFGSState):
+            raise TypeError(f"lbfgs expects an LBFGSState, got {type(state).__name__}.")
+        _check_params(params)
+        x0, flatten, unflatten, treedef = _flattener(params)
+        dtype = x0.dtype
+        n = x0.shape[0]
+        if state.d.shape != (n,) or state.ro.shape != (history_size,):
+            raise ValueError(
+                f"lbfgs state was built for {state.d.shape[0]} parameters and history_size "
+                f"{state.ro.shape[0]}, but params have {n} and history_size is {history_size}."
+            )
+        if grads is not None:
+            tree_lib.check_same_structure(params, grads, "params", "grads")
+            grads = jax.tree.map(
+                lambda p, g: p if p is None else (jnp.zeros_like(p) if g is None else g),
+                params, grads, is_leaf=tree_lib.is_none,
+            )
+
+        def loss_of(vec):
+            loss = value_fn(unflatten(vec), **fn_kwargs)
+            loss = jnp.asarray(loss)
+            if loss.shape != ():
+                raise TypeError(f"value_fn must return a scalar loss, got shape {loss.shape}.")
+            return loss.astype(dtype)
+
+        value_and_grad = jax.value_and_grad(loss_of)
+        scal = lambda x: numerics.scalar(x, dtype)
+        lr_ = scal(lr)
+        tol_grad = scal(tolerance_grad)
+        tol_change = scal(tolerance_change)
+        m = history_size
+        INIT, LINE_SEARCH, FIXED = 0, 1, 2
+
+        def max_abs(vec):
+            return jnp.max(jnp.abs(vec))
+
+        ls0 = strong_wolfe_init(jnp.zeros((), dtype), jnp.zeros((n,), dtype), 0.0,
+                                jnp.zeros((n,), dtype), 0.0, 0)
+        c = dict(
+            x=x0, f=jnp.zeros((), dtype), g=jnp.zeros((n,), dtype),
+            d=state.d, t=state.t, H_diag=state.H_diag,
+            prev_g=state.prev_flat_grad, prev_loss=state.prev_loss,
+            old_dirs=state.old_dirs, old_stps=state.old_stps, ro=state.ro, al=state.al,
+            hstart=state.history_start, hlen=state.history_len,
+            n_iter=state.n_iter, func_evals=state.func_evals, orig_loss=state.orig_loss,
+            it=jnp.zeros((), jnp.int32), cur_evals=jnp.zeros((), jnp.int32),
+            opt_cond=jnp.zeros((), bool), mode=jnp.asarray(INIT, jnp.int32),
+            finished=jnp.zeros((), bool), iter_done=jnp.zeros((), bool),
+            need_start=jnp.zeros((), bool),
+            ls=ls0 if use_ls else None,
+        )
+
+        # ---- absorbing one evaluation -----------------------------------------------------
+        def absorb_init(c, f_new, g_new):
+            opt = max_abs(g_new) <= tol_grad
+            return dict(c, f=f_new, g=g_new, orig_loss=f_new, func_evals=c["func_evals"] + 1,
+                        cur_evals=jnp.ones((), jnp.int32), opt_cond=opt, finished=opt, need_start=~opt)
+
+        def absorb_fixed(c, f_new, g_new):
+            return dict(c, f=f_new, g=g_new, opt_cond=max_abs(g_new) <= tol_grad,
+                        cur_evals=c["cur_evals"] + 1, func_evals=c["func_evals"] + 1,
+                        iter_done=jnp.ones((), bool))
+
+        def absorb_line_search(c, f_new, g_new):
+            ls = strong_wolfe_absorb(c["ls"], f_new, g_new, jnp.dot(g_new, c["d"]), _C1, _C2, tol_change)
+            c = dict(c, ls=ls, cur_evals=c["cur_evals"] + 1, func_evals=c["func_evals"] + 1)
+
+            def accept(c):
+                f, g, t = strong_wolfe_result(c["ls"])
+                return dict(c, f=f, g=g, t=t, x=c["x"] + t * c["d"], opt_cond=max_abs(g) <= tol_grad,
+                            iter_done=jnp.ones((), bool))
+
+            return lax.cond(ls.finished, accept, lambda c: c, c)
+
+        # ---- end of an iteration: torch's break conditions, in order ----------------------
+        def end_checks(c):
+            stop = (
+                (c["it"] == max_iter)
+                | (c["cur_evals"] >= max_eval)
+                | c["opt_cond"]
+                | (max_abs(c["d"] * c["t"]) <= tol_change)
+                | (jnp.abs(c["f"] - c["prev_loss"]) < tol_change)
+            )
+            return dict(c, finished=stop, need_start=~stop)
+
+        # ---- start of an iteration: direction, step size, first trial ---------------------
+        def first_direction(c):
+            return dict(c, d=-c["g"], hstart=jnp.zeros((), jnp.int32), hlen=jnp.zeros((), jnp.int32),
+                        H_diag=jnp.ones((), dtype))
+
+        def lbfgs_direction(c):
+            g = c["g"]
+            y = g - c["prev_g"]
+            s = c["d"] * c["t"]
+            ys = jnp.dot(y, s)
+            push = ys > 1e-10
+            full = c["hlen"] == m
+            row = jnp.where(full, c["hstart"], (c["hstart"] + c["hlen"]) % m)
+            old_dirs = c["old_dirs"].at[row].set(jnp.where(push, y, c["old_dirs"][row]))
+            old_stps = c["old_stps"].at[row].set(jnp.where(push, s, c["old_stps"][row]))
+            ro = c["ro"].at[row].set(jnp.where(push, 1.0 / ys, c["ro"][row]))
+            hstart = jnp.where(push & full, (c["hstart"] + 1) % m, c["hstart"])
+            hlen = jnp.where(push & ~full, c["hlen"] + 1, c["hlen"])
+            H_diag = jnp.where(push, ys / jnp.dot(y, y), c["H_diag"])
+
+            def first_loop(j, carry):
+                q, al = carry
+                i = hlen - 1 - j
+                r_ = (hstart + i) % m
+                a = jnp.dot(old_stps[r_], q) * ro[r_]
+                return q + (-a) * old_dirs[r_], al.at[i].set(a)
+
+            q, al = lax.fori_loop(0, hlen, first_loop, (-g, c["al"]))
+
+            def second_loop(i, r):
+                r_ = (hstart + i) % m
+                be_i = jnp.dot(old_dirs[r_], r) * ro[r_]
+                return r + (al[i] - be_i) * old_stps[r_]
+
+            d = lax.fori_loop(0, hlen, second_loop, q * H_diag)
+            return dict(c, d=d, old_dirs=old_dirs, old_stps=old_stps, ro=ro, al=al, hstart=hstart,
+                        hlen=hlen, H_diag=H_diag)
+
+        def start_iteration(c):
+            def run(c):
+                c = dict(c, it=c["it"] + 1, n_iter=c["n_iter"] + 1)
+                first = c["n_iter"] == 1
+                c = lax.cond(first, first_direction, lbfgs_direction, c)
+                g = c["g"]
+                c = dict(c, prev_g=g, prev_loss=c["f"])
+                inv = 1.0 / jnp.sum(jnp.abs(g))
+                t_first = jnp.where(inv < 1.0, inv, jnp.ones((), dtype)) * lr_  # min(1., 1/|g|_1) * lr
+                t = jnp.where(first, t_first, lr_)
+                gtd = jnp.dot(g, c["d"])
+                c = dict(c, t=t)
+                no_descent = gtd > -tol_change
+                if use_ls:
+                    ls = strong_wolfe_init(t, c["d"], c["f"], g, gtd, max_eval - c["cur_evals"])
+                    return dict(c, ls=ls, mode=jnp.asarray(LINE_SEARCH, jnp.int32), finished=no_descent)
+                x = jnp.where(no_descent, c["x"], c["x"] + t * c["d"])
+                last = c["it"] == max_iter  # no re-evaluation on the last iteration
+                return dict(c, x=x, mode=jnp.asarray(FIXED, jnp.int32), finished=no_descent | last)
+
+            return lax.cond(c["it"] < max_iter, run, lambda c: dict(c, finished=jnp.ones((), bool)), c)
+
+        def advance(c):
+            c = lax.cond(c["iter_done"], end_checks, lambda c: c, c)
+            return lax.cond(c["need_start"], start_iteration, lambda c: c, c)
+
+        def body(c):
+            c = dict(c, iter_done=jnp.zeros((), bool), need_start=jnp.zeros((), bool))
+            if use_ls:
+                point = jnp.where(c["mode"] == LINE_SEARCH, c["x"] + c["ls"].t * c["d"], c["x"])
+            else:
+                point = c["x"]
+            f_new, g_new = value_and_grad(point)
+            branches = [absorb_init, absorb_line_search, absorb_fixed] if use_ls else [
+                absorb_init, lambda c, f, g: c, absorb_fixed]
+            c = lax.switch(c["mode"], branches, c, f_new, g_new)
+            return advance(c)
+
+        if grads is not None:
+            # The caller's gradient is torch's first closure evaluation.
+            f0 = loss_of(x0) if value is None else jnp.asarray(value).astype(dtype)
+            c = absorb_init(c, f0, flatten(grads).astype(dtype))
+            c = dict(c, mode=jnp.asarray(INIT, jnp.int32))
+            c = advance(c)
+
+        c = lax.while_loop(lambda c: ~c["finished"], body, c)
+
+        delta = c["x"] - x0
+        updates = unflatten(delta)
+        new_state = LBFGSState(
+            func_evals=c["func_evals"], n_iter=c["n_iter"], d=c["d"], t=c["t"],
+            old_dirs=c["old_dirs"], old_stps=c["old_stps"], ro=c["ro"], H_diag=c["H_diag"],
+            prev_flat_grad=c["prev_g"], prev_loss=c["prev_loss"], al=c["al"],
+            history_start=c["hstart"], history_len=c["hlen"], orig_loss=c["orig_loss"],
+        )
+        return updates, new_state
+
+    return GradientTransformationExtraArgs(init, update)
