@@ -1,9 +1,38 @@
 """torch.optim's optimizers as functional (init, update) pairs; names are torch's, lower case."""
 
+from optax_like.optimizers.adadelta import adadelta
+from optax_like.optimizers.adagrad import adagrad
 from optax_like.optimizers.adam import adam
+from optax_like.optimizers.adamax import adamax
+from optax_like.optimizers.adamw import adamw
+from optax_like.optimizers.lbfgs import LBFGSState, lbfgs, lbfgs_history
+from optax_like.optimizers.nadam import nadam
+from optax_like.optimizers.radam import radam
+from optax_like.optimizers.asgd import asgd, asgd_averaged_params
+from optax_like.optimizers.rmsprop import rmsprop
+from optax_like.optimizers.rprop import rprop
 from optax_like.optimizers.sgd import sgd
+from optax_like.optimizers.sparse_adam import sparse_adam
+from optax_like.optimizers.adafactor import adafactor
+from optax_like.optimizers.muon import muon
 
 __all__ = [
+    "adafactor",
+    "muon",
+    "adadelta",
+    "adagrad",
     "adam",
+    "adamax",
+    "adamw",
+    "LBFGSState",
+    "lbfgs",
+    "lbfgs_history",
+    "nadam",
+    "radam",
+    "asgd",
+    "asgd_averaged_params",
+    "rmsprop",
+    "rprop",
     "sgd",
+    "sparse_adam",
 ]

@@ -1,7 +1,18 @@
 """Building blocks (one family per module) and combinators."""
 
 from optax_like.transforms.accumulation import MultiSteps, MultiStepsState
+from optax_like.transforms.adadelta import ScaleByAdadeltaState, scale_by_adadelta
+from optax_like.transforms.adagrad import ScaleByAdagradState, scale_by_adagrad
+from optax_like.transforms.asgd import ScaleByASGDState, scale_by_asgd
+from optax_like.transforms.rmsprop import ScaleByRMSpropState, scale_by_rmsprop
+from optax_like.transforms.rprop import ScaleByRpropState, scale_by_rprop
 from optax_like.transforms.moments import ScaleByAdamState, scale_by_adam
+from optax_like.transforms.adamax import ScaleByAdamaxState, scale_by_adamax
+from optax_like.transforms.nadam import ScaleByNadamState, scale_by_nadam
+from optax_like.transforms.radam import ScaleByRadamState, scale_by_radam
+from optax_like.transforms.sparse_adam import RowSparseGrad, ScaleBySparseAdamState, scale_by_sparse_adam
+from optax_like.transforms.adafactor import ScaleByAdafactorState, scale_by_adafactor
+from optax_like.transforms.muon import ScaleByMuonState, scale_by_muon, zeropower_via_newtonschulz
 from optax_like.transforms.clipping import clip, clip_by_global_norm
 from optax_like.transforms.combine import (
     MaskedState,
@@ -13,6 +24,7 @@ from optax_like.transforms.combine import (
 )
 from optax_like.transforms.conditionality import ApplyIfFiniteState, apply_if_finite
 from optax_like.transforms.inject import HyperparamsDict, InjectHyperparamsState, inject_hyperparams
+from optax_like.transforms.layout import GroupedLayout, GroupedState, grouped
 from optax_like.transforms.momentum import TraceState, trace
 from optax_like.transforms.scaling import (
     ScaleByScheduleState,
@@ -28,6 +40,14 @@ from optax_like.transforms.weight_decay import (
 )
 
 __all__ = [
+    "ScaleByAdafactorState",
+    "scale_by_adafactor",
+    "ScaleByMuonState",
+    "scale_by_muon",
+    "zeropower_via_newtonschulz",
+    "RowSparseGrad",
+    "ScaleBySparseAdamState",
+    "scale_by_sparse_adam",
     "ApplyIfFiniteState",
     "HyperparamsDict",
     "InjectHyperparamsState",
@@ -35,7 +55,15 @@ __all__ = [
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
+    "ScaleByASGDState",
+    "ScaleByAdadeltaState",
+    "ScaleByAdagradState",
     "ScaleByAdamState",
+    "ScaleByAdamaxState",
+    "ScaleByNadamState",
+    "ScaleByRadamState",
+    "ScaleByRMSpropState",
+    "ScaleByRpropState",
     "ScaleByScheduleState",
     "TraceState",
     "WeightDecayState",
@@ -46,12 +74,23 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "inject_hyperparams",
+    "GroupedLayout",
+    "GroupedState",
+    "grouped",
     "masked",
     "multi_transform",
     "named_chain",
     "negate",
     "scale",
+    "scale_by_adadelta",
+    "scale_by_adagrad",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_nadam",
+    "scale_by_radam",
+    "scale_by_asgd",
+    "scale_by_rmsprop",
+    "scale_by_rprop",
     "scale_by_learning_rate",
     "scale_by_schedule",
     "trace",
