@@ -236,9 +236,15 @@ def grouped(tx: GradientTransformation, layout: GroupedLayout | None = None) -> 
             plist = [None] * len(leaves) if params is None else treedef.flatten_up_to(params)
             outs_u, outs_s = [], []
             for u, s, p in zip(leaves, states, plist):
-                if u is None:
+                if u is None and p is None:  # no gradient, and no params to shape a zero one
                     outs_u.append(None)
                     outs_s.append(s)
+                    continue
+                if u is None:  # a stack without gradient: keep its per-parameter state only
+                    _, ns = run(jnp.zeros_like(p), s, p, extra_args)
+                    mask = np.zeros(jnp.shape(p)[0], bool)
+                    outs_u.append(None)
+                    outs_s.append(_select_members(mask, _per_param_leaves(tx, p.dtype), ns, s))
                     continue
                 nu, ns = run(u, s, p, extra_args)
                 outs_u.append(nu)

@@ -49,6 +49,10 @@ def trace(
             mu_c = numerics.scalar(mu, dtype)
             running = buf.astype(dtype) * mu_c + numerics.one_minus(damp, dtype) * g
             new_buf = jnp.where(count == 0, g, running)
+            if dtype == buf.dtype:
+                # Speed only (values unchanged): materialise the new buffer once (written in
+                # place) for the update to read, instead of recomputing it in the params' kernel.
+                new_buf = jax.lax.optimization_barrier(new_buf)
             out = g + mu_c * new_buf if nesterov else new_buf
             return out, new_buf.astype(buf.dtype)
 

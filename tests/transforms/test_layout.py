@@ -101,29 +101,41 @@ def test_per_member_step_counts_follow_torch():
 
 
 def test_packed_mode_equals_ungrouped_and_compiles_to_few_kernels():
-    shapes = [(7,)] * 50
+    shapes = [(7,)] * 12
     params = [jnp.full(s, float(i)) for i, s in enumerate(shapes)]
     grads = [jnp.full(s, 0.1 * (i % 3 - 1)) for i, s in enumerate(shapes)]
     layout = ol.GroupedLayout(params)
     tx, plain = ol.grouped(ol.adam(0.1)), ol.adam(0.1)
     packed, packed_g = layout.pack(params), layout.pack(grads)
 
-    def step(tx):
+    def compiled(tx, p, g):
         def f(p, s, g):
             u, s = tx.update(g, s, p)
             return ol.apply_updates(p, u), s
-        return jax.jit(f, donate_argnums=(0, 1))
+        return jax.jit(f, donate_argnums=(0, 1)).lower(p, tx.init(p), g).compile()
 
-    s1 = tx.init(packed)
-    hlo = step(tx).lower(packed, s1, packed_g).compile().as_text()
-    entry = hlo[hlo.index("ENTRY"):]
-    assert entry.count(" fusion(") < 20  # one stack, not 50 leaves x several kernels
-    p0, s0 = params, plain.init(params)
+    def kernels(c):
+        hlo = c.as_text()
+        return hlo[hlo.index("ENTRY"):].count(" fusion(")
+
+    step1, step0 = compiled(tx, packed, packed_g), compiled(plain, params, grads)
+    assert kernels(step1) * 4 < kernels(step0)  # one stack, not 12 leaves x several kernels
+    s1, p0, s0 = tx.init(packed), params, plain.init(params)
     for _ in range(3):
-        packed, s1 = step(tx)(packed, s1, packed_g)
-        p0, s0 = step(plain)(p0, s0, grads)
+        packed, s1 = step1(packed, s1, packed_g)
+        p0, s0 = step0(p0, s0, grads)
     for x, y in zip(layout.unpack(packed), p0):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
+
+
+def test_unpack_transposes_to_one_concatenate():
+    # the gradient of a loss of unpack(packed) comes out packed, without per-member pads
+    layout = ol.GroupedLayout([jnp.ones(3)] * 4)
+    packed = layout.pack([jnp.ones(3) * i for i in range(4)])
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda q: sum(jnp.sum(p ** 2) for p in layout.unpack(q))))(packed))
+    assert "concatenate" in jaxpr and " pad" not in jaxpr
+    g = jax.grad(lambda q: sum(jnp.sum(p ** 2) for p in layout.unpack(q)))(packed)
+    np.testing.assert_allclose(np.asarray(g["float32[3]"]), 2 * np.asarray(packed["float32[3]"]))
 
 
 def test_global_transform_goes_outside_grouped():
@@ -139,3 +151,59 @@ def test_global_transform_goes_outside_grouped():
     u0, _ = plain.update(g, plain.init(params), params)
     for x, y in zip(jax.tree.leaves(layout.unpack(u1)), jax.tree.leaves(u0)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6)
+
+
+SHARDING_SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+import optax_like as ol
+mesh = jax.make_mesh((2,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
+rows, cols = NamedSharding(mesh, P("x", None)), NamedSharding(mesh, P(None, "x"))
+params = {
+    "a": jax.device_put(jnp.ones((4, 6)), rows),
+    "b": jax.device_put(jnp.ones((4, 6)) * 2, rows),
+    "c": jax.device_put(jnp.ones((4, 6)) * 3, cols),
+}
+layout = ol.GroupedLayout(params)
+assert layout.groups == {"float32[4,6]#0": (0, 1), "float32[4,6]#1": (2,)}, layout.groups
+tx = ol.grouped(ol.adam(0.1))
+step = jax.jit(lambda p, s, g: (lambda u, s: (ol.apply_updates(p, u), s))(*tx.update(g, s, p)))
+packed = jax.jit(layout.pack)(params)
+state = tx.init(packed)
+new, state = step(packed, state, packed)
+spec = new["float32[4,6]#0"].sharding.spec
+assert tuple(spec)[:2] == (None, "x"), spec
+assert tuple(state.inner["float32[4,6]#1"][0].exp_avg.sharding.spec)[:3] == (None, None, "x")
+print("OK")
+"""
+
+
+def test_grouping_respects_sharding_in_a_two_device_process():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], env=env, cwd=root,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_packed_stack_without_gradient_keeps_its_state_and_advances_schedules():
+    params = {"w": jnp.ones((2, 3)), "v": jnp.ones((2, 5))}  # already packed: two stacks of 2
+    plain_params = [jnp.ones(3), jnp.ones(3), jnp.ones(5), jnp.ones(5)]
+    sched = lambda c: 0.1 / (1.0 + c)  # noqa: E731
+    tx, plain = ol.grouped(ol.sgd(sched, momentum=0.9)), ol.sgd(sched, momentum=0.9)
+    s1, s0 = tx.init(params), plain.init(plain_params)
+    p1, p0 = params, plain_params
+    for t in range(3):
+        g1 = {"w": jnp.full((2, 3), 0.5), "v": None if t == 1 else jnp.full((2, 5), 0.5)}
+        g0 = [jnp.full(3, 0.5)] * 2 + ([None, None] if t == 1 else [jnp.full(5, 0.5)] * 2)
+        u1, s1 = tx.update(g1, s1, p1)
+        u0, s0 = plain.update(g0, s0, p0)
+        assert (u1["v"] is None) == (t == 1)
+        p1, p0 = ol.apply_updates(p1, u1), ol.apply_updates(p0, u0)
+    np.testing.assert_allclose(np.asarray(p1["v"][1]), np.asarray(p0[3]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(p1["w"][0]), np.asarray(p0[0]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(s1.inner["v"][0].count), [[2], [2]])
