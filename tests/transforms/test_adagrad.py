@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
+from tests.transforms.contract import PARAMS, grads, run
 
 
 def test_first_steps_by_hand():
@@ -33,26 +34,6 @@ def test_lr_decay_follows_each_leafs_own_step():
 def test_complex_accumulator_starts_at_v_plus_vj():
     state = ol.scale_by_adagrad(initial_accumulator_value=0.5).init({"z": jnp.zeros(2, jnp.complex64)})
     np.testing.assert_array_equal(state.sum["z"], [0.5 + 0.5j, 0.5 + 0.5j])
-
-
-PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
-
-
-def grads(seed, like=PARAMS, dtype=jnp.float32):
-    keys = jax.random.split(jax.random.key(seed), 3)
-    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
-
-
-def run(tx, params, steps, jit, skip_frozen=False):
-    state = tx.init(params)
-    update = jax.jit(tx.update) if jit else tx.update
-    for i in range(steps):
-        g = grads(i, params, params["a"].dtype)
-        if skip_frozen:
-            g["frozen"] = None
-        u, state = update(g, state, params)
-        params = ol.apply_updates(params, u)
-    return params, state
 
 
 def test_leaf_without_gradient_is_skipped_with_its_state_untouched():

@@ -7,6 +7,7 @@ import pytest
 
 import optax_like as ol
 from optax_like.transforms.asgd import averaged_params
+from tests.transforms.contract import PARAMS, grads, run
 
 
 def test_first_steps_by_hand():
@@ -67,26 +68,6 @@ def test_averaged_params_finds_the_state_inside_wrappers():
     np.testing.assert_allclose(ax["w"], 1 - 0.1 * (1 + 1e-4), rtol=1e-6)
     masked = ol.masked(ol.scale_by_asgd(), {"w": True, "n": False})
     assert averaged_params(masked.init(params))["n"] is None
-
-
-PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
-
-
-def grads(seed, like=PARAMS, dtype=jnp.float32):
-    keys = jax.random.split(jax.random.key(seed), 3)
-    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
-
-
-def run(tx, params, steps, jit, skip_frozen=False):
-    state = tx.init(params)
-    update = jax.jit(tx.update) if jit else tx.update
-    for i in range(steps):
-        g = grads(i, params, params["a"].dtype)
-        if skip_frozen:
-            g["frozen"] = None
-        u, state = update(g, state, params)
-        params = ol.apply_updates(params, u)
-    return params, state
 
 
 def test_leaf_without_gradient_is_skipped_with_its_state_untouched():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
+from tests.transforms.contract import PARAMS, grads, run
 
 
 def test_centered_first_step_by_hand():
@@ -32,26 +33,6 @@ def test_momentum_buffer_starts_at_zero_unlike_sgd():
 def test_no_buffers_without_momentum_or_centering():
     state = ol.scale_by_rmsprop().init({"w": jnp.zeros(1)})
     assert state.grad_avg["w"] is None and state.momentum_buffer["w"] is None
-
-
-PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
-
-
-def grads(seed, like=PARAMS, dtype=jnp.float32):
-    keys = jax.random.split(jax.random.key(seed), 3)
-    return {k: jax.random.normal(key, like[k].shape).astype(dtype) for k, key in zip(("a", "b", "frozen"), keys)}
-
-
-def run(tx, params, steps, jit, skip_frozen=False):
-    state = tx.init(params)
-    update = jax.jit(tx.update) if jit else tx.update
-    for i in range(steps):
-        g = grads(i, params, params["a"].dtype)
-        if skip_frozen:
-            g["frozen"] = None
-        u, state = update(g, state, params)
-        params = ol.apply_updates(params, u)
-    return params, state
 
 
 def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
