@@ -32,6 +32,12 @@ recompiles once and rebuilds the group's state through the state_dict mapping. A
 mark a hyperparameter "structural when zero" (SGD's `momentum`: no buffer is allocated while
 it is 0); crossing zero recompiles once.
 
+Non-finite gradients. By default a nan/inf gradient flows into params and state as in torch.
+`skip_nonfinite=True` (a keyword of every class, not in torch; the attribute may be toggled,
+which recompiles once) makes a step with any non-finite gradient keep params and state
+bit-for-bit and count it in `optimizer.skipped_steps` (a device int32: no host sync per step),
+like `torch.amp.GradScaler`'s skipped steps or the functional `apply_if_finite`.
+
 State. `state_dict()` has torch's layout and keys: the functional state's NamedTuple field
 names are torch's keys; per-leaf int32 `step` vectors become per-param `step` scalars; internal
 counters (`count`, `schedule_count`) are not exported and are rebuilt on load. Param ids are
@@ -195,9 +201,9 @@ def _assemble(root_def, positions, opt_leaves, frozen):
     return root_def.unflatten(flat)
 
 
-def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args):
+def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped):
     TRACE_COUNT[0] += 1
-    closure, mode, root_def, positions, group_defs, specs = config
+    closure, mode, root_def, positions, group_defs, specs, skip_nonfinite = config
     loss = None
     if closure is not None:
         def loss_of(leaves):
@@ -217,7 +223,17 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args):
         params = apply_updates(params, updates)
         new_leaves.append(tuple(treedef.flatten_up_to(params)))
         new_states.append(state)
-    return loss, tuple(new_leaves), tuple(new_states)
+    new_leaves, new_states = tuple(new_leaves), tuple(new_states)
+    if skip_nonfinite:
+        # One flag for the whole step (all groups), as torch.amp.GradScaler skips a step: params
+        # and state are kept bit-for-bit when any gradient has a nan or inf.
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for group in grads for g in group if g is not None]
+                                   or [jnp.asarray(True)]))
+        keep = lambda new, old: jnp.where(finite, new, old)
+        new_leaves = jax.tree.map(keep, new_leaves, tuple(opt_leaves))
+        new_states = jax.tree.map(keep, new_states, tuple(states))
+        skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
+    return loss, new_leaves, new_states, skipped
 
 
 _jitted_step = jax.jit(_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
@@ -252,8 +268,13 @@ class Optimizer:
     _static: tuple[str, ...] = ()
     _structural_zero: tuple[str, ...] = ()
 
-    def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
+                 skip_nonfinite: bool = False) -> None:
         self.defaults = defaults
+        # Not in torch: when True, a step whose gradients hold a nan/inf leaves params and state
+        # unchanged and adds one to `skipped_steps` (decided on device: no host sync).
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self._skipped = jnp.zeros((), jnp.int32)
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
         self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
@@ -511,7 +532,7 @@ class Optimizer:
                 per_param = self._export_group(g)
                 params = self._group_defs[g].unflatten(self._opt_leaves[g])
                 fresh = self._init_state(spec, params, group)
-                self._states[g] = self._import_group(g, fresh, per_param)
+                self._states[g] = _placed_like(self._import_group(g, fresh, per_param), fresh)
                 self._specs[g] = spec
 
     def _step(self, closure=None, *args, **kwargs):
@@ -520,13 +541,20 @@ class Optimizer:
         hypers = self._hypers()
         if closure is not None:
             self._grads = [(None,) * len(g) for g in self._grads]
-        config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs), tuple(self._specs))
-        loss, leaves, states = _jitted_step(
+        config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
+                  tuple(self._specs), bool(self.skip_nonfinite))
+        loss, leaves, states, self._skipped = _jitted_step(
             config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
-            tuple(self._grads), args,
+            tuple(self._grads), args, self._skipped,
         )
         self._opt_leaves, self._states = list(leaves), list(states)
         return loss
+
+    @property
+    def skipped_steps(self) -> jax.Array:
+        """Steps skipped for non-finite gradients (with `skip_nonfinite=True`), an int32 device
+        scalar: reading it as a Python int syncs with the device."""
+        return self._skipped
 
     # ------------------------------------------------------------------ state and state_dict
     def _export_group(self, g: int) -> list[dict]:
@@ -539,7 +567,7 @@ class Optimizer:
         def visit(node):
             if isinstance(node, tuple) and hasattr(node, "_fields"):
                 fields = dict(zip(node._fields, node))
-                counters = {k: v for k, v in fields.items() if _is_counter(v, n, treedef)}
+                counters = {k: v for k, v in fields.items() if _is_counter(v, n, treedef, k)}
                 started = None
                 ints = [v for v in counters.values() if np.issubdtype(v.dtype, np.integer)]
                 if ints:
@@ -581,15 +609,15 @@ class Optimizer:
         def rebuild(node):
             if isinstance(node, tuple) and hasattr(node, "_fields"):
                 fields = dict(zip(node._fields, node))
-                shaped = [k for k, v in fields.items() if not _is_counter(v, n, treedef) and _is_params_shaped(v, treedef)
+                shaped = [k for k, v in fields.items() if not _is_counter(v, n, treedef, k) and _is_params_shaped(v, treedef)
                           and k not in _INTERNAL_FIELDS]
                 new = {}
                 for name, value in fields.items():
-                    if _is_counter(value, n, treedef) and not np.issubdtype(value.dtype, np.integer):
+                    if _is_counter(value, n, treedef, name) and not np.issubdtype(value.dtype, np.integer):
                         vec = [np.asarray(d[name]).reshape(()) if name in d else np.asarray(value[i])
                                for i, d in enumerate(per_param)]
                         new[name] = jnp.asarray(np.stack(vec), value.dtype) if vec else value
-                    elif _is_counter(value, n, treedef):
+                    elif _is_counter(value, n, treedef, name):
                         vec = []
                         for i, d in enumerate(per_param):
                             has = any(k in d for k in shaped)
@@ -676,7 +704,7 @@ class Optimizer:
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
             per_param = [dict(by_id.get(pid, {})) for pid in group["params"]]
-            new_states.append(self._import_group(g, fresh, per_param))
+            new_states.append(_placed_like(self._import_group(g, fresh, per_param), fresh))
         # Commit.
         self.param_groups[:] = new_groups
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
@@ -713,12 +741,29 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _is_counter(value, n, treedef) -> bool:
+# Float per-leaf vectors of the functional states (torch's per-param scalar state entries).
+_PER_PARAM_FLOAT_SCALARS = frozenset({"mu_product", "eta", "mu"})
+
+
+def _is_counter(value, n, treedef, name=None) -> bool:
     """A per-leaf vector (torch's per-param scalar: `step`, `mu_product`, ...), not a params tree."""
     if not (isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 1 and value.shape[0] == n):
         return False
-    # A one-leaf group whose param has shape (n,) is ambiguous: only integer vectors count.
-    return np.issubdtype(value.dtype, np.integer) or treedef.num_leaves != 1
+    # A one-leaf group whose param has shape (n,) is ambiguous: integer vectors and the known
+    # per-param float scalars count, anything else is the param-shaped buffer.
+    return (np.issubdtype(value.dtype, np.integer) or name in _PER_PARAM_FLOAT_SCALARS
+            or treedef.num_leaves != 1)
+
+
+def _placed_like(state, fresh):
+    """`state` with each array leaf on the devices/sharding of `fresh`'s leaf (an init state,
+    which follows the params' shardings): loaded buffers land where the step expects them."""
+    def place(x, ref):
+        if isinstance(x, jax.Array) and isinstance(ref, jax.Array) and x.sharding != ref.sharding:
+            return jax.device_put(x, ref.sharding)
+        return x
+
+    return jax.tree.map(place, state, fresh)
 
 
 def _is_params_shaped(value, treedef) -> bool:
@@ -755,17 +800,18 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     signature = inspect.signature(factory)
     names = [p.name for p in signature.parameters.values()]
 
-    def __init__(self, params, *args, model=None, **kwargs):
+    def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         defaults = {k: bound.arguments[k] for k in names}
         factory(**defaults)  # torch's validation and messages, before anything is built
-        Optimizer.__init__(self, params, defaults, model=model)
+        Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += list(signature.parameters.values())
     params.append(inspect.Parameter("model", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params.append(inspect.Parameter("skip_nonfinite", inspect.Parameter.KEYWORD_ONLY, default=False))
     params.sort(key=lambda p: p.kind)
     __init__.__signature__ = inspect.Signature(params)
     cls = type(name, (Optimizer,), {

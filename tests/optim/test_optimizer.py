@@ -350,3 +350,64 @@ def test_bad_group_and_param_errors():
     with pytest.raises(ValueError, match="Invalid learning rate"):
         opt.add_param_group({"params": jnp.zeros(1), "lr": -0.1})
     assert len(opt.param_groups) == 1 and opt.params[0].shape == (2,)
+
+
+def _snapshot(opt):
+    return jax.tree.map(np.array, (opt.params, opt._states))
+
+
+def test_nonfinite_gradients_propagate_like_torch_by_default():
+    params = {"w": jnp.ones(3), "b": jnp.zeros(2)}
+    opt = optim.Adam(params, lr=0.1)
+    bad = {"w": jnp.array([1.0, jnp.nan, 0.0]), "b": jnp.ones(2)}
+    opt.backward(bad)
+    opt.step()
+    tp = [torch.ones(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    topt = torch.optim.Adam(tp, lr=0.1)
+    tp[0].grad, tp[1].grad = torch.tensor([1.0, float("nan"), 0.0]), torch.ones(2)
+    topt.step()
+    # nan where torch has nan, the same numbers elsewhere (float32: 1 ulp).
+    np.testing.assert_allclose(np.asarray(opt.params["w"]), tp[0].detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(opt.params["b"]), tp[1].detach().numpy(), rtol=1e-6)
+    assert np.isnan(np.asarray(opt.params["w"])[1])
+    assert int(opt.skipped_steps) == 0
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf"), -float("inf")])
+def test_skip_nonfinite_keeps_params_and_state_and_counts(bad_value):
+    params = [{"params": {"w": jnp.ones(3)}}, {"params": {"b": jnp.zeros(2)}, "lr": 0.01}]
+    opt = optim.Adam(params, lr=0.1, skip_nonfinite=True)
+    reference = optim.Adam([{"params": {"w": jnp.ones(3)}}, {"params": {"b": jnp.zeros(2)}, "lr": 0.01}], lr=0.1)
+    good = [{"w": jnp.full(3, 0.5)}, {"b": jnp.ones(2)}]
+    for o in (opt, reference):
+        o.backward(good)
+        o.step()
+        o.zero_grad()
+    before = _snapshot(opt)
+    # A non-finite value in ONE group skips the whole step (all groups), like GradScaler.
+    opt.backward([{"w": jnp.full(3, 0.5)}, {"b": jnp.array([1.0, bad_value])}])
+    opt.step()
+    opt.zero_grad()
+    jax.tree.map(np.testing.assert_array_equal, _snapshot(opt), before)
+    assert int(opt.skipped_steps) == 1
+    assert opt.state_dict()["state"][0]["step"] == 1  # torch's per-param step not incremented
+    # The next finite step continues exactly as a run that never saw the bad gradient.
+    for o in (opt, reference):
+        o.backward(good)
+        o.step()
+    jax.tree.map(np.testing.assert_array_equal, _snapshot(opt), _snapshot(reference))
+    assert int(opt.skipped_steps) == 1
+
+
+def test_skip_nonfinite_with_closure_and_toggle():
+    opt = optim.SGD({"w": jnp.ones(2)}, lr=0.1, momentum=0.9, skip_nonfinite=True)
+    loss = lambda p, scale: jnp.sum(p["w"] * scale)
+    opt.step(loss, jnp.array([1.0, 2.0]))
+    kept = np.array(opt.params["w"])
+    opt.step(loss, jnp.array([jnp.inf, 2.0]))
+    np.testing.assert_array_equal(np.asarray(opt.params["w"]), kept)
+    assert int(opt.skipped_steps) == 1
+    opt.skip_nonfinite = False  # recompiles once; nan now flows in as in torch
+    opt.step(loss, jnp.array([jnp.nan, 2.0]))
+    assert np.isnan(np.asarray(opt.params["w"])[0])
+    assert int(opt.skipped_steps) == 1

@@ -190,9 +190,7 @@ def test_table_covers_every_optimizer():
 
 # Known gaps in optimizers owned elsewhere: (name, mesh kind) -> why. The test asserts they still
 # fail, so that a fix shows up here (remove the entry then).
-KNOWN_FAILURES = {
-    ("lbfgs", "explicit"): "lbfgs flattens params with lax.reshape, which needs out_sharding on Explicit meshes",
-}
+KNOWN_FAILURES: dict = {}
 
 
 def init_variants(tx, kind, mesh):
@@ -593,12 +591,6 @@ def test_adapter_keeps_shardings_across_steps_and_load_state_dict(kind):
     assert_close(fresh.params, opt.params)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter gap (optax_like/optim/optimizer.py, _import_group): load_state_dict leaves "
-    "loaded buffers on the default device until the next step; it should device_put each loaded "
-    "leaf with the sharding of the fresh init state leaf it replaces. Remove this mark when fixed.",
-)
 def test_adapter_load_state_dict_places_state_like_params():
     optim = pytest.importorskip("optax_like.optim")
     mesh = make_mesh("auto")
