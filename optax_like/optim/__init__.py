@@ -3,7 +3,8 @@
 Port a torch loop by changing `torch.optim` to `optax_like.optim` and the way gradients are
 computed (a closure `loss(params, *batch)` given to `step`, or `backward(grads)`). Each class is
 a thin view of a functional optimizer (`optax_like.<name>`): one row of the table below. See
-optax_like/optim/optimizer.py and docs/adapter.md for the design.
+optax_like/optim/optimizer.py and docs/adapter.md for the design. `LBFGS` is its own subclass
+(optax_like/optim/lbfgs.py): its step needs a closure and its state is global, as torch's.
 """
 
 import importlib
@@ -48,6 +49,10 @@ for _name, (_factory_name, _options) in _TABLE.items():
     if _factory is not None:  # classes appear as their functional factories land
         globals()[_name] = make_optimizer_class(_name, _factory, **_options)
         __all__.append(_name)
+
+from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
+
+__all__.append("LBFGS")
 
 for _sub in ("lr_scheduler", "swa_utils"):
     try:

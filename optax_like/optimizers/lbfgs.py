@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding, PartitionSpec
 
 from optax_like.core import numerics
 from optax_like.core import tree as tree_lib
@@ -80,21 +81,48 @@ def lbfgs_history(state: LBFGSState):
 # ---------------------------------------------------------------------------------------------
 
 
+def _explicit_sharding(x):
+    """x's sharding when it is part of x's type (a leaf sharded over Explicit mesh axes), else None."""
+    try:
+        sharding = jax.typeof(x).sharding
+    except (TypeError, AttributeError):  # pragma: no cover - not an array
+        return None
+    spec = getattr(sharding, "spec", None)
+    if spec is None or all(entry is None for entry in spec):
+        return None
+    return sharding
+
+
+def _replicated(x):
+    """x resharded to replicated when its type is sharded (Explicit meshes), else x unchanged.
+
+    On an Explicit mesh a reshape that merges sharded dimensions has no inferable output
+    sharding; the flat vectors (and the `(history_size, n)` buffers) are replicated instead.
+    """
+    sharding = _explicit_sharding(x)
+    if sharding is None:
+        return x
+    return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec()))
+
+
 def _flattener(params):
     leaves, treedef = jax.tree.flatten(params)  # None leaves are empty subtrees
     dtypes = [jnp.asarray(l).dtype for l in leaves]
-    views = [numerics.real_view(jnp.asarray(l)) for l in leaves]
+    shardings = [_explicit_sharding(jnp.asarray(l)) for l in leaves]
+    views = [numerics.real_view(_replicated(jnp.asarray(l))) for l in leaves]
     flat, unravel_views = ravel_pytree(views)
 
     def flatten(tree):
-        parts = [numerics.real_view(jnp.asarray(l)) for l in treedef.flatten_up_to(tree)]
+        parts = [numerics.real_view(_replicated(jnp.asarray(l))) for l in treedef.flatten_up_to(tree)]
         return ravel_pytree(parts)[0].astype(flat.dtype)
 
     def unflatten(vec):
         out = []
-        for view, dtype in zip(unravel_views(vec), dtypes):
+        for view, dtype, sharding in zip(unravel_views(vec), dtypes, shardings):
             if jnp.issubdtype(dtype, jnp.complexfloating):
                 view = lax.complex(view[..., 0], view[..., 1]).astype(dtype)
+            if sharding is not None:  # back to the param's own sharding
+                view = jax.sharding.reshard(view, sharding)
             out.append(view)
         return treedef.unflatten(out)
 
@@ -159,6 +187,9 @@ def lbfgs(
         `params` (what torch's `step` returns).
     Params may be any pytree of float/complex arrays (None leaves are not optimized); the flat
     vector is their concatenation in leaf order (complex leaves as real pairs, like torch).
+    Sharded params: on an Explicit mesh each leaf is resharded to replicated before it is
+    flattened (the flat vectors and `(history_size, n)` buffers are replicated, as torch keeps
+    them on one device), and `value_fn` and the updates see each param's own sharding.
 
     Precision: the arithmetic runs in the params' dtype, like torch's tensors. torch keeps the
     loss as a Python float (float64); here it is cast to the params' dtype, which only changes
