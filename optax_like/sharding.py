@@ -8,7 +8,7 @@ optax_like runs inside JAX's SPMD machinery (`jax.sharding` meshes, `jax.jit` wi
 * `state_shardings(tx, params, param_shardings)`: the sharding of every state leaf, as a tree
   with the state's structure, for `jax.jit(..., out_shardings=...)`, `jax.device_put` and
   checkpoint restore. Leaves that mirror a param get its sharding; scalars, per-leaf step
-  vectors and hyperparameters are replicated.
+  counts (0-d) and hyperparameters are replicated.
 * `zero1_shardings(tx, params, mesh, axis='data')`: the same, with every params-derived state
   leaf additionally split along the data-parallel mesh axis (ZeRO stage 1: each data-parallel
   replica keeps 1/N of the optimizer state, params stay as they are).
@@ -53,7 +53,7 @@ AxisName = Union[str, Sequence[str]]
 # What a state leaf is, relative to the params.
 _MIRROR = "mirror"  # same shape as exactly one param, derived from it (exp_avg, momentum_buffer)
 _DERIVED = "derived"  # derived from params but not a mirror (factored stats, flat buffers)
-_FREE = "free"  # depends on no param: counts, step vectors, hyperparameters
+_FREE = "free"  # depends on no param: counts, per-leaf step counts, hyperparameters
 
 
 def _is_spec_leaf(x: Any) -> bool:
@@ -200,7 +200,7 @@ def state_shardings(
         first `NamedSharding` among `param_shardings`).
 
     State leaves that mirror a param (`exp_avg`, `momentum_buffer`, ...) get that param's
-    sharding; every other leaf (counts, per-leaf step vectors, hyperparameters, and buffers
+    sharding; every other leaf (counts, per-leaf step counts, hyperparameters, and buffers
     derived from several params) is replicated. Use it as `out_shardings` of a jitted `init`,
     to `jax.device_put` a host state, or to build restore targets (`abstract_state`).
     """

@@ -95,6 +95,34 @@ def check_same_structure(reference: Any, other: Any, ref_name: str, other_name: 
                 f"{other_name} leaf {path_str(path)} has shape {jnp.shape(o)} but the "
                 f"{ref_name} leaf has shape {jnp.shape(r)}."
             )
+        _check_leaf_dtype(path, r, o, ref_name, other_name)
+
+
+def _leaf_dtype(x: Any):
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return None
+    try:
+        return jnp.dtype(dtype)
+    except TypeError:
+        return None
+
+
+def _check_leaf_dtype(path, r: Any, o: Any, ref_name: str, other_name: str) -> None:
+    """Raises a TypeError naming the leaf when `o` cannot be an update of `r`: an integer or
+    bool leaf, or a complex leaf for a real one (the update would silently change the math or
+    fail deep inside a transform). Floating precisions may differ (arithmetic promotes)."""
+    rd, od = _leaf_dtype(r), _leaf_dtype(o)
+    if rd is None or od is None or not jnp.issubdtype(rd, jnp.inexact):
+        return
+    if not jnp.issubdtype(od, jnp.inexact) or (
+        jnp.issubdtype(od, jnp.complexfloating) and not jnp.issubdtype(rd, jnp.complexfloating)
+    ):
+        raise TypeError(
+            f"{other_name} leaf {path_str(path)} has dtype {od} but the {ref_name} leaf has "
+            f"dtype {rd}: {other_name} must be floating-point arrays (complex only for complex "
+            f"{ref_name})."
+        )
 
 
 def tree_sum(tree: Any) -> jax.Array:
@@ -119,10 +147,81 @@ def global_norm_sq(tree: Any) -> jax.Array:
 # Per-leaf mapping with torch's "no gradient, no step" rule.
 #
 # torch skips a parameter whose `.grad` is None: no update, state untouched, its `step` not
-# incremented. Here a `None` update leaf means the same thing. Counters that torch keeps per
-# parameter (`state[p]['step']`) are stored as one int32 vector with one entry per non-None
-# leaf, so a many-leaf tree costs one buffer, not one per leaf.
+# incremented. Here a `None` update leaf means the same thing. Scalars that torch keeps per
+# parameter (`state[p]['step']`, NAdam's `mu_product`, ASGD's `eta`/`mu`) are stored as a
+# `LeafScalars` node: one 0-d array per non-None leaf. Not one vector: XLA:CPU compiles one
+# kernel per *distinct* fusion and reuses it for identical ones, and a leaf kernel reading
+# `step[i]` (a slice at a different offset per leaf) makes every leaf's kernel distinct, so a
+# many-leaf tree compiled 4-10x slower than optax (BENCHMARKS.md). With one 0-d counter per leaf
+# the kernels of same-shape leaves are identical.
 # ---------------------------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class LeafScalars:
+    """Per-parameter scalars of an optimizer state: one 0-d array per non-None params leaf, in
+    the params' flattening order (torch's per-param `state['step']` and friends).
+
+    A registered pytree node (its children are the scalars: checkpoints, `jax.tree.map`,
+    donation and sharding see ordinary array leaves), recognisable by type (the adapter maps it
+    to torch's per-param entries, `grouped` treats it as per-member state). It reads like the
+    vector it replaces: `len`, `counts[i]` (the i-th scalar), iteration, and `np.asarray(counts)`
+    / `.tolist()` give the values as a vector (stacked on the last axis: `(k, n)` for a state
+    batched over k stacked members by `grouped`).
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def tree_flatten_with_keys(self):
+        return tuple((jax.tree_util.SequenceKey(i), v) for i, v in enumerate(self.values)), None
+
+    def tree_flatten(self):
+        return self.values, None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux
+        return cls(children)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self):
+        return iter(self.values)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return LeafScalars(self.values[index])
+        return self.values[index]
+
+    @property
+    def dtype(self):
+        """The scalars' dtype (they share one; None when there are no leaves)."""
+        return jnp.result_type(*self.values) if self.values else None
+
+    def map(self, fn: Callable, *others: "LeafScalars") -> "LeafScalars":
+        """`fn` applied to each scalar (and the matching scalars of `others`)."""
+        return LeafScalars(fn(*xs) for xs in zip(self.values, *others))
+
+    def __array__(self, dtype=None, copy=None):
+        if not self.values:
+            out = np.zeros((0,), np.int32)
+        else:
+            out = np.stack([np.asarray(v) for v in self.values], axis=-1)
+        return out if dtype is None else out.astype(dtype)
+
+    def tolist(self) -> list:
+        return np.asarray(self).tolist()
+
+    def __repr__(self) -> str:
+        return f"LeafScalars({list(self.values)!r})"
+
+
+def is_leaf_scalars(x: Any) -> bool:
+    return isinstance(x, LeafScalars)
 
 
 def num_leaves(tree: Any) -> int:
@@ -130,9 +229,14 @@ def num_leaves(tree: Any) -> int:
     return len([x for x in jax.tree.leaves(tree, is_leaf=is_none) if x is not None])
 
 
-def init_counts(params: Any) -> jax.Array:
-    """A zero per-leaf step counter for `params` (one int32 per non-None leaf)."""
-    return jnp.zeros((num_leaves(params),), jnp.int32)
+def leaf_scalars(params: Any, value, dtype) -> LeafScalars:
+    """One 0-d `dtype` array holding `value` per non-None leaf of `params` (fresh buffers)."""
+    return LeafScalars(jnp.full((), value, dtype) for _ in range(num_leaves(params)))
+
+
+def init_counts(params: Any) -> LeafScalars:
+    """A zero per-leaf step counter for `params` (one 0-d int32 per non-None leaf)."""
+    return leaf_scalars(params, 0, jnp.int32)
 
 
 def present_mask(updates: Any, reference: Any) -> list[bool]:
@@ -142,15 +246,26 @@ def present_mask(updates: Any, reference: Any) -> list[bool]:
     return [u is not None for r, u in zip(ref, upd) if r is not None]
 
 
-def increment_counts(counts: jax.Array, updates: Any, reference: Any) -> jax.Array:
-    """Adds one to the counter of every leaf that received an update (saturating)."""
-    mask = present_mask(updates, reference)
-    if all(mask):
-        step = 1
-    else:
-        step = jnp.asarray(np.array(mask, dtype=np.int32))
+def _saturating_increment(count: jax.Array) -> jax.Array:
     big = jnp.iinfo(jnp.int32).max
-    return jnp.where(counts < big, counts + step, counts).astype(jnp.int32)
+    return jnp.where(count < big, count + 1, count).astype(jnp.int32)
+
+
+def next_counts(counts: LeafScalars) -> LeafScalars:
+    """Every counter plus one, saturating at int32's max (the step number being taken)."""
+    return counts.map(_saturating_increment)
+
+
+def increment_counts(counts: LeafScalars, updates: Any, reference: Any) -> LeafScalars:
+    """Adds one to the counter of every leaf that received an update (saturating at int32's
+    max); the counters of leaves without a gradient are returned as they are."""
+    return select_present(next_counts(counts), counts, updates, reference)
+
+
+def select_present(new: LeafScalars, old: LeafScalars, updates: Any, reference: Any) -> LeafScalars:
+    """Per leaf: `new`'s scalar where `updates` has a gradient, else `old`'s (a static choice)."""
+    mask = present_mask(updates, reference)
+    return LeafScalars(n if keep else o for n, o, keep in zip(new.values, old.values, mask))
 
 
 def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
@@ -159,8 +274,8 @@ def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
     The first tree gives the structure. Where it and `updates` both have a leaf, calls
     `fn(update, *tree_leaves[, count])`, which returns `(new_update, *new_tree_leaves)`.
     Where `updates` is None the leaf is skipped (torch's `grad is None`): the update stays None
-    and every tree leaf is returned unchanged. `counts` (a per-leaf vector from
-    `init_counts`) passes the leaf's counter as the last argument.
+    and every tree leaf is returned unchanged. `counts` (a `LeafScalars` from `init_counts`, or
+    any sequence with one entry per non-None leaf) passes the leaf's entry as the last argument.
     Returns `(new_updates, *new_trees)`, each with the first tree's structure.
     """
     reference = trees[0]

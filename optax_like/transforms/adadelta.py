@@ -9,13 +9,13 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, update_leaves, zeros_like
 
 
 class ScaleByAdadeltaState(NamedTuple):
     square_avg: Any  # running average of g^2 (torch's state['square_avg'])
     acc_delta: Any  # running average of the squared steps (torch's state['acc_delta'])
-    step: jax.Array  # per-leaf step count (torch's state['step']; counted, not used in the math)
+    step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 

@@ -10,7 +10,7 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, is_none, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, is_none, map_params, update_leaves, zeros_like
 
 COMPLEX_MESSAGE = "Adafactor does not support complex parameters"
 SPARSE_MESSAGE = "Adafactor does not support sparse gradients"
@@ -20,7 +20,7 @@ class ScaleByAdafactorState(NamedTuple):
     row_var: Any  # (..., m, 1) row factor for leaves with ndim >= 2; None leaves otherwise
     col_var: Any  # (..., 1, n) column factor for leaves with ndim >= 2; None otherwise
     variance: Any  # params-shaped second moment for leaves with ndim < 2; None otherwise
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -101,7 +101,7 @@ def scale_by_adafactor(
                 if p is not None and g is not None
             ]
             epsilon1 = float(jnp.finfo(with_grad[0].dtype).eps) if with_grad else 0.0
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
 
         def leaf(g, p, row_var, col_var, variance, t):
             if isinstance(g, jsparse.JAXSparse) or (isinstance(g, tuple) and hasattr(g, "indices")):
@@ -118,8 +118,10 @@ def scale_by_adafactor(
             g = jnp.asarray(g).astype(dtype)
             e1 = numerics.scalar(epsilon1, dtype)
             if _factored(p.shape):
-                row_mean = jnp.square(jnp.linalg.norm(g, axis=-1, keepdims=True)) / g.shape[-1]
-                col_mean = jnp.square(jnp.linalg.norm(g, axis=-2, keepdims=True)) / g.shape[-2]
+                # max(n, 1): a size-0 axis gives a 0 mean, not 0/0 = NaN in the state (torch
+                # raises ZeroDivisionError on a size-0 param; its update here is empty).
+                row_mean = jnp.square(jnp.linalg.norm(g, axis=-1, keepdims=True)) / max(g.shape[-1], 1)
+                col_mean = jnp.square(jnp.linalg.norm(g, axis=-2, keepdims=True)) / max(g.shape[-2], 1)
                 new_row = numerics.lerp(row_var.astype(dtype), row_mean, weight)
                 new_col = numerics.lerp(col_var.astype(dtype), col_mean, weight)
                 var_estimate = new_row * new_col

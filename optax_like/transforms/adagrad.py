@@ -9,12 +9,12 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
 
 
 class ScaleByAdagradState(NamedTuple):
     sum: Any  # accumulated squared gradients, params-shaped (torch's state['sum'])
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -76,7 +76,7 @@ def scale_by_adagrad(
         lr = numerics.resolve(learning_rate, state.schedule_count)
         decay = numerics.resolve(lr_decay, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
 
         def leaf(g, acc, t):
             like = acc

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
 
 
 class ScaleByAdamaxState(NamedTuple):
     exp_avg: Any  # first moment, params-shaped
     exp_inf: Any  # exponentially weighted infinity norm, params-shaped
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas / eps
 
 
@@ -54,7 +54,7 @@ def scale_by_adamax(
         beta1 = numerics.resolve(b1, state.schedule_count)
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
 
         def leaf(g, m, u, t):
             like = m

@@ -11,12 +11,13 @@ import numpy as np
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import (
+    LeafScalars,
     check_same_structure,
     increment_counts,
     init_counts,
     is_none,
-    num_leaves,
-    present_mask,
+    leaf_scalars,
+    select_present,
     update_leaves,
     zeros_like,
 )
@@ -28,10 +29,10 @@ ETA_MU_DTYPE = jnp.float32
 
 
 class ScaleByASGDState(NamedTuple):
-    eta: jax.Array  # per-leaf current step size, float32 (torch's state['eta'])
-    mu: jax.Array  # per-leaf averaging weight, float32 (torch's state['mu'])
+    eta: LeafScalars  # per-leaf current step size, float32 (torch's state['eta'])
+    mu: LeafScalars  # per-leaf averaging weight, float32 (torch's state['mu'])
     ax: Any  # averaged params, params-shaped (torch's state['ax'])
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -57,7 +58,7 @@ def scale_by_asgd(
         mu_t     = 1 / max(1, t - t0)                          (rounded to float32)
         u        = p' - p
 
-    eta_0 = lr (read at `init`) and mu_0 = 1; `eta` and `mu` are per-leaf float32 vectors, like
+    eta_0 = lr (read at `init`) and mu_0 = 1; `eta` and `mu` are per-leaf float32 scalars, like
     torch's float32 0-dim state tensors; `ax` is the averaged params (see
     `optax_like.asgd_averaged_params`). The learning rate lives here because it enters through
     the `eta` recurrence, not linearly. Coupled weight decay is a preceding
@@ -76,10 +77,9 @@ def scale_by_asgd(
     def init(params):
         count = jnp.zeros((), jnp.int32)
         lr0 = numerics.resolve(learning_rate, count)
-        n = num_leaves(params)
         return ScaleByASGDState(
-            eta=jnp.full((n,), numerics.scalar(lr0, ETA_MU_DTYPE), ETA_MU_DTYPE),
-            mu=jnp.ones((n,), ETA_MU_DTYPE),
+            eta=leaf_scalars(params, numerics.scalar(lr0, ETA_MU_DTYPE), ETA_MU_DTYPE),
+            mu=leaf_scalars(params, 1, ETA_MU_DTYPE),
             ax=zeros_like(params),
             step=init_counts(params),
             schedule_count=count,
@@ -93,8 +93,7 @@ def scale_by_asgd(
         lam = numerics.resolve(lambd, state.schedule_count)
         a = numerics.resolve(alpha, state.schedule_count)
         start = numerics.resolve(t0, state.schedule_count)
-        n = state.eta.shape[0]
-        per_leaf = [(state.eta[i], state.mu[i]) for i in range(n)]
+        per_leaf = list(zip(state.eta, state.mu))
 
         def leaf(g, ax, p, eta_mu):
             eta, mu = eta_mu
@@ -118,34 +117,42 @@ def scale_by_asgd(
 
         steps = increment_counts(state.step, updates, state.ax)
         wide = _wide_dtype(ETA_MU_DTYPE)
-        t = steps.astype(wide)
-        new_mu = 1 / jnp.maximum(1, t - numerics.scalar(start, wide))
-        if numerics.is_host_scalar(lr):
-            # torch: Python float math, `lr / ((1 + lambd * lr * step) ** alpha)`.
-            if numerics.is_host_scalar(lam):
-                lam_lr = numerics.scalar(np.float64(lam) * np.float64(lr), wide)
-            else:
-                lam_lr = numerics.scalar(lam, wide) * numerics.scalar(lr, wide)
-            new_eta = numerics.scalar(lr, wide) / jnp.power(1 + lam_lr * t, numerics.scalar(a, wide))
-        else:
-            # torch keeps a Tensor lr a tensor: the same expression in lr's dtype.
-            lr_dtype = jnp.asarray(lr).dtype
-            lr_dtype = lr_dtype if jnp.issubdtype(lr_dtype, jnp.floating) else numerics.float_dtype()
-            lr_c = jnp.asarray(lr).astype(lr_dtype)
-            lam_lr = numerics.scalar(lam, lr_dtype) * lr_c
-            base = 1 + lam_lr * t.astype(lr_dtype)
-            # torch's float32 pow is correctly rounded; XLA's is not (1 ulp off near 1), so
-            # take it in the widest float available and round once.
-            pw = jnp.power(base.astype(wide), numerics.scalar(numerics.scalar(a, lr_dtype), wide))
-            new_eta = lr_c / pw.astype(lr_dtype)
-        mask = jnp.asarray(np.array(present_mask(updates, state.ax), dtype=bool).reshape(n))
-        eta = jnp.where(mask, new_eta.astype(ETA_MU_DTYPE), state.eta)
-        mu = jnp.where(mask, new_mu.astype(ETA_MU_DTYPE), state.mu)
+        new_eta, new_mu = [], []
+        for t in steps:  # per leaf (one 0-d array each, see `core.tree.LeafScalars`)
+            eta_t, mu_t = _eta_mu(t.astype(wide), lr, lam, a, start, wide)
+            new_eta.append(eta_t)
+            new_mu.append(mu_t)
+        eta = select_present(LeafScalars(new_eta), state.eta, updates, state.ax)
+        mu = select_present(LeafScalars(new_mu), state.mu, updates, state.ax)
         return new_updates, ScaleByASGDState(
             eta, mu, ax, steps, numerics.safe_increment(state.schedule_count)
         )
 
     return GradientTransformation(init, update)
+
+
+def _eta_mu(t, lr, lam, a, start, wide):
+    """ASGD's new `(eta, mu)` for a leaf at step `t` (in `wide`), rounded to float32 like torch."""
+    new_mu = 1 / jnp.maximum(1, t - numerics.scalar(start, wide))
+    if numerics.is_host_scalar(lr):
+        # torch: Python float math, `lr / ((1 + lambd * lr * step) ** alpha)`.
+        if numerics.is_host_scalar(lam):
+            lam_lr = numerics.scalar(np.float64(lam) * np.float64(lr), wide)
+        else:
+            lam_lr = numerics.scalar(lam, wide) * numerics.scalar(lr, wide)
+        new_eta = numerics.scalar(lr, wide) / jnp.power(1 + lam_lr * t, numerics.scalar(a, wide))
+    else:
+        # torch keeps a Tensor lr a tensor: the same expression in lr's dtype.
+        lr_dtype = jnp.asarray(lr).dtype
+        lr_dtype = lr_dtype if jnp.issubdtype(lr_dtype, jnp.floating) else numerics.float_dtype()
+        lr_c = jnp.asarray(lr).astype(lr_dtype)
+        lam_lr = numerics.scalar(lam, lr_dtype) * lr_c
+        base = 1 + lam_lr * t.astype(lr_dtype)
+        # torch's float32 pow is correctly rounded; XLA's is not (1 ulp off near 1), so
+        # take it in the widest float available and round once.
+        pw = jnp.power(base.astype(wide), numerics.scalar(numerics.scalar(a, lr_dtype), wide))
+        new_eta = lr_c / pw.astype(lr_dtype)
+    return new_eta.astype(ETA_MU_DTYPE), new_mu.astype(ETA_MU_DTYPE)
 
 
 def averaged_params(state: Any) -> Any:

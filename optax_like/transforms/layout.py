@@ -25,7 +25,7 @@ updates per step, and a slower compile: XLA on CPU compiles slicing a stack into
 slowly).
 
 Semantics are exactly those of `tx` applied leaf by leaf: each stacked member is one torch
-parameter, with its own step count (the per-leaf counter becomes a `(k, 1)` array per stack),
+parameter, with its own step count (the leaf's 0-d counter becomes a `(k,)` array per stack),
 so results match the ungrouped optimizer and torch (tests/parity/test_grouped.py). `tx` must be
 per-parameter (every torch.optim optimizer is): a transformation that couples leaves, such as
 `clip_by_global_norm`, would see one member at a time inside `grouped`; put it before
@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs
-from optax_like.core.tree import check_params, is_none
+from optax_like.core.tree import LeafScalars, check_params, is_leaf_scalars, is_none
 
 
 def _sharding_key(x: Any):
@@ -185,12 +185,20 @@ def _per_param_leaves(tx: GradientTransformation, dtype) -> list[bool]:
     """For each leaf of `tx`'s state: whether it is per parameter (params-shaped buffers, per-leaf
     step counters) rather than global (scalar counters, hyperparameters).
 
-    Probed on one parameter of shape (2,): per-parameter leaves then have a shape, global ones
-    are scalars. A skipped member keeps its per-parameter state and takes the global state's new
-    value, as in the ungrouped chain (where a scheduler's count advances for every param).
+    Probed on one parameter of shape (2,): per-parameter buffers then have a shape, global
+    leaves are scalars, and per-parameter scalars (step counts, ...) are the 0-d children of a
+    `LeafScalars` node. A skipped member keeps its per-parameter state and takes the global
+    state's new value, as in the ungrouped chain (where a scheduler's count advances for every
+    param).
     """
     probe = jax.eval_shape(tx.init, jax.ShapeDtypeStruct((2,), dtype))
-    return [len(leaf.shape) > 0 for leaf in jax.tree.leaves(probe)]
+    out = []
+    for node in jax.tree.leaves(probe, is_leaf=is_leaf_scalars):
+        if isinstance(node, LeafScalars):
+            out.extend([True] * len(jax.tree.leaves(node)))
+        else:
+            out.append(len(node.shape) > 0)
+    return out
 
 
 def _select_members(mask: np.ndarray, per_param: list[bool], new: Any, old: Any) -> Any:

@@ -9,14 +9,14 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
 
 
 class ScaleByAdamState(NamedTuple):
     exp_avg: Any  # first moment, params-shaped
     exp_avg_sq: Any  # second moment
     max_exp_avg_sq: Any  # running max of exp_avg_sq (AMSGrad); None leaves otherwise
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas
 
 
@@ -53,7 +53,7 @@ def scale_by_adam(
         beta1 = numerics.resolve(b1, state.schedule_count)
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
 
         def leaf(g, m, v, vmax, t):
             like = m

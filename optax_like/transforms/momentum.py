@@ -9,12 +9,12 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
 
 
 class TraceState(NamedTuple):
     momentum_buffer: Any  # params-shaped, params' dtype
-    count: jax.Array  # per-leaf number of updates (0 = buffer not yet set, torch's `None`)
+    count: LeafScalars  # per-leaf number of updates (0 = buffer not yet set, torch's `None`)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 

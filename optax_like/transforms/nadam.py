@@ -6,15 +6,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import (
+    LeafScalars,
     increment_counts,
+    next_counts,
     init_counts,
-    num_leaves,
-    present_mask,
+    leaf_scalars,
+    select_present,
     update_leaves,
     zeros_like,
 )
@@ -27,8 +28,8 @@ MU_PRODUCT_DTYPE = jnp.float32
 class ScaleByNadamState(NamedTuple):
     exp_avg: Any  # first moment, params-shaped
     exp_avg_sq: Any  # second moment, params-shaped
-    mu_product: jax.Array  # per-leaf running product of mu_t (float32, one entry per leaf)
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    mu_product: LeafScalars  # per-leaf running product of mu_t (float32, one 0-d per leaf)
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -70,7 +71,7 @@ def scale_by_nadam(
         return ScaleByNadamState(
             exp_avg=zeros_like(params),
             exp_avg_sq=zeros_like(params),
-            mu_product=jnp.ones((num_leaves(params),), MU_PRODUCT_DTYPE),
+            mu_product=leaf_scalars(params, 1, MU_PRODUCT_DTYPE),
             step=init_counts(params),
             schedule_count=jnp.zeros((), jnp.int32),
         )
@@ -81,35 +82,37 @@ def scale_by_nadam(
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
         decay = numerics.resolve(momentum_decay, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
-        # Per-leaf scalars, as vectors (one entry per leaf).
-        mu = _mu(beta1, steps, decay, wide)
-        mu_next = _mu(beta1, steps + 1, decay, wide)
-        mask = np.array(present_mask(updates, state.exp_avg), dtype=bool)
-        product = state.mu_product * mu.astype(MU_PRODUCT_DTYPE)  # torch: float32 tensor *= mu
-        mu_product = jnp.where(jnp.asarray(mask), product, state.mu_product) if not mask.all() else product
-        product_w = product.astype(wide)
-        coef_grad = (1.0 - mu) / (1.0 - product_w)
-        product_next = product_w * mu_next
-        coef_avg = mu_next / (1.0 - product_next)
-        index = jnp.arange(mask.size)
+        # Per-leaf scalars (one 0-d array per leaf, see `core.tree.LeafScalars`).
+        mu = steps.map(lambda t: _mu(beta1, t, decay, wide))
+        mu_next = steps.map(lambda t: _mu(beta1, t + 1, decay, wide))
+        # torch: float32 tensor *= mu
+        product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
+        mu_product = select_present(product, state.mu_product, updates, state.exp_avg)
 
-        def leaf(g, m, v, i):
+        def coefficients(t, p, m, m_next):
+            p = p.astype(wide)
+            return t, (1.0 - m) / (1.0 - p), m_next / (1.0 - p * m_next)
+
+        per_leaf = steps.map(coefficients, product, mu, mu_next)
+
+        def leaf(g, m, v, scalars):
+            t, coef_grad, coef_avg = scalars
             like = m
             dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
             g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
             m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
             v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
-            bc2 = numerics.bias_correction(beta2, steps[i], dtype)
+            bc2 = numerics.bias_correction(beta2, t, dtype)
             denom = jnp.sqrt(v / bc2) + numerics.scalar(epsilon, dtype)
-            out = (coef_grad[i].astype(dtype) * g) / denom + (coef_avg[i].astype(dtype) * m) / denom
+            out = (coef_grad.astype(dtype) * g) / denom + (coef_avg.astype(dtype) * m) / denom
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
             return numerics.complex_view(out, like), store(m), store(v)
 
         new_updates, exp_avg, exp_avg_sq = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=index
+            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=per_leaf
         )
         return new_updates, ScaleByNadamState(
             exp_avg,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
 
 RECTIFY_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
 
@@ -17,7 +17,7 @@ RECTIFY_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
 class ScaleByRadamState(NamedTuple):
     exp_avg: Any  # first moment, params-shaped
     exp_avg_sq: Any  # second moment, params-shaped
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -62,42 +62,41 @@ def scale_by_radam(
         beta1 = numerics.resolve(b1, state.schedule_count)
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
-        rho_inf, rho_t = numerics.radam_rho(beta2, steps, wide)
-        if numerics.is_host_scalar(beta2):
-            first = numerics.radam_first_rectified_step(beta2)
-            rectified = jnp.zeros(steps.shape, bool) if first is None else steps >= first
-        else:
-            rectified = rho_t > RECTIFY_THRESHOLD
-        # Evaluate the rectification only where it is used (no NaN from sqrt of negatives).
-        rho_s = jnp.where(rectified, rho_t, 6.0)
-        rho_inf_s = jnp.where(rectified, rho_inf, 6.0)
-        rect = jnp.sqrt(
-            (rho_s - 4) * (rho_s - 2) * rho_inf_s / ((rho_inf_s - 4) * (rho_inf_s - 2) * rho_s)
-        )
-        bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(beta2, steps, wide)), steps.shape)
+        def scalars(t):
+            """The leaf's rectification terms for its step `t` (host-style float math, in `wide`)."""
+            rho_inf, rho_t = numerics.radam_rho(beta2, t, wide)
+            if numerics.is_host_scalar(beta2):
+                first = numerics.radam_first_rectified_step(beta2)
+                rectified = jnp.zeros(jnp.shape(t), bool) if first is None else t >= first
+            else:
+                rectified = rho_t > RECTIFY_THRESHOLD
+            # Evaluate the rectification only where it is used (no NaN from sqrt of negatives).
+            rho_s = jnp.where(rectified, rho_t, 6.0)
+            rho_inf_s = jnp.where(rectified, rho_inf, 6.0)
+            rect = jnp.sqrt(
+                (rho_s - 4) * (rho_s - 2) * rho_inf_s / ((rho_inf_s - 4) * (rho_inf_s - 2) * rho_s)
+            )
+            bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(beta2, t, wide)), jnp.shape(t))
+            return rectified, rect, bc2_sqrt
 
-        def leaf(g, m, v, t, i):
+        def leaf(g, m, v, t):
+            rectified, rect, bc2_sqrt = scalars(t)
             like = m
             dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
             g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
             m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
             v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
             corrected = m / numerics.bias_correction(beta1, t, dtype)
-            adaptive = bc2_sqrt[i].astype(dtype) / (jnp.sqrt(v) + numerics.scalar(epsilon, dtype))
-            out = jnp.where(rectified[i], corrected * adaptive * rect[i].astype(dtype), corrected)
+            adaptive = bc2_sqrt.astype(dtype) / (jnp.sqrt(v) + numerics.scalar(epsilon, dtype))
+            out = jnp.where(rectified, corrected * adaptive * rect.astype(dtype), corrected)
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
             return numerics.complex_view(out, like), store(m), store(v)
 
-        index = jnp.arange(steps.shape[0])
         new_updates, exp_avg, exp_avg_sq = update_leaves(
-            lambda g, m, v, i: leaf(g, m, v, steps[i], i),
-            updates,
-            state.exp_avg,
-            state.exp_avg_sq,
-            counts=index,
+            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=steps
         )
         return new_updates, ScaleByRadamState(
             exp_avg,

@@ -10,14 +10,14 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
 
 
 class ScaleByRMSpropState(NamedTuple):
     square_avg: Any  # running average of g^2 (torch's state['square_avg'])
     grad_avg: Any  # running average of g (centered only; None leaves otherwise)
     momentum_buffer: Any  # momentum (momentum != 0 only; None leaves otherwise)
-    step: jax.Array  # per-leaf step count (torch's state['step']; counted, not used in the math)
+    step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 

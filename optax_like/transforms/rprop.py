@@ -9,13 +9,13 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
 
 
 class ScaleByRpropState(NamedTuple):
     prev: Any  # the previous (sign-change-zeroed) gradient (torch's state['prev'])
     step_size: Any  # per-element step sizes, params-shaped (torch's state['step_size'])
-    step: jax.Array  # per-leaf step count (torch's state['step']; counted, not used in the math)
+    step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled etas / step sizes
 
 

@@ -30,8 +30,10 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import (
+    LeafScalars,
     check_same_structure,
     increment_counts,
+    next_counts,
     init_counts,
     is_none,
     update_leaves,
@@ -55,7 +57,7 @@ class RowSparseGrad(NamedTuple):
 class ScaleBySparseAdamState(NamedTuple):
     exp_avg: Any  # first moment, params-shaped; only touched entries ever change
     exp_avg_sq: Any  # second moment
-    step: jax.Array  # per-leaf step count (torch's state['step'])
+    step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas
 
 
@@ -199,7 +201,7 @@ def scale_by_sparse_adam(
         beta1 = numerics.resolve(b1, state.schedule_count)
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = numerics.safe_increment(state.step)
+        steps = next_counts(state.step)
 
         def leaf(g, m, v, t):
             shape = tuple(m.shape)

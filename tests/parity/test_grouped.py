@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import optax_like as ol
+from optax_like.core.tree import LeafScalars
 from tests.parity.harness import assert_close, make_problem, run_parity
 
 SHAPES = ((4, 3), (5,), (4, 3), (), (5,), (4, 3))
@@ -65,8 +66,9 @@ def test_grouped_packed_matches_torch(torch_cls, factory, config, parity_dtype):
         assert_close(layout.unpack(packed), torch_params, parity_dtype, t + 1)
     # torch's per-param step counts survive the layout: one per member
     counts = state.inner["float32[4,3]" if parity_dtype == "float32" else "float64[4,3]"]
-    steps = [leaf for leaf in jax.tree.leaves(counts) if leaf.dtype == jnp.int32 and leaf.shape == (3, 1)]
-    assert steps and all(np.all(np.asarray(s) == 15) for s in steps)
+    is_counts = lambda x: isinstance(x, LeafScalars)
+    steps = [node for node in jax.tree.leaves(counts, is_leaf=is_counts) if is_counts(node)]
+    assert steps and all(len(s) == 1 and s[0].shape == (3,) and np.all(np.asarray(s[0]) == 15) for s in steps)
 
 
 def test_grouped_adam_complex_params_match_torch(x64):
