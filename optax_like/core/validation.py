@@ -3,6 +3,18 @@
 A hyperparameter may be a Python/NumPy scalar, a concrete jax scalar, a schedule (callable),
 or a tracer (inside `inject_hyperparams` or the stateful adapter). Only concrete values are
 checked; a schedule's values and traced values are the caller's responsibility.
+
+A jax.Array (or NumPy array) hyperparameter plays torch's Tensor hyperparameter: a value that
+can change without rebuilding the program. It must be a real 0-d array: more than one element
+raises torch's `ValueError("Tensor lr must be 1-element")`; a one-element array of higher rank
+(torch squeezes it) raises a ValueError here, as it would broadcast every update to its rank.
+Its value is checked like a float, and messages show a 0-d array as torch shows a 0-d Tensor
+(`float(x)`: `Invalid learning rate: -0.10000000149011612` for float32 -0.1). torch's
+kernel-specific Tensor rules (`lr as a Tensor is not supported for capturable=False and
+foreach=True`) do not apply: `foreach`/`capturable` are accepted and ignored here.
+Wrong types raise a TypeError that names the argument (torch raises an anonymous
+`'<=' not supported between ...`); pairs (`betas`, `etas`, ...) raise torch's IndexError
+when too short, a TypeError when too long (torch fails unpacking them at the first step).
 """
 
 from __future__ import annotations
@@ -44,6 +56,11 @@ def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> N
             raise ValueError(f"Tensor {name} must be 1-element")
         if np.iscomplexobj(value) or not np.issubdtype(np.asarray(value).dtype, np.number):
             raise TypeError(f"{name} must be a real number, got an array of dtype {value.dtype}.")
+        if np.ndim(value) != 0:
+            raise ValueError(
+                f"{name} must be a scalar (0-d) array, got shape {np.shape(value)}: pass "
+                f"{name}.reshape(()) (a one-element array of higher rank would broadcast the updates)."
+            )
         return
     if isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (str, bytes)):
         return
@@ -59,7 +76,53 @@ def check(value: Any, name: str, predicate: Callable[[float], bool], message: st
     check_hyperparam(value, name)
     v = concrete_value(value)
     if v is not None and not predicate(v):
-        raise ValueError(message.format(value))
+        raise ValueError(message.format(display(value)))
+
+
+def display(value: Any) -> Any:
+    """`value` as torch's f-string shows it: a 0-d array as its Python scalar (Tensor.__format__)."""
+    if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    return value
+
+
+def check_pair(value: Any, name: str, what: str, *, indexed: bool = True) -> None:
+    """`value` must be a tuple or list of two entries (`what` describes them, e.g. "(beta1, beta2)").
+
+    Too short: IndexError where torch's constructor indexes the pair (`indexed`: torch's
+    `tuple index out of range`). Otherwise (not a sequence, too long, too short where torch only
+    unpacks it at the first step): TypeError.
+    """
+    message = f"{name} must be a pair {what}, got {value!r}."
+    if isinstance(value, (tuple, list)) and len(value) < 2 and indexed:
+        raise IndexError(message)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(message)
+
+
+def _is_tensor_like(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray))
+
+
+def check_float_or_tensor_pair(values: Any) -> None:
+    """torch.optim.Adam's rule: betas are both floats or both Tensors (here: arrays).
+
+    Floats are Python floats and NumPy floating scalars (torch rejects `np.float32(0.9)`; this
+    accepts it). Ints (`betas=(0, 0.99)`) and bools are rejected, as torch rejects them. A
+    schedule (callable) is an extension torch lacks and pairs with either kind.
+    """
+    kinds = set()
+    for x in values:
+        if callable(x) and not _is_tensor_like(x):
+            continue
+        if _is_tensor_like(x):
+            kinds.add("tensor")
+        elif isinstance(x, (float, np.floating)):
+            kinds.add("float")
+        else:
+            kinds.add("other")
+    if "other" in kinds or len(kinds) > 1:
+        raise ValueError("betas must be either both floats or both Tensors")
 
 
 def nonnegative(v: float) -> bool:

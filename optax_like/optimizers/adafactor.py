@@ -57,8 +57,7 @@ def adafactor(
     del foreach
     v.check(lr, "lr", v.nonnegative, "Learning rate should be >= 0 but is: {}")
     v.check(beta2_decay, "beta2_decay", lambda x: 0.0 >= x, "beta2_decay should be <= 0 but is: {}")
-    if not isinstance(eps, (tuple, list)) or len(eps) != 2:
-        raise TypeError(f"eps must be a pair (eps1, eps2), got {eps!r}.")
+    v.check_pair(eps, "eps", "(eps1, eps2)")
     if eps[0] is not None:
         v.check(eps[0], "eps[0]", v.nonnegative, "epsilon1 should be >= 0 but is: {}")
     v.check(eps[1], "eps[1]", v.nonnegative, "epsilon2 should be >= 0 but is: {}")

@@ -12,8 +12,7 @@ from optax_like.transforms.weight_decay import add_decayed_weights, add_decouple
 
 def check_betas(betas) -> None:
     """torch's beta checks: a pair, each in [0, 1)."""
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+    v.check_pair(betas, "betas", "(beta1, beta2)")
     v.check(betas[0], "betas[0]", v.in_unit_interval, "Invalid beta parameter at index 0: {}")
     v.check(betas[1], "betas[1]", v.in_unit_interval, "Invalid beta parameter at index 1: {}")
 
@@ -47,13 +46,17 @@ def adam(
     `torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     amsgrad=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
     fused=None, decoupled_weight_decay=False)`; the kernel switches are accepted and ignored.
-    lr, betas, eps and weight_decay may be schedules `count -> value`.
+    lr, betas, eps and weight_decay may be schedules `count -> value`. Validation is torch's,
+    including `betas must be either both floats or both Tensors` (here Tensors are jax/NumPy
+    arrays; an int beta such as `betas=(0, 0.99)` is rejected as in torch; a schedule pairs with
+    either kind).
     """
     del foreach, capturable, differentiable, fused
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
     check_betas(betas)
     v.check(weight_decay, "weight_decay", v.nonnegative, "Invalid weight_decay value: {}")
+    v.check_float_or_tensor_pair(betas)  # torch.optim.Adam/AdamW only (not Adamax/NAdam/RAdam)
 
     decay = v.maybe_nonzero(weight_decay)
     return chain(

@@ -9,9 +9,8 @@ from optax_like.transforms.rprop import scale_by_rprop
 from optax_like.transforms.scaling import negate
 
 
-def _check_pair(value, name: str) -> None:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair, got {value!r}.")
+def _check_pair(value, name: str, what: str, indexed: bool) -> None:
+    v.check_pair(value, name, what, indexed=indexed)
     v.check_hyperparam(value[0], f"{name}[0]")
     v.check_hyperparam(value[1], f"{name}[1]")
 
@@ -46,11 +45,11 @@ def rprop(
     """
     del capturable, foreach, differentiable
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
-    _check_pair(etas, "etas")
-    _check_pair(step_sizes, "step_sizes")
+    _check_pair(etas, "etas", "(etaminus, etaplus)", indexed=True)
     em, ep = v.concrete_value(etas[0]), v.concrete_value(etas[1])
     if em is not None and ep is not None and not 0.0 < em < 1.0 < ep:
-        raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        raise ValueError(f"Invalid eta values: {v.display(etas[0])}, {v.display(etas[1])}")
+    _check_pair(step_sizes, "step_sizes", "(min_step_size, max_step_size)", indexed=False)
 
     return chain(
         *([negate()] if maximize else []),

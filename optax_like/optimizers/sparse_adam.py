@@ -46,8 +46,7 @@ def sparse_adam(
     """
     v.check(lr, "lr", _positive, "Invalid learning rate: {}")
     v.check(eps, "eps", _positive, "Invalid epsilon value: {}")
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}.")
+    v.check_pair(betas, "betas", "(beta1, beta2)")
     v.check(betas[0], "betas[0]", v.in_unit_interval, "Invalid beta parameter at index 0: {}")
     v.check(betas[1], "betas[1]", v.in_unit_interval, "Invalid beta parameter at index 1: {}")
     inner = chain(
