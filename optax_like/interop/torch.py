@@ -49,7 +49,8 @@ def from_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_torch_state_dict(optimizer_or_state_dict: Any) -> dict[str, Any]:
-    """An optax_like optimizer's state dict as torch expects it: tensors, float32 `step` scalars."""
+    """An optax_like optimizer's state dict as torch expects it: tensors, float32 `step` scalars
+    (Python ints stay ints: torch's SparseAdam counts its steps so)."""
     torch = _torch()
     sd = optimizer_or_state_dict
     if hasattr(sd, "state_dict"):
@@ -57,7 +58,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any) -> dict[str, Any]:
     state = {}
     for pid, entry in sd["state"].items():
         state[pid] = {
-            key: torch.tensor(np.asarray(value).astype(np.float32) if key == "step" else np.array(value))
+            key: value if isinstance(value, int) else  # SparseAdam's step is a Python int in torch
+            torch.tensor(np.asarray(value).astype(np.float32) if key == "step" else np.array(value))
             for key, value in entry.items()
         }
     return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}

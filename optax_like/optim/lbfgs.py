@@ -185,6 +185,9 @@ class LBFGS(Optimizer):
         return loss
 
     # ------------------------------------------------------------------ state (torch's layout)
+    def _expected_state_keys(self, g: int, fresh) -> None:
+        return None  # _import_group validates torch's LBFGS keys itself
+
     def _export_group(self, g: int) -> list[dict]:
         out = [dict() for _ in self.param_groups[g]["params"]]
         state: LBFGSState = self._states[g]

@@ -60,9 +60,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.experimental import sparse as jsparse
+
 from optax_like.core import numerics
 from optax_like.core.base import apply_updates
-from optax_like.core.tree import check_params, is_none, path_str
+from optax_like.transforms.sparse_adam import RowSparseGrad
+from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, path_str
 
 __all__ = [
     "Optimizer",
@@ -197,7 +200,8 @@ def _assemble(root_def, positions, opt_leaves, frozen):
     flat = list(frozen)
     for group_positions, leaves in zip(positions, opt_leaves):
         for pos, leaf in zip(group_positions, leaves):
-            flat[pos] = leaf
+            if pos >= 0:  # -1: a None leaf of the group's tree (no position in `model`)
+                flat[pos] = leaf
     return root_def.unflatten(flat)
 
 
@@ -246,13 +250,28 @@ def _jitted_init(spec, hyper_rows, params):
     return spec.build(hyper_rows)[0].init(params)
 
 
+def _is_grad_leaf(x) -> bool:
+    return x is None or isinstance(x, (RowSparseGrad, jsparse.JAXSparse))
+
+
+def _add_grads(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, RowSparseGrad) and isinstance(b, RowSparseGrad):
+        # torch adds sparse grads by concatenating entries; duplicates are summed at the step.
+        return RowSparseGrad(jnp.concatenate([a.indices, b.indices]), jnp.concatenate([a.values, b.values]))
+    return a + b
+
+
 @jax.jit
 def _accumulate(old, new):
-    return jax.tree.map(lambda a, b: b if a is None else (a if b is None else a + b), old, new, is_leaf=is_none)
+    return jax.tree.map(_add_grads, old, new, is_leaf=_is_grad_leaf)
 
 
 def _copy_tree(tree):
-    return jax.tree.map(jnp.copy, tree)
+    return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
 
 
 class Optimizer:
@@ -267,6 +286,14 @@ class Optimizer:
     _factory: Callable = None
     _static: tuple[str, ...] = ()
     _structural_zero: tuple[str, ...] = ()
+    # torch quirks of a few classes' state (set by make_optimizer_class's `quirks`):
+    # Adagrad creates every param's state in __init__ (listed before any step), from the
+    # constructor's `initial_accumulator_value` even for groups that set their own.
+    _state_from_construction: bool = False
+    _construction_state_args: tuple[str, ...] = ()
+    # SparseAdam keeps `step` as a Python int, not a 0-d float32 tensor.
+    _int_step: bool = False
+    _building = False
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
                  skip_nonfinite: bool = False) -> None:
@@ -313,8 +340,12 @@ class Optimizer:
             groups = [{"params": params}]
         if not jax.tree.leaves(groups[0]["params"]) and len(groups) == 1:
             raise ValueError("optimizer got an empty parameter list")
-        for group in groups:
-            self.add_param_group(dict(group))
+        self._building = True
+        try:
+            for group in groups:
+                self.add_param_group(dict(group))
+        finally:
+            self._building = False
 
     # ------------------------------------------------------------------ groups and params
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -349,7 +380,8 @@ class Optimizer:
         # Commit (nothing above mutated self).
         if self._mode == "model":
             for pos in positions:
-                self._frozen[pos] = None
+                if pos >= 0:
+                    self._frozen[pos] = None
         self.param_groups.append(group)
         self._group_defs.append(treedef)
         self._positions.append(positions)
@@ -411,6 +443,8 @@ class Optimizer:
 
     def _init_state(self, spec: _GroupSpec, params, group):
         # Some states start from a hyperparameter (Rprop's step_size = lr, ASGD's eta = lr).
+        if self._building and self._construction_state_args:
+            group = {**group, **{k: self.defaults[k] for k in self._construction_state_args}}
         rows = jnp.asarray(self._hyper_array(group), numerics.float_dtype())
         return _jitted_init(spec, rows, params)
 
@@ -467,11 +501,22 @@ class Optimizer:
         self._grads = self._check_grads(value)
 
     def _check_grads(self, grads) -> list[tuple]:
-        new = self._split(grads, "grads")
-        for leaves, params in zip(new, self._opt_leaves):
-            for g, p in zip(leaves, params):
-                if g is not None and p is not None and jnp.shape(g) != jnp.shape(p):
-                    raise ValueError(f"a gradient has shape {jnp.shape(g)} but its param has shape {jnp.shape(p)}")
+        # Fast path (every step): structure, shapes and dtypes equal to the params'. Anything
+        # else goes through core.tree's check, which names the offending leaf path (and
+        # accepts what the functional optimizers accept, e.g. float32 grads for bf16 params).
+        try:
+            new = self._split(grads, "grads")
+            same = all(
+                g is None or p is None or isinstance(g, RowSparseGrad)  # checked by sparse_adam at the step
+                or (jnp.shape(g) == jnp.shape(p) and getattr(g, "dtype", None) == p.dtype)
+                for leaves, params in zip(new, self._opt_leaves) for g, p in zip(leaves, params)
+            )
+        except (ValueError, TypeError):
+            new, same = None, False
+        if not same:
+            check_same_structure(self.params, grads, "params", "grads")
+            if new is None:
+                new = self._split(grads, "grads")
         return [tuple(None if p is None else g for g, p in zip(l, ps)) for l, ps in zip(new, self._opt_leaves)]
 
     def backward(self, grads: Any) -> None:
@@ -559,6 +604,13 @@ class Optimizer:
     # ------------------------------------------------------------------ state and state_dict
     def _export_group(self, g: int) -> list[dict]:
         """Per-param torch-style state dicts for group g (live arrays; empty = not stepped)."""
+        return self._export_state(g, self._states[g])
+
+    def _expected_state_keys(self, g: int, fresh) -> list[set] | None:
+        """The state keys each param of group g has once it has stepped (None: not checked)."""
+        return [set(entry) for entry in self._export_state(g, fresh, every_param=True)]
+
+    def _export_state(self, g: int, state, every_param: bool = False) -> list[dict]:
         n = len(self.param_groups[g]["params"])
         out = [dict() for _ in range(n)]
         treedef = self._group_defs[g]
@@ -570,7 +622,7 @@ class Optimizer:
                 counters = {k: v for k, v in fields.items() if _is_counter(v, n, treedef, k)}
                 started = None
                 ints = [v for v in counters.values() if np.issubdtype(v.dtype, np.integer)]
-                if ints:
+                if ints and not (self._state_from_construction or every_param):
                     started = np.asarray(ints[0]) > 0
                 for name, value in fields.items():
                     if name in _INTERNAL_FIELDS or name.startswith("_"):
@@ -579,7 +631,10 @@ class Optimizer:
                         integer = np.issubdtype(value.dtype, np.integer)
                         for i in range(n):
                             if started is None or started[i]:
-                                out[i][name] = value[i].astype(jnp.float32) if integer else value[i]
+                                if integer and self._int_step:
+                                    out[i][name] = int(value[i])
+                                else:
+                                    out[i][name] = value[i].astype(jnp.float32) if integer else value[i]
                     elif _is_params_shaped(value, treedef):
                         leaves = treedef.flatten_up_to(value)
                         for i, leaf_index in enumerate(present):
@@ -595,7 +650,7 @@ class Optimizer:
                 for child in node.values():
                     visit(child)
 
-        visit(self._states[g])
+        visit(state)
         return out
 
     def _import_group(self, g: int, fresh, per_param: list[dict]):
@@ -614,9 +669,9 @@ class Optimizer:
                 new = {}
                 for name, value in fields.items():
                     if _is_counter(value, n, treedef, name) and not np.issubdtype(value.dtype, np.integer):
-                        vec = [np.asarray(d[name]).reshape(()) if name in d else np.asarray(value[i])
-                               for i, d in enumerate(per_param)]
-                        new[name] = jnp.asarray(np.stack(vec), value.dtype) if vec else value
+                        new[name] = LeafScalars(
+                            jnp.array(np.asarray(d[name]).reshape(()), value.dtype, copy=True) if name in d else value[i]
+                            for i, d in enumerate(per_param))
                     elif _is_counter(value, n, treedef, name):
                         vec = []
                         for i, d in enumerate(per_param):
@@ -627,7 +682,7 @@ class Optimizer:
                                 vec.append(steps[i] if has or not shaped else 0)
                             else:
                                 vec.append(1 if has else 0)
-                        new[name] = jnp.asarray(vec, value.dtype)
+                        new[name] = LeafScalars(jnp.asarray(c, value.dtype) for c in vec)
                     elif name in shaped:
                         leaves = list(treedef.flatten_up_to(value))
                         for i, leaf_index in enumerate(present):
@@ -649,6 +704,23 @@ class Optimizer:
             return node
 
         return rebuild(fresh)
+
+    def _check_state_keys(self, g: int, fresh, per_param: list[dict]) -> None:
+        expected = self._expected_state_keys(g, fresh)
+        if expected is None:
+            return
+        for pid, entry, keys in zip(self.param_groups[g]["params"], per_param, expected):
+            if not entry:
+                continue  # no state yet (torch: a param that has not stepped)
+            missing, unexpected = sorted(keys - set(entry)), sorted(set(entry) - keys)
+            if missing or unexpected:
+                detail = "; ".join(part for part in (
+                    f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "") if part)
+                raise ValueError(
+                    f"loaded state for param {pid} does not match {type(self).__name__} with these "
+                    f"options ({detail}; expected keys {sorted(keys)}): is it another optimizer's "
+                    "or another configuration's state?"
+                )
 
     @property
     def state(self) -> dict[int, dict[str, Any]]:
@@ -703,7 +775,8 @@ class Optimizer:
         for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
-            per_param = [dict(by_id.get(pid, {})) for pid in group["params"]]
+            per_param = [{k: v for k, v in by_id.get(pid, {}).items() if v is not None} for pid in group["params"]]
+            self._check_state_keys(g, fresh, per_param)
             new_states.append(_placed_like(self._import_group(g, fresh, per_param), fresh))
         # Commit.
         self.param_groups[:] = new_groups
@@ -741,18 +814,11 @@ class Optimizer:
         return "\n".join(lines)
 
 
-# Float per-leaf vectors of the functional states (torch's per-param scalar state entries).
-_PER_PARAM_FLOAT_SCALARS = frozenset({"mu_product", "eta", "mu"})
-
-
 def _is_counter(value, n, treedef, name=None) -> bool:
-    """A per-leaf vector (torch's per-param scalar: `step`, `mu_product`, ...), not a params tree."""
-    if not (isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 1 and value.shape[0] == n):
-        return False
-    # A one-leaf group whose param has shape (n,) is ambiguous: integer vectors and the known
-    # per-param float scalars count, anything else is the param-shaped buffer.
-    return (np.issubdtype(value.dtype, np.integer) or name in _PER_PARAM_FLOAT_SCALARS
-            or treedef.num_leaves != 1)
+    """Per-param scalars (torch's `step`, `mu_product`, ...): a `LeafScalars` node with one 0-d
+    array per param of the group (see `core.tree`), never a params tree."""
+    del treedef, name
+    return isinstance(value, LeafScalars) and len(value) == n
 
 
 def _placed_like(state, fresh):
@@ -788,22 +854,39 @@ def _cast_like(value, like, key, pid):
         raise ValueError(
             f"loaded state for param {pid} has {key!r} of shape {arr.shape}, but the param has shape {tuple(like.shape)}"
         )
-    return jnp.asarray(arr, dtype=like.dtype)
+    # A copy: on CPU `jnp.asarray` may alias the NumPy buffer, e.g. a torch tensor's memory that
+    # torch keeps updating in place.
+    return jnp.array(arr, dtype=like.dtype, copy=True)
 
 
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
-                         structural_zero: Iterable[str] = (), doc: str | None = None) -> type:
+                         structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
+                         quirks: dict[str, Any] | None = None, doc: str | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
         SGD = make_optimizer_class("SGD", optax_like.sgd, structural_zero=("momentum",))
+
+    `constants` are param-group entries torch stores that are not constructor arguments
+    (AdamW's `decoupled_weight_decay=True`): shown in `defaults` and `param_groups`, never passed
+    to the factory. `quirks` sets the class attributes documented on `Optimizer` (torch's
+    per-class state conventions: `_state_from_construction`, `_construction_state_args`,
+    `_int_step`).
     """
     signature = inspect.signature(factory)
     names = [p.name for p in signature.parameters.values()]
+    constants = dict(constants or {})
+    if constants:
+        plain_factory = factory
+
+        @functools.wraps(plain_factory)
+        def factory(**kwargs):
+            return plain_factory(**{k: v for k, v in kwargs.items() if k not in constants})
 
     def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         defaults = {k: bound.arguments[k] for k in names}
+        defaults.update(constants)
         factory(**defaults)  # torch's validation and messages, before anything is built
         Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 
@@ -819,6 +902,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_factory": staticmethod(factory),
         "_static": tuple(static),
         "_structural_zero": tuple(structural_zero),
+        **dict(quirks or {}),
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

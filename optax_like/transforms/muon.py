@@ -13,7 +13,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import is_none, update_leaves, zeros_like
+from optax_like.core.tree import increment_counts, init_counts, is_none, update_leaves, zeros_like
 
 EPS = 1e-7
 DEFAULT_A = 3.4445
@@ -24,6 +24,7 @@ DEFAULT_NS_STEPS = 5
 
 class ScaleByMuonState(NamedTuple):
     momentum_buffer: Any  # params-shaped, params' dtype
+    count: Any  # per-leaf updates applied (LeafScalars; 0 = torch has no state for the param yet)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
@@ -129,13 +130,14 @@ def scale_by_muon(
 
     torch's docs write B <- momentum * B + G and M = G + momentum * B; the code (followed
     here) keeps an exponential moving average. 2-D params only; the momentum buffer starts at
-    zero (so no step counter is needed).
+    zero (equal to torch's buffer created at the first gradient); the internal per-leaf `count`
+    says which params have had a gradient (torch has no state entry for the others).
     """
     check_ns_arguments(ns_coefficients, ns_steps)
 
     def init(params):
         check_muon_params(params)
-        return ScaleByMuonState(zeros_like(params), jnp.zeros((), jnp.int32))
+        return ScaleByMuonState(zeros_like(params), init_counts(params), jnp.zeros((), jnp.int32))
 
     def update(updates, state, params=None):
         del params
@@ -158,7 +160,8 @@ def scale_by_muon(
             return ortho.astype(dtype) * numerics.scalar(ratio, dtype), new_buf.astype(buf.dtype)
 
         new_updates, buffers = update_leaves(leaf, updates, state.momentum_buffer)
-        return new_updates, ScaleByMuonState(buffers, numerics.safe_increment(state.schedule_count))
+        count = increment_counts(state.count, updates, state.momentum_buffer)
+        return new_updates, ScaleByMuonState(buffers, count, numerics.safe_increment(state.schedule_count))
 
     return GradientTransformation(init, update)
 

@@ -1,0 +1,493 @@
+"""Every optax_like.optim class against live torch.optim: numbers, state_dicts, checkpoints (issue #5).
+
+For each of the 14 classes, with option combos taken from torch's own test inputs
+(`torch/testing/_internal/common_optimizers.py`, `optim_inputs_func_*`), in float64 (scoped):
+
+1. two param groups with a different `lr` and one other per-group hyperparameter, stepped with
+   `backward(grads)` + `step()` on the gradients torch gets: params within 1e-12 (relative,
+   floor 1) of torch's after every step;
+2. `state_dict()` against torch's: same param ids and keys, every state tensor within 1e-12 of
+   torch's (float32 per-param scalars such as `eta`, `mu_product` within float32 rounding), the
+   same dtype and shape (`step`: a 0-d float32), and every `param_groups` entry torch has;
+3. torch -> ours: a torch checkpoint loaded into a fresh instance (tensors directly, and through
+   `optax_like.interop.torch` after `torch.save`/`torch.load`), both continue identically; and
+   ours -> torch through `to_torch_state_dict`, torch continuing as if uninterrupted;
+4. ours -> ours: `state_dict` -> fresh instance -> `load_state_dict` continues bit for bit;
+5. edges: a group holding one param of shape (1,) (per-param scalars such as NAdam's
+   `mu_product`, ASGD's `eta`/`mu` must not be mistaken for a (1,)-shaped buffer), and params
+   without a gradient in some steps (skipped as torch skips `p.grad is None`).
+
+SparseAdam gets BCOO gradients (torch: sparse COO tensors with duplicate indices); Muon gets 2-D
+params only and test_muon.py's tolerance (its Newton-Schulz runs in bfloat16 on both sides).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from jax.experimental import sparse as jsparse
+
+import optax_like as ol
+import optax_like.optim as optim
+from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
+from tests.parity.harness import assert_close
+
+RTOL = 1e-12  # float64 params and float64 state tensors
+RTOL_F32_SCALARS = 1e-6  # torch keeps `eta`, `mu`, `mu_product` as float32 0-d tensors
+MUON_RTOL = 1e-3  # tests/parity/test_muon.py: bf16 Newton-Schulz, gemm accumulation order
+STEPS = 10
+
+# Param shapes per group: group 0 has two params, group 1 the rest.
+SHAPES = (((4, 3), (5,)), ((3, 2),))
+SHAPES_BY_CLASS = {
+    "Muon": (((4, 3), (3, 7)), ((5, 5),)),  # Muon takes 2-D params only
+    "Adafactor": (((4, 3), (5,)), ((2, 3, 4), ())),  # factored (>= 2-D) and unfactored (1-D, 0-D)
+    "SparseAdam": (((6, 3), (5,)), ((4, 2),)),
+}
+
+# (class, constructor kwargs, group-1 overrides: a different lr and one more hyperparameter).
+# The first config of each class is also used for the checkpoint and edge tests.
+CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1), dict(lr=0.01, momentum=0.5)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, maximize=True), dict(lr=0.01, weight_decay=0.1)),
+    ("ASGD", dict(lr=0.02, t0=3, lambd=1e-3), dict(lr=0.01, weight_decay=0.1)),
+    ("ASGD", dict(lr=0.02, maximize=True, weight_decay=0.1), dict(lr=0.005, alpha=0.5)),
+    ("Rprop", dict(lr=0.01), dict(lr=0.02, etas=(0.4, 1.3))),
+    ("Rprop", dict(lr=0.01, maximize=True, step_sizes=(1e-4, 1.0)), dict(lr=0.005)),
+    # initial_accumulator_value in the constructor only: torch ignores a per-group value (see below).
+    ("Adagrad", dict(lr=0.1, lr_decay=0.5, weight_decay=0.1, initial_accumulator_value=0.1), dict(lr=0.05, eps=1e-6)),
+    ("Adagrad", dict(lr=0.1, maximize=True, eps=1e-6), dict(lr=0.05, weight_decay=0.1)),
+    ("Adadelta", dict(rho=0.95, weight_decay=0.9), dict(lr=0.5, eps=1e-4)),
+    ("Adadelta", dict(lr=0.01, maximize=True, weight_decay=0.1), dict(lr=0.1, rho=0.8)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1), dict(lr=0.005, alpha=0.9)),
+    # momentum 0 in group 0 (no buffer) and 0.9 in group 1 (buffer): torch's per-group layout.
+    ("RMSprop", dict(lr=0.01, maximize=True), dict(lr=0.02, momentum=0.9)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), dict(lr=0.005, eps=1e-6)),
+    ("AdamW", dict(lr=0.01, amsgrad=True), dict(lr=0.02, weight_decay=0.5)),
+    ("AdamW", dict(lr=0.01, maximize=True, weight_decay=0.1), dict(lr=0.005, betas=(0.8, 0.99))),
+    ("Adamax", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
+    ("Adamax", dict(lr=0.01, maximize=True), dict(lr=0.005, eps=1e-4)),
+    ("NAdam", dict(lr=0.01, weight_decay=0.1, momentum_decay=0.006), dict(lr=0.02, betas=(0.8, 0.99))),
+    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
+     dict(lr=0.005, momentum_decay=0.002)),
+    # 10 steps with beta2 = 0.999 cross RAdam's rho_t > 5 switch (step 6).
+    ("RAdam", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
+    ("RAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), dict(lr=0.005, eps=1e-6)),
+    ("SparseAdam", dict(lr=0.01), dict(lr=0.005, betas=(0.8, 0.99))),
+    ("SparseAdam", dict(lr=0.01, maximize=True, eps=1e-6), dict(lr=0.02, betas=(0.0, 0.5))),
+    ("Adafactor", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, beta2_decay=-1.0)),
+    ("Adafactor", dict(maximize=True, d=1.5), dict(lr=0.05, eps=(1e-30, 1e-2))),
+    ("Muon", dict(lr=0.02), dict(lr=0.01, momentum=0.8)),
+    ("Muon", dict(lr=0.02, nesterov=False, weight_decay=0.2, adjust_lr_fn="match_rms_adamw"), dict(lr=0.01, ns_steps=6)),
+]
+CLASSES = list(dict.fromkeys(name for name, _, _ in CASES))
+FIRST = {name: (kwargs, group1) for name, kwargs, group1 in reversed(CASES)}
+
+
+def _case_id(case):
+    name, kwargs, group1 = case
+    return f"{name}-{kwargs}-{group1}"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """torch's sparse and small-tensor kernels are much faster single-threaded on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _torch_kwargs(name, kwargs):
+    cls = getattr(torch.optim, name)
+    if "foreach" in inspect.signature(cls.__init__).parameters:
+        return dict(kwargs, foreach=False)  # torch's single-tensor reference path
+    return dict(kwargs)
+
+
+def _shapes(name, shapes=None):
+    return shapes if shapes is not None else SHAPES_BY_CLASS.get(name, SHAPES)
+
+
+def _init(shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[rng.standard_normal(s) for s in group] for group in shapes]
+
+
+def _grads(name, shapes, steps, seed=1, none=()):
+    """grads[t][g][i]: a NumPy array, (indices, values) for SparseAdam, or None if (t, g, i) in `none`."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in range(steps):
+        step = []
+        for g, group in enumerate(shapes):
+            row = []
+            for i, s in enumerate(group):
+                if (t, g, i) in none:
+                    row.append(None)
+                elif name == "SparseAdam":
+                    idx = rng.integers(0, s[0], 4)
+                    idx[-1] = idx[0]  # a duplicate entry every step (torch coalesces)
+                    row.append((idx, rng.standard_normal((4, *s[1:]))))
+                else:
+                    row.append(rng.standard_normal(s))
+            step.append(row)
+        out.append(step)
+    return out
+
+
+def _make_torch(name, kwargs, group1, init):
+    tp = [[torch.tensor(p, requires_grad=True) for p in group] for group in init]
+    opt = getattr(torch.optim, name)([{"params": tp[0]}, {"params": tp[1], **group1}], **_torch_kwargs(name, kwargs))
+    return tp, opt
+
+
+def _make_ours(name, kwargs, group1, init):
+    groups = [{"params": [jnp.asarray(p) for p in init[0]]}, {"params": [jnp.asarray(p) for p in init[1]], **group1}]
+    return getattr(optim, name)(groups, **_torch_kwargs(name, kwargs))
+
+
+def _torch_step(opt, tp, grads):
+    for group_p, group_g in zip(tp, grads):
+        for p, g in zip(group_p, group_g):
+            if g is None:
+                p.grad = None
+            elif isinstance(g, tuple):
+                p.grad = torch.sparse_coo_tensor(torch.tensor(g[0][None]), torch.tensor(g[1]), p.shape)
+            else:
+                p.grad = torch.tensor(g)
+    opt.step()
+
+
+def _jax_grad(g, shape):
+    if g is None:
+        return None
+    if isinstance(g, tuple):
+        idx, vals = g
+        return jsparse.BCOO((jnp.asarray(vals), jnp.asarray(idx[:, None].astype(np.int32))), shape=tuple(shape))
+    return jnp.asarray(g)
+
+
+def _ours_step(opt, grads, shapes):
+    opt.zero_grad()
+    opt.backward([[_jax_grad(g, s) for g, s in zip(gg, ss)] for gg, ss in zip(grads, shapes)])
+    opt.step()
+
+
+def _flat_params(opt):
+    return [np.asarray(p) for group in opt.params for p in group]
+
+
+def _check_params(name, opt, tp, step):
+    assert_close(_flat_params(opt), [p for group in tp for p in group], "float64", step,
+                 MUON_RTOL if name == "Muon" else RTOL)
+
+
+def _np(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().numpy()
+    return np.asarray(x)
+
+
+def _check_state(ours, theirs, *, step_repr=True, where=""):
+    """ours['state'] == theirs['state']: ids, keys, dtypes, shapes, values."""
+    assert sorted(ours["state"]) == sorted(theirs["state"]), where
+    for pid, entry in theirs["state"].items():
+        mine = ours["state"][pid]
+        assert sorted(mine) == sorted(entry), f"{where} param {pid}"
+        for key, value in entry.items():
+            a, b = _np(mine[key]), _np(value)
+            what = f"{where} param {pid} {key!r}"
+            assert a.shape == b.shape, f"{what}: shape {a.shape} != torch's {b.shape}"
+            if key == "step":
+                if step_repr and isinstance(value, int):  # SparseAdam: a Python int
+                    assert type(mine[key]) is int, f"{what}: {type(mine[key])}, torch's is an int"
+                elif step_repr:
+                    assert isinstance(value, torch.Tensor) and b.dtype == np.float32 and b.shape == ()
+                    assert a.dtype == np.float32, f"{what}: dtype {a.dtype}, torch's is a 0-d float32"
+                assert float(a) == float(b), f"{what}: {a} != {b}"
+                continue
+            assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != torch's {b.dtype}"
+            rtol = RTOL if b.dtype == np.float64 else RTOL_F32_SCALARS
+            scale = float(np.max(np.abs(b))) if b.size else 0.0
+            err = float(np.max(np.abs(a - b))) if b.size else 0.0
+            assert err <= rtol * max(scale, 1e-300), f"{what}: error {err:.3e} (scale {scale:.3e})"
+
+
+def _check_groups(ours, theirs):
+    """Every param_groups entry torch has and ours has is equal; ours has nothing extra."""
+    assert len(ours["param_groups"]) == len(theirs["param_groups"])
+    for g, (o, t) in enumerate(zip(ours["param_groups"], theirs["param_groups"])):
+        assert set(o) <= set(t), f"group {g}: keys torch lacks: {set(o) - set(t)}"
+        for key in set(o) & set(t):
+            assert o[key] == t[key] and type(o[key]) is type(t[key]), f"group {g} {key!r}: {o[key]!r} != {t[key]!r}"
+
+
+def _train_pair(name, kwargs, group1, steps, shapes=None, none=()):
+    """Both optimizers from the same params, `steps` steps on the same gradients, checked each step."""
+    shapes = _shapes(name, shapes)
+    init = _init(shapes)
+    grads = _grads(name, shapes, steps, none=none)
+    tp, topt = _make_torch(name, kwargs, group1, init)
+    opt = _make_ours(name, kwargs, group1, init)
+    for t in range(steps):
+        _torch_step(topt, tp, grads[t])
+        _ours_step(opt, grads[t], shapes)
+        _check_params(name, opt, tp, t + 1)
+    return tp, topt, opt, shapes
+
+
+# ------------------------------------------------------------------ 1 + 2: steps and state_dict
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_two_groups_match_torch_params_and_state_dict(case, x64):
+    name, kwargs, group1 = case
+    tp, topt, opt, _ = _train_pair(name, kwargs, group1, STEPS)
+    ours, theirs = opt.state_dict(), topt.state_dict()
+    # torch's SparseAdam keeps `step` as a Python int: see test_step_representation_matches_torch.
+    _check_state(ours, theirs, step_repr=name != "SparseAdam")
+    _check_groups(ours, theirs)
+    assert [g["params"] for g in ours["param_groups"]] == [[0, 1], list(range(2, 2 + len(tp[1])))]
+
+
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_param_group_keys_match_torch(name):
+    kwargs, group1 = FIRST[name]
+    init = _init(_shapes(name))
+    _, topt = _make_torch(name, kwargs, group1, init)
+    opt = _make_ours(name, kwargs, group1, init)
+    for o, t in zip(opt.state_dict()["param_groups"], topt.state_dict()["param_groups"]):
+        assert sorted(o) == sorted(t), f"missing {set(t) - set(o)}, extra {set(o) - set(t)}"
+
+
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_step_representation_matches_torch(name, x64):
+    kwargs, group1 = FIRST[name]
+    _, topt, opt, _ = _train_pair(name, kwargs, group1, 2)
+    theirs = topt.state_dict()["state"]
+    if name in ("SGD", "Muon"):
+        assert all("step" not in e for e in theirs.values()) and all("step" not in e for e in opt.state.values())
+        return
+    for pid, entry in theirs.items():
+        ours = opt.state_dict()["state"][pid]["step"]
+        t = entry["step"]
+        if isinstance(t, torch.Tensor):
+            assert isinstance(ours, jax.Array) and ours.dtype == jnp.float32 and ours.shape == ()
+            assert t.dtype == torch.float32 and t.shape == ()
+        else:
+            assert type(ours) is type(t), f"step is {type(ours).__name__}, torch's is {type(t).__name__}"
+        assert float(ours) == float(t) == 2
+
+
+# ------------------------------------------------------------------ 3: torch -> ours (and back)
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_torch_checkpoint_continues_in_ours(name, x64):
+    kwargs, group1 = FIRST[name]
+    n, m = 4, 4
+    shapes = _shapes(name)
+    init = _init(shapes)
+    grads = _grads(name, shapes, n + m)
+    tp, topt = _make_torch(name, kwargs, group1, init)
+    for t in range(n):
+        _torch_step(topt, tp, grads[t])
+    saved = topt.state_dict()
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    buffer.seek(0)
+    reloaded = torch.load(buffer, weights_only=True)
+
+    now = [[p.detach().numpy().copy() for p in group] for group in tp]
+    # Fresh instances with default hyperparameters: every group entry must come from the checkpoint.
+    # torch's live state (torch keeps stepping in place below: the load must copy).
+    direct = _make_ours(name, {}, {}, now)
+    direct.load_state_dict(topt.state_dict())
+    via_interop = _make_ours(name, {}, {}, now)
+    load_torch_state_dict(via_interop, reloaded)
+    for opt in (direct, via_interop):
+        _check_state(opt.state_dict(), saved, step_repr=name != "SparseAdam", where="after load")
+        _check_groups(opt.state_dict(), saved)
+    for t in range(n, n + m):
+        _torch_step(topt, tp, grads[t])
+        for opt in (direct, via_interop):
+            _ours_step(opt, grads[t], shapes)
+            _check_params(name, opt, tp, t + 1)
+    _check_state(direct.state_dict(), topt.state_dict(), step_repr=name != "SparseAdam")
+
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_our_checkpoint_continues_in_torch(name, x64):
+    """ours -> torch (to_torch_state_dict): torch resumed from our checkpoint = torch resumed from its own.
+
+    (Not = uninterrupted torch: torch's load_state_dict casts NAdam's float32 `mu_product` to the
+    param dtype, so even torch -> torch resumption drifts by ~3e-12 there.)
+    """
+    kwargs, group1 = FIRST[name]
+    n, m = 4, 3
+    shapes = _shapes(name)
+    init = _init(shapes)
+    grads = _grads(name, shapes, n + m)
+    tp, topt = _make_torch(name, kwargs, group1, init)
+    opt = _make_ours(name, kwargs, group1, init)
+    for t in range(n):
+        _torch_step(topt, tp, grads[t])
+        _ours_step(opt, grads[t], shapes)
+
+    def resumed(params, state_dict):
+        tps = [[torch.tensor(np.asarray(p), requires_grad=True) for p in group] for group in params]
+        o = getattr(torch.optim, name)([{"params": tps[0]}, {"params": tps[1]}], **_torch_kwargs(name, {}))
+        o.load_state_dict(state_dict)
+        return tps, o
+
+    tp2, topt2 = resumed(opt.params, to_torch_state_dict(opt))
+    tp_ref, topt_ref = resumed([[p.detach().numpy() for p in g] for g in tp], copy.deepcopy(topt.state_dict()))
+    assert topt2.state_dict()["param_groups"] == topt_ref.state_dict()["param_groups"]
+    _check_state(topt2.state_dict(), topt_ref.state_dict(), where="torch after loading ours")
+    rtol = MUON_RTOL if name == "Muon" else RTOL
+    for t in range(n, n + m):
+        _torch_step(topt_ref, tp_ref, grads[t])
+        _torch_step(topt2, tp2, grads[t])
+        assert_close([p.detach().numpy() for g in tp2 for p in g], [p for g in tp_ref for p in g], "float64", t + 1, rtol)
+
+
+# ------------------------------------------------------------------ 4: ours -> ours round trip
+@pytest.mark.parametrize("name", CLASSES)
+def test_state_dict_round_trip_is_bit_identical(name, x64):
+    kwargs, group1 = FIRST[name]
+    n, m = 4, 4
+    shapes = _shapes(name)
+    init = _init(shapes)
+    grads = _grads(name, shapes, n + m)
+    opt = _make_ours(name, kwargs, group1, init)
+    for t in range(n):
+        _ours_step(opt, grads[t], shapes)
+    saved = opt.state_dict()
+    now = [[np.asarray(p).copy() for p in group] for group in opt.params]
+    fresh = _make_ours(name, {}, {}, now)
+    fresh.load_state_dict(saved)
+    assert fresh.param_groups == opt.param_groups
+    for t in range(n, n + m):
+        _ours_step(opt, grads[t], shapes)
+        _ours_step(fresh, grads[t], shapes)
+        for a, b in zip(_flat_params(fresh), _flat_params(opt)):
+            np.testing.assert_array_equal(a, b)
+    for pid, entry in opt.state_dict()["state"].items():
+        other = fresh.state_dict()["state"][pid]
+        assert sorted(other) == sorted(entry)
+        for key, value in entry.items():
+            np.testing.assert_array_equal(np.asarray(other[key]), np.asarray(value), err_msg=f"{pid} {key}")
+
+
+# ------------------------------------------------------------------ 5: edges
+@pytest.mark.parametrize("name", ["ASGD", "NAdam", "Rprop", "Adam", "Adafactor"])
+def test_group_with_one_single_element_param(name, x64):
+    """A group holding one (1,) param: its per-param scalars stay 0-d and load back as scalars."""
+    kwargs, group1 = FIRST[name]
+    shapes = (((4, 3), (5,)), ((1,),))
+    tp, topt, opt, _ = _train_pair(name, kwargs, group1, 8, shapes=shapes)
+    _check_state(opt.state_dict(), topt.state_dict())
+    if name == "NAdam":
+        assert opt.state_dict()["state"][2]["mu_product"].shape == ()
+    if name == "ASGD":
+        assert opt.state_dict()["state"][2]["eta"].shape == opt.state_dict()["state"][2]["mu"].shape == ()
+    # torch's checkpoint loads into a fresh ours and both continue together.
+    now = [[p.detach().numpy().copy() for p in group] for group in tp]
+    fresh = _make_ours(name, {}, {}, now)
+    fresh.load_state_dict(copy.deepcopy(topt.state_dict()))  # aliasing: see test_load_state_dict_copies_torch_buffers
+    _check_state(fresh.state_dict(), topt.state_dict(), where="after load")
+    for grads_t in _grads(name, shapes, 4, seed=5):
+        _torch_step(topt, tp, grads_t)
+        _ours_step(fresh, grads_t, shapes)
+        _check_params(name, fresh, tp, 0)
+    _check_state(fresh.state_dict(), topt.state_dict(), where="after continuing")
+
+
+# (step, group, index) without gradient: param 2 (group 1) has none at first, so it has no state
+# until step 2 (torch's lazy init); param 1 misses steps 3 and 4. (Each pattern compiles once.)
+NONE = {(0, 1, 0), (1, 1, 0), (3, 0, 1), (4, 0, 1)}
+
+
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_params_without_gradient_are_skipped_like_torch(name, x64):
+    kwargs, group1 = FIRST[name]
+    shapes = _shapes(name)
+    init = _init(shapes)
+    grads = _grads(name, shapes, 8, none=NONE)
+    tp, topt = _make_torch(name, kwargs, group1, init)
+    opt = _make_ours(name, kwargs, group1, init)
+    for t in range(8):
+        _torch_step(topt, tp, grads[t])
+        _ours_step(opt, grads[t], shapes)
+        _check_params(name, opt, tp, t + 1)
+        _check_state(opt.state_dict(), topt.state_dict(), step_repr=name != "SparseAdam", where=f"step {t + 1}")
+    if name not in ("SGD", "Muon"):  # their state has no step
+        steps = {pid: float(_np(e["step"])) for pid, e in topt.state_dict()["state"].items()}
+        ids = [(g, i) for g, group in enumerate(shapes) for i in range(len(group))]
+        assert steps == {pid: 8.0 - sum((t, *gi) in NONE for t in range(8)) for pid, gi in enumerate(ids)}
+        assert {pid: float(e["step"]) for pid, e in opt.state_dict()["state"].items()} == steps
+
+
+
+
+def test_sparse_adam_accepts_row_sparse_grads_like_torch_coo(x64):
+    name, kwargs, group1 = "SparseAdam", *FIRST["SparseAdam"]
+    shapes = _shapes(name)
+    init = _init(shapes)
+    grads = _grads(name, shapes, 4)
+    tp, topt = _make_torch(name, kwargs, group1, init)
+    opt = _make_ours(name, kwargs, group1, init)
+    for t in range(4):
+        _torch_step(topt, tp, grads[t])
+        opt.zero_grad()
+        opt.backward([[ol.RowSparseGrad(jnp.asarray(i.astype(np.int32)), jnp.asarray(v)) for i, v in group]
+                      for group in grads[t]])
+        opt.step()
+        _check_params(name, opt, tp, t + 1)
+
+
+@pytest.mark.parametrize("name, key", [
+    ("SGD", "momentum_buffer"),
+    ("NAdam", "mu_product"),
+    ("ASGD", "eta"),
+])
+def test_load_state_dict_copies_torch_buffers(name, key):
+    """Loaded state must not alias torch's tensors (torch's next step writes them in place)."""
+    p = torch.zeros(1000, requires_grad=True)
+    topt = getattr(torch.optim, name)([p], lr=0.1, **(dict(momentum=0.9) if name == "SGD" else {}))
+    p.grad = torch.ones(1000)
+    topt.step()
+    ours = getattr(optim, name)([jnp.zeros(1000)], lr=0.1, **(dict(momentum=0.9) if name == "SGD" else {}))
+    ours.load_state_dict(topt.state_dict())
+    before = np.asarray(ours.state[0][key]).copy()
+    topt.state[p][key].mul_(0.5)  # what torch's next step does in place
+    np.testing.assert_array_equal(np.asarray(ours.state[0][key]), before)
+
+
+
+def test_adagrad_state_exists_from_construction_like_torch(x64):
+    init = _init(SHAPES)
+    _, topt = _make_torch("Adagrad", dict(initial_accumulator_value=0.1), {}, init)
+    opt = _make_ours("Adagrad", dict(initial_accumulator_value=0.1), {}, init)
+    _check_state(opt.state_dict(), topt.state_dict())
+
+
+
+
+def test_adagrad_per_group_initial_accumulator_value_like_torch(x64):
+    tp, topt, opt, _ = _train_pair("Adagrad", dict(lr=0.1), dict(lr=0.05, initial_accumulator_value=0.1), 2)
