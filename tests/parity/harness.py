@@ -98,3 +98,23 @@ def run_parity(
         if check_every_step or t == steps - 1:
             assert_close(params, torch_params, dtype, t + 1, rtol)
     return params, state, torch_params, torch_opt
+
+
+def assert_converges_on_least_squares(tx: ol.GradientTransformation, steps: int = 300) -> None:
+    """`tx` reduces a least-squares loss by 1000x from zeros in `steps` jitted steps (float32)."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
+    y = x @ jnp.asarray(rng.standard_normal(8), jnp.float32)
+    loss = lambda w: jnp.mean((x @ w - y) ** 2)  # noqa: E731
+    w = jnp.zeros(8)
+    state = tx.init(w)
+
+    @jax.jit
+    def step(w, state):
+        updates, state = tx.update(jax.grad(loss)(w), state, w)
+        return ol.apply_updates(w, updates), state
+
+    start = float(loss(w))
+    for _ in range(steps):
+        w, state = step(w, state)
+    assert float(loss(w)) < start / 1000, (start, float(loss(w)))
