@@ -231,7 +231,9 @@ def num_leaves(tree: Any) -> int:
 
 def leaf_scalars(params: Any, value, dtype) -> LeafScalars:
     """One 0-d `dtype` array holding `value` per non-None leaf of `params` (fresh buffers)."""
-    return LeafScalars(jnp.full((), value, dtype) for _ in range(num_leaves(params)))
+    # copy=True: `jnp.full` may hand back `value` itself when it is already a 0-d array of
+    # `dtype`, and state leaves sharing one buffer cannot be donated.
+    return LeafScalars(jnp.array(value, dtype=dtype, copy=True).reshape(()) for _ in range(num_leaves(params)))
 
 
 def init_counts(params: Any) -> LeafScalars:
