@@ -23,7 +23,7 @@ import optax_like as ol
 import optax_like.optim as optim
 from optax_like.optim import optimizer as om
 
-N, REPEATS = 200, 7
+N, REPEATS = 200, 9
 
 
 def make_params(leaves, size):
@@ -31,17 +31,21 @@ def make_params(leaves, size):
     return [jax.random.normal(k, (size, size)) for k in keys]
 
 
-def time_loop(fn) -> float:
-    fn()  # compile / warm up
-    times = []
+def time_loops(*fns) -> list[float]:
+    """Median microseconds per step of each fn, timed round-robin (N steps of each per repeat,
+    alternating) so that load changes on a shared machine hit all of them alike."""
+    for fn in fns:
+        jax.block_until_ready(fn())  # compile / warm up
+    times = [[] for _ in fns]
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        out = None
-        for _ in range(N):
-            out = fn()
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / N * 1e6)
-    return statistics.median(times)
+        for fn, out_times in zip(fns, times):
+            start = time.perf_counter()
+            out = None
+            for _ in range(N):
+                out = fn()
+            jax.block_until_ready(out)
+            out_times.append((time.perf_counter() - start) / N * 1e6)
+    return [statistics.median(t) for t in times]
 
 
 def bench(name, factory, cls, kwargs, leaves, size):
@@ -68,7 +72,7 @@ def bench(name, factory, cls, kwargs, leaves, size):
         opt.step()
         return opt._opt_leaves
 
-    t_bare, t_adapter = time_loop(bare), time_loop(adapter)
+    t_bare, t_adapter = time_loops(bare, adapter)
     return name, leaves, size, t_bare, t_adapter
 
 
@@ -90,6 +94,8 @@ def main():
     rows = [
         bench("SGD momentum", ol.sgd, optim.SGD, dict(lr=0.01, momentum=0.9), 4, 32),
         bench("SGD momentum", ol.sgd, optim.SGD, dict(lr=0.01, momentum=0.9), 64, 32),
+        bench("Adam", ol.adam, optim.Adam, dict(lr=1e-3), 4, 1),  # dispatch floor: host work only
+        bench("Adam", ol.adam, optim.Adam, dict(lr=1e-3), 64, 1),
         bench("Adam", ol.adam, optim.Adam, dict(lr=1e-3), 4, 32),
         bench("Adam", ol.adam, optim.Adam, dict(lr=1e-3), 64, 32),
         bench("Adam", ol.adam, optim.Adam, dict(lr=1e-3), 8, 512),
@@ -99,7 +105,7 @@ def main():
         "# Adapter overhead (`optax_like.optim` step vs bare jitted functional step)",
         "",
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}), jax {jax.__version__}; "
-        f"median of {REPEATS} x {N} steps, microseconds per step. "
+        f"median of {REPEATS} x {N} steps (bare and adapter alternating), microseconds per step. "
         "Command: `.venv/bin/python benchmarks/adapter_overhead.py`.",
         "",
         "| optimizer | leaves | leaf shape | bare jitted step (us) | adapter step (us) | overhead (us) |",

@@ -30,7 +30,8 @@ traced step reproduces torch's float64 scalar math (`core.numerics.precise_scala
 entries (bools, None, ints listed as static) are compile-time constants: editing them
 recompiles once and rebuilds the group's state through the state_dict mapping. A class may
 mark a hyperparameter "structural when zero" (SGD's `momentum`: no buffer is allocated while
-it is 0); crossing zero recompiles once.
+it is 0; every class's `weight_decay`: no decay pass over the params while it is 0); crossing
+zero recompiles once.
 
 Non-finite gradients. By default a nan/inf gradient flows into params and state as in torch.
 `skip_nonfinite=True` (a keyword of every class, not in torch; the attribute may be toggled,
@@ -506,12 +507,15 @@ class Optimizer:
         # accepts what the functional optimizers accept, e.g. float32 grads for bf16 params).
         try:
             new = self._split(grads, "grads")
-            same = all(
-                g is None or p is None or isinstance(g, RowSparseGrad)  # checked by sparse_adam at the step
-                or (jnp.shape(g) == jnp.shape(p) and getattr(g, "dtype", None) == p.dtype)
-                for leaves, params in zip(new, self._opt_leaves) for g, p in zip(leaves, params)
-            )
-        except (ValueError, TypeError):
+            same = True
+            for leaves, params in zip(new, self._opt_leaves):
+                for g, p in zip(leaves, params):
+                    if g is None or p is None or isinstance(g, RowSparseGrad):  # sparse: checked at the step
+                        continue
+                    if g.shape != p.shape or g.dtype != p.dtype:
+                        same = False
+                        break
+        except (ValueError, TypeError, AttributeError):
             new, same = None, False
         if not same:
             check_same_structure(self.params, grads, "params", "grads")
@@ -875,6 +879,10 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     signature = inspect.signature(factory)
     names = [p.name for p in signature.parameters.values()]
     constants = dict(constants or {})
+    # weight_decay == 0 drops the decay block (no extra pass over the params); a traced zero
+    # would keep it. Crossing zero recompiles once.
+    structural_zero = tuple(structural_zero) + (
+        ("weight_decay",) if "weight_decay" in names and "weight_decay" not in tuple(structural_zero) else ())
     if constants:
         plain_factory = factory
 

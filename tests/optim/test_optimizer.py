@@ -240,6 +240,29 @@ def test_momentum_crossing_zero_matches_torch():
         assert_close(opt.params, tp, "float32", t + 1)
 
 
+@pytest.mark.parametrize("cls", ["Adam", "AdamW", "SGD"])
+def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
+    """weight_decay == 0 drops the decay pass from the compiled step; setting it later compiles
+    once more and then follows torch."""
+    params_np, grads_np = make_problem("float32", steps=6)
+    tp, topt = _torch_run(cls, dict(lr=0.1, weight_decay=0.0), params_np, None)
+    opt = getattr(optim, cls)([jnp.asarray(p) for p in params_np], lr=0.1, weight_decay=0.0)
+    traces = []
+    for t, grads in enumerate(grads_np):
+        if t == 3:
+            for o in (topt, opt):
+                o.param_groups[0]["weight_decay"] = 0.05
+        if t == 5:
+            opt.param_groups[0]["weight_decay"] = topt.param_groups[0]["weight_decay"] = 0.07
+        _feed(tp, grads)
+        topt.step()
+        opt.grad = [jnp.asarray(g) for g in grads]
+        opt.step()
+        traces.append(om.TRACE_COUNT[0])
+        assert_close(opt.params, tp, "float32", t + 1)
+    assert traces[2] == traces[0] and traces[3] == traces[2] + 1 and traces[5] == traces[3]
+
+
 def test_hooks_run_in_torch_order_and_remove():
     def record(log, name, fn=None):
         def hook(*args):
