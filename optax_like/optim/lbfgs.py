@@ -274,17 +274,3 @@ class LBFGS(Optimizer):
             else:
                 fields[name] = like
         return LBFGSState(**fields)
-
-    def state_dict(self) -> dict[str, Any]:
-        """torch's `{'state': {0: {...}}, 'param_groups': [...]}` with torch's types (copies)."""
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        copy_leaf = lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x
-        state = {pid: {k: (list(map(copy_leaf, v)) if isinstance(v, list) else copy_leaf(v)) for k, v in entry.items()}
-                 for pid, entry in self.state.items()}
-        state_dict = {"state": state, "param_groups": copy.deepcopy(self.param_groups)}
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
