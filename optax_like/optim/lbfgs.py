@@ -8,7 +8,6 @@ state under the first param) with torch's keys and list order.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Optional
 
 import jax
