@@ -248,6 +248,7 @@ def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
     tp, topt = _torch_run(cls, dict(lr=0.1, weight_decay=0.0), params_np, None)
     opt = getattr(optim, cls)([jnp.asarray(p) for p in params_np], lr=0.1, weight_decay=0.0)
     traces = []
+    assert "weight_decay" in opt._specs[0].zero_structural  # the decay block is compiled out
     for t, grads in enumerate(grads_np):
         if t == 3:
             for o in (topt, opt):
@@ -260,7 +261,10 @@ def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
         opt.step()
         traces.append(om.TRACE_COUNT[0])
         assert_close(opt.params, tp, "float32", t + 1)
-    assert traces[2] == traces[0] and traces[3] == traces[2] + 1 and traces[5] == traces[3]
+    assert "weight_decay" not in opt._specs[0].zero_structural
+    # At most one compilation when crossing zero (none if an identical step was compiled
+    # before in this process: jit's cache is global), none for edits on either side of it.
+    assert traces[2] == traces[0] and traces[3] - traces[2] <= 1 and traces[5] == traces[3]
 
 
 def test_hooks_run_in_torch_order_and_remove():
