@@ -4,8 +4,12 @@ Data: two interleaved spirals (generated here; nothing is downloaded). Model: a 
 in plain JAX. Optimizer: torch's Adam (or any optax_like optimizer, `--optimizer`), built from
 the functional core; its lr is injected so it can change between steps without recompiling.
 
-    python examples/train_mlp.py                  # writes examples/out/loss.png
+    python examples/train_mlp.py                  # writes examples/out/loss.png and checkpoint.olckpt
     python examples/train_mlp.py --optimizer sgd --lr 0.05 --steps 3000
+    python examples/train_mlp.py --resume --steps 500   # continue from examples/out/checkpoint.olckpt
+
+The checkpoint (params and optimizer state, `optax_like.checkpoint`: no pickle, checksummed)
+is restored into the structure of a fresh `tx.init(params)`.
 """
 
 from __future__ import annotations
@@ -74,13 +78,19 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    parser.add_argument("--resume", action="store_true", help="start from OUT/checkpoint.olckpt")
     args = parser.parse_args(argv)
+    checkpoint = os.path.join(args.out, "checkpoint.olckpt")
 
     x, y = spirals(4096)
     x_val, y_val = spirals(1024, seed=1)
     params = init_mlp(jax.random.key(0))
     tx = OPTIMIZERS[args.optimizer](args.lr)
     state = tx.init(params)
+    if args.resume:
+        restored = ol.checkpoint.load(checkpoint, like={"params": params, "opt_state": state})
+        params, state = restored["params"], restored["opt_state"]
+        print(f"resumed from {checkpoint}")
 
     def train_step(params, state, x, y):
         loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -111,6 +121,11 @@ def main(argv=None):
     print(f"done: {args.steps} steps in {elapsed:.1f} s; final loss {losses[-1]:.4f}; val accuracy {final_acc:.3f}")
 
     os.makedirs(args.out, exist_ok=True)
+    trained = {"params": params, "opt_state": state}
+    ol.checkpoint.save(checkpoint, trained)
+    again = ol.checkpoint.load(checkpoint, like=trained)
+    exact = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(trained)))
+    print(f"wrote {checkpoint} ({os.path.getsize(checkpoint) / 1024:.0f} KiB); reloaded bit-exact: {exact}")
     path = os.path.join(args.out, "loss.png")
     import matplotlib
 

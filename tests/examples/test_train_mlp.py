@@ -21,3 +21,13 @@ def test_main_job_trains_and_writes_the_loss_plot(tmp_path, optimizer, lr):
     accuracy = load().main(["--optimizer", optimizer, "--lr", str(lr), "--steps", "400", "--out", str(tmp_path)])
     assert accuracy > 0.9
     assert (tmp_path / "loss.png").stat().st_size > 10_000
+
+
+def test_main_job_checkpoint_round_trip_and_resume(tmp_path, capsys):
+    module = load()
+    module.main(["--steps", "200", "--out", str(tmp_path)])
+    assert "reloaded bit-exact: True" in capsys.readouterr().out
+    accuracy = module.main(["--resume", "--steps", "200", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "reloaded bit-exact: True" in out
+    assert accuracy > 0.9
