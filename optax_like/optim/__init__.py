@@ -7,8 +7,6 @@ optax_like/optim/optimizer.py and docs/adapter.md for the design. `LBFGS` is its
 (optax_like/optim/lbfgs.py): its step needs a closure and its state is global, as torch's.
 """
 
-import importlib
-
 from optax_like import optimizers as _optimizers
 from optax_like.optim.optimizer import (
     Optimizer,
@@ -46,19 +44,13 @@ __all__ = [
 ]
 
 for _name, (_factory_name, _options) in _TABLE.items():
-    _factory = getattr(_optimizers, _factory_name, None)
-    if _factory is not None:  # classes appear as their functional factories land
-        globals()[_name] = make_optimizer_class(_name, _factory, **_options)
-        __all__.append(_name)
+    globals()[_name] = make_optimizer_class(_name, getattr(_optimizers, _factory_name), **_options)
+    __all__.append(_name)
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 
 __all__.append("LBFGS")
 
-for _sub in ("lr_scheduler", "swa_utils"):
-    try:
-        globals()[_sub] = importlib.import_module(f"optax_like.optim.{_sub}")
-        __all__.append(_sub)
-    except ModuleNotFoundError as _e:
-        if _e.name != f"optax_like.optim.{_sub}":
-            raise
+from optax_like.optim import lr_scheduler, swa_utils  # noqa: E402
+
+__all__ += ["lr_scheduler", "swa_utils"]
