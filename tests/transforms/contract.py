@@ -23,3 +23,28 @@ def run(tx, params, steps, jit, skip_frozen=False):
         u, state = update(g, state, params)
         params = ol.apply_updates(params, u)
     return params, state
+
+
+def assert_skips_leaf_without_gradient(tx) -> None:
+    """torch's `grad is None` rule: 3 jitted steps with no gradient for PARAMS['frozen'] leave
+    that param, every params-shaped state buffer of it and its per-param scalars (step, ...)
+    exactly as initialised, while the other leaves step; its update is None."""
+    import numpy as np
+
+    from optax_like.core.tree import LeafScalars
+
+    initial = tx.init(PARAMS)
+    params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
+    np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
+    np.testing.assert_array_equal(state.step, [3, 3, 0])
+    frozen_index = list(PARAMS).index("frozen")
+    for field in state._fields:
+        leaf, start = getattr(state, field), getattr(initial, field)
+        if isinstance(leaf, dict) and leaf["frozen"] is not None:
+            np.testing.assert_array_equal(leaf["frozen"], start["frozen"], err_msg=field)
+        elif isinstance(leaf, LeafScalars):
+            np.testing.assert_array_equal(leaf[frozen_index], start[frozen_index], err_msg=field)
+    g = grads(0)
+    g["frozen"] = None
+    u, _ = tx.update(g, initial, PARAMS)
+    assert u["frozen"] is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
-from tests.transforms.contract import PARAMS, grads, run
+from tests.transforms.contract import PARAMS, assert_skips_leaf_without_gradient, run
 
 
 def test_sign_logic_and_clamping_by_hand():
@@ -33,19 +33,7 @@ def test_learning_rate_is_only_the_initial_step_size():
 
 
 def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
-    tx = ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2))
-    initial = tx.init(PARAMS)
-    params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
-    np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
-    np.testing.assert_array_equal(state.step, [3, 3, 0])
-    for field in state._fields:
-        leaf = getattr(state, field)
-        if isinstance(leaf, dict) and leaf["frozen"] is not None:
-            np.testing.assert_array_equal(leaf["frozen"], getattr(initial, field)["frozen"])
-    g = grads(0)
-    g["frozen"] = None
-    u, _ = tx.update(g, initial, PARAMS)
-    assert u["frozen"] is None
+    assert_skips_leaf_without_gradient(ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2)))
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
