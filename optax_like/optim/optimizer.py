@@ -241,6 +241,8 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
     return loss, new_leaves, new_states, skipped
 
 
+# `skipped` is None unless skip_nonfinite: a non-donated scalar passed straight through the step
+# made every step several times slower on CPU (measured: 26 -> 104 us for a 4-leaf SGD step).
 _jitted_step = jax.jit(_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
 
 
@@ -592,11 +594,13 @@ class Optimizer:
             self._grads = [(None,) * len(g) for g in self._grads]
         config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
                   tuple(self._specs), bool(self.skip_nonfinite))
-        loss, leaves, states, self._skipped = _jitted_step(
+        loss, leaves, states, skipped = _jitted_step(
             config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
-            tuple(self._grads), args, self._skipped,
+            tuple(self._grads), args, self._skipped if self.skip_nonfinite else None,
         )
         self._opt_leaves, self._states = list(leaves), list(states)
+        if skipped is not None:
+            self._skipped = skipped
         return loss
 
     @property
