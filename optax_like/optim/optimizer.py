@@ -206,6 +206,14 @@ def _assemble(root_def, positions, opt_leaves, frozen):
     return root_def.unflatten(flat)
 
 
+def _all_finite(grad) -> jax.Array:
+    if isinstance(grad, RowSparseGrad):
+        grad = grad.values
+    elif isinstance(grad, jsparse.JAXSparse):
+        grad = grad.data
+    return jnp.all(jnp.isfinite(grad))
+
+
 def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped):
     TRACE_COUNT[0] += 1
     closure, mode, root_def, positions, group_defs, specs, skip_nonfinite = config
@@ -218,25 +226,30 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
             return closure(trees[0] if mode == "tree" else trees, *args)
 
         loss, grads = jax.value_and_grad(loss_of)(opt_leaves)
-    new_leaves, new_states = [], []
-    for g, (spec, treedef) in enumerate(zip(specs, group_defs)):
-        tx, entries = spec.build(hypers[g])
-        params = treedef.unflatten(opt_leaves[g])
-        updates = treedef.unflatten(grads[g])
-        with numerics.precise_scalars(entries):
-            updates, state = tx.update(updates, states[g], params)
-        params = apply_updates(params, updates)
-        new_leaves.append(tuple(treedef.flatten_up_to(params)))
-        new_states.append(state)
-    new_leaves, new_states = tuple(new_leaves), tuple(new_states)
-    if skip_nonfinite:
+    def update(operands):
+        opt_leaves, states, grads = operands
+        new_leaves, new_states = [], []
+        for g, (spec, treedef) in enumerate(zip(specs, group_defs)):
+            tx, entries = spec.build(hypers[g])
+            params = treedef.unflatten(opt_leaves[g])
+            updates = treedef.unflatten(grads[g])
+            with numerics.precise_scalars(entries):
+                updates, state = tx.update(updates, states[g], params)
+            params = apply_updates(params, updates)
+            new_leaves.append(tuple(treedef.flatten_up_to(params)))
+            new_states.append(state)
+        return tuple(new_leaves), tuple(new_states)
+
+    operands = (tuple(opt_leaves), tuple(states), tuple(grads))
+    if not skip_nonfinite:
+        new_leaves, new_states = update(operands)
+    else:
         # One flag for the whole step (all groups), as torch.amp.GradScaler skips a step: params
-        # and state are kept bit-for-bit when any gradient has a nan or inf.
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for group in grads for g in group if g is not None]
+        # and state are kept bit-for-bit when any gradient has a nan or inf. A `cond`, not a
+        # select: a skipped step runs no update kernels, a taken one no extra pass.
+        finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
                                    or [jnp.asarray(True)]))
-        keep = lambda new, old: jnp.where(finite, new, old)
-        new_leaves = jax.tree.map(keep, new_leaves, tuple(opt_leaves))
-        new_states = jax.tree.map(keep, new_states, tuple(states))
+        new_leaves, new_states = jax.lax.cond(finite, update, lambda ops: (ops[0], ops[1]), operands)
         skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
     return loss, new_leaves, new_states, skipped
 

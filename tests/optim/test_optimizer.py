@@ -467,3 +467,32 @@ def test_model_mode_group_with_none_leaf_keeps_model_leaves():
     opt.step(lambda m: jnp.sum(m["a"]) + jnp.sum(m["b"]))
     np.testing.assert_allclose(np.asarray(opt.params["a"]), [0.5, 0.5])
     np.testing.assert_array_equal(np.asarray(opt.params["b"]), np.zeros(3))
+
+
+@pytest.mark.parametrize("name", [n for n in optim.__all__ if n[0].isupper() and n not in (
+    "Optimizer", "RemovableHandle", "LBFGS")])
+def test_skip_nonfinite_works_for_every_class(name):
+    import optax_like as ol
+
+    params = {"w": jnp.ones((3, 2)), "v": jnp.full((2, 2), 0.5)}
+    opt = getattr(optim, name)(jax.tree.map(jnp.copy, params), skip_nonfinite=True)
+
+    def grads(value):
+        g = {"w": jnp.full((3, 2), value), "v": jnp.full((2, 2), 0.25)}
+        if name == "SparseAdam":
+            return {k: ol.RowSparseGrad(jnp.arange(x.shape[0]), x) for k, x in g.items()}
+        return g
+
+    opt.backward(grads(0.5))
+    opt.step()
+    opt.zero_grad()
+    before = _snapshot(opt)
+    opt.backward(grads(jnp.nan))
+    opt.step()
+    opt.zero_grad()
+    jax.tree.map(np.testing.assert_array_equal, _snapshot(opt), before)
+    assert int(opt.skipped_steps) == 1
+    opt.backward(grads(0.5))
+    opt.step()
+    assert int(opt.skipped_steps) == 1
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(opt.params))
