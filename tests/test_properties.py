@@ -50,7 +50,7 @@ from jax.experimental import sparse as jsparse
 import optax_like as ol
 from optax_like import optim
 from optax_like.core.numerics import compute_dtype
-from optax_like.core.tree import is_none
+from optax_like.core.tree import LeafScalars, is_none
 
 # ---------------------------------------------------------------------------------------------
 # Settings.
@@ -317,9 +317,7 @@ def _leaves(tree) -> list:
     return jax.tree.leaves(tree, is_leaf=is_none)
 
 
-# Per-leaf scalars (torch's per-param `step`, `eta`, ...): a `LeafScalars` node where core.tree
-# has it, else a 1-D vector with one entry per non-None leaf.
-_LEAF_SCALARS = getattr(__import__("optax_like.core.tree", fromlist=["x"]), "LeafScalars", ())
+# Per-leaf scalars (torch's per-param `step`, `eta`, ...) are `core.tree.LeafScalars` nodes.
 
 
 def _params_shaped(state, params):
@@ -330,7 +328,7 @@ def _params_shaped(state, params):
     shaped, vectors = [], []
 
     def visit(node, name):
-        if isinstance(node, _LEAF_SCALARS):  # before the structure test: it is a pytree node
+        if isinstance(node, LeafScalars):  # before the structure test: it is a pytree node
             vectors.append((name, np.asarray(node)))
             return
         try:
@@ -348,7 +346,7 @@ def _params_shaped(state, params):
         elif isinstance(node, dict):
             for key, child in node.items():
                 visit(child, key)
-        elif isinstance(node, _LEAF_SCALARS) or (isinstance(node, jax.Array) and node.ndim == 1 and node.shape[0] == n):
+        elif isinstance(node, jax.Array) and node.ndim == 1 and node.shape[0] == n:
             vectors.append((name, np.asarray(node)))
 
     visit(state, None)

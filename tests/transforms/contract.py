@@ -2,8 +2,10 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import optax_like as ol
+from optax_like.core.tree import LeafScalars
 
 PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
 
@@ -28,23 +30,47 @@ def run(tx, params, steps, jit, skip_frozen=False):
 def assert_skips_leaf_without_gradient(tx) -> None:
     """torch's `grad is None` rule: 3 jitted steps with no gradient for PARAMS['frozen'] leave
     that param, every params-shaped state buffer of it and its per-param scalars (step, ...)
-    exactly as initialised, while the other leaves step; its update is None."""
-    import numpy as np
-
-    from optax_like.core.tree import LeafScalars
-
+    exactly as initialised, while the other leaves step; its update is None. Then, once it has
+    stepped, a missing gradient again leaves its (no longer initial) state unchanged."""
     initial = tx.init(PARAMS)
     params, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
     np.testing.assert_array_equal(params["frozen"], PARAMS["frozen"])
     np.testing.assert_array_equal(state.step, [3, 3, 0])
     frozen_index = list(PARAMS).index("frozen")
-    for field in state._fields:
-        leaf, start = getattr(state, field), getattr(initial, field)
-        if isinstance(leaf, dict) and leaf["frozen"] is not None:
-            np.testing.assert_array_equal(leaf["frozen"], start["frozen"], err_msg=field)
-        elif isinstance(leaf, LeafScalars):
-            np.testing.assert_array_equal(leaf[frozen_index], start[frozen_index], err_msg=field)
+
+    def assert_frozen_state_kept(new, old):
+        for field in new._fields:
+            leaf, start = getattr(new, field), getattr(old, field)
+            if isinstance(leaf, dict) and leaf["frozen"] is not None:
+                np.testing.assert_array_equal(leaf["frozen"], start["frozen"], err_msg=field)
+            elif isinstance(leaf, LeafScalars):
+                np.testing.assert_array_equal(leaf[frozen_index], start[frozen_index], err_msg=field)
+
+    assert_frozen_state_kept(state, initial)
     g = grads(0)
     g["frozen"] = None
     u, _ = tx.update(g, initial, PARAMS)
     assert u["frozen"] is None
+    # A leaf that has stepped keeps its (no longer initial) state when its gradient goes missing.
+    update = jax.jit(tx.update)
+    _, stepped = update(grads(5), state, params)
+    g = grads(6)
+    g["frozen"] = None
+    u, after = update(g, stepped, params)
+    assert u["frozen"] is None
+    np.testing.assert_array_equal(after.step, [5, 5, 1])
+    assert_frozen_state_kept(after, stepped)
+
+
+def assert_jit_equals_eager(tx, steps: int) -> None:
+    """`steps` updates of `tx` (with weight decay and maximize set by the caller) on a real and a
+    complex leaf give the same updates eagerly and under jit (rtol 1e-6); complex stays complex."""
+    params = [jnp.linspace(-1.0, 1.0, 5), jnp.asarray([1.0 + 2.0j, -0.5j])]
+    grads = [jnp.linspace(0.3, -0.2, 5), jnp.asarray([0.1 - 0.2j, 0.3 + 0.0j])]
+    s_eager = s_jit = tx.init(params)
+    for _ in range(steps):
+        u_eager, s_eager = tx.update(grads, s_eager, params)
+        u_jit, s_jit = jax.jit(tx.update)(grads, s_jit, params)
+        for a, b in zip(u_eager, u_jit):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+        assert u_jit[1].dtype == jnp.complex64

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
+from tests.transforms.contract import assert_jit_equals_eager, assert_skips_leaf_without_gradient
 from optax_like.core import numerics
 
 
@@ -36,17 +37,7 @@ def test_rho_t_is_accurate_in_float32(beta2):
 
 
 def test_leaf_without_gradient_is_skipped_with_state_untouched():
-    tx = ol.scale_by_radam()
-    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
-    state = tx.init(params)
-    update = jax.jit(tx.update)
-    _, state = update({"a": jnp.ones(2), "b": jnp.full(3, 2.0)}, state)
-    before = state
-    u, state = update({"a": jnp.ones(2), "b": None}, state)
-    assert u["b"] is None
-    np.testing.assert_array_equal(state.step, [2, 1])
-    np.testing.assert_array_equal(state.exp_avg["b"], before.exp_avg["b"])
-    np.testing.assert_array_equal(state.exp_avg_sq["b"], before.exp_avg_sq["b"])
+    assert_skips_leaf_without_gradient(ol.scale_by_radam())
 
 
 def test_bfloat16_params_keep_their_dtype():
@@ -63,13 +54,4 @@ def test_bfloat16_params_keep_their_dtype():
 
 
 def test_jit_equals_eager():
-    tx = ol.radam(lr=0.1, weight_decay=0.1, maximize=True)
-    params = [jnp.linspace(-1.0, 1.0, 5), jnp.asarray([1.0 + 2.0j, -0.5j])]
-    grads = [jnp.linspace(0.3, -0.2, 5), jnp.asarray([0.1 - 0.2j, 0.3 + 0.0j])]
-    s_eager = s_jit = tx.init(params)
-    for _ in range(7):
-        u_eager, s_eager = tx.update(grads, s_eager, params)
-        u_jit, s_jit = jax.jit(tx.update)(grads, s_jit, params)
-        for a, b in zip(u_eager, u_jit):
-            np.testing.assert_allclose(a, b, rtol=1e-6)
-        assert u_jit[1].dtype == jnp.complex64
+    assert_jit_equals_eager(ol.radam(lr=0.1, weight_decay=0.1, maximize=True), steps=7)
