@@ -395,7 +395,24 @@ def _check_member_schedulers(owner: str, schedulers, optimizer) -> None:
             )
 
 
-class SequentialLR(LRScheduler):
+class _SchedulerOfSchedulers(LRScheduler):
+    """torch's state_dict of SequentialLR / ChainedScheduler: own attributes plus one entry per
+    member scheduler under `_schedulers`."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state_dict = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        state_dict["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state_dict
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        _schedulers = state_dict.pop("_schedulers")
+        self.__dict__.update(state_dict)
+        state_dict["_schedulers"] = _schedulers
+        for idx, s in enumerate(_schedulers):
+            self._schedulers[idx].load_state_dict(s)
+
+
+class SequentialLR(_SchedulerOfSchedulers):
     """Runs `schedulers[i]` from `milestones[i-1]` on (torch.optim.lr_scheduler.SequentialLR)."""
 
     def __init__(self, optimizer, schedulers: list, milestones: list, last_epoch: int = -1) -> None:
@@ -431,18 +448,6 @@ class SequentialLR(LRScheduler):
         else:
             scheduler.step()
         self._last_lr = scheduler.get_last_lr()
-
-    def state_dict(self) -> dict[str, Any]:
-        state_dict = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state_dict["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state_dict
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        _schedulers = state_dict.pop("_schedulers")
-        self.__dict__.update(state_dict)
-        state_dict["_schedulers"] = _schedulers
-        for idx, s in enumerate(_schedulers):
-            self._schedulers[idx].load_state_dict(s)
 
 
 class PolynomialLR(LRScheduler):
@@ -499,7 +504,7 @@ class CosineAnnealingLR(LRScheduler):
         return [_cosine.cosine_value(HOST, self.last_epoch, base_lr, self.eta_min, self.T_max) for base_lr in self.base_lrs]
 
 
-class ChainedScheduler(LRScheduler):
+class ChainedScheduler(_SchedulerOfSchedulers):
     """Steps every scheduler in turn (torch.optim.lr_scheduler.ChainedScheduler)."""
 
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer=None) -> None:
@@ -515,18 +520,6 @@ class ChainedScheduler(LRScheduler):
         for scheduler in self._schedulers:
             scheduler.step()
         self._last_lr = _param_groups_val_list(self._schedulers[-1].optimizer, "lr")
-
-    def state_dict(self) -> dict[str, Any]:
-        state_dict = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
-        state_dict["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return state_dict
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        _schedulers = state_dict.pop("_schedulers")
-        self.__dict__.update(state_dict)
-        state_dict["_schedulers"] = _schedulers
-        for idx, s in enumerate(_schedulers):
-            self._schedulers[idx].load_state_dict(s)
 
 
 class ReduceLROnPlateau(LRScheduler):
