@@ -40,8 +40,9 @@ bit-for-bit and count it in `optimizer.skipped_steps` (a device int32: no host s
 like `torch.amp.GradScaler`'s skipped steps or the functional `apply_if_finite`.
 
 State. `state_dict()` has torch's layout and keys: the functional state's NamedTuple field
-names are torch's keys; per-leaf int32 `step` vectors become per-param `step` scalars; internal
-counters (`count`, `schedule_count`) are not exported and are rebuilt on load. Param ids are
+names are torch's keys; per-leaf scalars (`core.tree.LeafScalars`: `step`, ...) become
+per-param scalars (`step` as float32, as torch); internal counters (`count`, `schedule_count`)
+are not exported and are rebuilt on load. Param ids are
 the leaves of the groups' trees in `jax.tree.leaves` order, numbered across groups as torch
 does. `param_groups[i]['params']` holds these ids; `optimizer.state[id]` is that param's
 state dict.
@@ -65,8 +66,8 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import apply_updates
-from optax_like.transforms.sparse_adam import RowSparseGrad
 from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, path_str
+from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
     "Optimizer",
@@ -596,7 +597,7 @@ class Optimizer:
                 per_param = self._export_group(g)
                 params = self._group_defs[g].unflatten(self._opt_leaves[g])
                 fresh = self._init_state(spec, params, group)
-                self._states[g] = _placed_like(self._import_group(g, fresh, per_param), fresh)
+                self._states[g] = self._import_group(g, fresh, per_param)
                 self._specs[g] = spec
 
     def _step(self, closure=None, *args, **kwargs):
@@ -640,7 +641,7 @@ class Optimizer:
         def visit(node):
             if isinstance(node, tuple) and hasattr(node, "_fields"):
                 fields = dict(zip(node._fields, node))
-                counters = {k: v for k, v in fields.items() if _is_counter(v, n, treedef, k)}
+                counters = {k: v for k, v in fields.items() if _is_counter(v, n)}
                 started = None
                 ints = [v for v in counters.values() if np.issubdtype(v.dtype, np.integer)]
                 if ints and not (self._state_from_construction or every_param):
@@ -675,7 +676,8 @@ class Optimizer:
         return out
 
     def _import_group(self, g: int, fresh, per_param: list[dict]):
-        """`fresh` (an init state) with torch-style per-param entries written in (pure)."""
+        """`fresh` (an init state) with torch-style per-param entries written in (pure), each
+        leaf placed like `fresh`'s (which follows the params' shardings)."""
         n = len(per_param)
         treedef = self._group_defs[g]
         present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
@@ -685,15 +687,15 @@ class Optimizer:
         def rebuild(node):
             if isinstance(node, tuple) and hasattr(node, "_fields"):
                 fields = dict(zip(node._fields, node))
-                shaped = [k for k, v in fields.items() if not _is_counter(v, n, treedef, k) and _is_params_shaped(v, treedef)
+                shaped = [k for k, v in fields.items() if not _is_counter(v, n) and _is_params_shaped(v, treedef)
                           and k not in _INTERNAL_FIELDS]
                 new = {}
                 for name, value in fields.items():
-                    if _is_counter(value, n, treedef, name) and not np.issubdtype(value.dtype, np.integer):
+                    if _is_counter(value, n) and not np.issubdtype(value.dtype, np.integer):
                         new[name] = LeafScalars(
                             jnp.array(np.asarray(d[name]).reshape(()), value.dtype, copy=True) if name in d else value[i]
                             for i, d in enumerate(per_param))
-                    elif _is_counter(value, n, treedef, name):
+                    elif _is_counter(value, n):
                         vec = []
                         for i, d in enumerate(per_param):
                             has = any(k in d for k in shaped)
@@ -724,7 +726,7 @@ class Optimizer:
                 return type(node)({k: rebuild(c) for k, c in node.items()})
             return node
 
-        return rebuild(fresh)
+        return _placed_like(rebuild(fresh), fresh)
 
     def _check_state_keys(self, g: int, fresh, per_param: list[dict]) -> None:
         expected = self._expected_state_keys(g, fresh)
@@ -798,7 +800,7 @@ class Optimizer:
             fresh = self._init_state(spec, params, group)
             per_param = [{k: v for k, v in by_id.get(pid, {}).items() if v is not None} for pid in group["params"]]
             self._check_state_keys(g, fresh, per_param)
-            new_states.append(_placed_like(self._import_group(g, fresh, per_param), fresh))
+            new_states.append(self._import_group(g, fresh, per_param))
         # Commit.
         self.param_groups[:] = new_groups
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
@@ -835,10 +837,9 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _is_counter(value, n, treedef, name=None) -> bool:
+def _is_counter(value, n) -> bool:
     """Per-param scalars (torch's `step`, `mu_product`, ...): a `LeafScalars` node with one 0-d
     array per param of the group (see `core.tree`), never a params tree."""
-    del treedef, name
     return isinstance(value, LeafScalars) and len(value) == n
 
 
