@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
+from optax_like.optimizers.adam import check_betas
 from optax_like.transforms.combine import chain
 from optax_like.transforms.scaling import scale_by_learning_rate
 from optax_like.transforms.sparse_adam import (
@@ -46,9 +47,7 @@ def sparse_adam(
     """
     v.check(lr, "lr", _positive, "Invalid learning rate: {}")
     v.check(eps, "eps", _positive, "Invalid epsilon value: {}")
-    v.check_pair(betas, "betas", "(beta1, beta2)")
-    v.check(betas[0], "betas[0]", v.in_unit_interval, "Invalid beta parameter at index 0: {}")
-    v.check(betas[1], "betas[1]", v.in_unit_interval, "Invalid beta parameter at index 1: {}")
+    check_betas(betas)
     inner = chain(
         scale_by_sparse_adam(betas[0], betas[1], eps, maximize),
         scale_by_learning_rate(lr),
