@@ -33,10 +33,8 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
     tx, entries = spec.build(hypers[0])
 
     def value_fn(params):
-        if mode == "model":
-            leaves = (tuple(treedef.flatten_up_to(params)),)
-            return closure(_base._assemble(root_def, positions, leaves, frozen), *args)
-        return closure(params if mode == "tree" else [params], *args)
+        leaves = (tuple(treedef.flatten_up_to(params)),)
+        return closure(_base._user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args)
 
     params = treedef.unflatten(opt_leaves[0])
     with numerics.precise_scalars(entries):

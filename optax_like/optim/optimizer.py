@@ -207,6 +207,15 @@ def _assemble(root_def, positions, opt_leaves, frozen):
     return root_def.unflatten(flat)
 
 
+def _user_tree(mode, root_def, positions, group_defs, per_group_leaves, frozen):
+    """Per-group leaves in the user's structure: the params tree (mode "tree"), the list of
+    group trees ("groups"), or the whole model with `frozen` leaves elsewhere ("model")."""
+    if mode == "model":
+        return _assemble(root_def, positions, per_group_leaves, frozen)
+    trees = [d.unflatten(l) for d, l in zip(group_defs, per_group_leaves)]
+    return trees[0] if mode == "tree" else trees
+
+
 def _all_finite(grad) -> jax.Array:
     if isinstance(grad, RowSparseGrad):
         grad = grad.values
@@ -221,10 +230,7 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
     loss = None
     if closure is not None:
         def loss_of(leaves):
-            if mode == "model":
-                return closure(_assemble(root_def, positions, leaves, frozen), *args)
-            trees = [d.unflatten(l) for d, l in zip(group_defs, leaves)]
-            return closure(trees[0] if mode == "tree" else trees, *args)
+            return closure(_user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args)
 
         loss, grads = jax.value_and_grad(loss_of)(opt_leaves)
     def update(operands):
@@ -468,10 +474,7 @@ class Optimizer:
     @property
     def params(self) -> Any:
         """Current params in the user's structure (valid until the next step: copy to keep)."""
-        if self._mode == "model":
-            return _assemble(self._root_def, self._positions, self._opt_leaves, self._frozen)
-        trees = [d.unflatten(l) for d, l in zip(self._group_defs, self._opt_leaves)]
-        return trees[0] if self._mode == "tree" else trees
+        return _user_tree(self._mode, self._root_def, self._positions, self._group_defs, self._opt_leaves, self._frozen)
 
     @params.setter
     def params(self, value: Any) -> None:
@@ -503,15 +506,8 @@ class Optimizer:
     @property
     def grad(self) -> Any:
         """Pending (accumulated) gradients in the params' structure; None = no gradient."""
-        if self._mode == "model":
-            flat = [None] * len(self._frozen)
-            for pos, leaves in zip(self._positions, self._grads):
-                for p, leaf in zip(pos, leaves):
-                    if p >= 0:
-                        flat[p] = leaf
-            return self._root_def.unflatten(flat)
-        trees = [d.unflatten(l) for d, l in zip(self._group_defs, self._grads)]
-        return trees[0] if self._mode == "tree" else trees
+        return _user_tree(self._mode, self._root_def, self._positions, self._group_defs, self._grads,
+                          [None] * len(self._frozen))
 
     @grad.setter
     def grad(self, value: Any) -> None:
