@@ -654,6 +654,10 @@ def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) ->
 # ---------------------------------------------------------------------------------------------
 
 
+def _is_state_dict(sd: Any) -> bool:
+    return isinstance(sd, dict) and isinstance(sd.get("state"), dict) and isinstance(sd.get("param_groups"), list)
+
+
 def save_state_dict(path: str | os.PathLike, optimizer_or_state_dict: Any) -> None:
     """Saves an `optax_like.optim` optimizer's `state_dict()` (or a state dict itself).
 
@@ -663,7 +667,7 @@ def save_state_dict(path: str | os.PathLike, optimizer_or_state_dict: Any) -> No
     sd = optimizer_or_state_dict
     if callable(getattr(sd, "state_dict", None)):
         sd = sd.state_dict()
-    if not (isinstance(sd, dict) and isinstance(sd.get("state"), dict) and isinstance(sd.get("param_groups"), list)):
+    if not _is_state_dict(sd):
         raise TypeError(
             "save_state_dict expects an optimizer or a state dict {'state': {...}, 'param_groups': [...]}, "
             f"got {type(sd).__name__}."
@@ -676,6 +680,6 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     'param_groups': [...]}`, ready for `optimizer.load_state_dict` (which leaves the optimizer
     unchanged if it rejects it)."""
     sd = load(path)
-    if not (isinstance(sd, dict) and isinstance(sd.get("state"), dict) and isinstance(sd.get("param_groups"), list)):
+    if not _is_state_dict(sd):
         raise CheckpointError(f"checkpoint {os.fspath(path)} does not hold an optimizer state dict.")
     return sd
