@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import optax_like as ol
 import optax_like.optim as optim
 from optax_like.optim import optimizer as om
 from tests.parity.harness import TOLERANCE, assert_close, make_problem
@@ -472,8 +473,6 @@ def test_model_mode_group_with_none_leaf_keeps_model_leaves():
 @pytest.mark.parametrize("name", [n for n in optim.__all__ if n[0].isupper() and n not in (
     "Optimizer", "RemovableHandle", "LBFGS")])
 def test_skip_nonfinite_works_for_every_class(name):
-    import optax_like as ol
-
     params = {"w": jnp.ones((3, 2)), "v": jnp.full((2, 2), 0.5)}
     opt = getattr(optim, name)(jax.tree.map(jnp.copy, params), skip_nonfinite=True)
 
