@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 
 import optax_like as ol
@@ -118,3 +119,19 @@ def assert_converges_on_least_squares(tx: ol.GradientTransformation, steps: int 
     for _ in range(steps):
         w, state = step(w, state)
     assert float(loss(w)) < start / 1000, (start, float(loss(w)))
+
+
+def split_torch_ours(kwargs: dict) -> tuple[dict, dict]:
+    """kwargs whose values may be `(torch value, our value)` pairs -> (torch kwargs, our kwargs)."""
+    torch_kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    our_kwargs = {k: (v[1] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    return torch_kwargs, our_kwargs
+
+
+def assert_rejects_like_torch(torch_cls, factory, message: str, torch_kwargs: dict, our_kwargs: dict | None = None):
+    """torch's constructor and our factory raise a ValueError with the same text, `message`."""
+    with pytest.raises(ValueError) as torch_error:
+        torch_cls([torch.zeros(1, requires_grad=True)], **torch_kwargs)
+    with pytest.raises(ValueError) as ours:
+        factory(**(torch_kwargs if our_kwargs is None else our_kwargs))
+    assert str(ours.value) == str(torch_error.value) == message

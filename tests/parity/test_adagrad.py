@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import run_parity
+from tests.parity.harness import assert_rejects_like_torch, run_parity, split_torch_ours
 
 # torch's optim_inputs_func_adagrad, plus combinations of every option.
 CONFIGS = [
@@ -56,13 +56,7 @@ def test_adagrad_injected_hyperparams_match_torch(x64):
     ],
 )
 def test_adagrad_rejects_what_torch_rejects(kwargs, message):
-    torch_kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    our_kwargs = {k: (v[1] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.Adagrad([torch.zeros(1, requires_grad=True)], **torch_kwargs)
-    with pytest.raises(ValueError) as ours:
-        ol.adagrad(**our_kwargs)
-    assert str(ours.value) == str(torch_error.value) == message
+    assert_rejects_like_torch(torch.optim.Adagrad, ol.adagrad, message, *split_torch_ours(kwargs))
 
 
 def least_squares_loss_ratio(tx, steps):

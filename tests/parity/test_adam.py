@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import run_parity
+from tests.parity.harness import assert_rejects_like_torch, run_parity
 
 CONFIGS = [
     dict(),
@@ -41,8 +41,4 @@ def test_adam_complex_params_match_torch(config, x64):
     ],
 )
 def test_adam_rejects_what_torch_rejects(kwargs, message):
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.Adam([torch.zeros(1, requires_grad=True)], **kwargs)
-    with pytest.raises(ValueError) as ours:
-        ol.adam(**kwargs)
-    assert str(ours.value) == str(torch_error.value) == message
+    assert_rejects_like_torch(torch.optim.Adam, ol.adam, message, kwargs)

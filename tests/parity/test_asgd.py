@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import TOLERANCE, assert_close, run_parity
+from tests.parity.harness import assert_close, assert_rejects_like_torch, run_parity, split_torch_ours
 
 # torch's optim_inputs_func_asgd, plus combinations (small t0 so the averaging is exercised).
 # float32: XLA:CPU contracts `p * (1 - lambd*eta) - eta * g` into one FMA inside its fusion
@@ -75,13 +75,7 @@ def test_asgd_injected_hyperparams_match_torch(x64):
     ],
 )
 def test_asgd_rejects_what_torch_rejects(kwargs, message):
-    torch_kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    our_kwargs = {k: (v[1] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.ASGD([torch.zeros(1, requires_grad=True)], **torch_kwargs)
-    with pytest.raises(ValueError) as ours:
-        ol.asgd(**our_kwargs)
-    assert str(ours.value) == str(torch_error.value) == message
+    assert_rejects_like_torch(torch.optim.ASGD, ol.asgd, message, *split_torch_ours(kwargs))
 
 
 def test_asgd_averaged_params_needs_one_asgd_state():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import run_parity
+from tests.parity.harness import assert_rejects_like_torch, run_parity
 
 # torch's optim_inputs_func_rprop, plus configs where the clamps bind. Random gradients change
 # sign every other step, so the sign-change (gradient zeroed) path runs throughout.
@@ -58,11 +58,7 @@ def test_rprop_injected_hyperparams_match_torch(x64):
 def test_rprop_rejects_what_torch_rejects(kwargs, message):
     torch_kwargs = {k: (v[0] if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], torch.Tensor) else v) for k, v in kwargs.items()}
     our_kwargs = {k: (v[1] if isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], torch.Tensor) else v) for k, v in kwargs.items()}
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.Rprop([torch.zeros(1, requires_grad=True)], **torch_kwargs)
-    with pytest.raises(ValueError) as ours:
-        ol.rprop(**our_kwargs)
-    assert str(ours.value) == str(torch_error.value) == message
+    assert_rejects_like_torch(torch.optim.Rprop, ol.rprop, message, torch_kwargs, our_kwargs)
 
 
 def test_rprop_rejects_malformed_pairs():

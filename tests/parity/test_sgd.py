@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import run_parity
+from tests.parity.harness import assert_rejects_like_torch, run_parity
 
 CONFIGS = [
     dict(lr=0.1),
@@ -40,8 +40,4 @@ def test_sgd_complex_params_match_torch(x64):
     ],
 )
 def test_sgd_rejects_what_torch_rejects(kwargs, message):
-    with pytest.raises(ValueError) as torch_error:
-        torch.optim.SGD([torch.zeros(1, requires_grad=True)], **kwargs)
-    with pytest.raises(ValueError) as ours:
-        ol.sgd(**kwargs)
-    assert str(ours.value) == str(torch_error.value) == message
+    assert_rejects_like_torch(torch.optim.SGD, ol.sgd, message, kwargs)
