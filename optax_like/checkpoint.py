@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_like.core.tree import LeafScalars
+
 __all__ = [
     "CheckpointError",
     "FORMAT_VERSION",
@@ -536,6 +538,24 @@ def _namedtuple_paths(tree: Any, path: str, out: dict) -> None:
         _namedtuple_paths(child, path + str(key), out)
 
 
+def _match_leaf_scalars_form(like: Any, saved: dict) -> Any:
+    """The template with each `core.tree.LeafScalars` node in the form the checkpoint stored it:
+    shared (one scalar for every leaf, as `init` makes it) or per leaf (as after steps where some
+    leaves had no gradient). Either form of the same state loads into the other's template."""
+    def match(key_path, node):
+        if not isinstance(node, LeafScalars) or len(node) < 2:
+            return node
+        base = jax.tree_util.keystr(key_path)
+        stored = sum(1 for i in range(len(node)) if f"{base}[{i}]" in saved)
+        if node.is_shared and stored == len(node):
+            return LeafScalars(node.values)
+        if not node.is_shared and stored == 1:
+            return LeafScalars.shared(node[0], len(node))
+        return node
+
+    return jax.tree_util.tree_map_with_path(match, like, is_leaf=lambda x: isinstance(x, LeafScalars))
+
+
 def _place(arr: np.ndarray, sharding: Any) -> jax.Array:
     out = jax.device_put(arr, sharding) if sharding is not None else jnp.asarray(arr)
     if out.dtype != arr.dtype:
@@ -585,6 +605,7 @@ def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) ->
 
     saved, saved_types = {}, {}
     decoder.flat(header["tree"], "", saved, saved_types)
+    like = _match_leaf_scalars_form(like, saved)
     template, treedef = jax.tree_util.tree_flatten_with_path(like, is_leaf=lambda x: x is None)
     template_paths = [jax.tree_util.keystr(p) for p, _ in template]
     missing = [p for p in template_paths if p not in saved]
@@ -609,7 +630,7 @@ def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) ->
         sharding_leaves = [shardings] * len(template)
     else:
         try:
-            sharding_leaves = treedef.flatten_up_to(shardings)
+            sharding_leaves = treedef.flatten_up_to(_match_leaf_scalars_form(shardings, saved))
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"load: shardings do not have the template's structure: {e}") from e
 

@@ -130,6 +130,30 @@ def test_restored_state_continues_identically(name, tmp_path):
     assert_bit_equal(step(grads, restored, params), step(grads, state, params))
 
 
+@pytest.mark.parametrize("name", ["adam", "nadam"])
+def test_per_leaf_and_shared_counters_load_into_either_template(name, tmp_path):
+    """Per-param steps are stored shared while equal and per leaf once a step skipped a param
+    (core.tree.LeafScalars): a checkpoint of either form loads into the other's template."""
+    tx = OPTIMIZERS[name]()
+    params, draw = _params("float32")
+    step = jax.jit(tx.update)
+    full = lambda: {"w": draw((3, 4)), "b": draw((4,)), "frozen": None}
+    shared = tx.init(params)
+    for _ in range(2):
+        _, shared = step(full(), shared, params)
+    _, split = step({"w": draw((3, 4)), "b": None, "frozen": None}, shared, params)
+    assert jax.tree.structure(split) != jax.tree.structure(shared)
+    single = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    for state, template in ((split, shared), (shared, ol.per_leaf_scalars(shared))):
+        ck.save(tmp_path / "state.ckpt", state)
+        for like in (template, jax.eval_shape(lambda: template)):
+            restored = ck.load(tmp_path / "state.ckpt", like=like,
+                               shardings=jax.tree.map(lambda _: single, template))
+            assert jax.tree.structure(restored) == jax.tree.structure(state)
+            grads = full()
+            assert_bit_equal(step(grads, restored, params), step(grads, state, params))
+
+
 def test_bit_exact_special_values_and_python_leaves(tmp_path):
     f32_nan_payload = np.array([0x7FC00123, 0xFFA00001, 0x7F800001], np.uint32).view(np.float32)
     tree = {

@@ -15,11 +15,13 @@ from optax_like.core.base import (
     stateless,
     with_extra_args_support,
 )
+from optax_like.core.tree import LeafScalars, per_leaf_scalars
 
 __all__ = [
     "EmptyState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
+    "LeafScalars",
     "Numeric",
     "OptState",
     "Params",
@@ -28,6 +30,7 @@ __all__ = [
     "Updates",
     "apply_updates",
     "identity",
+    "per_leaf_scalars",
     "stateless",
     "with_extra_args_support",
 ]

@@ -149,65 +149,114 @@ def global_norm_sq(tree: Any) -> jax.Array:
 # torch skips a parameter whose `.grad` is None: no update, state untouched, its `step` not
 # incremented. Here a `None` update leaf means the same thing. Scalars that torch keeps per
 # parameter (`state[p]['step']`, NAdam's `mu_product`, ASGD's `eta`/`mu`) are stored as a
-# `LeafScalars` node: one 0-d array per non-None leaf. Not one vector: XLA:CPU compiles one
-# kernel per *distinct* fusion and reuses it for identical ones, and a leaf kernel reading
-# `step[i]` (a slice at a different offset per leaf) makes every leaf's kernel distinct, so a
-# many-leaf tree compiled 4-10x slower than optax (BENCHMARKS.md). With one 0-d counter per leaf
-# the kernels of same-shape leaves are identical.
+# `LeafScalars` node, in one of two forms:
+#
+# - shared: ONE 0-d array standing for every leaf, while all leaves hold the same value. This is
+#   the form `init` creates and the form an update keeps as long as every leaf has a gradient
+#   (the common case: torch's per-param steps are then all equal). The step's scalar work
+#   (counter increment, bias corrections) is done once for the whole tree, as optax does with
+#   its single count: per-leaf scalar kernels cost a few microseconds each on XLA:CPU, and a
+#   35-leaf Adam step ran 1.05-1.4x optax's time and compiled 1.4-1.8x longer with one counter
+#   per leaf (BENCHMARKS.md, "Shared step counters").
+# - per leaf: one 0-d array per non-None leaf, once the values differ: after an update where
+#   some leaves had no gradient, or after loading a torch state dict with unequal steps. Not
+#   one vector: XLA:CPU compiles one kernel per *distinct* fusion and reuses it for identical
+#   ones, and a leaf kernel reading `step[i]` (a slice at a different offset per leaf) would
+#   make every leaf's kernel distinct.
+#
+# The form is pytree structure (aux data), so the first update that splits a shared node
+# changes the state's structure: `jax.jit` retraces once. Loops that need a fixed carry
+# structure (`lax.scan`, `fori_loop`) over steps where some leaves get no gradient should start
+# from `per_leaf_scalars(state)`.
 # ---------------------------------------------------------------------------------------------
 
 
 @jax.tree_util.register_pytree_with_keys_class
 class LeafScalars:
-    """Per-parameter scalars of an optimizer state: one 0-d array per non-None params leaf, in
-    the params' flattening order (torch's per-param `state['step']` and friends).
+    """Per-parameter scalars of an optimizer state, one per non-None params leaf in the params'
+    flattening order (torch's per-param `state['step']` and friends).
 
-    A registered pytree node (its children are the scalars: checkpoints, `jax.tree.map`,
-    donation and sharding see ordinary array leaves), recognisable by type (the adapter maps it
-    to torch's per-param entries, `grouped` treats it as per-member state). It reads like the
-    vector it replaces: `len`, `counts[i]` (the i-th scalar), iteration, and `np.asarray(counts)`
-    / `.tolist()` give the values as a vector (stacked on the last axis: `(k, n)` for a state
-    batched over k stacked members by `grouped`).
+    Stored either shared (one 0-d array for all `n` leaves while they are equal; see
+    `LeafScalars.shared`) or per leaf (one 0-d array each). A registered pytree node (its
+    children are the stored arrays: checkpoints, `jax.tree.map`, donation and sharding see
+    ordinary array leaves), recognisable by type (the adapter maps it to torch's per-param
+    entries, `grouped` treats it as per-member state). It reads like a vector of `n` values in
+    either form: `len`, `counts[i]` (the i-th leaf's scalar), iteration, and `np.asarray(counts)`
+    / `.tolist()` (stacked on the last axis: `(k, n)` for a state batched over k stacked members
+    by `grouped`).
     """
 
-    __slots__ = ("values",)
+    __slots__ = ("_arrays", "_shared_n")
 
     def __init__(self, values):
-        self.values = tuple(values)
+        self._arrays = tuple(values)
+        self._shared_n = None
+
+    @classmethod
+    def shared(cls, value, n: int) -> "LeafScalars":
+        """One scalar `value` standing for `n` leaves (per leaf, i.e. empty, when n == 0)."""
+        if n == 0:
+            return cls(())
+        out = cls.__new__(cls)
+        out._arrays = (value,)
+        out._shared_n = int(n)
+        return out
+
+    @property
+    def is_shared(self) -> bool:
+        return self._shared_n is not None
+
+    @property
+    def values(self) -> tuple:
+        """The n per-leaf scalars (the shared one repeated n times)."""
+        if self._shared_n is None:
+            return self._arrays
+        return self._arrays * self._shared_n
 
     def tree_flatten_with_keys(self):
-        return tuple((jax.tree_util.SequenceKey(i), v) for i, v in enumerate(self.values)), None
+        return tuple((jax.tree_util.SequenceKey(i), v) for i, v in enumerate(self._arrays)), self._shared_n
 
     def tree_flatten(self):
-        return self.values, None
+        return self._arrays, self._shared_n
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        del aux
-        return cls(children)
+        if aux is None:
+            return cls(children)
+        (value,) = children
+        return cls.shared(value, aux)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self._arrays) if self._shared_n is None else self._shared_n
 
     def __iter__(self):
         return iter(self.values)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return LeafScalars(self.values[index])
-        return self.values[index]
+            if self._shared_n is None:
+                return LeafScalars(self._arrays[index])
+            return LeafScalars.shared(self._arrays[0], len(range(*index.indices(self._shared_n))))
+        if self._shared_n is None:
+            return self._arrays[index]
+        if not -self._shared_n <= index < self._shared_n:
+            raise IndexError(f"LeafScalars index {index} out of range for {self._shared_n} leaves")
+        return self._arrays[0]
 
     @property
     def dtype(self):
         """The scalars' dtype (they share one; None when there are no leaves)."""
-        return jnp.result_type(*self.values) if self.values else None
+        return jnp.result_type(*self._arrays) if self._arrays else None
 
     def map(self, fn: Callable, *others: "LeafScalars") -> "LeafScalars":
-        """`fn` applied to each scalar (and the matching scalars of `others`)."""
-        return LeafScalars(fn(*xs) for xs in zip(self.values, *others))
+        """`fn` applied to each scalar (and the matching scalars of `others`): once when every
+        operand is shared (the result is shared), else once per leaf."""
+        if self.is_shared and all(o.is_shared and len(o) == len(self) for o in others):
+            return LeafScalars.shared(fn(self._arrays[0], *(o._arrays[0] for o in others)), len(self))
+        return LeafScalars(fn(*xs) for xs in zip(self.values, *(o.values for o in others)))
 
     def __array__(self, dtype=None, copy=None):
-        if not self.values:
+        if not self._arrays:
             out = np.zeros((0,), np.int32)
         else:
             out = np.stack([np.asarray(v) for v in self.values], axis=-1)
@@ -217,11 +266,25 @@ class LeafScalars:
         return np.asarray(self).tolist()
 
     def __repr__(self) -> str:
-        return f"LeafScalars({list(self.values)!r})"
+        if self.is_shared:
+            return f"LeafScalars.shared({self._arrays[0]!r}, n={self._shared_n})"
+        return f"LeafScalars({list(self._arrays)!r})"
 
 
 def is_leaf_scalars(x: Any) -> bool:
     return isinstance(x, LeafScalars)
+
+
+def per_leaf_scalars(tree: Any) -> Any:
+    """`tree` (an optimizer state) with every shared `LeafScalars` node split into one scalar per
+    leaf (fresh copies): the structure an update produces when some leaves get no gradient. Use
+    it on the initial state of a `lax.scan`/`fori_loop` whose steps leave some gradients None."""
+    def split(node):
+        if isinstance(node, LeafScalars) and node.is_shared:
+            return LeafScalars(jnp.array(v, copy=True) for v in node.values)
+        return node
+
+    return jax.tree.map(split, tree, is_leaf=is_leaf_scalars)
 
 
 def num_leaves(tree: Any) -> int:
@@ -230,14 +293,14 @@ def num_leaves(tree: Any) -> int:
 
 
 def leaf_scalars(params: Any, value, dtype) -> LeafScalars:
-    """One 0-d `dtype` array holding `value` per non-None leaf of `params` (fresh buffers)."""
-    # copy=True: `jnp.full` may hand back `value` itself when it is already a 0-d array of
+    """`value` as a 0-d `dtype` array shared by every non-None leaf of `params` (a fresh buffer)."""
+    # copy=True: `jnp.array` may hand back `value` itself when it is already a 0-d array of
     # `dtype`, and state leaves sharing one buffer cannot be donated.
-    return LeafScalars(jnp.array(value, dtype=dtype, copy=True).reshape(()) for _ in range(num_leaves(params)))
+    return LeafScalars.shared(jnp.array(value, dtype=dtype, copy=True).reshape(()), num_leaves(params))
 
 
 def init_counts(params: Any) -> LeafScalars:
-    """A zero per-leaf step counter for `params` (one 0-d int32 per non-None leaf)."""
+    """A zero per-leaf step counter for `params` (shared int32 zero)."""
     return leaf_scalars(params, 0, jnp.int32)
 
 
@@ -265,8 +328,13 @@ def increment_counts(counts: LeafScalars, updates: Any, reference: Any) -> LeafS
 
 
 def select_present(new: LeafScalars, old: LeafScalars, updates: Any, reference: Any) -> LeafScalars:
-    """Per leaf: `new`'s scalar where `updates` has a gradient, else `old`'s (a static choice)."""
+    """Per leaf: `new`'s scalar where `updates` has a gradient, else `old`'s (a static choice).
+    Shared when every leaf takes the same side and that side is shared."""
     mask = present_mask(updates, reference)
+    if all(mask):
+        return new
+    if not any(mask):
+        return old
     return LeafScalars(n if keep else o for n, o, keep in zip(new.values, old.values, mask))
 
 

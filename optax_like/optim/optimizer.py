@@ -140,6 +140,12 @@ def _is_group_list(params: Any) -> bool:
     )
 
 
+# torch's kernel switches: the factories accept and ignore them (one XLA computation either
+# way), so they are not part of the compiled step's key: loading a torch state dict (whose
+# groups say `foreach: False` where ours say None) or editing them does not recompile.
+_KERNEL_SWITCHES = frozenset({"foreach", "fused", "capturable", "differentiable"})
+
+
 def _hashable(x: Any) -> Any:
     if isinstance(x, list):
         return tuple(_hashable(v) for v in x)
@@ -448,7 +454,8 @@ class Optimizer:
 
     def _spec(self, group) -> _GroupSpec:
         static = tuple(
-            (k, _hashable(group[k])) for k in self.defaults if k not in self._hyper_names
+            (k, _hashable(group[k])) for k in self.defaults
+            if k not in self._hyper_names and k not in _KERNEL_SWITCHES
         )
         layout = tuple(
             (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0) for k in self._hyper_names
@@ -688,9 +695,9 @@ class Optimizer:
                 new = {}
                 for name, value in fields.items():
                     if _is_counter(value, n) and not np.issubdtype(value.dtype, np.integer):
-                        new[name] = LeafScalars(
-                            jnp.array(np.asarray(d[name]).reshape(()), value.dtype, copy=True) if name in d else value[i]
-                            for i, d in enumerate(per_param))
+                        new[name] = _leaf_scalars_from(
+                            [np.asarray(d[name]).reshape(()) if name in d else np.asarray(value[i])
+                             for i, d in enumerate(per_param)], value.dtype)
                     elif _is_counter(value, n):
                         vec = []
                         for i, d in enumerate(per_param):
@@ -701,7 +708,7 @@ class Optimizer:
                                 vec.append(steps[i] if has or not shaped else 0)
                             else:
                                 vec.append(1 if has else 0)
-                        new[name] = LeafScalars(jnp.asarray(c, value.dtype) for c in vec)
+                        new[name] = _leaf_scalars_from(vec, value.dtype)
                     elif name in shaped:
                         leaves = list(treedef.flatten_up_to(value))
                         for i, leaf_index in enumerate(present):
@@ -839,15 +846,30 @@ def _is_counter(value, n) -> bool:
     return isinstance(value, LeafScalars) and len(value) == n
 
 
+def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
+    """Per-param host values as a `LeafScalars` node: shared when they are all equal (the form
+    a fresh state has, so loading equal steps keeps the step's compiled program), else one
+    fresh 0-d array per param."""
+    arrays = [np.asarray(v).astype(dtype).reshape(()) for v in values]
+    if arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
+        return LeafScalars.shared(jnp.array(arrays[0], copy=True), len(arrays))
+    return LeafScalars(jnp.array(a, copy=True) for a in arrays)
+
+
 def _placed_like(state, fresh):
     """`state` with each array leaf on the devices/sharding of `fresh`'s leaf (an init state,
-    which follows the params' shardings): loaded buffers land where the step expects them."""
+    which follows the params' shardings): loaded buffers land where the step expects them.
+    A loaded per-param `LeafScalars` node may be split where `fresh`'s is shared: each of its
+    scalars goes where the shared one is."""
     def place(x, ref):
+        if isinstance(x, LeafScalars):
+            refs = jax.tree.leaves(ref)
+            return jax.tree.map(lambda a: place(a, refs[0]), x) if refs else x
         if isinstance(x, jax.Array) and isinstance(ref, jax.Array) and x.sharding != ref.sharding:
             return jax.device_put(x, ref.sharding)
         return x
 
-    return jax.tree.map(place, state, fresh)
+    return jax.tree.map(place, state, fresh, is_leaf=lambda x: isinstance(x, LeafScalars))
 
 
 def _is_params_shaped(value, treedef) -> bool:

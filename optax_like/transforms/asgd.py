@@ -93,7 +93,7 @@ def scale_by_asgd(
         lam = numerics.resolve(lambd, state.schedule_count)
         a = numerics.resolve(alpha, state.schedule_count)
         start = numerics.resolve(t0, state.schedule_count)
-        per_leaf = list(zip(state.eta, state.mu))
+        per_leaf = state.eta.map(lambda eta, mu: (eta, mu), state.mu)
 
         def leaf(g, ax, p, eta_mu):
             eta, mu = eta_mu
@@ -117,13 +117,10 @@ def scale_by_asgd(
 
         steps = increment_counts(state.step, updates, state.ax)
         wide = _wide_dtype(ETA_MU_DTYPE)
-        new_eta, new_mu = [], []
-        for t in steps:  # per leaf (one 0-d array each, see `core.tree.LeafScalars`)
-            eta_t, mu_t = _eta_mu(t.astype(wide), lr, lam, a, start, wide)
-            new_eta.append(eta_t)
-            new_mu.append(mu_t)
-        eta = select_present(LeafScalars(new_eta), state.eta, updates, state.ax)
-        mu = select_present(LeafScalars(new_mu), state.mu, updates, state.ax)
+        # Once for a shared step count, else per leaf (see `core.tree.LeafScalars`).
+        eta_mu = steps.map(lambda t: _eta_mu(t.astype(wide), lr, lam, a, start, wide))
+        eta = select_present(eta_mu.map(lambda pair: pair[0]), state.eta, updates, state.ax)
+        mu = select_present(eta_mu.map(lambda pair: pair[1]), state.mu, updates, state.ax)
         return new_updates, ScaleByASGDState(
             eta, mu, ax, steps, numerics.safe_increment(state.schedule_count)
         )

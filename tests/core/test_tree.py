@@ -1,5 +1,7 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from optax_like.core import tree
 
@@ -91,3 +93,106 @@ def test_same_shape_leaves_compile_to_identical_kernels():
 
     for tx in (ol.adam(1e-3), ol.sgd(1e-3, momentum=0.9), ol.nadam(1e-3)):
         assert _distinct_fusions(tx, 2) == _distinct_fusions(tx, 6)
+
+
+def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not():
+    ref = {"a": jnp.zeros(2), "b": jnp.zeros(3), "c": jnp.zeros(1), "frozen": None}
+    counts = tree.init_counts(ref)
+    assert counts.is_shared and len(counts) == 3 and len(jax.tree.leaves(counts)) == 1
+    full = {"a": jnp.ones(2), "b": jnp.ones(3), "c": jnp.ones(1), "frozen": None}
+    once = tree.increment_counts(counts, full, ref)
+    assert once.is_shared and once.tolist() == [1, 1, 1]
+    none = {"a": None, "b": None, "c": None, "frozen": None}
+    assert tree.increment_counts(once, none, ref) is once
+    partial = {"a": jnp.ones(2), "b": None, "c": jnp.ones(1), "frozen": None}
+    split = tree.increment_counts(once, partial, ref)
+    assert not split.is_shared and split.tolist() == [2, 1, 2]
+    assert len(jax.tree.leaves(split)) == 3
+    # once split, a full step keeps the per-leaf form and counts each leaf on
+    assert tree.increment_counts(split, full, ref).tolist() == [3, 2, 3]
+    # map: shared when every operand is shared, else per leaf
+    assert once.map(lambda x, y: x + y, once).is_shared
+    mixed = once.map(lambda x, y: x + y, split)
+    assert not mixed.is_shared and mixed.tolist() == [3, 2, 3]
+    # reads like a vector of n values in both forms
+    assert [int(x) for x in once] == [1, 1, 1] and int(once[-1]) == 1 and once[1:].tolist() == [1, 1]
+    with pytest.raises(IndexError):
+        once[3]
+    # pytree: the form is structure; jit keeps it
+    assert jax.tree.structure(once) != jax.tree.structure(split)
+    assert jax.jit(lambda c: c)(once).is_shared
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(once)[0]]
+    assert paths == ["[0]"]
+
+
+def test_per_leaf_scalars_splits_every_shared_node_into_fresh_buffers():
+    import optax_like as ol
+
+    params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    state = ol.nadam(1e-3).init(params)
+    split = ol.per_leaf_scalars(state)
+    nodes = [n for n in jax.tree.leaves(split, is_leaf=tree.is_leaf_scalars) if isinstance(n, tree.LeafScalars)]
+    assert len(nodes) == 2 and not any(n.is_shared for n in nodes)
+    buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(split)]
+    assert len(set(buffers)) == len(buffers)  # donatable: no two state leaves share a buffer
+    for a, b in zip(jax.tree.leaves(jax.tree.map(np.asarray, state, is_leaf=tree.is_leaf_scalars)),
+                    jax.tree.leaves(jax.tree.map(np.asarray, split, is_leaf=tree.is_leaf_scalars))):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adam", "nadam", "asgd", "sgd"])
+def test_scan_over_steps_with_a_missing_gradient_starts_from_per_leaf_scalars(name):
+    """A `lax.scan` carry must keep its structure: steps leaving a gradient None split the shared
+    counters, so such a loop starts from `per_leaf_scalars(init)`; it then matches eager steps."""
+    import optax_like as ol
+
+    tx = {"adam": ol.adam(1e-2), "nadam": ol.nadam(1e-2), "asgd": ol.asgd(1e-2),
+          "sgd": ol.sgd(1e-2, momentum=0.9)}[name]
+    params = {"a": jnp.ones(3), "b": jnp.full(2, 2.0)}
+
+    def step(carry, g):
+        p, s = carry
+        u, s = tx.update({"a": g, "b": None}, s, p)
+        return (ol.apply_updates(p, u), s), None
+
+    grads = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
+    (p_scan, s_scan), _ = jax.lax.scan(step, (params, ol.per_leaf_scalars(tx.init(params))), grads)
+    p, s = params, tx.init(params)
+    for g in grads:
+        (p, s), _ = step((p, s), g)
+    for a, b in zip(jax.tree.leaves((p_scan, s_scan)), jax.tree.leaves((p, s))):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    with pytest.raises(TypeError, match="carry"):
+        jax.lax.scan(step, (params, tx.init(params)), grads)
+
+
+def _scalar_ops(tx, n_leaves: int) -> int:
+    """Instructions producing a 0-d value in the compiled step's entry computation (kernels for
+    counters, bias corrections, ...; parameters and the output tuple excluded)."""
+    import re
+
+    import optax_like as ol
+
+    params = [jax.ShapeDtypeStruct((16,), jnp.float32) for _ in range(n_leaves)]
+    state = jax.eval_shape(tx.init, params)
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return ol.apply_updates(p, u), s
+
+    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    entry = text[text.index("\nENTRY"):]
+    return len(re.findall(r"^\s+%\S+ = [a-z0-9]+\[\]\S* (?!parameter\()", entry, re.M))
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "nadam", "radam", "asgd", "adagrad"])
+def test_scalar_work_is_done_once_not_per_leaf(name):
+    """torch keeps a step per param; while every param steps they are equal and stored shared,
+    so the step's scalar kernels (counter increment, bias corrections, NAdam's mu products,
+    ASGD's eta/mu, Adagrad's lr decay) do not grow with the leaf count (optax's cost profile;
+    BENCHMARKS.md "Shared step counters")."""
+    import optax_like as ol
+
+    tx = {"adam": ol.adam(1e-3), "sgd": ol.sgd(1e-3, momentum=0.9), "nadam": ol.nadam(1e-3),
+          "radam": ol.radam(1e-3), "asgd": ol.asgd(1e-3), "adagrad": ol.adagrad(1e-2, lr_decay=1e-3)}[name]
+    assert _scalar_ops(tx, 2) == _scalar_ops(tx, 8) > 0

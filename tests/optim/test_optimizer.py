@@ -495,3 +495,50 @@ def test_skip_nonfinite_works_for_every_class(name):
     opt.step()
     assert int(opt.skipped_steps) == 1
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(opt.params))
+
+
+def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torch():
+    """Per-param steps stay in the shared form while equal (core.tree.LeafScalars): loading a
+    torch state whose steps are all equal reuses the compiled step; unequal steps (a param
+    skipped a step) use the per-param form, compiled once, and follow torch."""
+    om._jitted_step.clear_cache()  # count this test's compiles only (other tests share shapes)
+    params_np, grads_np = make_problem("float32", steps=8)
+    tp, topt = _torch_run("Adam", dict(lr=0.1), params_np, None)
+    for grads in grads_np[:3]:
+        _feed(tp, grads)
+        topt.step()
+    opt = optim.Adam([jnp.asarray(p.detach().numpy()) for p in tp], lr=0.1)
+    opt.load_state_dict(topt.state_dict())
+    traces = None
+    for grads in grads_np[3:5]:
+        _feed(tp, grads)
+        topt.step()
+        opt.grad = [jnp.asarray(g) for g in grads]
+        opt.step()
+        if traces is None:
+            traces = om.TRACE_COUNT[0]
+            opt.load_state_dict(topt.state_dict())  # the same values again: no recompile
+    assert om.TRACE_COUNT[0] == traces
+    assert_close(opt.params, tp, "float32", 5)
+    # Both skip the first param once: its step lags, the steps split into the per-param form.
+    skip = [None, *grads_np[5][1:]]
+    _feed(tp, skip)
+    topt.step()
+    opt.grad = [None if g is None else jnp.asarray(g) for g in skip]
+    opt.step()
+    assert om.TRACE_COUNT[0] == traces + 1
+    assert [int(s["step"]) for s in opt.state_dict()["state"].values()] == [5, 6, 6]
+    # A fresh optimizer (shared form) loads torch's unequal steps and follows torch.
+    fresh = optim.Adam([jnp.asarray(p.detach().numpy()) for p in tp], lr=0.1)
+    fresh.load_state_dict(topt.state_dict())
+    for grads in grads_np[6:]:
+        _feed(tp, grads)
+        topt.step()
+        for o in (opt, fresh):
+            o.grad = [jnp.asarray(g) for g in grads]
+            o.step()
+    # one more compile: full gradients with the per-param form (`fresh` reuses it)
+    assert om.TRACE_COUNT[0] == traces + 2
+    for o in (opt, fresh):
+        assert_close(o.params, tp, "float32", 8)
+        assert [int(s["step"]) for s in o.state_dict()["state"].values()] == [7, 8, 8]
