@@ -103,19 +103,22 @@ def _precise(x: Any):
 
 
 def one_minus(x: Any, dtype) -> jax.Array:
-    """`1 - x` as torch computes it: in float64 for host scalars, then cast to `dtype`."""
+    """`1 - x` as torch computes it: in float64 for host scalars, then cast to `dtype`.
+
+    For a host scalar the result is a 0-d NumPy array (a constant, not a traced value: code
+    that branches on it, like `lerp`, decides while tracing)."""
     precise = _precise(x)
     if precise is not None:
         return precise[0].astype(dtype)
     if is_host_scalar(x):
-        return jnp.asarray(1.0 - np.float64(x), dtype=dtype)
+        return np.asarray(1.0 - np.float64(x), dtype=dtype)
     return (1 - jnp.asarray(x)).astype(dtype)
 
 
 def scalar(x: Any, dtype) -> jax.Array:
-    """`x` cast to `dtype` (host scalars are rounded once, from float64)."""
+    """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
     if is_host_scalar(x):
-        return jnp.asarray(np.float64(x), dtype=dtype)
+        return np.asarray(np.float64(x), dtype=dtype)
     return jnp.asarray(x).astype(dtype)
 
 
@@ -193,6 +196,10 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         else:          end - (end - start) * (1 - weight)
     """
     diff = end - start
+    if not isinstance(weight, jax.core.Tracer):  # a known weight: pick the branch when tracing
+        if abs(float(np.asarray(weight))) < 0.5:
+            return start + weight * diff
+        return end - diff * (1 - weight)
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
 
 

@@ -54,6 +54,16 @@ def scale_by_adam(
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
+        corrections = {}  # (step, dtype) -> bias corrections: once per step value, not per leaf
+
+        def bias_corrections(t, dtype):
+            key = (id(t), dtype)
+            if key not in corrections:
+                corrections[key] = (
+                    numerics.bias_correction(beta1, t, dtype),
+                    jnp.sqrt(numerics.bias_correction(beta2, t, dtype)),
+                )
+            return corrections[key]
 
         def leaf(g, m, v, vmax, t):
             like = m
@@ -72,8 +82,7 @@ def scale_by_adam(
                 second = vmax
             else:
                 second = v
-            bc1 = numerics.bias_correction(beta1, t, dtype)
-            bc2_sqrt = jnp.sqrt(numerics.bias_correction(beta2, t, dtype))
+            bc1, bc2_sqrt = bias_corrections(t, dtype)
             denom = jnp.sqrt(second) / bc2_sqrt + numerics.scalar(epsilon, dtype)
             u = (m / bc1) / denom
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
