@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +120,24 @@ def scalar(x: Any, dtype) -> jax.Array:
     if is_host_scalar(x):
         return np.asarray(np.float64(x), dtype=dtype)
     return jnp.asarray(x).astype(dtype)
+
+
+def once_per_step(fn: Callable) -> Callable:
+    """`fn(t, *keys)` traced once per distinct step array `t` (by identity) and hashable `keys`
+    (a dtype, ...). Make one inside each `update`: while the per-parameter steps are stored
+    shared (`core.tree.LeafScalars`) every leaf passes the same `t`, so scalar work such as bias
+    corrections is traced once, not once per leaf (XLA would merge the copies, but tracing and
+    compiling them costs time on trees of many leaves)."""
+    memo: dict = {}
+
+    def cached(t, *keys):
+        key = (id(t), *keys)
+        hit = memo.get(key)
+        if hit is None or hit[0] is not t:
+            hit = memo[key] = (t, fn(t, *keys))  # `t` kept alive: its id is not reused meanwhile
+        return hit[1]
+
+    return cached
 
 
 def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:

@@ -78,18 +78,21 @@ def scale_by_adagrad(
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
 
+        @numerics.once_per_step
+        def decayed_lr(t, wide):
+            """torch's `clr = lr / (1 + (step - 1) * lr_decay)`."""
+            denom = 1 + (t.astype(wide) - 1) * numerics.scalar(decay, wide)
+            if numerics.is_host_scalar(lr):
+                return numerics.scalar(lr, wide) / denom
+            # torch keeps a Tensor lr a tensor: `lr / denom` is computed in lr's dtype.
+            lr_dtype = _array_dtype(lr)
+            return jnp.asarray(lr).astype(lr_dtype) / denom.astype(lr_dtype)
+
         def leaf(g, acc, t):
             like = acc
             dtype = numerics.compute_dtype(numerics.real_view(acc).dtype)
             g, acc = (numerics.real_view(x).astype(dtype) for x in (g, acc))
-            wide = _wide_dtype(dtype)
-            denom = 1 + (t.astype(wide) - 1) * numerics.scalar(decay, wide)
-            if numerics.is_host_scalar(lr):
-                clr = numerics.scalar(lr, wide) / denom
-            else:
-                # torch keeps a Tensor lr a tensor: `lr / denom` is computed in lr's dtype.
-                lr_dtype = _array_dtype(lr)
-                clr = jnp.asarray(lr).astype(lr_dtype) / denom.astype(lr_dtype)
+            clr = decayed_lr(t, _wide_dtype(dtype))
             acc = acc + g * g
             std = jnp.sqrt(acc) + numerics.scalar(epsilon, dtype)
             u = ((-clr).astype(dtype) * g) / std

@@ -55,6 +55,7 @@ def scale_by_adamax(
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
+        bias_correction1 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta1, t, dtype))
 
         def leaf(g, m, u, t):
             like = m
@@ -62,7 +63,7 @@ def scale_by_adamax(
             g, m, u = (numerics.real_view(x).astype(dtype) for x in (g, m, u))
             m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
             u = jnp.maximum(u * numerics.scalar(beta2, dtype), jnp.abs(g) + numerics.scalar(epsilon, dtype))
-            bc1 = numerics.bias_correction(beta1, t, dtype)
+            bc1 = bias_correction1(t, dtype)
             out = (m / bc1) / u
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
             return numerics.complex_view(out, like), store(m), store(u)

@@ -54,16 +54,8 @@ def scale_by_adam(
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
-        corrections = {}  # (step, dtype) -> bias corrections: once per step value, not per leaf
-
-        def bias_corrections(t, dtype):
-            key = (id(t), dtype)
-            if key not in corrections:
-                corrections[key] = (
-                    numerics.bias_correction(beta1, t, dtype),
-                    jnp.sqrt(numerics.bias_correction(beta2, t, dtype)),
-                )
-            return corrections[key]
+        bias_corrections = numerics.once_per_step(lambda t, dtype: (
+            numerics.bias_correction(beta1, t, dtype), jnp.sqrt(numerics.bias_correction(beta2, t, dtype))))
 
         def leaf(g, m, v, vmax, t):
             like = m

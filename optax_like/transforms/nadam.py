@@ -98,6 +98,8 @@ def scale_by_nadam(
 
         per_leaf = steps.map(coefficients, product, mu, mu_next)
 
+        bias_correction2 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta2, t, dtype))
+
         def leaf(g, m, v, scalars):
             t, coef_grad, coef_avg = scalars
             like = m
@@ -105,7 +107,7 @@ def scale_by_nadam(
             g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
             m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
             v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
-            bc2 = numerics.bias_correction(beta2, t, dtype)
+            bc2 = bias_correction2(t, dtype)
             denom = jnp.sqrt(v / bc2) + numerics.scalar(epsilon, dtype)
             out = (coef_grad.astype(dtype) * g) / denom + (coef_avg.astype(dtype) * m) / denom
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)

@@ -65,6 +65,7 @@ def scale_by_radam(
         steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
+        @numerics.once_per_step
         def scalars(t):
             """The leaf's rectification terms for its step `t` (host-style float math, in `wide`)."""
             rho_inf, rho_t = numerics.radam_rho(beta2, t, wide)
@@ -82,6 +83,8 @@ def scale_by_radam(
             bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(beta2, t, wide)), jnp.shape(t))
             return rectified, rect, bc2_sqrt
 
+        bias_correction1 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta1, t, dtype))
+
         def leaf(g, m, v, t):
             rectified, rect, bc2_sqrt = scalars(t)
             like = m
@@ -89,7 +92,7 @@ def scale_by_radam(
             g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
             m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
             v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
-            corrected = m / numerics.bias_correction(beta1, t, dtype)
+            corrected = m / bias_correction1(t, dtype)
             adaptive = bc2_sqrt.astype(dtype) / (jnp.sqrt(v) + numerics.scalar(epsilon, dtype))
             out = jnp.where(rectified, corrected * adaptive * rect.astype(dtype), corrected)
             store = lambda x: numerics.complex_view(x, like).astype(like.dtype)

@@ -203,6 +203,11 @@ def scale_by_sparse_adam(
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
 
+        @numerics.once_per_step
+        def correction(t, wide):
+            """sqrt(1 - beta2^t) / (1 - beta1^t), in `wide` (torch's step_size factor)."""
+            return jnp.sqrt(numerics.bias_correction(beta2, t, wide)) / numerics.bias_correction(beta1, t, wide)
+
         def leaf(g, m, v, t):
             shape = tuple(m.shape)
             indices, values, k = _coo_parts(g, shape)
@@ -221,9 +226,7 @@ def scale_by_sparse_adam(
             new_m = old_m + (g_rows - old_m) * numerics.one_minus(beta1, dtype)
             new_v = old_v + (g_rows * g_rows - old_v) * numerics.one_minus(beta2, dtype)
             wide = jnp.promote_types(dtype, numerics.float_dtype())
-            bc1 = numerics.bias_correction(beta1, t, wide)
-            bc2 = numerics.bias_correction(beta2, t, wide)
-            factor = (jnp.sqrt(bc2) / bc1).astype(dtype)
+            factor = correction(t, wide).astype(dtype)
             u_rows = (new_m / (jnp.sqrt(new_v) + numerics.scalar(epsilon, dtype))) * factor
             u = jnp.zeros((num_rows, *dense), dtype).at[rows].set(u_rows, mode="drop")
             m2 = m2.at[rows].set(new_m.astype(m.dtype), mode="drop")
