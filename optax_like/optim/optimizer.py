@@ -55,6 +55,7 @@ import functools
 import inspect
 import itertools
 import math
+import operator
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
@@ -342,6 +343,11 @@ class Optimizer:
             if name not in self._static and (_is_number(value) or (
                 isinstance(value, tuple) and value and all(_is_number(x) for x in value)))
         )
+        # Reads every group's hyperparameters, then its compile-time options, as one tuple (per
+        # step: a C-level getter instead of a generator over names).
+        names = self._hyper_names + tuple(k for k in defaults if k not in self._hyper_names)
+        self._group_values = operator.itemgetter(*names) if len(names) > 1 else (
+            lambda group, _names=names: tuple(group[k] for k in _names))
         self.param_groups: list[dict[str, Any]] = []
         self._group_defs: list = []  # treedef of each group's tree
         self._positions: list[tuple[int, ...]] = []  # root flat positions of each group's leaves
@@ -524,14 +530,22 @@ class Optimizer:
         # Fast path (every step): structure, shapes and dtypes equal to the params'. Anything
         # else goes through core.tree's check, which names the offending leaf path (and
         # accepts what the functional optimizers accept, e.g. float32 grads for bf16 params).
+        # Reads each jax.Array's `aval` (an attribute; `.shape`/`.dtype` are properties that cost
+        # twice as much, and this runs for every leaf at every step).
         try:
             new = self._split(grads, "grads")
-            same = True
+            same, stray = True, False
             for leaves, params in zip(new, self._opt_leaves):
                 for g, p in zip(leaves, params):
-                    if g is None or p is None or isinstance(g, RowSparseGrad):  # sparse: checked at the step
+                    if g is None or isinstance(g, RowSparseGrad):  # sparse: checked at the step
                         continue
-                    if g.shape != p.shape or g.dtype != p.dtype:
+                    if p is None:
+                        stray = True  # a gradient for a leaf that is not optimized: dropped
+                        continue
+                    ga = getattr(g, "aval", None)
+                    ga = g if ga is None else ga
+                    pa = p.aval
+                    if ga.shape != pa.shape or ga.dtype != pa.dtype:
                         same = False
                         break
         except (ValueError, TypeError, AttributeError):
@@ -540,6 +554,9 @@ class Optimizer:
             check_same_structure(self.params, grads, "params", "grads")
             if new is None:
                 new = self._split(grads, "grads")
+            stray = True
+        if not stray:
+            return new
         return [tuple(None if p is None else g for g, p in zip(l, ps)) for l, ps in zip(new, self._opt_leaves)]
 
     def backward(self, grads: Any) -> None:
@@ -564,6 +581,9 @@ class Optimizer:
         Runs the global and own step pre hooks (which may replace args/kwargs), the step, then
         the own and global post hooks, in torch's order.
         """
+        if not (_global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks or _global_optimizer_post_hooks):
+            return self._step(closure, *args, **kwargs)
         args = (closure, *args)
         for pre_hook in itertools.chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
             result = pre_hook(self, args, kwargs)
@@ -580,16 +600,15 @@ class Optimizer:
         return out
 
     def _hypers(self):
-        values = tuple(tuple(g[k] for k in self._hyper_names) for g in self.param_groups)
-        statics = tuple(tuple(g[k] for k in self.defaults if k not in self._hyper_names) for g in self.param_groups)
+        values = [self._group_values(g) for g in self.param_groups]
         cache = self._hyper_cache
-        if cache is not None and cache[0] == values and cache[1] == statics:
-            return cache[2]
+        if cache is not None and cache[0] == values:
+            return cache[1]
         self._refresh_specs()
         hypers = jnp.asarray(
             np.stack([self._hyper_array(g) for g in self.param_groups]), numerics.float_dtype()
         )
-        self._hyper_cache = (copy.deepcopy(values), copy.deepcopy(statics), hypers)
+        self._hyper_cache = (copy.deepcopy(values), hypers)
         return hypers
 
     def _refresh_specs(self) -> None:
