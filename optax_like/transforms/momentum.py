@@ -43,12 +43,15 @@ def trace(
         mu = numerics.resolve(momentum, state.schedule_count)
         damp = numerics.resolve(dampening, state.schedule_count)
 
+        first_step = numerics.once_per_step(lambda count: count == 0)
+        undamped = numerics.is_host_scalar(damp) and damp == 0  # (1 - 0) * g is g: not traced
+
         def leaf(g, buf, count):
             dtype = numerics.compute_dtype(g.dtype)
             g = g.astype(dtype)
             mu_c = numerics.scalar(mu, dtype)
-            running = buf.astype(dtype) * mu_c + numerics.one_minus(damp, dtype) * g
-            new_buf = jnp.where(count == 0, g, running)
+            running = buf.astype(dtype) * mu_c + (g if undamped else numerics.one_minus(damp, dtype) * g)
+            new_buf = jax.lax.select(jnp.broadcast_to(first_step(count), g.shape), g, running)
             if dtype == buf.dtype:
                 # Speed only (values unchanged): materialise the new buffer once (written in
                 # place) for the update to read, instead of recomputing it in the params' kernel.

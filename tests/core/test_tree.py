@@ -60,13 +60,8 @@ def test_zeros_like_keeps_dtype_and_none():
     assert z["a"].dtype == jnp.bfloat16 and z["n"] is None
 
 
-def _distinct_fusions(tx, n_leaves: int) -> int:
-    """Structurally distinct fused computations in the compiled (XLA:CPU) jitted, donated step
-    over `n_leaves` same-shape leaves (names and metadata stripped)."""
-    import re
-
-    import jax
-
+def _compiled_step_text(tx, n_leaves: int) -> str:
+    """The compiled (XLA:CPU) HLO of the jitted, donated step over `n_leaves` same-shape leaves."""
     import optax_like as ol
 
     params = [jax.ShapeDtypeStruct((16,), jnp.float32) for _ in range(n_leaves)]
@@ -76,7 +71,14 @@ def _distinct_fusions(tx, n_leaves: int) -> int:
         u, s = tx.update(g, s, p)
         return ol.apply_updates(p, u), s
 
-    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+
+
+def _distinct_fusions(tx, n_leaves: int) -> int:
+    """Structurally distinct fused computations in the compiled step (names and metadata stripped)."""
+    import re
+
+    text = _compiled_step_text(tx, n_leaves)
     bodies = set()
     for block in re.findall(r"^%fused\S* \(.*?^}", text, re.M | re.S):
         body = re.sub(r", metadata=\{[^}]*\}", "", block.split("\n", 1)[1])
@@ -171,16 +173,7 @@ def _scalar_ops(tx, n_leaves: int) -> int:
     counters, bias corrections, ...; parameters and the output tuple excluded)."""
     import re
 
-    import optax_like as ol
-
-    params = [jax.ShapeDtypeStruct((16,), jnp.float32) for _ in range(n_leaves)]
-    state = jax.eval_shape(tx.init, params)
-
-    def step(p, s, g):
-        u, s = tx.update(g, s, p)
-        return ol.apply_updates(p, u), s
-
-    text = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, params).compile().as_text()
+    text = _compiled_step_text(tx, n_leaves)
     entry = text[text.index("\nENTRY"):]
     return len(re.findall(r"^\s+%\S+ = [a-z0-9]+\[\]\S* (?!parameter\()", entry, re.M))
 
