@@ -352,6 +352,7 @@ class Optimizer:
         self._group_defs: list = []  # treedef of each group's tree
         self._positions: list[tuple[int, ...]] = []  # root flat positions of each group's leaves
         self._opt_leaves: list[tuple] = []  # current optimized leaves, per group
+        self._avals: list[tuple] | None = None  # their (shape, dtype), see _leaf_avals
         self._states: list = []  # functional state, per group
         self._specs: list[_GroupSpec] = []
         self._grads: list[tuple] = []  # pending gradients per group (None = no gradient)
@@ -421,6 +422,7 @@ class Optimizer:
         self._group_defs.append(treedef)
         self._positions.append(positions)
         self._opt_leaves.append(opt_leaves)
+        self._avals = None
         self._states.append(state)
         self._specs.append(spec)
         self._grads.append((None,) * len(leaves))
@@ -497,6 +499,7 @@ class Optimizer:
             for a, b in zip(old, leaves):
                 if (a is None) != (b is None) or (a is not None and jnp.shape(a) != jnp.shape(b)):
                     raise ValueError("new params must have the structure and shapes of optimizer.params")
+        self._avals = None
         self._opt_leaves = [
             tuple(None if b is None else jnp.asarray(b, a.dtype) for a, b in zip(old, leaves))
             for old, leaves in zip(self._opt_leaves, new)
@@ -526,6 +529,14 @@ class Optimizer:
     def grad(self, value: Any) -> None:
         self._grads = self._check_grads(value)
 
+    def _leaf_avals(self) -> list[tuple]:
+        """(shape, dtype) of each optimized leaf, per group (None: not optimized). Cached: a step
+        returns leaves of the same shapes and dtypes; adding a group or setting params resets it."""
+        if self._avals is None:
+            self._avals = [tuple(None if p is None else (p.shape, p.dtype) for p in group)
+                           for group in self._opt_leaves]
+        return self._avals
+
     def _check_grads(self, grads) -> list[tuple]:
         # Fast path (every step): structure, shapes and dtypes equal to the params'. Anything
         # else goes through core.tree's check, which names the offending leaf path (and
@@ -535,17 +546,19 @@ class Optimizer:
         try:
             new = self._split(grads, "grads")
             same, stray = True, False
-            for leaves, params in zip(new, self._opt_leaves):
-                for g, p in zip(leaves, params):
-                    if g is None or isinstance(g, RowSparseGrad):  # sparse: checked at the step
+            for leaves, avals in zip(new, self._leaf_avals()):
+                for g, pa in zip(leaves, avals):
+                    if g is None:
                         continue
-                    if p is None:
+                    if pa is None:
                         stray = True  # a gradient for a leaf that is not optimized: dropped
                         continue
                     ga = getattr(g, "aval", None)
-                    ga = g if ga is None else ga
-                    pa = p.aval
-                    if ga.shape != pa.shape or ga.dtype != pa.dtype:
+                    if ga is None:
+                        if isinstance(g, RowSparseGrad):  # sparse: checked at the step
+                            continue
+                        ga = g
+                    if ga.shape != pa[0] or ga.dtype != pa[1]:
                         same = False
                         break
         except (ValueError, TypeError, AttributeError):
