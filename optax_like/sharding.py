@@ -36,6 +36,7 @@ from jax.extend import core as jex_core
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from optax_like.core.base import GradientTransformation
+from optax_like.core.tree import leaf_scalars_like
 
 __all__ = [
     "abstract_state",
@@ -322,7 +323,9 @@ def constrain(tree: Any, shardings: Any) -> Any:
     Uses `jax.sharding.reshard` where the sharding names Explicit mesh axes (there a
     sharding constraint would be a type error) and `jax.lax.with_sharding_constraint` on Auto
     axes. `shardings` is a tree with `tree`'s structure (None leaves of `tree` stay None), or
-    one sharding for every leaf.
+    one sharding for every leaf. Per-param scalars (`core.tree.LeafScalars`) may be shared in one
+    and per leaf in the other (a state after a step that skipped a param, with the shardings of
+    its init state).
     """
 
     def one(x, s):
@@ -332,7 +335,7 @@ def constrain(tree: Any, shardings: Any) -> Any:
 
     if isinstance(shardings, Sharding):
         return jax.tree.map(lambda x: one(x, shardings), tree)
-    return jax.tree.map(one, tree, shardings)
+    return jax.tree.map(one, tree, leaf_scalars_like(shardings, tree))
 
 
 def bytes_per_device(tree: Any) -> dict:

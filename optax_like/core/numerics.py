@@ -214,8 +214,8 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         else:          end - (end - start) * (1 - weight)
     """
     diff = end - start
-    if not isinstance(weight, jax.core.Tracer):  # a known weight: pick the branch when tracing
-        if abs(float(np.asarray(weight))) < 0.5:
+    if isinstance(weight, (np.ndarray, np.generic, float, int)):  # a host constant: pick the branch now
+        if abs(float(weight)) < 0.5:
             return start + weight * diff
         return end - diff * (1 - weight)
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))

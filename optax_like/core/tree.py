@@ -275,16 +275,48 @@ def is_leaf_scalars(x: Any) -> bool:
     return isinstance(x, LeafScalars)
 
 
-def per_leaf_scalars(tree: Any) -> Any:
-    """`tree` (an optimizer state) with every shared `LeafScalars` node split into one scalar per
-    leaf (fresh copies): the structure an update produces when some leaves get no gradient. Use
-    it on the initial state of a `lax.scan`/`fori_loop` whose steps leave some gradients None."""
-    def split(node):
-        if isinstance(node, LeafScalars) and node.is_shared:
-            return LeafScalars(jnp.array(v, copy=True) for v in node.values)
-        return node
+def _distinct(values) -> list:
+    """`values` with every array that occurs more than once after its first occurrence replaced
+    by a copy: state leaves must not share a buffer (donation). Non-arrays (shardings, shape
+    structs) are kept as they are."""
+    seen, out = set(), []
+    for v in values:
+        if isinstance(v, jax.Array) and id(v) in seen:
+            v = jnp.array(v, copy=True)
+        seen.add(id(v))
+        out.append(v)
+    return out
 
-    return jax.tree.map(split, tree, is_leaf=is_leaf_scalars)
+
+def _split(node: LeafScalars) -> LeafScalars:
+    return LeafScalars(_distinct(node.values)) if node.is_shared else node
+
+
+def per_leaf_scalars(tree: Any) -> Any:
+    """`tree` (an optimizer state, or a tree of its shardings) with every shared `LeafScalars`
+    node split into one entry per leaf (arrays copied): the structure an update produces when
+    some leaves get no gradient. Use it on the initial state of a `lax.scan`/`fori_loop` whose
+    steps leave some gradients None, and on `optax_like.sharding.state_shardings(...)` given to
+    `jax.jit(out_shardings=...)` for such steps."""
+    return jax.tree.map(lambda n: _split(n) if isinstance(n, LeafScalars) else n, tree, is_leaf=is_leaf_scalars)
+
+
+def leaf_scalars_like(tree: Any, reference: Any) -> Any:
+    """`tree` with each `LeafScalars` node in the form of the matching node of `reference` (a
+    tree with the same structure up to those forms, e.g. the state an update returned, for the
+    state it started from): split where `reference`'s is per leaf; merged where `reference`'s is
+    shared, which needs all entries to be the same object or equal non-arrays (shardings)."""
+    def match(ref, node):
+        if not (isinstance(ref, LeafScalars) and isinstance(node, LeafScalars)) or ref.is_shared == node.is_shared:
+            return node
+        if not ref.is_shared:
+            return _split(node)
+        first = node[0]
+        if all(v is first or (not isinstance(v, jax.Array) and v == first) for v in node.values):
+            return LeafScalars.shared(first, len(node))
+        raise ValueError("leaf_scalars_like: cannot merge per-leaf scalars with different values into a shared one")
+
+    return jax.tree.map(match, reference, tree, is_leaf=is_leaf_scalars)
 
 
 def num_leaves(tree: Any) -> int:
@@ -335,7 +367,7 @@ def select_present(new: LeafScalars, old: LeafScalars, updates: Any, reference: 
         return new
     if not any(mask):
         return old
-    return LeafScalars(n if keep else o for n, o, keep in zip(new.values, old.values, mask))
+    return LeafScalars(_distinct(n if keep else o for n, o, keep in zip(new.values, old.values, mask)))
 
 
 def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):

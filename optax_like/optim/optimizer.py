@@ -67,7 +67,7 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import apply_updates
-from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, path_str
+from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, leaf_scalars_like, path_str
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
@@ -263,7 +263,14 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
         # select: a skipped step runs no update kernels, a taken one no extra pass.
         finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
                                    or [jnp.asarray(True)]))
-        new_leaves, new_states = jax.lax.cond(finite, update, lambda ops: (ops[0], ops[1]), operands)
+        # The update may split shared per-param scalars (a param without gradient, see
+        # core.tree.LeafScalars): the kept state takes the updated state's form.
+        updated_states = jax.eval_shape(update, operands)[1]
+
+        def keep(ops):
+            return ops[0], leaf_scalars_like(ops[1], updated_states)
+
+        new_leaves, new_states = jax.lax.cond(finite, update, keep, operands)
         skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
     return loss, new_leaves, new_states, skipped
 

@@ -51,7 +51,7 @@ def trace(
             g = g.astype(dtype)
             mu_c = numerics.scalar(mu, dtype)
             running = buf.astype(dtype) * mu_c + (g if undamped else numerics.one_minus(damp, dtype) * g)
-            new_buf = jax.lax.select(jnp.broadcast_to(first_step(count), g.shape), g, running)
+            new_buf = jax.lax.select(first_step(count), g, running)  # a scalar predicate (keeps shardings)
             if dtype == buf.dtype:
                 # Speed only (values unchanged): materialise the new buffer once (written in
                 # place) for the update to read, instead of recomputing it in the params' kernel.

@@ -120,11 +120,28 @@ def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not
     assert [int(x) for x in once] == [1, 1, 1] and int(once[-1]) == 1 and once[1:].tolist() == [1, 1]
     with pytest.raises(IndexError):
         once[3]
-    # pytree: the form is structure; jit keeps it
+    # pytree: the form is structure
     assert jax.tree.structure(once) != jax.tree.structure(split)
-    assert jax.jit(lambda c: c)(once).is_shared
+    # splitting a shared node eagerly gives distinct buffers (donatable state)
+    split_eager = tree.increment_counts(tree.init_counts(ref), partial, ref)
+    buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(split_eager)]
+    assert len(set(buffers)) == len(buffers) == 3
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(once)[0]]
     assert paths == ["[0]"]
+
+
+def test_leaf_scalars_like_splits_and_merges_to_the_reference_form():
+    ref = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+    shared = tree.init_counts(ref)
+    split = tree.increment_counts(shared, {"a": jnp.ones(2), "b": None}, ref)
+    as_split = tree.leaf_scalars_like({"s": shared}, {"s": split})["s"]
+    assert not as_split.is_shared and as_split.tolist() == [0, 0]
+    assert tree.leaf_scalars_like({"s": split}, {"s": split})["s"] is split
+    # merging: only entries that are one object (or equal non-arrays, e.g. shardings)
+    merged = tree.leaf_scalars_like(tree.LeafScalars(["x", "x"]), shared)
+    assert merged.is_shared and merged[1] == "x"
+    with pytest.raises(ValueError, match="cannot merge"):
+        tree.leaf_scalars_like(split, shared)
 
 
 def test_per_leaf_scalars_splits_every_shared_node_into_fresh_buffers():

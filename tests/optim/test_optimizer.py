@@ -436,6 +436,26 @@ def test_skip_nonfinite_keeps_params_and_state_and_counts(bad_value):
     assert int(opt.skipped_steps) == 1
 
 
+def test_skip_nonfinite_with_a_param_without_gradient_follows_torch():
+    """A None gradient splits the per-param steps while the skipped branch keeps the old state:
+    both sides of the step's cond must agree (they did not, once)."""
+    params_np, grads_np = make_problem("float32", steps=4)
+    tp, topt = _torch_run("Adam", dict(lr=0.1), params_np, None)
+    opt = optim.Adam([jnp.asarray(p) for p in params_np], lr=0.1, skip_nonfinite=True)
+    for t, grads in enumerate(grads_np):
+        grads = [None, *grads[1:]]
+        if t == 2:
+            grads[1] = np.full_like(grads[1], np.nan)  # skipped: torch is not stepped
+        else:
+            _feed(tp, grads)
+            topt.step()
+        opt.grad = [None if g is None else jnp.asarray(g) for g in grads]
+        opt.step()
+    assert int(opt.skipped_steps) == 1
+    assert_close(opt.params, tp, "float32", 4)
+    assert [int(s["step"]) for s in opt.state_dict()["state"].values()] == [3, 3]
+
+
 def test_skip_nonfinite_with_closure_and_toggle():
     opt = optim.SGD({"w": jnp.ones(2)}, lr=0.1, momentum=0.9, skip_nonfinite=True)
     loss = lambda p, scale: jnp.sum(p["w"] * scale)
@@ -507,17 +527,17 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
     for grads in grads_np[:3]:
         _feed(tp, grads)
         topt.step()
-    opt = optim.Adam([jnp.asarray(p.detach().numpy()) for p in tp], lr=0.1)
-    opt.load_state_dict(topt.state_dict())
-    traces = None
+    opt = optim.Adam([jnp.asarray(p) for p in params_np], lr=0.1)
+    opt.grad = [jnp.asarray(g) for g in grads_np[0]]
+    opt.step()  # compiles the step for the fresh (shared) state
+    traces = om.TRACE_COUNT[0]
+    opt.params = [jnp.asarray(p.detach().numpy()) for p in tp]
+    opt.load_state_dict(topt.state_dict())  # torch's equal steps (and its `foreach: False` group)
     for grads in grads_np[3:5]:
         _feed(tp, grads)
         topt.step()
         opt.grad = [jnp.asarray(g) for g in grads]
         opt.step()
-        if traces is None:
-            traces = om.TRACE_COUNT[0]
-            opt.load_state_dict(topt.state_dict())  # the same values again: no recompile
     assert om.TRACE_COUNT[0] == traces
     assert_close(opt.params, tp, "float32", 5)
     # Both skip the first param once: its step lags, the steps split into the per-param form.

@@ -347,6 +347,37 @@ def test_donated_step_keeps_shardings_and_matches_one_device(name, kind):
 
 
 @pytest.mark.parametrize("kind", ["auto", "explicit"])
+def test_steps_without_some_gradients_keep_shardings(kind):
+    """A step that leaves a gradient None splits the shared per-param scalars (core.tree.
+    LeafScalars): `constrain` accepts the init state's shardings for the split state, and
+    `per_leaf_scalars` gives `out_shardings` (and the first state) that structure."""
+    tx = ol.adam(1e-2)
+    host = host_params()
+    targets = [grads_like(host, seed) for seed in range(3)]
+    mesh = make_mesh(kind)
+    with mesh_context(mesh):
+        params = place(mesh, host)
+        s_shard = osh.state_shardings(tx, params)
+
+        def step(params, state, targets):
+            grads = dict(jax.grad(loss)(params, targets), b=None)
+            updates, state = tx.update(grads, state, params)
+            return ol.apply_updates(params, updates), osh.constrain(state, s_shard)
+
+        state = jax.jit(tx.init)(params)
+        params, state = jax.jit(step, donate_argnums=(0, 1))(params, state, place(mesh, targets[0]))
+        assert not state[0].step.is_shared
+        assert_shardings_match(state, ol.per_leaf_scalars(s_shard))
+        fixed = jax.jit(step, donate_argnums=(0, 1), out_shardings=(param_shardings(mesh), ol.per_leaf_scalars(s_shard)))
+        for t in targets[1:]:
+            params, state = fixed(params, state, place(mesh, t))
+        assert_shardings_match(state, ol.per_leaf_scalars(s_shard))
+        steps = np.asarray(state[0].step).tolist()
+    optimized = sorted(k for k, v in host.items() if v is not None)  # the params' flattening order
+    assert steps == [0 if k == "b" else 3 for k in optimized]
+
+
+@pytest.mark.parametrize("kind", ["auto", "explicit"])
 def test_inject_hyperparams_edit_between_sharded_steps(kind):
     tx = ol.inject_hyperparams(ol.adam)(lr=1e-2)
     mesh = make_mesh(kind)
