@@ -102,7 +102,7 @@ def _precise(x: Any):
     return None
 
 
-def one_minus(x: Any, dtype) -> jax.Array:
+def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
     """`1 - x` as torch computes it: in float64 for host scalars, then cast to `dtype`.
 
     For a host scalar the result is a 0-d NumPy array (a constant, not a traced value: code
@@ -115,7 +115,7 @@ def one_minus(x: Any, dtype) -> jax.Array:
     return (1 - jnp.asarray(x)).astype(dtype)
 
 
-def scalar(x: Any, dtype) -> jax.Array:
+def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
     if is_host_scalar(x):
         return np.asarray(np.float64(x), dtype=dtype)
@@ -138,6 +138,11 @@ def once_per_step(fn: Callable) -> Callable:
         return hit[1]
 
     return cached
+
+
+def bias_correction_per_step(beta: Any) -> Callable:
+    """`(t, dtype) -> bias_correction(beta, t, dtype)`, traced once per step value (`once_per_step`)."""
+    return once_per_step(lambda t, dtype: bias_correction(beta, t, dtype))
 
 
 def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:

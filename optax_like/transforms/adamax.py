@@ -55,7 +55,7 @@ def scale_by_adamax(
         beta2 = numerics.resolve(b2, state.schedule_count)
         epsilon = numerics.resolve(eps, state.schedule_count)
         steps = next_counts(state.step)
-        bias_correction1 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta1, t, dtype))
+        bias_correction1 = numerics.bias_correction_per_step(beta1)
 
         def leaf(g, m, u, t):
             like = m

@@ -98,7 +98,7 @@ def scale_by_nadam(
 
         per_leaf = steps.map(coefficients, product, mu, mu_next)
 
-        bias_correction2 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta2, t, dtype))
+        bias_correction2 = numerics.bias_correction_per_step(beta2)
 
         def leaf(g, m, v, scalars):
             t, coef_grad, coef_avg = scalars

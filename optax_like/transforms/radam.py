@@ -83,7 +83,7 @@ def scale_by_radam(
             bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(beta2, t, wide)), jnp.shape(t))
             return rectified, rect, bc2_sqrt
 
-        bias_correction1 = numerics.once_per_step(lambda t, dtype: numerics.bias_correction(beta1, t, dtype))
+        bias_correction1 = numerics.bias_correction_per_step(beta1)
 
         def leaf(g, m, v, t):
             rectified, rect, bc2_sqrt = scalars(t)
