@@ -901,14 +901,11 @@ def _placed_like(state, fresh):
     A loaded per-param `LeafScalars` node may be split where `fresh`'s is shared: each of its
     scalars goes where the shared one is."""
     def place(x, ref):
-        if isinstance(x, LeafScalars):
-            refs = jax.tree.leaves(ref)
-            return jax.tree.map(lambda a: place(a, refs[0]), x) if refs else x
         if isinstance(x, jax.Array) and isinstance(ref, jax.Array) and x.sharding != ref.sharding:
             return jax.device_put(x, ref.sharding)
         return x
 
-    return jax.tree.map(place, state, fresh, is_leaf=lambda x: isinstance(x, LeafScalars))
+    return jax.tree.map(place, state, leaf_scalars_like(fresh, state))
 
 
 def _is_params_shaped(value, treedef) -> bool:
