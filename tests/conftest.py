@@ -19,3 +19,16 @@ def parity_dtype(request):
             yield request.param
     else:
         yield request.param
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: its sparse and small-tensor kernels are much faster
+    single-threaded on a busy 2-core machine (dense += sparse: ~20 ms per call with 2 threads,
+    2 us with 1). Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -97,13 +97,7 @@ def _case_id(case):
     return f"{name}-{kwargs}-{group1}"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's sparse and small-tensor kernels are much faster single-threaded on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -28,12 +28,7 @@ CONFIGS = [  # every option, combined to keep the compile count (and the file's 
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)

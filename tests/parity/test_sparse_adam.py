@@ -14,15 +14,7 @@ from jax.experimental import sparse as jsparse
 import optax_like as ol
 from tests.parity.harness import assert_close, jit_step
 
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """torch's dense += sparse costs ~20 ms per call with 2 threads on a busy machine, 2 us with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # (param shape, number of sparse leading axes, form of the jax gradient). Hybrid (row) and
