@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import optax_like as ol
+from tests.transforms.contract import assert_reduces_loss
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-6}
 DEFAULT_SHAPES = ((4, 3), (5,), ())
@@ -106,19 +107,7 @@ def assert_converges_on_least_squares(tx: ol.GradientTransformation, steps: int 
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
     y = x @ jnp.asarray(rng.standard_normal(8), jnp.float32)
-    loss = lambda w: jnp.mean((x @ w - y) ** 2)  # noqa: E731
-    w = jnp.zeros(8)
-    state = tx.init(w)
-
-    @jax.jit
-    def step(w, state):
-        updates, state = tx.update(jax.grad(loss)(w), state, w)
-        return ol.apply_updates(w, updates), state
-
-    start = float(loss(w))
-    for _ in range(steps):
-        w, state = step(w, state)
-    assert float(loss(w)) < start / 1000, (start, float(loss(w)))
+    assert_reduces_loss(tx, lambda w: jnp.mean((x @ w - y) ** 2), jnp.zeros(8), 1000, steps)
 
 
 def split_torch_ours(kwargs: dict) -> tuple[dict, dict]:

@@ -74,3 +74,18 @@ def assert_jit_equals_eager(tx, steps: int) -> None:
         for a, b in zip(u_eager, u_jit):
             np.testing.assert_allclose(a, b, rtol=1e-6)
         assert u_jit[1].dtype == jnp.complex64
+
+
+def assert_reduces_loss(tx: ol.GradientTransformation, loss, params, factor: float, steps: int = 300) -> None:
+    """`tx` reduces `loss` by more than `factor` from `params` in `steps` jitted steps."""
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return ol.apply_updates(params, updates), state
+
+    start = float(loss(params))
+    for _ in range(steps):
+        params, state = step(params, state)
+    assert float(loss(params)) < start / factor, (start, float(loss(params)))

@@ -7,6 +7,7 @@ import pytest
 from jax.experimental import sparse as jsparse
 
 import optax_like as ol
+from tests.transforms.contract import assert_reduces_loss
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (16, 4), (4, 16)])
@@ -62,18 +63,7 @@ def test_matrix_regression_converges():
     def loss(p):
         return jnp.mean((x @ p["w"] - y) ** 2)
 
-    tx = ol.muon(lr=0.02, weight_decay=0.0)
-    state = tx.init(params)
-
-    @jax.jit
-    def step(params, state):
-        updates, state = tx.update(jax.grad(loss)(params), state, params)
-        return ol.apply_updates(params, updates), state
-
-    start = float(loss(params))
-    for _ in range(300):
-        params, state = step(params, state)
-    assert float(loss(params)) < start / 50
+    assert_reduces_loss(ol.muon(lr=0.02, weight_decay=0.0), loss, params, 50)
 
 
 def test_injected_hyperparams_match_static_ones_including_ns_steps():
