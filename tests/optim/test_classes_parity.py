@@ -117,6 +117,12 @@ def _init(shapes, seed=0):
     return [[rng.standard_normal(s) for s in group] for group in shapes]
 
 
+def _problem(name, steps, shapes=None, none=()):
+    """(shapes, initial params, gradients for `steps` steps) of the class's test problem."""
+    shapes = _shapes(name, shapes)
+    return shapes, _init(shapes), _grads(name, shapes, steps, none=none)
+
+
 def _grads(name, shapes, steps, seed=1, none=()):
     """grads[t][g][i]: a NumPy array, (indices, values) for SparseAdam, or None if (t, g, i) in `none`."""
     rng = np.random.default_rng(seed)
@@ -228,9 +234,7 @@ def _check_groups(ours, theirs):
 
 def _train_pair(name, kwargs, group1, steps, shapes=None, none=()):
     """Both optimizers from the same params, `steps` steps on the same gradients, checked each step."""
-    shapes = _shapes(name, shapes)
-    init = _init(shapes)
-    grads = _grads(name, shapes, steps, none=none)
+    shapes, init, grads = _problem(name, steps, shapes, none=none)
     tp, topt = _make_torch(name, kwargs, group1, init)
     opt = _make_ours(name, kwargs, group1, init)
     for t in range(steps):
@@ -292,9 +296,7 @@ def test_step_representation_matches_torch(name, x64):
 def test_torch_checkpoint_continues_in_ours(name, x64):
     kwargs, group1 = FIRST[name]
     n, m = 4, 4
-    shapes = _shapes(name)
-    init = _init(shapes)
-    grads = _grads(name, shapes, n + m)
+    shapes, init, grads = _problem(name, n + m)
     tp, topt = _make_torch(name, kwargs, group1, init)
     for t in range(n):
         _torch_step(topt, tp, grads[t])
@@ -332,9 +334,7 @@ def test_our_checkpoint_continues_in_torch(name, x64):
     """
     kwargs, group1 = FIRST[name]
     n, m = 4, 3
-    shapes = _shapes(name)
-    init = _init(shapes)
-    grads = _grads(name, shapes, n + m)
+    shapes, init, grads = _problem(name, n + m)
     tp, topt = _make_torch(name, kwargs, group1, init)
     opt = _make_ours(name, kwargs, group1, init)
     for t in range(n):
@@ -363,9 +363,7 @@ def test_our_checkpoint_continues_in_torch(name, x64):
 def test_state_dict_round_trip_is_bit_identical(name, x64):
     kwargs, group1 = FIRST[name]
     n, m = 4, 4
-    shapes = _shapes(name)
-    init = _init(shapes)
-    grads = _grads(name, shapes, n + m)
+    shapes, init, grads = _problem(name, n + m)
     opt = _make_ours(name, kwargs, group1, init)
     for t in range(n):
         _ours_step(opt, grads[t], shapes)
@@ -420,9 +418,7 @@ NONE = {(0, 1, 0), (1, 1, 0), (3, 0, 1), (4, 0, 1)}
 @pytest.mark.parametrize("name", CLASSES)
 def test_params_without_gradient_are_skipped_like_torch(name, x64):
     kwargs, group1 = FIRST[name]
-    shapes = _shapes(name)
-    init = _init(shapes)
-    grads = _grads(name, shapes, 8, none=NONE)
+    shapes, init, grads = _problem(name, 8, none=NONE)
     tp, topt = _make_torch(name, kwargs, group1, init)
     opt = _make_ours(name, kwargs, group1, init)
     for t in range(8):
@@ -441,9 +437,7 @@ def test_params_without_gradient_are_skipped_like_torch(name, x64):
 
 def test_sparse_adam_accepts_row_sparse_grads_like_torch_coo(x64):
     name, kwargs, group1 = "SparseAdam", *FIRST["SparseAdam"]
-    shapes = _shapes(name)
-    init = _init(shapes)
-    grads = _grads(name, shapes, 4)
+    shapes, init, grads = _problem(name, 4)
     tp, topt = _make_torch(name, kwargs, group1, init)
     opt = _make_ours(name, kwargs, group1, init)
     for t in range(4):
