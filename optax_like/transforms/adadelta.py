@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByAdadeltaState(NamedTuple):
@@ -17,6 +18,15 @@ class ScaleByAdadeltaState(NamedTuple):
     acc_delta: Any  # running average of the squared steps (torch's state['acc_delta'])
     step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByAdadeltaState,
+    buffers=("square_avg", "acc_delta"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_adadelta(

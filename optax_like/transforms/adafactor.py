@@ -11,6 +11,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, is_none, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 COMPLEX_MESSAGE = "Adafactor does not support complex parameters"
 SPARSE_MESSAGE = "Adafactor does not support sparse gradients"
@@ -22,6 +23,15 @@ class ScaleByAdafactorState(NamedTuple):
     variance: Any  # params-shaped second moment for leaves with ndim < 2; None otherwise
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByAdafactorState,
+    buffers=("row_var", "col_var", "variance"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def check_real_params(params: Any) -> None:

@@ -10,12 +10,22 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByAdagradState(NamedTuple):
     sum: Any  # accumulated squared gradients, params-shaped (torch's state['sum'])
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByAdagradState,
+    buffers=("sum",),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    construction_args=("initial_accumulator_value",),
+)
 
 
 def _wide_dtype(dtype) -> jnp.dtype:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByAdamaxState(NamedTuple):
@@ -17,6 +18,15 @@ class ScaleByAdamaxState(NamedTuple):
     exp_inf: Any  # exponentially weighted infinity norm, params-shaped
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas / eps
+
+
+declare_torch_state(
+    ScaleByAdamaxState,
+    buffers=("exp_avg", "exp_inf"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_adamax(

@@ -21,6 +21,7 @@ from optax_like.core.tree import (
     update_leaves,
     zeros_like,
 )
+from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
 # torch keeps `eta` and `mu` as 0-dim tensors of its default scalar dtype (`_get_scalar_dtype()`:
 # float32 unless torch's default dtype is float64), so both are rounded to float32 every step,
@@ -34,6 +35,15 @@ class ScaleByASGDState(NamedTuple):
     ax: Any  # averaged params, params-shaped (torch's state['ax'])
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByASGDState,
+    buffers=("ax",),
+    scalars={"step": STEP, "eta": FLOAT32, "mu": FLOAT32},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def _wide_dtype(dtype) -> jnp.dtype:

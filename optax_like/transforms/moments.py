@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByAdamState(NamedTuple):
@@ -18,6 +19,15 @@ class ScaleByAdamState(NamedTuple):
     max_exp_avg_sq: Any  # running max of exp_avg_sq (AMSGrad); None leaves otherwise
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas
+
+
+declare_torch_state(
+    ScaleByAdamState,
+    buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_adam(

@@ -10,12 +10,21 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
 
 
 class TraceState(NamedTuple):
     momentum_buffer: Any  # params-shaped, params' dtype
     count: LeafScalars  # per-leaf number of updates (0 = buffer not yet set, torch's `None`)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    TraceState,
+    buffers=("momentum_buffer",),
+    internal={"count": STARTED, "schedule_count": STEPS_TAKEN},
+    started="count",
+)
 
 
 def trace(

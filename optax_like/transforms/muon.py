@@ -14,6 +14,7 @@ from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import increment_counts, init_counts, is_none, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
 
 EPS = 1e-7
 DEFAULT_A = 3.4445
@@ -26,6 +27,14 @@ class ScaleByMuonState(NamedTuple):
     momentum_buffer: Any  # params-shaped, params' dtype
     count: Any  # per-leaf updates applied (LeafScalars; 0 = torch has no state for the param yet)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByMuonState,
+    buffers=("momentum_buffer",),
+    internal={"count": STARTED, "schedule_count": STEPS_TAKEN},
+    started="count",
+)
 
 
 def check_ns_arguments(ns_coefficients, ns_steps) -> None:

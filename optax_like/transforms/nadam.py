@@ -19,6 +19,7 @@ from optax_like.core.tree import (
     update_leaves,
     zeros_like,
 )
+from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
 # torch keeps `mu_product` as a 0-d tensor of `_get_scalar_dtype()`: float32 unless torch's
 # default dtype is float64, whatever the params' dtype. Its rounding shows in float64 results.
@@ -31,6 +32,15 @@ class ScaleByNadamState(NamedTuple):
     mu_product: LeafScalars  # per-leaf running product of mu_t (float32, one 0-d per leaf)
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByNadamState,
+    buffers=("exp_avg", "exp_avg_sq"),
+    scalars={"step": STEP, "mu_product": FLOAT32},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def _mu(beta1, t, momentum_decay, wide):

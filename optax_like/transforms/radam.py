@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 RECTIFY_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
 
@@ -19,6 +20,15 @@ class ScaleByRadamState(NamedTuple):
     exp_avg_sq: Any  # second moment, params-shaped
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByRadamState,
+    buffers=("exp_avg", "exp_avg_sq"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_radam(

@@ -11,6 +11,7 @@ from optax_like.core import numerics
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByRMSpropState(NamedTuple):
@@ -19,6 +20,15 @@ class ScaleByRMSpropState(NamedTuple):
     momentum_buffer: Any  # momentum (momentum != 0 only; None leaves otherwise)
     step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByRMSpropState,
+    buffers=("square_avg", "grad_avg", "momentum_buffer"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_rmsprop(

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
 class ScaleByRpropState(NamedTuple):
@@ -17,6 +18,15 @@ class ScaleByRpropState(NamedTuple):
     step_size: Any  # per-element step sizes, params-shaped (torch's state['step_size'])
     step: LeafScalars  # per-leaf step count (torch's state['step']; counted, not used in the math)
     schedule_count: jax.Array  # updates applied so far, for scheduled etas / step sizes
+
+
+declare_torch_state(
+    ScaleByRpropState,
+    buffers=("prev", "step_size"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def scale_by_rprop(

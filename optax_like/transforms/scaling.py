@@ -16,6 +16,7 @@ from optax_like.core.base import (
     stateless,
 )
 from optax_like.core.tree import map_params
+from optax_like.core.torch_layout import declare_torch_state, STEPS_TAKEN
 
 
 def _scaled(u, factor):
@@ -35,6 +36,12 @@ def negate() -> GradientTransformation:
 
 class ScaleByScheduleState(NamedTuple):
     count: jax.Array  # number of updates applied so far (int32)
+
+
+declare_torch_state(
+    ScaleByScheduleState,
+    internal={"count": STEPS_TAKEN},
+)
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:

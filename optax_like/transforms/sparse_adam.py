@@ -39,6 +39,7 @@ from optax_like.core.tree import (
     update_leaves,
     zeros_like,
 )
+from optax_like.core.torch_layout import declare_torch_state, INT_STEP, STEPS_TAKEN
 
 DENSE_GRAD_MESSAGE = "SparseAdam does not support dense gradients, please consider Adam instead"
 
@@ -59,6 +60,15 @@ class ScaleBySparseAdamState(NamedTuple):
     exp_avg_sq: Any  # second moment
     step: LeafScalars  # per-leaf step count (torch's state['step'])
     schedule_count: jax.Array  # updates applied so far, for scheduled betas
+
+
+declare_torch_state(
+    ScaleBySparseAdamState,
+    buffers=("exp_avg", "exp_avg_sq"),
+    scalars={"step": INT_STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
 
 
 def is_sparse_grad(x: Any) -> bool:

@@ -10,11 +10,18 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import update_leaves
+from optax_like.core.torch_layout import declare_torch_state, STEPS_TAKEN
 from optax_like.transforms.combine import masked
 
 
 class WeightDecayState(NamedTuple):
     count: jax.Array  # updates applied so far (for scheduled weight decay / lr)
+
+
+declare_torch_state(
+    WeightDecayState,
+    internal={"count": STEPS_TAKEN},
+)
 
 
 def _weight_decay_transform(leaf_fn, hyper_values) -> GradientTransformation:

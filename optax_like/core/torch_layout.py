@@ -1,0 +1,127 @@
+"""Declared torch mapping of optimizer states: which field is which of torch's per-param entries.
+
+torch keeps an optimizer's state per parameter (`optimizer.state[p] = {'step': ..., 'exp_avg':
+...}`); a functional state here is a NamedTuple of trees. Each state type declares, once, right
+after its definition, how its fields map to torch's per-param dict:
+
+    class ScaleByAdamState(NamedTuple):
+        exp_avg: Any
+        ...
+
+    declare_torch_state(
+        ScaleByAdamState,
+        buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+        scalars={"step": STEP},
+        internal={"schedule_count": STEPS_TAKEN},
+    )
+
+Every field is named exactly once (a typo or a forgotten field fails at import). The adapter's
+`state_dict`/`load_state_dict` (`optax_like.optim._state_dict`) is one converter driven by these
+declarations: a new optimizer adds its declaration and nothing else. A state type without one
+(combinators' states, `EmptyState`) is a container: the converter looks inside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+__all__ = [
+    "FLOAT32",
+    "INT_STEP",
+    "STARTED",
+    "STEP",
+    "STEPS_TAKEN",
+    "TorchLayout",
+    "declare_torch_state",
+    "torch_layout_of",
+]
+
+# How a per-param scalar (a `core.tree.LeafScalars` field) appears in torch's state dict, and what
+# a loaded value must be.
+STEP = "step"  # a 0-d float32 tensor holding a step count (torch's `state['step']`); loads: an integer in [0, 2**31)
+INT_STEP = "int_step"  # a Python int step count (torch's SparseAdam); loads as STEP
+FLOAT32 = "float32"  # a 0-d float32 tensor (NAdam's `mu_product`, ASGD's `eta`/`mu`); loads: a finite number
+SCALAR_KINDS = (STEP, INT_STEP, FLOAT32)
+
+# How an internal field (no torch counterpart) is rebuilt when a state dict is loaded.
+STEPS_TAKEN = "steps_taken"  # a 0-d counter of updates: the largest loaded per-param step of the group
+STARTED = "started"  # a per-param int counter read as "has state": 1 where the param has a loaded entry, else 0
+REBUILD_RULES = (STEPS_TAKEN, STARTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchLayout:
+    """How one state type maps to torch's per-param state dict.
+
+    buffers: fields holding a params-shaped tree, exported per param under the field's name
+        (None leaves, e.g. `max_exp_avg_sq` without amsgrad, are not exported).
+    scalars: per-param scalar fields (`LeafScalars`) -> their torch form (`STEP`, `INT_STEP`,
+        `FLOAT32`).
+    internal: fields torch does not have -> how they are rebuilt on load (`STEPS_TAKEN`,
+        `STARTED`).
+    started: the per-param counter (a scalar or internal field) whose value > 0 marks a param
+        torch has state for (torch creates state at a param's first gradient); None: every
+        param has state from construction (torch's Adagrad).
+    construction_args: hyperparameters whose *constructor* value (`defaults`) `init` reads for
+        the groups given to the constructor, whatever the group says (torch's Adagrad fills
+        `sum` from the constructor's `initial_accumulator_value` in `__init__`).
+    """
+
+    buffers: tuple[str, ...] = ()
+    scalars: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    internal: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    started: str | None = None
+    construction_args: tuple[str, ...] = ()
+
+    def fields(self) -> tuple[str, ...]:
+        return (*self.buffers, *self.scalars, *self.internal)
+
+
+_ATTRIBUTE = "__torch_layout__"
+
+
+def declare_torch_state(
+    state_type: type,
+    *,
+    buffers: tuple[str, ...] = (),
+    scalars: Mapping[str, str] | None = None,
+    internal: Mapping[str, str] | None = None,
+    started: str | None = None,
+    construction_args: tuple[str, ...] = (),
+) -> TorchLayout:
+    """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
+
+    Raises a TypeError at import time when the declaration does not name every field of the
+    state exactly once, names an unknown kind or rule, or `started` is not a counter field.
+    `started` is required unless `construction_args` says the state exists from construction.
+    """
+    layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args))
+    fields = getattr(state_type, "_fields", None)
+    name = getattr(state_type, "__name__", repr(state_type))
+    if fields is None:
+        raise TypeError(f"declare_torch_state: {name} is not a NamedTuple class")
+    declared = layout.fields()
+    repeated = sorted({f for f in declared if declared.count(f) > 1})
+    missing, unknown = sorted(set(fields) - set(declared)), sorted(set(declared) - set(fields))
+    if repeated or missing or unknown:
+        raise TypeError(
+            f"declare_torch_state({name}): every field must be declared exactly once as a buffer, "
+            f"a scalar or internal (missing {missing}, unknown {unknown}, repeated {repeated})"
+        )
+    bad = {k: v for k, v in layout.scalars.items() if v not in SCALAR_KINDS}
+    bad.update({k: v for k, v in layout.internal.items() if v not in REBUILD_RULES})
+    if bad:
+        raise TypeError(f"declare_torch_state({name}): unknown kinds {bad} (scalars: {SCALAR_KINDS}; internal: {REBUILD_RULES})")
+    if started is None and not construction_args:
+        if buffers or layout.scalars:
+            raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")
+    elif started is not None and started not in layout.scalars and layout.internal.get(started) != STARTED:
+        raise TypeError(f"declare_torch_state({name}): started={started!r} must be a step scalar or a STARTED internal counter")
+    setattr(state_type, _ATTRIBUTE, layout)
+    return layout
+
+
+def torch_layout_of(state: Any) -> TorchLayout | None:
+    """The declaration of `state`'s type (None for containers and undeclared types)."""
+    return type(state).__dict__.get(_ATTRIBUTE)
