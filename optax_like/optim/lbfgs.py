@@ -209,7 +209,7 @@ class LBFGS(Optimizer):
         entry = per_param[0] if per_param else {}
         others = [i for i, d in enumerate(per_param) if i > 0 and d]
         if others:
-            ids = [self.param_groups[g]["params"][i] for i in others]
+            ids = [self._ids(g)[i] for i in others]
             raise ValueError(
                 f"loaded LBFGS state has entries for params {ids}: LBFGS keeps its whole state "
                 "under the first param (torch's layout)"

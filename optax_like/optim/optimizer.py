@@ -44,18 +44,31 @@ names are torch's keys; per-leaf scalars (`core.tree.LeafScalars`: `step`, ...) 
 per-param scalars (`step` as float32, as torch); internal counters (`count`, `schedule_count`)
 are not exported and are rebuilt on load. Param ids are
 the leaves of the groups' trees in `jax.tree.leaves` order, numbered across groups as torch
-does. `param_groups[i]['params']` holds these ids; `optimizer.state[id]` is that param's
-state dict.
+does; `state_dict()['param_groups'][i]['params']` holds these ids and `optimizer.state[id]` is
+that param's state dict. A live `param_groups[i]['params']` is, as in torch, the group's params
+themselves: a read-only sequence of the current arrays (valid until the next step, which
+donates them).
+
+Names. A group may be a list of `(name, array)` pairs (torch's `named_parameters()`; see
+`optim.named_parameters(tree)`): its names are kept in the group's `param_names` and saved in
+`state_dict()`, as torch does; all groups are named or none (torch's errors). Every param also
+has a name from its key path (`"layer.0.weight"`, the path in `model` with `model=`), used to
+match a loaded state dict that carries `param_names` by name. One array object given twice is
+torch's `UserWarning` within a group (in a tree the copies become independent params, as a
+shared zeros buffer means in JAX) and torch's `ValueError` across groups.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import functools
 import inspect
 import itertools
 import math
 import operator
+import warnings
+import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
@@ -68,6 +81,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core.base import apply_updates
 from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, leaf_scalars_like, path_str
+from optax_like.optim import _names
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
@@ -311,6 +325,40 @@ def _copy_tree(tree):
     return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
 
 
+_DUPLICATE_WARNING = (
+    "optimizer contains a parameter group with duplicate parameters; in future, this will cause an "
+    "error; see github.com/pytorch/pytorch/issues/40967 for more information"
+)
+
+
+class _GroupParams(collections.abc.Sequence):
+    """A live param group's 'params' (torch: the group's tensors): the group's current param
+    arrays in id order, read-only. Each step donates them: read again after a step."""
+
+    __slots__ = ("_optimizer", "_group")
+
+    def __init__(self, optimizer: "Optimizer", group: int) -> None:
+        self._optimizer, self._group = optimizer, group
+
+    def _arrays(self) -> list:
+        return [leaf for leaf in self._optimizer._opt_leaves[self._group] if leaf is not None]
+
+    def __len__(self) -> int:
+        return len(self._optimizer._param_ids[self._group])
+
+    def __getitem__(self, index):
+        return self._arrays()[index]
+
+    def __iter__(self):
+        return iter(self._arrays())
+
+    def __repr__(self) -> str:
+        return repr(self._arrays())
+
+    def __deepcopy__(self, memo) -> list:
+        return [jnp.array(a, copy=True) for a in self._arrays()]
+
+
 class Optimizer:
     """Base class of the stateful optimizers (torch.optim.Optimizer's surface).
 
@@ -364,6 +412,14 @@ class Optimizer:
         self._specs: list[_GroupSpec] = []
         self._grads: list[tuple] = []  # pending gradients per group (None = no gradient)
         self._hyper_cache = None
+        self._param_ids: list[list[int]] = []  # torch's integer ids of each group's params
+        self._param_names: list[list[str]] = []  # their names (given, or key paths), see _names
+        self._named: list[bool] = []  # whether the group was given as (name, param) pairs
+        self._order_issue: list[str | None] = []  # why its leaf order may not be the user's
+        self._given: dict[int, Any] = {}  # id -> weakref of every array object handed over
+        self._model_names = None
+        if isinstance(params, collections.abc.Iterator):
+            params = list(params)  # torch's `list(params)`: a generator of params or named params
         if isinstance(params, jax.Array) or (isinstance(params, np.ndarray)):
             raise TypeError(
                 "params argument given to the optimizer should be a pytree of arrays or a list "
@@ -372,6 +428,8 @@ class Optimizer:
         if model is not None:
             flat, self._root_def = jax.tree.flatten(model, is_leaf=is_none)
             self._frozen = list(flat)
+            self._model_names = [_names.param_name(path) for path, _ in
+                                 jax.tree_util.tree_flatten_with_path(model, is_leaf=is_none)[0]]
             self._mode = "model"
             groups = params if _is_group_list(params) else [{"params": params}]
         elif _is_group_list(params):
@@ -403,20 +461,42 @@ class Optimizer:
                 "optimizer parameters need to be organized in ordered collections, but "
                 "the ordering of tensors in sets will change between runs. Please use a list instead."
             )
+        if isinstance(tree, collections.abc.Iterator):
+            tree = list(tree)
+        tree, given_names = _names.split_named(tree)
         check_params(tree, "param group")
-        leaves, treedef = jax.tree.flatten(tree, is_leaf=is_none)
-        group = {k: v for k, v in param_group.items() if k != "params"}
+        paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
+        leaves = [leaf for _, leaf in paths_leaves]
+        # torch's key order: the user's (params first), param_names, then the defaults.
+        group = {k: v for k, v in param_group.items()}
+        if given_names is not None:
+            group["param_names"] = given_names
         for name, default in self.defaults.items():
             group.setdefault(name, default)
-        unknown = set(group) - set(self.defaults)
+        unknown = set(group) - set(self.defaults) - {"params", "param_names"}
         if unknown:
             raise TypeError(f"{type(self).__name__} got unexpected param group entries {sorted(unknown)}")
         self._factory(**{k: group[k] for k in self.defaults})  # torch's validation and messages
+        leaves = self._without_duplicates(leaves)
+        for named in self._named:
+            if named != (given_names is not None):
+                raise ValueError(
+                    "all optimizer param groups should be with/without names. cannot add param group "
+                    f"{'with names' if given_names is not None else 'without names'} to the optimizer"
+                )
+        if any(leaf is not None and self._is_taken(leaf) for leaf in leaves):
+            raise ValueError("some parameters appear in more than one parameter group")
 
         positions = self._place(tree, leaves)
         present = [i for i, leaf in enumerate(leaves) if leaf is not None]
-        first_id = sum(len(g["params"]) for g in self.param_groups)
-        group["params"] = list(range(first_id, first_id + len(present)))
+        first_id = sum(len(ids) for ids in self._param_ids)
+        ids = list(range(first_id, first_id + len(present)))
+        if given_names is not None:
+            names = [given_names[i] for i in present]
+        elif self._mode == "model":
+            names = [self._model_names[positions[i]] for i in present]
+        else:
+            names = [_names.param_name(paths_leaves[i][0]) for i in present]
         spec = self._spec(group)
         opt_leaves = tuple(jnp.asarray(leaf) if leaf is not None else None for leaf in leaves)
         state = self._init_state(spec, treedef.unflatten(opt_leaves), group)
@@ -425,7 +505,17 @@ class Optimizer:
             for pos in positions:
                 if pos >= 0:
                     self._frozen[pos] = None
+        for leaf in leaves:
+            try:
+                self._given[id(leaf)] = weakref.ref(leaf)
+            except TypeError:
+                pass  # not weak-referenceable (a NumPy scalar): copied by jnp.asarray anyway
+        group["params"] = _GroupParams(self, len(self.param_groups))
         self.param_groups.append(group)
+        self._param_ids.append(ids)
+        self._param_names.append(names)
+        self._named.append(given_names is not None)
+        self._order_issue.append(None if given_names is not None else _names.dict_order_issue(tree))
         self._group_defs.append(treedef)
         self._positions.append(positions)
         self._opt_leaves.append(opt_leaves)
@@ -449,7 +539,7 @@ class Optimizer:
         owned = {id(leaf) for g in self._opt_leaves for leaf in g if leaf is not None}
         positions, seen = [], set()
         paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]
-        for (path, leaf) in paths:
+        for (path, _), leaf in zip(paths, leaves):
             if leaf is None:
                 positions.append(-1)
                 continue
@@ -466,6 +556,99 @@ class Optimizer:
             seen.add(id(leaf))
             positions.append(found[0])
         return tuple(positions)
+
+    def _without_duplicates(self, leaves: list) -> list:
+        """torch's UserWarning for an array object given twice in one group. In a tree, the
+        repeats become copies (independent params: a tied weight is one leaf used twice in the
+        loss, a repeated object is a shared buffer such as one `jnp.zeros(n)` for several
+        biases); with model=, a repeated sub-tree leaf is the same model leaf: optimized once."""
+        out, seen = list(leaves), set()
+        for i, leaf in enumerate(leaves):
+            if leaf is None:
+                continue
+            if id(leaf) in seen:
+                if all(a is b for a, b in zip(out, leaves)):  # once per group, as torch
+                    warnings.warn(_DUPLICATE_WARNING, UserWarning, stacklevel=4)
+                out[i] = None if self._mode == "model" else jnp.array(leaf, copy=True)
+            seen.add(id(leaf))
+        return out
+
+    def _is_taken(self, leaf) -> bool:
+        """Whether `leaf` (an array object) is already one of this optimizer's params."""
+        ref = self._given.get(id(leaf))
+        if ref is not None and ref() is leaf:
+            return True
+        return any(leaf is current for group in self._opt_leaves for current in group)
+
+    # ------------------------------------------------------------------ ids and names (state_dict)
+    def _ids(self, g: int) -> list[int]:
+        """torch's integer ids of group g's params (numbered across groups, in leaf order)."""
+        return list(self._param_ids[g])
+
+    def _export_param_groups(self) -> list[dict]:
+        """`state_dict()["param_groups"]`: torch's layout (copies; int ids under "params", last,
+        as torch's `pack_group`; "param_names" for named groups). A group whose dict leaves JAX
+        orders differently from their insertion order also saves its key-path names, so that
+        loading it back maps by name (see `_saved_to_current_ids`)."""
+        out = []
+        for g, group in enumerate(self.param_groups):
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            if "param_names" not in packed and self._order_issue[g] is not None:
+                packed["param_names"] = list(self._param_names[g])
+            packed["params"] = self._ids(g)
+            out.append(packed)
+        return out
+
+    def _saved_to_current_ids(self, saved_groups: list[dict]) -> dict[int, int]:
+        """Maps a loaded state dict's param ids to ours, group by group: by name where the
+        saved group carries `param_names` (torch's, or ours) and they are our params' names
+        (given names, or key paths such as "10.weight"); by position otherwise. Refuses, naming
+        the fix, where names are carried but differ from ours and ours cannot be trusted to be
+        in the saved order, or where none are carried and our order may not be the saver's
+        (a dict whose insertion order, torch's registration order, is not JAX's sorted order)."""
+        if len(self.param_groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(self._param_ids[g]) != len(s["params"]) for g, s in enumerate(saved_groups)):
+            raise ValueError(
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
+            )
+        id_map: dict[int, int] = {}
+        for g, saved in enumerate(saved_groups):
+            ids, names = self._param_ids[g], self._param_names[g]
+            saved_ids = list(saved["params"])
+            saved_names = saved.get("param_names")
+            if saved_names is not None:
+                saved_names = [str(n) for n in saved_names]
+                if len(saved_names) != len(saved_ids):
+                    raise ValueError(
+                        f"loaded param group {g} has {len(saved_names)} param_names for {len(saved_ids)} params")
+                if len(set(names)) == len(names) and sorted(saved_names) == sorted(names):
+                    index = {name: i for i, name in enumerate(names)}
+                    id_map.update((sid, ids[index[name]]) for sid, name in zip(saved_ids, saved_names))
+                    continue
+                if self._named[g] or self._order_issue[g] is not None:
+                    unknown = [n for n in saved_names if n not in set(names)][:3]
+                    raise ValueError(
+                        f"loaded param group {g} names its params {saved_names[:4]}..., which are not "
+                        f"this optimizer's ({names[:4]}...; e.g. {unknown} are unknown): the state "
+                        "cannot be matched to the params by name. Rename them in the state dict "
+                        f"(state_dict['param_groups'][{g}]['param_names']), or give the params in the "
+                        "saved order (a list or named pairs) and delete 'param_names' to load by position."
+                    )
+                # Our names are list positions: the order is the user's, as torch's is.
+            elif self._order_issue[g] is not None:
+                raise ValueError(
+                    f"cannot tell which saved state belongs to which param of group {g}: the loaded "
+                    f"param group carries no 'param_names' and {self._order_issue[g]}; the saver's "
+                    "order (torch's: registration order) need not be ours. Save names (torch: build "
+                    "the optimizer from model.named_parameters()), or add them before loading: "
+                    f"state_dict['param_groups'][{g}]['param_names'] = [name for name, _ in "
+                    "model.named_parameters()] (in the saved order); or give the params in the saved "
+                    "order (a list, or (name, param) pairs)."
+                )
+            id_map.update(zip(saved_ids, ids))
+        return id_map
+
 
     def _spec(self, group) -> _GroupSpec:
         static = tuple(
@@ -675,7 +858,7 @@ class Optimizer:
         return [set(entry) for entry in self._export_state(g, fresh, every_param=True)]
 
     def _export_state(self, g: int, state, every_param: bool = False) -> list[dict]:
-        n = len(self.param_groups[g]["params"])
+        n = len(self._param_ids[g])
         out = [dict() for _ in range(n)]
         treedef = self._group_defs[g]
         present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
@@ -753,7 +936,7 @@ class Optimizer:
                         for i, leaf_index in enumerate(present):
                             old = leaves[leaf_index]
                             if old is not None and name in per_param[i]:
-                                leaves[leaf_index] = _cast_like(per_param[i][name], old, name, self.param_groups[g]["params"][i])
+                                leaves[leaf_index] = _cast_like(per_param[i][name], old, name, self._param_ids[g][i])
                         new[name] = treedef.unflatten(leaves)
                     elif name in _INTERNAL_FIELDS and jnp.ndim(value) == 0:
                         new[name] = jnp.asarray(max_step, jnp.asarray(value).dtype)
@@ -774,7 +957,7 @@ class Optimizer:
         expected = self._expected_state_keys(g, fresh)
         if expected is None:
             return
-        for pid, entry, keys in zip(self.param_groups[g]["params"], per_param, expected):
+        for pid, entry, keys in zip(self._ids(g), per_param, expected):
             if not entry:
                 continue  # no state yet (torch: a param that has not stepped)
             missing, unexpected = sorted(keys - set(entry)), sorted(set(entry) - keys)
@@ -791,8 +974,8 @@ class Optimizer:
     def state(self) -> dict[int, dict[str, Any]]:
         """Per-param state keyed by param id (torch's keys); a read-only view."""
         out = {}
-        for g, group in enumerate(self.param_groups):
-            for pid, entry in zip(group["params"], self._export_group(g)):
+        for g in range(len(self.param_groups)):
+            for pid, entry in zip(self._ids(g), self._export_group(g)):
                 if entry:
                     out[pid] = entry
         return out
@@ -802,7 +985,7 @@ class Optimizer:
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         state = _copy_tree(self.state)
-        state_dict = {"state": state, "param_groups": copy.deepcopy(self.param_groups)}
+        state_dict = {"state": state, "param_groups": self._export_param_groups()}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -817,30 +1000,23 @@ class Optimizer:
             if result is not None:
                 state_dict = result
         saved_groups = copy.deepcopy(state_dict["param_groups"])
-        if len(self.param_groups) != len(saved_groups):
-            raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
-            raise ValueError(
-                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
-            )
-        id_map = dict(zip(
-            itertools.chain.from_iterable(s["params"] for s in saved_groups),
-            itertools.chain.from_iterable(g["params"] for g in self.param_groups),
-        ))
+        id_map = self._saved_to_current_ids(saved_groups)
         by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
             new_group = {k: _plain(v) for k, v in saved.items() if k in self.defaults}
             for k in self.defaults:
                 new_group.setdefault(k, group[k])
-            new_group["params"] = group["params"]
+            new_group = {"params": group["params"], **new_group}
+            if "param_names" in group:  # the state was matched by these names (or equal ones)
+                new_group["param_names"] = group["param_names"]
             new_groups.append(new_group)
         new_specs = [self._spec(g) for g in new_groups]
         new_states = []
         for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
-            per_param = [{k: v for k, v in by_id.get(pid, {}).items() if v is not None} for pid in group["params"]]
+            per_param = [{k: v for k, v in by_id.get(pid, {}).items() if v is not None} for pid in self._ids(g)]
             self._check_state_keys(g, fresh, per_param)
             new_states.append(self._import_group(g, fresh, per_param))
         # Commit.

@@ -168,7 +168,8 @@ def test_per_group_hyperparameters_with_one_model_tree():
     np.testing.assert_allclose(np.asarray(params["classifier"]["w"]), tc.detach().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(params["base"]["w"]), tb.detach().numpy(), rtol=1e-5, atol=1e-6)
     assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-3]
-    assert [g["params"] for g in opt.param_groups] == [[0], [1]]
+    assert [g["params"] for g in opt.state_dict()["param_groups"]] == [[0], [1]]
+    assert opt.param_groups[0]["params"][0] is opt.params["base"]["w"]  # live params, as torch
 
 
 def test_model_groups_reject_foreign_and_duplicate_leaves():
