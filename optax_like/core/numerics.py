@@ -64,6 +64,30 @@ def as_hyperparam(value: Any, dtype=None) -> jax.Array:
     return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
 
 
+def check_representable(value: Any, dtype, name: str) -> None:
+    """Raises torch's overflow RuntimeError, naming `name`, when a finite host `value` becomes
+    inf in `dtype` (e.g. lr=1e308 as float32): never a silent inf in the step's math."""
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            check_representable(v, dtype, name)
+        return
+    if isinstance(value, jax.core.Tracer) or not jnp.issubdtype(jnp.dtype(dtype), jnp.inexact):
+        return
+    try:
+        host = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return
+    if host.size != 1 or not np.isfinite(host).all():
+        return
+    with np.errstate(over="ignore"):
+        if not np.isfinite(host.astype(jnp.dtype(dtype))).all():
+            raise RuntimeError(
+                f"value cannot be converted to type {jnp.dtype(dtype).name} without overflow: "
+                f"{name}={float(host.reshape(())):g} is beyond {jnp.dtype(dtype).name}'s range "
+                "(optax_like traces hyperparameters in float32 unless jax_enable_x64 is on)."
+            )
+
+
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
     """`value(count)` for a schedule, else `value` itself."""
     return value(count) if callable(value) else value
@@ -111,6 +135,7 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
     if precise is not None:
         return precise[0].astype(dtype)
     if is_host_scalar(x):
+        check_representable(1.0 - np.float64(x), dtype, "1 - hyperparameter")
         return np.asarray(1.0 - np.float64(x), dtype=dtype)
     return (1 - jnp.asarray(x)).astype(dtype)
 
@@ -118,6 +143,7 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
 def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
     if is_host_scalar(x):
+        check_representable(x, dtype, "hyperparameter")
         return np.asarray(np.float64(x), dtype=dtype)
     return jnp.asarray(x).astype(dtype)
 

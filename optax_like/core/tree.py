@@ -164,10 +164,13 @@ def global_norm_sq(tree: Any) -> jax.Array:
 #   ones, and a leaf kernel reading `step[i]` (a slice at a different offset per leaf) would
 #   make every leaf's kernel distinct.
 #
-# The form is pytree structure (aux data), so the first update that splits a shared node
-# changes the state's structure: `jax.jit` retraces once. Loops that need a fixed carry
-# structure (`lax.scan`, `fori_loop`) over steps where some leaves get no gradient should start
-# from `per_leaf_scalars(state)`.
+# The form is pytree structure (aux data) and is fixed at init: `update` never changes it (jit,
+# scan, orbax and donation rely on a fixed state structure). `init` gives the shared form;
+# `per_leaf_scalars(tx.init(params))` gives the per-leaf form, which a state needs when some
+# updates give None for some leaves (torch's `p.grad is None`); the shared form refuses such an
+# update at trace time with an error naming the leaf (`select_present`). The per-leaf form
+# costs scalar work per leaf (measured in BENCHMARKS.md, "Shared step counters"); the
+# stateful adapter switches its own state to it when it first sees a None gradient.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -294,10 +297,17 @@ def _split(node: LeafScalars) -> LeafScalars:
 
 def per_leaf_scalars(tree: Any) -> Any:
     """`tree` (an optimizer state, or a tree of its shardings) with every shared `LeafScalars`
-    node split into one entry per leaf (arrays copied): the structure an update produces when
-    some leaves get no gradient. Use it on the initial state of a `lax.scan`/`fori_loop` whose
-    steps leave some gradients None, and on `optax_like.sharding.state_shardings(...)` given to
-    `jax.jit(out_shardings=...)` for such steps."""
+    node split into one entry per leaf (arrays copied).
+
+        state = optax_like.per_leaf_scalars(tx.init(params))
+
+    gives a state whose updates accept a gradient tree with None for some leaves (torch's
+    `p.grad is None`: that leaf is skipped, its step count untouched), under `jit`, `lax.scan`
+    and `fori_loop` alike: the state's structure stays fixed. The shared form that `init`
+    returns refuses such a gradient tree at trace time. Apply it too to
+    `optax_like.sharding.state_shardings(...)` given to `jax.jit(out_shardings=...)` for such a
+    state. Cost: the per-param scalar work (step increments, bias corrections) is done per leaf.
+    """
     return jax.tree.map(lambda n: _split(n) if isinstance(n, LeafScalars) else n, tree, is_leaf=is_leaf_scalars)
 
 
@@ -361,13 +371,40 @@ def increment_counts(counts: LeafScalars, updates: Any, reference: Any) -> LeafS
 
 def select_present(new: LeafScalars, old: LeafScalars, updates: Any, reference: Any) -> LeafScalars:
     """Per leaf: `new`'s scalar where `updates` has a gradient, else `old`'s (a static choice).
-    Shared when every leaf takes the same side and that side is shared."""
+
+    The result has the form (shared or per leaf) of `old`: an update never changes a state's
+    pytree structure. A shared node can only take one side for every leaf; a gradient tree that
+    has a gradient for some leaves and None for others needs the per-leaf form, chosen at init
+    (`per_leaf_scalars(tx.init(params))`), and is refused here, at trace time, naming the leaf.
+    """
     mask = present_mask(updates, reference)
     if all(mask):
         return new
     if not any(mask):
         return old
+    if old.is_shared or new.is_shared:
+        raise_needs_per_leaf_scalars(updates, reference)
     return LeafScalars(_distinct(n if keep else o for n, o, keep in zip(new.values, old.values, mask)))
+
+
+class NoneGradientError(ValueError):
+    """A None gradient for some (not all) leaves of a state whose per-param scalars are shared."""
+
+
+def raise_needs_per_leaf_scalars(updates: Any, reference: Any) -> None:
+    """Raises `NoneGradientError` naming the first params leaf whose gradient is None."""
+    paths = [path for path, r in jax.tree_util.tree_flatten_with_path(reference, is_leaf=is_none)[0]]
+    ref = jax.tree.leaves(reference, is_leaf=is_none)
+    upd = jax.tree.structure(reference, is_leaf=is_none).flatten_up_to(updates)
+    missing = [path_str(p) for p, r, u in zip(paths, ref, upd) if r is not None and u is None]
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    raise NoneGradientError(
+        f"the gradient of leaf {missing[0]}{more} is None while other leaves have one, but this "
+        "optimizer state keeps torch's per-parameter step counters shared (one scalar for every "
+        "leaf, the form init gives: the state's structure cannot change inside update). Start "
+        "from `state = optax_like.per_leaf_scalars(tx.init(params))` to allow gradients that "
+        "are None for some leaves (torch's `p.grad is None`), or pass zeros for that leaf."
+    )
 
 
 def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):

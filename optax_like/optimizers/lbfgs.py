@@ -23,6 +23,7 @@ from optax_like.core import numerics
 from optax_like.core import tree as tree_lib
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformationExtraArgs
+from optax_like.core.hyperparams import integer_args
 from optax_like.transforms.line_search import (
     StrongWolfeState,
     strong_wolfe_absorb,
@@ -146,6 +147,7 @@ def _check_int(value, name):
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
 
 
+@integer_args("max_iter", "max_eval", "history_size")
 def lbfgs(
     lr: Any = 1,
     max_iter: int = 20,

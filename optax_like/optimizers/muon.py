@@ -17,8 +17,10 @@ from optax_like.transforms.muon import (
 )
 from optax_like.transforms.scaling import scale_by_learning_rate
 from optax_like.transforms.weight_decay import add_decoupled_weight_decay
+from optax_like.core.hyperparams import integer_args
 
 
+@integer_args("ns_steps")
 def muon(
     lr: ScalarOrSchedule = 1e-3,
     weight_decay: ScalarOrSchedule = 0.1,

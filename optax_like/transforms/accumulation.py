@@ -17,6 +17,7 @@ class MultiStepsState(NamedTuple):
     gradient_step: jax.Array  # real (inner) steps taken
     inner_opt_state: Any
     acc_grads: Any  # running sum of the micro-batch gradients, in the compute dtype
+    acc_present: Any  # per params leaf: whether some micro-batch of this window had a gradient
 
 
 class MultiSteps:
@@ -28,6 +29,16 @@ class MultiSteps:
     on the other calls the update is zero and the inner state is untouched. This is the loop
     torch users write as `(loss / k).backward()` k times followed by `optimizer.step()`.
     `every_k_schedule` is an int or a function `gradient_step -> k`.
+
+    A None gradient (torch's `p.grad is None`) adds nothing to that leaf's sum. At the k-th
+    call, a leaf that had a gradient in some micro-batch of the window is stepped with its sum
+    / k (torch's `.grad` holds the sum of the backward passes that reached it); a leaf that had
+    none is passed to `inner` as None (skipped, its state untouched). Whether a leaf without a
+    gradient in the k-th call had one earlier is known only at run time: both cases are
+    compiled (a `lax.cond`) and, when several such leaves disagree, each is stepped or skipped
+    exactly as torch would only if they all agree; so keep a param's None pattern fixed within
+    a window (e.g. frozen params always None), which is what accumulation loops do. An inner
+    state that must skip leaves needs per-leaf scalars: `per_leaf_scalars(opt.init(params))`.
     """
 
     def __init__(self, opt: GradientTransformation, every_k_schedule: Union[int, Callable[[jax.Array], Any]]):
@@ -48,25 +59,71 @@ class MultiSteps:
             gradient_step=jnp.zeros((), jnp.int32),
             inner_opt_state=self._opt.init(params),
             acc_grads=map_params(zeros, params),
+            acc_present=map_params(lambda p: jnp.zeros((), bool), params),
         )
 
     def update(self, updates, state: MultiStepsState, params=None, **extra_args):
         k = jnp.asarray(self._every_k_schedule(state.gradient_step), jnp.int32)
-        acc = map_params(lambda a, g: a + g.astype(a.dtype), state.acc_grads, updates)
+        # A None gradient leaves that leaf's sum (and presence flag) as it is.
+        acc = map_params(lambda a, g: a if g is None else a + g.astype(a.dtype), state.acc_grads, updates)
+        present = map_params(lambda f, g: f if g is None else jnp.ones((), bool), state.acc_present, updates)
         emit = state.mini_step + 1 >= k
+        like = map_params(lambda p: p, state.acc_grads)
+
+        def mean_of(a, dtype):
+            return (a / k.astype(a.dtype)).astype(dtype)
+
+        def dtype_of(g, a, p):
+            return (g if g is not None else (p if p is not None else a)).dtype
+
+        def inner_step(grads):
+            new_updates, inner = self._opt.update(grads, state.inner_opt_state, params, **extra_args)
+            fresh = MultiStepsState(
+                jnp.zeros((), jnp.int32), numerics.safe_increment(state.gradient_step), inner,
+                map_params(jnp.zeros_like, acc), map_params(lambda f: jnp.zeros((), bool), present))
+            return new_updates, fresh
+
+        p_leaves = jax.tree.structure(like, is_leaf=lambda x: x is None).flatten_up_to(params) if params is not None else None
+
+        def grads_for(include_missing: bool):
+            treedef = jax.tree.structure(like, is_leaf=lambda x: x is None)
+            a_l = treedef.flatten_up_to(acc)
+            g_l = treedef.flatten_up_to(updates)
+            p_l = p_leaves or [None] * len(a_l)
+            out = []
+            for a, g, p in zip(a_l, g_l, p_l):
+                if a is None:
+                    out.append(None)
+                elif g is not None or include_missing:
+                    out.append(mean_of(a, dtype_of(g, a, p)))
+                else:
+                    out.append(None)
+            return treedef.unflatten(out)
+
+        missing = [f for f, g, a in zip(
+            jax.tree.leaves(present, is_leaf=lambda x: x is None),
+            jax.tree.structure(like, is_leaf=lambda x: x is None).flatten_up_to(updates),
+            jax.tree.leaves(like, is_leaf=lambda x: x is None)) if a is not None and g is None]
 
         def apply(_):
-            mean = map_params(lambda a, g: (a / k.astype(a.dtype)).astype(g.dtype), acc, updates)
-            new_updates, inner = self._opt.update(mean, state.inner_opt_state, params, **extra_args)
-            return (
-                new_updates,
-                MultiStepsState(jnp.zeros((), jnp.int32), numerics.safe_increment(state.gradient_step), inner, map_params(jnp.zeros_like, acc)),
-            )
+            if not missing:
+                return inner_step(grads_for(False))
+            # Leaves without a gradient in this call: stepped if they had one earlier in the window.
+            stepped = lambda: inner_step(grads_for(True))
+            shapes = jax.eval_shape(stepped)[0]
+
+            def skipped():  # zero updates where the inner update is None: one output structure
+                new_updates, fresh = inner_step(grads_for(False))
+                new_updates = jax.tree.map(lambda u, s: jnp.zeros(s.shape, s.dtype) if u is None else u,
+                                           new_updates, shapes, is_leaf=lambda x: x is None)
+                return new_updates, fresh
+
+            return jax.lax.cond(jnp.any(jnp.stack(missing)), stepped, skipped)
 
         def skip(_):
-            shapes = jax.eval_shape(lambda: self._opt.update(updates, state.inner_opt_state, params, **extra_args)[0])
+            shapes = jax.eval_shape(lambda: apply(None)[0])
             zeros = jax.tree.map(jnp.zeros_like, shapes)  # keeps the sharding on Explicit meshes
-            return zeros, MultiStepsState(state.mini_step + 1, state.gradient_step, state.inner_opt_state, acc)
+            return zeros, MultiStepsState(state.mini_step + 1, state.gradient_step, state.inner_opt_state, acc, present)
 
         return jax.lax.cond(emit, apply, skip, None)
 

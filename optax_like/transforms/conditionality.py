@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
-from optax_like.core.tree import leaf_scalars_like, map_params
+from optax_like.core.tree import map_params
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -46,8 +46,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         notfinite = jnp.where(finite, 0, state.notfinite_count + 1).astype(jnp.int32)
         apply = jnp.logical_or(finite, notfinite > max_consecutive_errors)
         out_updates = map_params(lambda u: jnp.where(apply, u, jnp.zeros_like(u)), new_updates)
-        old_inner = leaf_scalars_like(state.inner_state, new_inner)  # a None gradient may split them
-        out_inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old), new_inner, old_inner)
+        out_inner = jax.tree.map(lambda new, old: jnp.where(apply, new, old), new_inner, state.inner_state)
         return out_updates, ApplyIfFiniteState(
             notfinite,
             finite,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.core import numerics
+from optax_like.core import hyperparams, numerics
 from optax_like.core.base import GradientTransformationExtraArgs, with_extra_args_support
 
 
@@ -29,14 +29,20 @@ def _is_numeric_tuple(x: Any) -> bool:
     return isinstance(x, (tuple, list)) and len(x) > 0 and all(_is_numeric(v) for v in x)
 
 
-def _normalize(value: Any, like: Any) -> Any:
-    """`value` as an array (or tuple of arrays) of the dtype of `like`."""
+def _normalize(value: Any, like: Any, name: str = "hyperparameter") -> Any:
+    """`value` as an array (or tuple of arrays) of the dtype of `like` (a float dtype); a value
+    that does not fit it (1e308 in float32) or is not a real number is an error naming `name`."""
     if isinstance(like, tuple):
         if not isinstance(value, (tuple, list)) or len(value) != len(like):
-            raise ValueError(f"expected a sequence of {len(like)} values, got {value!r}.")
-        return tuple(_normalize(v, l) for v, l in zip(value, like))
-    if callable(value):
-        raise TypeError("a hyperparameter injected as a value cannot be replaced by a schedule.")
+            raise ValueError(f"{name}: expected a sequence of {len(like)} values, got {value!r}.")
+        return tuple(_normalize(v, l, name) for v, l in zip(value, like))
+    if callable(value) and not isinstance(value, jax.Array):
+        raise TypeError(f"{name}: a hyperparameter injected as a value cannot be replaced by a schedule.")
+    if isinstance(value, jax.core.Tracer):
+        return value.astype(like.dtype) if value.dtype != like.dtype else value
+    if not isinstance(value, jax.Array):
+        hyperparams.as_number(value, name)  # a TypeError naming it for strings, None, ...
+    numerics.check_representable(value, like.dtype, name)
     return jnp.asarray(value, dtype=like.dtype)
 
 
@@ -67,7 +73,7 @@ class HyperparamsDict(dict):
 
     def __setitem__(self, key, value):
         if key in self:
-            value = _place_like(_normalize(value, self[key]), self[key])
+            value = _place_like(_normalize(value, self[key], key), self[key])
         super().__setitem__(key, value)
 
     def update(self, *args, **kwargs):
@@ -103,10 +109,15 @@ def inject_hyperparams(
         state = opt.init(params)
         state.hyperparams['lr'] = 3e-4         # next step uses it; no recompile
 
-    Numeric arguments (scalars and tuples of scalars such as `betas`) become non-weak arrays of
-    `hyperparam_dtype` (default: float32, or float64 under x64; ints keep an int dtype); callable
-    arguments are schedules of the step count, evaluated every update and shown in
-    `state.hyperparams`; everything else (bools, strings, names in `static_args`) stays static.
+    Numeric arguments (scalars and tuples of scalars such as `betas`; see
+    `core.hyperparams.argument_kinds`) become non-weak floating arrays of `hyperparam_dtype`
+    (default: float32, or float64 under x64), whatever the Python type of the value or default
+    (`weight_decay=0` gives a float slot: assigning 1e-2 later is not truncated). Flags
+    (`amsgrad`, `nesterov`, ...) are compile-time bools (`amsgrad=1` is True, as in torch);
+    integer counts a factory declares (`ns_steps`) and names in `static_args` stay static;
+    callable arguments are schedules of the step count, evaluated every update and shown in
+    `state.hyperparams`. A value that cannot be stored (a string for `lr`, 1e308 in float32) is
+    an error naming the argument.
     The factory is called once with the given values to validate them up front.
     """
     static_args = set(static_args)
@@ -120,39 +131,44 @@ def inject_hyperparams(
         factory(**arguments)  # validates with torch's messages, on the values as given
 
         dtype = jnp.dtype(hyperparam_dtype) if hyperparam_dtype is not None else None
+        kinds = hyperparams.argument_kinds(factory)
         static, numeric, schedules = {}, {}, {}
         for name, value in arguments.items():
+            kind = kinds.get(name, hyperparams.STATIC)
             if name in static_args:
                 static[name] = value
+            elif kind == hyperparams.FLAG:
+                static[name] = hyperparams.as_flag(value, name)
             elif callable(value) and not isinstance(value, jax.Array):
                 schedules[name] = value
-            elif _is_numeric(value) or _is_numeric_tuple(value):
+            elif kind == hyperparams.NUMBER and (_is_numeric(value) or _is_numeric_tuple(value)):
                 numeric[name] = value
             else:
                 static[name] = value
 
-        def to_array(v):
+        def to_array(v, name):
+            # Every numeric slot is a non-weak float, whatever the default's Python type: an
+            # int default (`weight_decay=0`) must not make an int slot that truncates 1e-2 to 0.
             if isinstance(v, (tuple, list)):
-                return tuple(to_array(x) for x in v)
-            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-                return jnp.asarray(v, dtype=jnp.int32)
+                return tuple(to_array(x, name) for x in v)
+            numerics.check_representable(v, dtype or numerics.float_dtype(), name)
             return numerics.as_hyperparam(v, dtype)
 
         def hyperparams_at(count, stored):
             values = dict(stored)
             for name, schedule in schedules.items():
-                values[name] = to_array(schedule(count))
+                values[name] = to_array(schedule(count), name)
             return values
 
         def init(params):
             count = jnp.zeros((), jnp.int32)
-            values = {name: to_array(v) for name, v in numeric.items()}
+            values = {name: to_array(v, name) for name, v in numeric.items()}
             values = hyperparams_at(count, values)
             inner = factory(**static, **values)
             return InjectHyperparamsState(count, HyperparamsDict(values), inner.init(params))
 
         def update(updates, state, params=None, **extra_args):
-            stored = {name: _normalize(state.hyperparams[name], to_array(numeric[name])) for name in numeric}
+            stored = {name: _normalize(state.hyperparams[name], to_array(numeric[name], name), name) for name in numeric}
             values = hyperparams_at(state.count, stored)
             inner = with_extra_args_support(factory(**static, **values))
             updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)

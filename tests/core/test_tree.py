@@ -25,8 +25,11 @@ def test_update_leaves_skips_leaves_without_update_and_counts_per_leaf():
     np.testing.assert_array_equal(new_u["a"], [2, 2])
     np.testing.assert_array_equal(new_s["a"], [1, 1])
     assert new_s["b"] is state["b"]
-    np.testing.assert_array_equal(tree.increment_counts(counts, updates, state), [1, 0])
+    per_leaf = tree.per_leaf_scalars(counts)
+    np.testing.assert_array_equal(tree.increment_counts(per_leaf, updates, state), [1, 0])
     np.testing.assert_array_equal(tree.increment_counts(counts, {"a": jnp.ones(2), "b": jnp.ones(2), "frozen": None}, state), [1, 1])
+    with pytest.raises(tree.NoneGradientError, match=r"\['b'\]"):
+        tree.increment_counts(counts, updates, state)
 
 
 def test_counts_saturate_at_int32_max_and_are_a_pytree_of_scalars():
@@ -97,7 +100,7 @@ def test_same_shape_leaves_compile_to_identical_kernels():
         assert _distinct_fusions(tx, 2) == _distinct_fusions(tx, 6)
 
 
-def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not():
+def test_counters_keep_their_form_shared_refuses_a_partial_step_per_leaf_counts_each_leaf():
     ref = {"a": jnp.zeros(2), "b": jnp.zeros(3), "c": jnp.zeros(1), "frozen": None}
     counts = tree.init_counts(ref)
     assert counts.is_shared and len(counts) == 3 and len(jax.tree.leaves(counts)) == 1
@@ -107,10 +110,16 @@ def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not
     none = {"a": None, "b": None, "c": None, "frozen": None}
     assert tree.increment_counts(once, none, ref) is once
     partial = {"a": jnp.ones(2), "b": None, "c": jnp.ones(1), "frozen": None}
-    split = tree.increment_counts(once, partial, ref)
+    # the shared form cannot express unequal counts: refused at trace time, naming the leaf
+    with pytest.raises(tree.NoneGradientError, match=r"leaf \['b'\] is None.*per_leaf_scalars"):
+        tree.increment_counts(once, partial, ref)
+    with pytest.raises(tree.NoneGradientError):
+        jax.jit(lambda c: tree.increment_counts(c, partial, ref))(once)
+    split = tree.increment_counts(tree.per_leaf_scalars(once), partial, ref)
     assert not split.is_shared and split.tolist() == [2, 1, 2]
     assert len(jax.tree.leaves(split)) == 3
-    # once split, a full step keeps the per-leaf form and counts each leaf on
+    # a per-leaf node keeps its form whatever the gradients: the structure never changes
+    assert jax.tree.structure(tree.increment_counts(split, full, ref)) == jax.tree.structure(split)
     assert tree.increment_counts(split, full, ref).tolist() == [3, 2, 3]
     # map: shared when every operand is shared, else per leaf
     assert once.map(lambda x, y: x + y, once).is_shared
@@ -122,8 +131,8 @@ def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not
         once[3]
     # pytree: the form is structure
     assert jax.tree.structure(once) != jax.tree.structure(split)
-    # splitting a shared node eagerly gives distinct buffers (donatable state)
-    split_eager = tree.increment_counts(tree.init_counts(ref), partial, ref)
+    # splitting a shared node gives distinct buffers (donatable state)
+    split_eager = tree.increment_counts(tree.per_leaf_scalars(tree.init_counts(ref)), partial, ref)
     buffers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(split_eager)]
     assert len(set(buffers)) == len(buffers) == 3
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(once)[0]]
@@ -133,7 +142,7 @@ def test_counters_stay_shared_while_every_leaf_steps_and_split_when_one_does_not
 def test_leaf_scalars_like_splits_and_merges_to_the_reference_form():
     ref = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
     shared = tree.init_counts(ref)
-    split = tree.increment_counts(shared, {"a": jnp.ones(2), "b": None}, ref)
+    split = tree.increment_counts(tree.per_leaf_scalars(shared), {"a": jnp.ones(2), "b": None}, ref)
     as_split = tree.leaf_scalars_like({"s": shared}, {"s": split})["s"]
     assert not as_split.is_shared and as_split.tolist() == [0, 0]
     assert tree.leaf_scalars_like({"s": split}, {"s": split})["s"] is split
@@ -161,8 +170,9 @@ def test_per_leaf_scalars_splits_every_shared_node_into_fresh_buffers():
 
 @pytest.mark.parametrize("name", ["adam", "nadam", "asgd", "sgd"])
 def test_scan_over_steps_with_a_missing_gradient_starts_from_per_leaf_scalars(name):
-    """A `lax.scan` carry must keep its structure: steps leaving a gradient None split the shared
-    counters, so such a loop starts from `per_leaf_scalars(init)`; it then matches eager steps."""
+    """Steps leaving a gradient None need per-leaf counters, chosen at init: a `lax.scan` from
+    `per_leaf_scalars(init)` matches eager steps; from the shared init it fails at trace time
+    with an error naming the leaf and the fix (not jax's carry-structure error)."""
     import optax_like as ol
 
     tx = {"adam": ol.adam(1e-2), "nadam": ol.nadam(1e-2), "asgd": ol.asgd(1e-2),
@@ -176,12 +186,12 @@ def test_scan_over_steps_with_a_missing_gradient_starts_from_per_leaf_scalars(na
 
     grads = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)
     (p_scan, s_scan), _ = jax.lax.scan(step, (params, ol.per_leaf_scalars(tx.init(params))), grads)
-    p, s = params, tx.init(params)
+    p, s = params, ol.per_leaf_scalars(tx.init(params))
     for g in grads:
         (p, s), _ = step((p, s), g)
     for a, b in zip(jax.tree.leaves((p_scan, s_scan)), jax.tree.leaves((p, s))):
         np.testing.assert_allclose(a, b, rtol=1e-6)
-    with pytest.raises(TypeError, match="carry"):
+    with pytest.raises(ValueError, match=r"\['b'\].*per_leaf_scalars"):
         jax.lax.scan(step, (params, tx.init(params)), grads)
 
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import optax_like as ol
 from optax_like.core.tree import LeafScalars
@@ -16,14 +17,18 @@ def grads(seed, like=PARAMS, dtype=jnp.float32):
 
 
 def run(tx, params, steps, jit, skip_frozen=False):
-    state = tx.init(params)
+    state = ol.per_leaf_scalars(tx.init(params)) if skip_frozen else tx.init(params)
+    structure = jax.tree.structure(state)
     update = jax.jit(tx.update) if jit else tx.update
     for i in range(steps):
         g = grads(i, params, params["a"].dtype)
         if skip_frozen:
             g["frozen"] = None
         u, state = update(g, state, params)
+        assert jax.tree.structure(state) == structure, "update changed the state's pytree structure"
         params = ol.apply_updates(params, u)
+    if jit:
+        assert update._cache_size() == 1, "the jitted update compiled more than once"
     return params, state
 
 
@@ -49,8 +54,12 @@ def assert_skips_leaf_without_gradient(tx) -> None:
     assert_frozen_state_kept(state, initial)
     g = grads(0)
     g["frozen"] = None
-    u, _ = tx.update(g, initial, PARAMS)
+    u, _ = tx.update(g, ol.per_leaf_scalars(initial), PARAMS)
     assert u["frozen"] is None
+    # The shared form init returns refuses the same gradients at trace time, naming the leaf.
+    if any(isinstance(n, LeafScalars) and n.is_shared for n in jax.tree.leaves(initial, is_leaf=lambda x: isinstance(x, LeafScalars))):
+        with pytest.raises(ValueError, match=r"\['frozen'\].*per_leaf_scalars"):
+            jax.jit(tx.update)(g, initial, PARAMS)
     # A leaf that has stepped keeps its (no longer initial) state when its gradient goes missing.
     update = jax.jit(tx.update)
     _, stepped = update(grads(5), state, params)

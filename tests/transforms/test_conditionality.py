@@ -23,12 +23,12 @@ def test_non_finite_gradient_gives_zero_update_and_keeps_inner_state():
 
 
 def test_a_missing_gradient_keeps_that_params_state_in_both_branches():
-    """A None gradient splits the inner state's shared per-param steps; the non-finite branch
-    keeps the old state in that split form (eager and jit)."""
+    """With per-leaf scalars, a None gradient leaves that param's state alone in both branches
+    (eager and jit), and the state's structure never changes."""
     tx = ol.apply_if_finite(ol.adam(0.1), max_consecutive_errors=2)
     p = {"a": jnp.ones(2), "b": jnp.ones(3)}
     for update in (tx.update, jax.jit(tx.update)):
-        state = tx.init(p)
+        state = ol.per_leaf_scalars(tx.init(p))
         _, state = update({"a": jnp.ones(2), "b": None}, state, p)
         assert state.inner_state[0].step.tolist() == [1, 0]
         u, state = update({"a": jnp.asarray([1.0, jnp.nan]), "b": None}, state, p)
