@@ -32,15 +32,21 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
     (spec,), (treedef,) = specs, group_defs
     tx, entries = spec.build(hypers[0])
 
-    def value_fn(params):
+    def evaluate(params):
         leaves = (tuple(treedef.flatten_up_to(params)),)
-        return closure(_base._user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args)
+        return _base.split_aux(closure(_base._user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args))
+
+    def value_fn(params):
+        return evaluate(params)[0]
 
     params = treedef.unflatten(opt_leaves[0])
+    # The aux of the evaluation at the params given to the step (torch's returned loss's): one
+    # more forward pass, outside the line search's loop; XLA drops it when there is no aux.
+    aux = evaluate(params)[1]
     with numerics.precise_scalars(entries):
         updates, state = tx.update(None, states[0], params, value_fn=value_fn)
     params = apply_updates(params, updates)
-    return state.orig_loss, (tuple(treedef.flatten_up_to(params)),), (state,)
+    return (state.orig_loss, aux), (tuple(treedef.flatten_up_to(params)),), (state,)
 
 
 _jitted_lbfgs_step = jax.jit(_lbfgs_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
@@ -94,11 +100,14 @@ class LBFGS(Optimizer):
 
         opt = optax_like.optim.LBFGS(params, lr=1, max_iter=20, line_search_fn="strong_wolfe")
         loss = opt.step(loss_fn, *batch)   # loss_fn(params, *batch) -> scalar; torch's closure
+        loss, aux = opt.step(loss_and_metrics_fn, *batch)   # loss_fn returning (loss, aux)
 
     `step(closure, *args)` evaluates `closure(params, *args)` (differentiated with
     `jax.value_and_grad`) as often as torch's step calls its closure, inside one jitted, donated
     call, and returns torch's value: the loss at the params given to the step, as a device array
-    in the params' dtype (no host sync). A closure is required (torch: `TypeError`). Pending
+    in the params' dtype (no host sync); `(loss, aux)` when the closure returns `(loss, aux)`,
+    aux from the same evaluation (one extra forward pass in the same jitted call; none without
+    aux). A closure is required (torch: `TypeError`). Pending
     `backward()` gradients are discarded (torch's closure begins with `zero_grad()`).
 
     Hyperparameters: `lr`, `tolerance_grad` and `tolerance_change` are traced (editing
@@ -161,7 +170,8 @@ class LBFGS(Optimizer):
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable, *args: Any, **kwargs: Any):  # type: ignore[override]
-        """One torch `step(closure)`: returns the loss at the params given to the step."""
+        """One torch `step(closure)`: returns the loss at the params given to the step (and the
+        aux of that evaluation when the closure returns `(loss, aux)`)."""
         return super().step(closure, *args, **kwargs)
 
     def _step(self, closure=None, *args, **kwargs):
@@ -175,11 +185,11 @@ class LBFGS(Optimizer):
         self._grads = [(None,) * len(g) for g in self._grads]
         config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
                   tuple(self._specs))
-        loss, leaves, states = _jitted_lbfgs_step(
+        (loss, aux), leaves, states = _jitted_lbfgs_step(
             config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers, args,
         )
         self._opt_leaves, self._states = list(leaves), list(states)
-        return loss
+        return loss if aux is None else (loss, aux[0])
 
     # ------------------------------------------------------------------ state (torch's layout)
     def _expected_state_keys(self, g: int, fresh) -> None:

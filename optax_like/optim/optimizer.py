@@ -16,7 +16,9 @@ the first step (read `optimizer.params`, which is valid until the next step).
 Gradients. `step(closure, *args)`: `closure(params, *args)` returns the loss; it is
 differentiated and the update applied in the same jitted call, and the loss returned (a device
 array: no host sync). It plays torch's closure that begins with `zero_grad()`: pending gradients
-are discarded. Every optimized leaf gets a gradient (zero where unused). A closure defined once
+are discarded. A closure returning `(loss, aux)` makes `step` return `(loss, aux)`.
+`step(..., clip_grad_norm=max_norm)` clips the gradients in the same call (optim/clip_grad.py).
+Every optimized leaf gets a gradient (zero where unused). A closure defined once
 compiles once; a new function object (a per-step lambda) is a new jit key and retraces.
 `backward(grads)` accumulates explicit gradients (a tree in the params' structure, `None` for
 "no gradient") until `zero_grad()`; `step()` uses them; a leaf without gradient is skipped with
@@ -82,6 +84,7 @@ from optax_like.core import numerics
 from optax_like.core.base import apply_updates
 from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, leaf_scalars_like, path_str
 from optax_like.optim import _names
+from optax_like.optim import clip_grad as _clip
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
@@ -245,15 +248,24 @@ def _all_finite(grad) -> jax.Array:
     return jnp.all(jnp.isfinite(grad))
 
 
+def split_aux(out):
+    """A closure's output as (loss, aux): a `(loss, aux)` pair carries aux (any pytree), wrapped
+    in a 1-tuple so that an aux of None is told from no aux; a bare loss has aux None."""
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return out[0], (out[1],)
+    return out, None
+
+
 def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped):
     TRACE_COUNT[0] += 1
-    closure, mode, root_def, positions, group_defs, specs, skip_nonfinite = config
-    loss = None
+    closure, mode, root_def, positions, group_defs, specs, skip_nonfinite, clip = config
+    loss = aux = None
     if closure is not None:
         def loss_of(leaves):
-            return closure(_user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args)
+            return split_aux(closure(_user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args))
 
-        loss, grads = jax.value_and_grad(loss_of)(opt_leaves)
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(opt_leaves)
+    grads, grad_norm = _clip.apply_step_clip(clip, grads)
     def update(operands):
         opt_leaves, states, grads = operands
         new_leaves, new_states = [], []
@@ -286,7 +298,7 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
 
         new_leaves, new_states = jax.lax.cond(finite, update, keep, operands)
         skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
-    return loss, new_leaves, new_states, skipped
+    return (loss, aux, grad_norm), new_leaves, new_states, skipped
 
 
 # `skipped` is None unless skip_nonfinite: a non-donated scalar passed straight through the step
@@ -386,6 +398,8 @@ class Optimizer:
         # Not in torch: when True, a step whose gradients hold a nan/inf leaves params and state
         # unchanged and adds one to `skipped_steps` (decided on device: no host sync).
         self.skip_nonfinite = bool(skip_nonfinite)
+        # The total gradient norm of the latest step(..., clip_grad_norm=...) (device scalar).
+        self.last_grad_norm = None
         self._skipped = jnp.zeros((), jnp.int32)
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
@@ -779,7 +793,14 @@ class Optimizer:
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any):
-        """One optimization step; with `closure(params, *args)`, returns its loss.
+        """One optimization step; with `closure(params, *args)`, returns its loss, or
+        `(loss, aux)` when the closure returns `(loss, aux)` (aux: any pytree of the same
+        evaluation, e.g. logits or new BatchNorm statistics; same jitted call).
+
+        Keywords (not torch's; they clip inside the jitted step, see optim/clip_grad.py):
+        `clip_grad_norm=max_norm` (with `norm_type=2.0`) scales the gradients as torch's
+        `clip_grad_norm_` and leaves the total norm in `optimizer.last_grad_norm`;
+        `clip_grad_value=v` clamps them as `clip_grad_value_`. A new value recompiles once.
 
         Runs the global and own step pre hooks (which may replace args/kwargs), the step, then
         the own and global post hooks, in torch's order.
@@ -826,21 +847,24 @@ class Optimizer:
                 self._specs[g] = spec
 
     def _step(self, closure=None, *args, **kwargs):
+        clip = _clip.check_step_clip(kwargs.pop("clip_grad_norm", None), kwargs.pop("norm_type", 2.0),
+                                     kwargs.pop("clip_grad_value", None))
         if kwargs:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
         hypers = self._hypers()
         if closure is not None:
             self._grads = [(None,) * len(g) for g in self._grads]
         config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
-                  tuple(self._specs), bool(self.skip_nonfinite))
-        loss, leaves, states, skipped = _jitted_step(
+                  tuple(self._specs), bool(self.skip_nonfinite), clip)
+        (loss, aux, grad_norm), leaves, states, skipped = _jitted_step(
             config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
             tuple(self._grads), args, self._skipped if self.skip_nonfinite else None,
         )
         self._opt_leaves, self._states = list(leaves), list(states)
         if skipped is not None:
             self._skipped = skipped
-        return loss
+        self.last_grad_norm = grad_norm
+        return loss if aux is None else (loss, aux[0])
 
     @property
     def skipped_steps(self) -> jax.Array:
