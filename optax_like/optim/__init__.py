@@ -52,5 +52,7 @@ from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only
 __all__.append("LBFGS")
 
 from optax_like.optim import lr_scheduler, swa_utils  # noqa: E402
+from optax_like.optim._names import named_parameters  # noqa: E402
+from optax_like.optim.clip_grad import clip_grad_norm_, clip_grad_value_  # noqa: E402
 
-__all__ += ["lr_scheduler", "swa_utils"]
+__all__ += ["lr_scheduler", "swa_utils", "named_parameters", "clip_grad_norm_", "clip_grad_value_"]
