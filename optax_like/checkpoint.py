@@ -1,39 +1,42 @@
-"""Safe checkpoints without pickle: pytrees of arrays and JSON-able Python leaves to ONE file.
+"""Checkpoints as safetensors files: pytrees of arrays and Python values, no pickle.
 
-    optax_like.checkpoint.save("opt.ckpt", state)                  # any pytree
-    state = optax_like.checkpoint.load("opt.ckpt", like=tx.init(params))
-    state = optax_like.checkpoint.load("opt.ckpt", like=jax.eval_shape(tx.init, params))
-    tree = optax_like.checkpoint.load("opt.ckpt")                  # nested dicts/lists/tuples
+    optax_like.checkpoint.save("opt.safetensors", state)                 # any pytree
+    state = optax_like.checkpoint.load("opt.safetensors", like=tx.init(params))
+    state = optax_like.checkpoint.load("opt.safetensors", like=jax.eval_shape(tx.init, params))
+    tree = optax_like.checkpoint.load("opt.safetensors")                 # nested dicts/lists/tuples
 
-    optax_like.checkpoint.save_state_dict("adam.ckpt", optimizer)  # optax_like.optim adapter
-    optimizer.load_state_dict(optax_like.checkpoint.load_state_dict("adam.ckpt"))
+    optax_like.checkpoint.save_state_dict("adam.safetensors", optimizer)  # optax_like.optim adapter
+    optimizer.load_state_dict(optax_like.checkpoint.load_state_dict("adam.safetensors"))
 
-Nothing is ever unpickled: the file holds a JSON description of the tree and raw array bytes,
-and loading builds only dicts, lists, tuples, Python scalars, NumPy/JAX arrays and (with
-`like=`) the template's own pytree types. See docs/checkpoint.md.
+A file is a standard safetensors file (https://github.com/huggingface/safetensors): any
+safetensors reader (`safetensors.numpy.load_file`, `safetensors.torch.load_file`, Rust, JS)
+opens it. Tensors are named by their tree path (`state/0/exp_avg`, `0/exp_avg/w`); the file's
+string metadata holds:
 
-File layout (format version 1, all integers little-endian)::
+    "format"   "optax_like.checkpoint"
+    "version"  "2"
+    "tree"     JSON description of the tree (below); array leaves name their tensor
+    "sha256"   JSON object {tensor name: sha256 hex of its bytes}
+    "digest"   sha256 of the tensor table, "tree" and "sha256" (so that any corrupted header
+               byte is detected too; like the per-tensor digests, a check against accidents,
+               not a signature)
 
-    magic           8 bytes   b"\\x93OLCKPT\\n"
-    version         uint32    1
-    header_nbytes   uint64    length of the JSON header
-    header_sha256   32 bytes  sha256 of the JSON header bytes
-    header          JSON (UTF-8): {"format", "version", "tree", "arrays", "data_nbytes"}
-    data            the arrays' raw little-endian C-order bytes, back to back, no padding
+Complex arrays (which safetensors cannot hold in every version) are stored as real pairs: a
+float32/float64 tensor with a trailing dimension of 2 (torch's `view_as_real` layout), restored
+exactly. Reading and writing are done here, not through the safetensors package: writes stream
+the arrays into an anonymous file (`O_TMPFILE`) that is linked in place only once complete, and
+reads validate everything the header claims against the file's real size, and every tensor's
+sha256 (streamed, in bounded memory), before any array is allocated.
 
-Every byte is covered by a check: the magic and version are compared, the header by its
-sha256, each array by the sha256 in its header entry, and the file size must equal
-preamble + header + data exactly. Any failure raises `CheckpointError` (a `ValueError`) that
-says what is wrong, before anything is returned (never partial data).
-
-Tree description (the header's "tree"): one JSON object per node, `{"t": kind, ...}` with kind
-`array` (index into "arrays"; `"scalar": true` for a NumPy scalar), `none`, `bool`, `int`,
-`float` (exact: `float.hex`, NaN as its IEEE bits), `complex`, `str`, `list`, `tuple`,
-`dict` (a list of [key, value] pairs: key types and insertion order are kept, e.g. the int
-param ids of a torch state dict), `namedtuple` (type name, fields, values) and `node` (any
-other registered pytree node, e.g. `HyperparamsDict` or `core.tree.LeafScalars`: its type name
-and its children with their keys and jax key path pieces; `"seq": true` when every key is a
-`SequenceKey`).
+Tree description: one JSON object per node, `{"t": kind, ...}` with kind `array` (`"k"`: its
+tensor, `"scalar": true` for a NumPy scalar, `"complex": true` for a real pair), `none`, `bool`,
+`int` (`"v"`, or `"hex"` beyond 2**63), `float` (exact: `float.hex`, NaN as its IEEE bits),
+`complex`, `str`, `list`, `tuple`, `dict` (a list of [key, value] pairs: key types and
+insertion order are kept, e.g. the int param ids of a torch state dict), `namedtuple` (type
+name, fields, values) and `node` (any other registered pytree node, e.g. `HyperparamsDict` or
+`core.tree.LeafScalars`: its type name and its children with their keys and jax key path
+pieces; `"seq": true` when every key is a `SequenceKey`; `"shared": n` for a `LeafScalars`
+holding one scalar for n params).
 """
 
 from __future__ import annotations
@@ -42,15 +45,16 @@ import hashlib
 import json
 import math
 import os
+import socket
 import struct
-import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
-from optax_like.core.tree import LeafScalars
+from optax_like.core.tree import LeafScalars, is_leaf_scalars, leaf_scalars_like
 
 __all__ = [
     "CheckpointError",
@@ -61,21 +65,31 @@ __all__ = [
     "save_state_dict",
 ]
 
-MAGIC = b"\x93OLCKPT\n"
-FORMAT_VERSION = 1
-_PREAMBLE = struct.Struct("<8sIQ32s")  # magic, version, header length, header sha256
+FORMAT = "optax_like.checkpoint"
+FORMAT_VERSION = 2
 
-# dtype names this format stores (NumPy names; bfloat16 and float8 types via ml_dtypes/jax).
-_DTYPES = frozenset({
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "bfloat16", "float32", "float64", "complex64", "complex128",
-    "float8_e4m3fn", "float8_e5m2", "float8_e4m3b11fnuz", "float8_e4m3fnuz", "float8_e5m2fnuz",
-})
+# NumPy dtype name <-> safetensors dtype code. complex64/complex128 are stored as F32/F64 pairs.
+_CODES = {
+    "bool": "BOOL", "int8": "I8", "int16": "I16", "int32": "I32", "int64": "I64",
+    "uint8": "U8", "uint16": "U16", "uint32": "U32", "uint64": "U64",
+    "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ",
+}
+_DTYPES = {code: np.dtype(getattr(ml_dtypes, name, None) or name) for name, code in _CODES.items()}
+_COMPLEX = {"complex64": "float32", "complex128": "float64"}
+
+# Bounds on what a file may claim, checked before anything is allocated.
+MAX_HEADER_BYTES = 64 << 20  # the safetensors reference reader allows 100 MB
+MAX_DEPTH = 200  # nesting of the tree description (a pytree deeper than this is not a state)
+MAX_NDIM = 64  # NumPy's limit
+_CHUNK = 8 << 20  # bytes hashed per read
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read (corrupt, truncated, not a checkpoint, another
-    version), or whose contents do not match the `like=` template."""
+    version, claims that do not fit the file), or whose contents do not match the `like=`
+    template."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,13 +117,13 @@ def _encode_float(x: float) -> str:
 
 def _decode_float(s: Any) -> float:
     if not isinstance(s, str):
-        raise CheckpointError(f"malformed header: float {s!r} is not a string.")
+        raise CheckpointError(f"malformed metadata: float {str(s)[:100]!r} is not a string.")
     try:
         if s.startswith("nan:"):
             return struct.unpack("<d", bytes.fromhex(s[4:]))[0]
         return float.fromhex(s)
-    except (ValueError, struct.error) as e:
-        raise CheckpointError(f"malformed header: bad float {s!r}.") from e
+    except (ValueError, struct.error, OverflowError) as e:
+        raise CheckpointError(f"malformed metadata: bad float {s[:100]!r}.") from e
 
 
 def _encode_scalar(x: Any) -> dict | None:
@@ -119,7 +133,8 @@ def _encode_scalar(x: Any) -> dict | None:
     if isinstance(x, bool):
         return {"t": "bool", "v": x}
     if type(x) is int:
-        return {"t": "int", "v": x}
+        # hex: Python refuses to print ints over 4300 decimal digits, never hex ones.
+        return {"t": "int", "v": x} if -(2**63) <= x < 2**63 else {"t": "int", "hex": hex(x)}
     if type(x) is float:
         return {"t": "float", "v": _encode_float(x)}
     if type(x) is complex:
@@ -141,71 +156,109 @@ def _encode_key(key: Any, path: str) -> dict:
     )
 
 
+def _torch_to_numpy(x: Any) -> np.ndarray | None:
+    """A torch tensor's values as NumPy (bfloat16 and float8 through their bits), else None."""
+    if type(x).__module__.split(".")[0] != "torch" or not hasattr(x, "detach"):
+        return None
+    import torch  # already imported: x is a torch tensor
+
+    x = x.detach().cpu().contiguous()
+    special = {torch.bfloat16: "bfloat16", getattr(torch, "float8_e4m3fn", None): "float8_e4m3fn",
+               getattr(torch, "float8_e5m2", None): "float8_e5m2"}
+    if x.dtype in special:
+        bits = torch.uint16 if x.dtype == torch.bfloat16 else torch.uint8
+        return x.view(bits).numpy().view(getattr(ml_dtypes, special[x.dtype]))
+    return x.numpy()
+
+
 def _host_array(x: Any, path: str) -> np.ndarray:
     if isinstance(x, jax.Array):
         if isinstance(x, jax.core.Tracer):
             raise TypeError(f"checkpoint: leaf {_display(path)} is a tracer; save concrete values, outside jit.")
-        if not x.is_fully_addressable:
+        if not x.is_fully_addressable and not x.is_fully_replicated:
             raise TypeError(
-                f"checkpoint: leaf {_display(path)} is not fully addressable from this process "
-                "(multi-host arrays are not supported)."
+                f"checkpoint: leaf {_display(path)} is sharded over several processes; save "
+                "multi-host state with orbax (docs/multi_device.md), or gather it first "
+                "(jax.experimental.multihost_utils.process_allgather)."
             )
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             raise TypeError(
                 f"checkpoint: leaf {_display(path)} is a typed PRNG key; save jax.random.key_data(key)."
             )
-    try:
-        arr = np.asarray(x)
-    except Exception as e:  # e.g. a bfloat16 torch tensor, a tensor that requires grad
-        raise TypeError(f"checkpoint: leaf {_display(path)} ({type(x).__name__}) cannot be read as a NumPy array: {e}") from e
+    arr = _torch_to_numpy(x)
+    if arr is None:
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # e.g. a tensor that requires grad
+            raise TypeError(f"checkpoint: leaf {_display(path)} ({type(x).__name__}) cannot be read as a NumPy array: {e}") from e
     name = arr.dtype.name
-    if arr.dtype.fields is not None or name not in _DTYPES:
+    if arr.dtype.fields is not None or (name not in _CODES and name not in _COMPLEX):
         raise TypeError(
             f"checkpoint: leaf {_display(path)} has dtype {arr.dtype}, which checkpoints do not "
-            f"store (supported: {', '.join(sorted(_DTYPES))})."
+            f"store (supported: {', '.join(sorted([*_CODES, *_COMPLEX]))})."
         )
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr if arr.flags.c_contiguous else np.array(arr, order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 
+def _name_piece(key: Any) -> str:
+    """One level of a tensor name: a str key as it is, an int as digits, anything else its repr."""
+    piece = key if type(key) is str else str(key) if type(key) is int else repr(key)
+    return piece.replace("%", "%25").replace("/", "%2F")
+
+
 class _Encoder:
     def __init__(self):
-        self.arrays: list[tuple[str, np.ndarray]] = []
+        self.arrays: list[tuple[str, str, np.ndarray]] = []  # (tensor name, display path, array)
+        self.names: set[str] = set()
 
-    def array(self, x: Any, path: str, scalar: bool) -> dict:
+    def array(self, x: Any, path: str, name: tuple, scalar: bool) -> dict:
         arr = _host_array(x, path)
-        self.arrays.append((path, arr))
-        node = {"t": "array", "i": len(self.arrays) - 1}
+        base = "/".join(name) or "<root>"
+        tensor, n = base, 0
+        while tensor in self.names or tensor == "__metadata__":  # e.g. keys 0 and "0"
+            n += 1
+            tensor = f"{base}~{n}"
+        self.names.add(tensor)
+        node = {"t": "array", "k": tensor}
+        if arr.dtype.name in _COMPLEX:
+            flat = arr.reshape(-1).view(np.dtype(_COMPLEX[arr.dtype.name]).newbyteorder("<"))
+            arr = flat.reshape(arr.shape + (2,))
+            node["complex"] = True
         if scalar:
             node["scalar"] = True
+        self.arrays.append((tensor, _display(path), arr))
         return node
 
-    def encode(self, x: Any, path: str) -> dict:
+    def encode(self, x: Any, path: str, name: tuple = (), depth: int = 0) -> dict:
+        if depth > MAX_DEPTH:
+            raise TypeError(f"checkpoint: the tree is nested deeper than {MAX_DEPTH} levels at {_display(path)}.")
         node = _encode_scalar(x)
         if node is not None:
             return node
         if isinstance(x, (jax.Array, np.ndarray)):
-            return self.array(x, path, scalar=False)
+            return self.array(x, path, name, scalar=False)
         if isinstance(x, np.generic):
-            return self.array(x, path, scalar=True)
+            return self.array(x, path, name, scalar=True)
+        d = depth + 1
         if type(x) is dict:
             return {"t": "dict", "items": [
-                [_encode_key(k, path), self.encode(v, f"{path}[{k!r}]")] for k, v in x.items()
+                [_encode_key(k, path), self.encode(v, f"{path}[{k!r}]", (*name, _name_piece(k)), d)] for k, v in x.items()
             ]}
-        if type(x) is list:
-            return {"t": "list", "items": [self.encode(v, f"{path}[{i}]") for i, v in enumerate(x)]}
-        if type(x) is tuple:
-            return {"t": "tuple", "items": [self.encode(v, f"{path}[{i}]") for i, v in enumerate(x)]}
+        if type(x) in (list, tuple):
+            return {"t": type(x).__name__, "items": [
+                self.encode(v, f"{path}[{i}]", (*name, str(i)), d) for i, v in enumerate(x)
+            ]}
         if _is_namedtuple(x):
             return {"t": "namedtuple", "type": _type_name(type(x)), "fields": list(x._fields),
-                    "items": [self.encode(v, f"{path}.{f}") for f, v in zip(x._fields, x)]}
+                    "items": [self.encode(v, f"{path}.{f}", (*name, _name_piece(f)), d) for f, v in zip(x._fields, x)]}
         # Any other registered pytree node (HyperparamsDict, OrderedDict, dataclasses, ...):
         # flatten ONE level with jax's key paths.
         children = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)[0]
         if len(children) == 1 and children[0][0] == () and children[0][1] is x:
-            if hasattr(x, "__array__"):  # e.g. a torch tensor: stored as a NumPy array
-                return self.array(x, path, scalar=False)
+            if hasattr(x, "__array__"):
+                return self.array(x, path, name, scalar=False)
             raise TypeError(
                 f"checkpoint: leaf {_display(path)} is a {type(x).__name__}, which checkpoints do not "
                 "store (arrays, None, bool, int, float, complex, str, and dicts, lists, tuples, "
@@ -213,12 +266,14 @@ class _Encoder:
             )
         items = []
         for (key,), child in children:
-            piece = str(key)
-            items.append({"key": _encode_key(_key_value(key), path), "piece": piece,
-                          "value": self.encode(child, path + piece)})
+            value = _key_value(key)
+            items.append({"key": _encode_key(value, path), "piece": str(key),
+                          "value": self.encode(child, path + str(key), (*name, _name_piece(value)), d)})
         node = {"t": "node", "type": _type_name(type(x)), "items": items}
         if all(isinstance(key, jax.tree_util.SequenceKey) for (key,), _ in children):
             node["seq"] = True  # read back as a list without `like` (e.g. core.tree.LeafScalars)
+        if isinstance(x, LeafScalars) and x.is_shared:
+            node["shared"] = len(x)
         return node
 
 
@@ -256,165 +311,272 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def save(path: str | os.PathLike, tree: Any) -> None:
-    """Writes `tree` to the file `path`, atomically.
+def _dumps(x: Any) -> str:
+    return json.dumps(x, separators=(",", ":"), allow_nan=False)
 
-    `tree` is any pytree whose leaves are arrays (jax.Array, np.ndarray, NumPy scalars; dtypes
-    bool, (u)int8-64, float16, bfloat16, float32, float64, complex64, complex128, float8) or
-    JSON-able Python values (None, bool, int, float, complex, str), in dicts (keys: str, int,
-    float, bool, None, tuples), lists, tuples, NamedTuples or other registered pytree nodes.
-    Bytes are stored exactly (NaN payloads, -0.0, bfloat16 included); Python floats exactly too.
 
-    The file is written to a temporary file in the same directory, flushed, fsync'ed and
-    renamed over `path` (`os.replace`): a crash or an error mid-write leaves any previous file
-    at `path` intact and no partial file. Unsupported leaves raise TypeError naming their path
-    before anything is written.
-    """
-    path = os.fspath(path)
+def _digest(tensors: dict, tree: str, sha: str) -> str:
+    """sha256 of the header's content in a canonical form (independent of JSON spacing/order)."""
+    table = sorted((k, v["dtype"], v["shape"], v["data_offsets"]) for k, v in tensors.items() if k != "__metadata__")
+    return hashlib.sha256(_dumps([table, tree, sha]).encode("utf-8")).hexdigest()
+
+
+def _serialize(tree: Any) -> tuple[bytes, list[np.ndarray]]:
+    """The safetensors header (length prefix included, padded to 8 bytes) and the arrays to
+    write after it, in order. Raises TypeError for unsupported leaves (nothing written yet)."""
     encoder = _Encoder()
     tree_node = encoder.encode(tree, "")
-    entries, offset = [], 0
-    for leaf_path, arr in encoder.arrays:
+    # Largest items first, after an 8-byte aligned header: every tensor starts aligned to its
+    # item size (zero-copy readers need it), as the reference writer lays them out.
+    order = sorted(encoder.arrays, key=lambda a: -a[2].dtype.itemsize)
+    header: dict = {}
+    sha: dict = {}
+    offset = 0
+    for tensor, _, arr in order:
         raw = arr.reshape(-1).view(np.uint8)
-        entries.append({
-            "path": _display(leaf_path), "dtype": arr.dtype.name, "shape": list(arr.shape),
-            "offset": offset, "nbytes": int(raw.size), "sha256": hashlib.sha256(raw).hexdigest(),
-        })
-        offset += int(raw.size)
-    header = json.dumps(
-        {"format": "optax_like.checkpoint", "version": FORMAT_VERSION, "tree": tree_node,
-         "arrays": entries, "data_nbytes": offset},
-        separators=(",", ":"), allow_nan=False,
-    ).encode("utf-8")
-    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header), hashlib.sha256(header).digest())
+        header[tensor] = {"dtype": _CODES[arr.dtype.name], "shape": list(arr.shape),
+                          "data_offsets": [offset, offset + raw.size]}
+        sha[tensor] = hashlib.sha256(raw).hexdigest()
+        offset += raw.size
+    tree_str, sha_str = _dumps(tree_node), _dumps(sha)
+    header["__metadata__"] = {"format": FORMAT, "version": str(FORMAT_VERSION), "tree": tree_str,
+                              "sha256": sha_str, "digest": _digest(header, tree_str, sha_str)}
+    raw_header = _dumps(header).encode("utf-8")
+    raw_header += b" " * (-len(raw_header) % 8)
+    return struct.pack("<Q", len(raw_header)) + raw_header, [a for _, _, a in order]
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+
+def _write_all(fd: int, header: bytes, arrays: list[np.ndarray]) -> None:
+    with os.fdopen(fd, "wb", closefd=False) as f:
+        f.write(header)
+        for arr in arrays:
+            f.write(arr.reshape(-1).view(np.uint8).data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _temp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}.{socket.gethostname()}."
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Removes temporary files that crashed `save`s of `path` on this host left behind (their
+    writer's pid is gone): only a crash between linking a finished file and renaming it, or on
+    file systems without O_TMPFILE, leaves one."""
+    directory, prefix = os.path.dirname(os.path.abspath(path)), _temp_prefix(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(preamble)
-            f.write(header)
-            for _, arr in encoder.arrays:
-                f.write(arr.reshape(-1).view(np.uint8).data)
-            f.flush()
-            os.fsync(f.fileno())
+        names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
         try:
-            mode = os.stat(path).st_mode & 0o7777
+            os.kill(int(pid), 0)
+            continue  # alive: a concurrent save
+        except ProcessLookupError:
+            pass
         except OSError:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+            continue  # alive, another user's
         try:
-            os.unlink(tmp)
+            os.unlink(os.path.join(directory, name))
         except OSError:
             pass
+
+
+def save(path: str | os.PathLike, tree: Any) -> None:
+    """Writes `tree` to the safetensors file `path`, atomically.
+
+    `tree` is any pytree whose leaves are arrays (jax.Array, np.ndarray, NumPy scalars, torch
+    tensors; dtypes bool, (u)int8-64, float16, bfloat16, float32, float64, complex64,
+    complex128, float8 e4m3fn/e5m2/e4m3fnuz/e5m2fnuz) or Python values (None, bool, int,
+    float, complex, str), in dicts (keys: str, int, float, bool, None, tuples), lists, tuples,
+    NamedTuples or other registered pytree nodes. Bytes are stored exactly (NaN payloads, -0.0,
+    bfloat16 included); Python floats and ints of any size exactly too.
+
+    The file is written to an anonymous temporary file in the same directory, flushed,
+    fsync'ed, and only then linked and renamed over `path` (`os.replace`): a crash or an error
+    mid-write leaves any previous file at `path` intact, no partial file and no temporary file
+    (a crash between link and rename leaves one, removed by the next `save` to `path`).
+    Unsupported leaves raise TypeError naming their path before anything is written.
+    """
+    path = os.fspath(path)
+    header, arrays = _serialize(tree)
+    directory = os.path.dirname(os.path.abspath(path))
+    _remove_stale_temps(path)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    tmp = os.path.join(directory, f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    linked = False
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
+    except (AttributeError, OSError):  # no O_TMPFILE (not Linux, some file systems)
+        fd = None
+    if fd is not None:
+        try:  # an anonymous file: a crash before the link leaves nothing behind
+            _write_all(fd, header, arrays)
+            os.fchmod(fd, mode)
+            try:
+                os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
+                linked = True
+            except OSError:  # no /proc to link through: write a named file below
+                pass
+        finally:
+            os.close(fd)
+    if not linked:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _write_all(fd, header, arrays)
+            os.fchmod(fd, mode)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        finally:
+            os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
         raise
     _fsync_dir(directory)
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 # ---------------------------------------------------------------------------------------------
-# Load
+# Load: validate every claim of the header against the file before allocating anything
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_exact(f, n: int, what: str, path: str) -> bytearray:
-    buf = bytearray(n)
-    got = f.readinto(buf)
-    if got != n:
-        raise CheckpointError(f"checkpoint {path} is truncated: {what} needs {n} bytes, only {got} left.")
-    return buf
+class _Entry:
+    __slots__ = ("name", "dtype", "shape", "begin", "end")
+
+    def __init__(self, name, dtype, shape, begin, end):
+        self.name, self.dtype, self.shape, self.begin, self.end = name, dtype, shape, begin, end
 
 
-def _check_header(header: Any, path: str) -> list[dict]:
+def _json(raw: bytes | str, what: str, path: str) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {path} has a malformed {what}: nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, ints over 4300 digits
+        raise CheckpointError(f"checkpoint {path} has a malformed {what}: {str(e)[:200]}.") from None
+
+
+def _read_header(f, size: int, path: str) -> tuple[int, dict, list[_Entry], dict]:
+    """(data start, metadata, tensor entries sorted by offset, {name: sha256}), all checked."""
     def bad(msg):
         raise CheckpointError(f"checkpoint {path} has a malformed header: {msg}.")
 
-    if not isinstance(header, dict) or header.get("format") != "optax_like.checkpoint":
-        bad("not an optax_like.checkpoint header")
-    if header.get("version") != FORMAT_VERSION:
-        bad(f"header version {header.get('version')!r} != {FORMAT_VERSION}")
-    arrays = header.get("arrays")
-    if not isinstance(arrays, list):
-        bad("'arrays' is not a list")
-    offset = 0
-    for i, e in enumerate(arrays):
-        if not isinstance(e, dict):
-            bad(f"array entry {i} is not an object")
-        shape, dtype = e.get("shape"), e.get("dtype")
-        if dtype not in _DTYPES:
-            bad(f"array {i} has unsupported dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            bad(f"array {i} has a bad shape {shape!r}")
-        nbytes = math.prod(shape) * jnp.dtype(dtype).itemsize
-        if e.get("offset") != offset or e.get("nbytes") != nbytes:
-            bad(f"array {i} ({e.get('path')}) has inconsistent offset/nbytes")
-        if not isinstance(e.get("sha256"), str) or not isinstance(e.get("path"), str):
-            bad(f"array {i} has no sha256 or path")
-        offset += nbytes
-    if header.get("data_nbytes") != offset:
-        bad("'data_nbytes' does not match the arrays")
-    return arrays
+    if size < 8:
+        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, not a safetensors file.")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"checkpoint {path} is not a safetensors file, or is corrupted: its header claims "
+            f"{n} bytes (the limit is {MAX_HEADER_BYTES})."
+        )
+    if 8 + n > size:
+        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, the header alone needs {8 + n}.")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise CheckpointError(f"checkpoint {path} is truncated: the header needs {n} bytes, got {len(raw)}.")
+    if not raw.startswith(b"{"):
+        raise CheckpointError(f"checkpoint {path} is not a safetensors file (its header is not a JSON object).")
+    header = _json(raw, "header", path)
+    if not isinstance(header, dict):
+        bad("not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is a safetensors file but not an optax_like checkpoint (no '{FORMAT}' metadata).")
+    if meta.get("version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"checkpoint {path} has format version {str(meta.get('version'))[:20]!r}; this optax_like reads version {FORMAT_VERSION}."
+        )
+    if not all(type(v) is str for v in meta.values()) or not all(k in meta for k in ("tree", "sha256", "digest")):
+        bad("the metadata must be strings, with 'tree', 'sha256' and 'digest'")
+    entries = []
+    for name, e in header.items():
+        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+            bad(f"tensor {name[:100]!r} is not {{dtype, shape, data_offsets}}")
+        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        if type(dtype) is not str or dtype not in _DTYPES:
+            bad(f"tensor {name[:100]!r} has unsupported dtype {str(dtype)[:40]!r}")
+        if type(shape) is not list or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+            bad(f"tensor {name[:100]!r} has a bad shape {str(shape)[:100]}")
+        if type(offsets) is not list or len(offsets) != 2 or not all(type(o) is int and o >= 0 for o in offsets):
+            bad(f"tensor {name[:100]!r} has bad data_offsets {str(offsets)[:100]}")
+        nbytes = math.prod(shape) * _DTYPES[dtype].itemsize  # Python ints: no overflow
+        if offsets[1] - offsets[0] != nbytes:
+            bad(f"tensor {name[:100]!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
+                f"{dtype}{shape} needs {nbytes}")
+        entries.append(_Entry(name, _DTYPES[dtype], tuple(shape), offsets[0], offsets[1]))
+    if _digest(header, meta["tree"], meta["sha256"]) != meta["digest"]:
+        raise CheckpointError(f"checkpoint {path} is corrupted: its header fails its sha256 digest.")
+    entries.sort(key=lambda e: (e.begin, e.end))
+    end = 0
+    for e in entries:
+        if e.begin != end:
+            bad(f"tensor {e.name[:100]!r} starts at byte {e.begin}, expected {end} (tensors must be contiguous)")
+        end = e.end
+    data_start = 8 + n
+    if data_start + end != size:
+        if data_start + end > size:
+            missing = [e.name for e in entries if data_start + e.end > size]
+            raise CheckpointError(
+                f"checkpoint {path} is truncated: {size} bytes, expected {data_start + end} "
+                f"(tensors incomplete: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})."
+            )
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted: {size} bytes, expected {data_start + end} "
+            f"({size - data_start - end} trailing bytes)."
+        )
+    sha = _json(meta["sha256"], "metadata (sha256)", path)
+    if not isinstance(sha, dict) or set(sha) != {e.name for e in entries} or not all(
+        type(v) is str and len(v) == 64 for v in sha.values()
+    ):
+        bad("the 'sha256' metadata does not list one digest per tensor")
+    return data_start, meta, entries, sha
 
 
-def _read(path: str) -> tuple[dict, list[np.ndarray]]:
-    """The header and every array, all checked; raises CheckpointError on any problem."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < _PREAMBLE.size:
-            if f.read(len(MAGIC)) != MAGIC[:min(size, len(MAGIC))]:
-                raise CheckpointError(f"{path} is not an optax_like checkpoint (wrong magic bytes).")
+def _verify(f, data_start: int, entries: list[_Entry], sha: dict, path: str) -> None:
+    """Streams every tensor's bytes through sha256 (bounded memory) and compares."""
+    f.seek(data_start)
+    for e in entries:
+        h, left = hashlib.sha256(), e.end - e.begin
+        while left:
+            chunk = f.read(min(left, _CHUNK))
+            if not chunk:
+                raise CheckpointError(f"checkpoint {path} is truncated: tensor {e.name} is incomplete (the file shrank while read).")
+            h.update(chunk)
+            left -= len(chunk)
+        if h.hexdigest() != sha[e.name]:
             raise CheckpointError(
-                f"checkpoint {path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble."
+                f"checkpoint {path} is corrupted: tensor {e.name} ({e.dtype}{list(e.shape)}) fails its sha256 checksum."
             )
-        magic, version, header_nbytes, header_sha = _PREAMBLE.unpack(f.read(_PREAMBLE.size))
-        if magic != MAGIC:
-            raise CheckpointError(f"{path} is not an optax_like checkpoint (wrong magic bytes {magic!r}).")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(
-                f"checkpoint {path} has format version {version}; this optax_like reads version "
-                f"{FORMAT_VERSION} (written by another optax_like version, or corrupted)."
-            )
-        if _PREAMBLE.size + header_nbytes > size:
-            raise CheckpointError(
-                f"checkpoint {path} is truncated (or its header length is corrupted): the header "
-                f"needs {header_nbytes} bytes, the file has {size - _PREAMBLE.size} after the preamble."
-            )
-        header_bytes = bytes(_read_exact(f, header_nbytes, "the header", path))
-        if hashlib.sha256(header_bytes).digest() != header_sha:
-            raise CheckpointError(f"checkpoint {path} is corrupted: the header fails its sha256 checksum.")
-        try:
-            header = json.loads(header_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise CheckpointError(f"checkpoint {path} has a malformed header: {e}.") from e
-        entries = _check_header(header, path)
-        expected = _PREAMBLE.size + header_nbytes + header["data_nbytes"]
-        if size < expected:
-            missing = [e["path"] for e in entries
-                       if _PREAMBLE.size + header_nbytes + e["offset"] + e["nbytes"] > size]
-            raise CheckpointError(
-                f"checkpoint {path} is truncated: {size} bytes, expected {expected} "
-                f"(arrays incomplete: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})."
-            )
-        if size > expected:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupted: {size} bytes, expected {expected} ({size - expected} trailing bytes)."
-            )
-        arrays = []
-        for e in entries:
-            buf = _read_exact(f, e["nbytes"], f"array {e['path']}", path)
-            if hashlib.sha256(buf).hexdigest() != e["sha256"]:
-                raise CheckpointError(
-                    f"checkpoint {path} is corrupted: array {e['path']} ({e['dtype']}{tuple(e['shape'])}) "
-                    "fails its sha256 checksum."
-                )
-            dtype = jnp.dtype(e["dtype"]).newbyteorder("<")
-            arrays.append(np.frombuffer(buf, dtype=dtype).reshape(tuple(e["shape"])))
-    return header, arrays
+
+
+def _read_array(f, data_start: int, e: _Entry, path: str) -> np.ndarray:
+    out = np.empty(e.shape, e.dtype.newbyteorder("<"))
+    view = out.reshape(-1).view(np.uint8)
+    f.seek(data_start + e.begin)
+    got = f.readinto(memoryview(view)) if view.size else 0
+    if got != view.size:
+        raise CheckpointError(f"checkpoint {path} is truncated: tensor {e.name} is incomplete (the file shrank while read).")
+    return out
 
 
 def _bad_node(node: Any) -> CheckpointError:
-    return CheckpointError(f"checkpoint has a malformed header: bad tree node {str(node)[:200]}.")
+    return CheckpointError(f"checkpoint has malformed metadata: bad tree node {str(node)[:200]}.")
 
 
 def _decode_scalar(node: dict) -> Any:
@@ -426,6 +588,11 @@ def _decode_scalar(node: dict) -> Any:
         return v
     if t == "int" and type(v) is int:
         return v
+    if t == "int" and type(node.get("hex")) is str:
+        try:
+            return int(node["hex"], 16)
+        except ValueError:
+            raise _bad_node(node) from None
     if t == "float":
         return _decode_float(v)
     if t == "complex" and isinstance(v, list) and len(v) == 2:
@@ -435,33 +602,52 @@ def _decode_scalar(node: dict) -> Any:
     raise _bad_node(node)
 
 
-def _decode_key(node: Any) -> Any:
-    if isinstance(node, dict) and node.get("t") == "tuple" and isinstance(node.get("items"), list):
-        return tuple(_decode_key(k) for k in node["items"])
-    if not isinstance(node, dict):
+def _decode_key(node: Any, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH or not isinstance(node, dict):
         raise _bad_node(node)
-    return _decode_scalar(node)
+    if node.get("t") == "tuple" and isinstance(node.get("items"), list):
+        return tuple(_decode_key(k, depth + 1) for k in node["items"])
+    key = _decode_scalar(node)
+    try:
+        hash(key)
+    except TypeError:  # pragma: no cover - scalars are hashable
+        raise _bad_node(node) from None
+    return key
+
+
+_SCALARS = ("none", "bool", "int", "float", "complex", "str")
 
 
 class _Decoder:
-    """Walks the header's tree. Leaves are `(kind, value)`: ('array', index), ('scalar', value)."""
+    """Walks the tree description; array leaves refer to the header's tensors by name."""
 
-    def __init__(self, arrays: list[np.ndarray]):
-        self.arrays = arrays
-        self.used: set[int] = set()
+    def __init__(self, entries: dict[str, _Entry]):
+        self.entries = entries
+        self.used: set[str] = set()
 
-    def leaf_array(self, node: dict) -> int:
-        i = node.get("i")
-        if type(i) is not int or not 0 <= i < len(self.arrays) or i in self.used:
+    def tensor(self, node: dict) -> tuple[str, tuple, np.dtype, bool]:
+        """(name, shape, dtype, scalar) of an array node, as the template sees it (complex)."""
+        k = node.get("k")
+        if type(k) is not str or k not in self.entries or k in self.used:
             raise _bad_node(node)
-        self.used.add(i)
-        return i
+        self.used.add(k)
+        e = self.entries[k]
+        shape, dtype = e.shape, e.dtype
+        if node.get("complex") is True:
+            if not shape or shape[-1] != 2 or dtype.name not in ("float32", "float64"):
+                raise _bad_node(node)
+            shape, dtype = shape[:-1], np.dtype(np.complex64 if dtype.name == "float32" else np.complex128)
+        scalar = node.get("scalar") is True
+        if scalar and shape != ():
+            raise _bad_node(node)
+        return k, shape, dtype, scalar
 
-    def children(self, node: dict) -> list[tuple[Any, str, Any]]:
+    def children(self, node: dict, depth: int) -> list[tuple[Any, str, Any]]:
         """(key for the plain-dict form, jax key path piece, child node) of a container node."""
         t, items = node.get("t"), node.get("items")
-        if not isinstance(items, list):
-            raise _bad_node(node)
+        if not isinstance(items, list) or depth > MAX_DEPTH:
+            raise _bad_node(node) if depth <= MAX_DEPTH else CheckpointError(
+                f"checkpoint has malformed metadata: the tree is nested deeper than {MAX_DEPTH} levels.")
         if t in ("list", "tuple"):
             return [(i, f"[{i}]", c) for i, c in enumerate(items)]
         if t == "dict":
@@ -486,43 +672,55 @@ class _Decoder:
             return out
         raise _bad_node(node)
 
-    def plain(self, node: Any) -> Any:
+    def walk(self, node: Any, path: str, leaves: dict, info: dict, depth: int = 0) -> None:
+        """Fills `leaves` {jax key path: ('array', tensor, scalar) | ('scalar', value, False)} and
+        `info` {path: ('namedtuple', type name) | ('shared', n) | ('per_leaf', n)}."""
+        if not isinstance(node, dict):
+            raise _bad_node(node)
+        t = node.get("t")
+        if t == "array":
+            leaves[path] = ("array", self.tensor(node), False)
+            return
+        if t in _SCALARS:
+            leaves[path] = ("scalar", _decode_scalar(node), False)
+            return
+        kids = self.children(node, depth)
+        if t == "namedtuple":
+            info[path] = ("namedtuple", str(node.get("type", "")).rsplit(".", 1)[-1])
+        if t == "node" and str(node.get("type", "")).endswith(".LeafScalars"):
+            shared = node.get("shared")
+            if shared is not None and (type(shared) is not int or shared < 1 or len(kids) != 1):
+                raise _bad_node(node)
+            info[path] = ("shared", shared) if shared is not None else ("per_leaf", len(kids))
+        for _, piece, child in kids:
+            self.walk(child, path + piece, leaves, info, depth + 1)
+
+    def plain(self, node: Any, arrays: dict, depth: int = 0) -> Any:
         """Nested dicts/lists/tuples: NamedTuples and other nodes become dicts."""
         if not isinstance(node, dict):
             raise _bad_node(node)
         t = node.get("t")
         if t == "array":
-            arr = self.arrays[self.leaf_array(node)]
-            return arr[()] if node.get("scalar") else arr
-        if t in ("none", "bool", "int", "float", "complex", "str"):
+            arr = arrays[node["k"]]
+            return arr[()] if node.get("scalar") is True else arr
+        if t in _SCALARS:
             return _decode_scalar(node)
-        kids = self.children(node)
-        if t == "list":
-            return [self.plain(c) for _, _, c in kids]
+        kids = self.children(node, depth)
+        values = [(k, self.plain(c, arrays, depth + 1)) for k, _, c in kids]
+        if t == "list" or (t == "node" and node.get("seq") is True):
+            out = [v for _, v in values]
+            if type(node.get("shared")) is int:
+                out = [out[0].copy() if isinstance(out[0], np.ndarray) else out[0] for _ in range(node["shared"])]
+            return out
         if t == "tuple":
-            return tuple(self.plain(c) for _, _, c in kids)
-        if t == "node" and node.get("seq") is True:
-            return [self.plain(c) for _, _, c in kids]
-        out = {}
-        for k, _, c in kids:
-            out[k] = self.plain(c)
-        return out
+            return tuple(v for _, v in values)
+        return dict(values)
 
-    def flat(self, node: Any, path: str, leaves: dict, types: dict) -> None:
-        """Fills `leaves` {jax key path: (kind, value)} and `types` {path: namedtuple name}."""
-        if not isinstance(node, dict):
-            raise _bad_node(node)
-        t = node.get("t")
-        if t == "array":
-            leaves[path] = ("array", self.leaf_array(node), bool(node.get("scalar")))
-            return
-        if t in ("none", "bool", "int", "float", "complex", "str"):
-            leaves[path] = ("scalar", _decode_scalar(node), False)
-            return
-        if t == "namedtuple":
-            types[path] = str(node.get("type", "")).rsplit(".", 1)[-1]
-        for _, piece, child in self.children(node):
-            self.flat(child, path + piece, leaves, types)
+
+def _as_complex(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if arr.dtype == dtype:
+        return arr
+    return arr.reshape(-1).view(dtype.newbyteorder("<")).reshape(arr.shape[:-1])
 
 
 def _namedtuple_paths(tree: Any, path: str, out: dict) -> None:
@@ -538,22 +736,35 @@ def _namedtuple_paths(tree: Any, path: str, out: dict) -> None:
         _namedtuple_paths(child, path + str(key), out)
 
 
-def _match_leaf_scalars_form(like: Any, saved: dict) -> Any:
-    """The template with each `core.tree.LeafScalars` node in the form the checkpoint stored it:
-    shared (one scalar for every leaf, as `init` makes it) or per leaf (as after steps where some
-    leaves had no gradient). Either form of the same state loads into the other's template."""
-    def match(key_path, node):
-        if not isinstance(node, LeafScalars) or len(node) < 2:
+def _match_leaf_scalars(like: Any, saved: dict, info: dict, path: str) -> tuple[set, list]:
+    """Per-param scalars (`core.tree.LeafScalars`) are shared or per leaf from `init` on. A
+    shared one loads into a per-leaf template (each leaf gets the value: exact; `saved` gets the
+    template's paths); per-leaf values into a shared template are refused. Returns the saved
+    paths to leave out of the structure comparison and the errors to raise if the structures
+    otherwise agree (the first differing path says more about another optimizer or tree)."""
+    ignore, errors = set(), []
+
+    def check(key_path, node):
+        if not isinstance(node, LeafScalars):
             return node
         base = jax.tree_util.keystr(key_path)
-        stored = sum(1 for i in range(len(node)) if f"{base}[{i}]" in saved)
-        if node.is_shared and stored == len(node):
-            return LeafScalars(node.values)
-        if not node.is_shared and stored == 1:
-            return LeafScalars.shared(node[0], len(node))
+        kind, n = info.get(base, (None, None))
+        if kind == "shared" and n != len(node):
+            errors.append(f"checkpoint {path} holds per-param scalars for {n} params at {_display(base)}, the template {len(node)}.")
+        elif kind == "shared" and not node.is_shared:
+            for i in range(1, n):
+                saved[f"{base}[{i}]"] = saved[f"{base}[0]"]
+        elif kind == "per_leaf" and node.is_shared:
+            ignore.update(f"{base}[{i}]" for i in range(1, n))
+            errors.append(
+                f"checkpoint {path} stores the per-param scalars at {_display(base)} one per param "
+                "(a state made with optax_like.per_leaf_scalars), the template shares one: load it "
+                "with like=optax_like.per_leaf_scalars(template)."
+            )
         return node
 
-    return jax.tree_util.tree_map_with_path(match, like, is_leaf=lambda x: isinstance(x, LeafScalars))
+    jax.tree_util.tree_map_with_path(check, like, is_leaf=is_leaf_scalars)
+    return ignore, errors
 
 
 def _place(arr: np.ndarray, sharding: Any) -> jax.Array:
@@ -573,43 +784,106 @@ def _is_sharding(x: Any) -> bool:
 def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) -> Any:
     """Reads a checkpoint written by `save`; every byte is checked before anything is returned.
 
+    Before any array is allocated, the header's claims are checked against the file: dtypes,
+    shapes, offsets that tile the data exactly up to the file's size, the metadata's tree (each
+    tensor used once) and, with `like`, the template's structure, shapes and dtypes; then every
+    tensor's bytes are streamed through sha256 and compared. So a file cannot make `load`
+    allocate more than the file holds (with `like`, more than the template's arrays). Any
+    problem raises `CheckpointError` (a ValueError) saying what, and where.
+
     Without `like`: nested plain containers. dicts (key types and order kept), lists and tuples
     come back as they were saved; NamedTuples and other pytree nodes (HyperparamsDict, ...)
-    become dicts of their fields / keys, nodes whose keys are all positions (LeafScalars) lists; arrays are NumPy arrays (bit-exact, any dtype: no
-    float64 -> float32 truncation), NumPy scalars NumPy scalars, Python scalars Python scalars.
+    become dicts of their fields / keys, nodes whose keys are all positions lists
+    (`LeafScalars`: one entry per param, a shared scalar repeated); arrays are NumPy arrays
+    (bit-exact, any dtype: no float64 -> float32 truncation), NumPy scalars NumPy scalars,
+    Python scalars Python scalars.
 
     With `like` (a template: e.g. `tx.init(params)` or `jax.eval_shape(tx.init, params)`): the
     result has the template's exact pytree structure and types (NamedTuples, chains' tuples,
     HyperparamsDict, None leaves). Leaves are matched by their jax key path
     (`[0].exp_avg['w']`); a missing or extra leaf, a NamedTuple of another type at the same path,
     or an array whose shape or dtype differs from the template's raises CheckpointError naming
-    the path. Array leaves become jax.Arrays (NumPy arrays where the template has NumPy arrays).
+    the path. Per-param scalars (`LeafScalars`) saved shared load into a template of either
+    form; saved per param they need a per-param template (`optax_like.per_leaf_scalars`).
+    Array leaves become jax.Arrays (NumPy arrays where the template has NumPy arrays).
 
     `shardings`: a `jax.sharding.Sharding` applied to every array leaf, or (with `like`) a
     pytree with the template's structure whose leaves are Shardings or None (default placement);
-    array leaves are `jax.device_put` there.
+    array leaves are `jax.device_put` there (in several processes, each places its own shards).
     """
     path = os.fspath(path)
-    header, arrays = _read(path)
-    decoder = _Decoder(arrays)
-    if like is None:
-        if shardings is not None and not _is_sharding(shardings):
-            raise CheckpointError("load: a pytree of shardings needs like= (a template) to match it against.")
-        result = decoder.plain(header["tree"])
-        if shardings is not None:
-            result = jax.tree.map(
-                lambda x: _place(x, shardings) if isinstance(x, np.ndarray) else x, result,
-                is_leaf=lambda x: isinstance(x, np.ndarray),
-            )
-        return result
+    try:
+        f = open(path, "rb")
+    except IsADirectoryError:
+        raise CheckpointError(f"checkpoint {path} is a directory (an orbax checkpoint? restore it with orbax).") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        data_start, meta, entries, sha = _read_header(f, size, path)
+        tree = _json(meta["tree"], "metadata (tree)", path)
+        by_name = {e.name: e for e in entries}
+        decoder = _Decoder(by_name)
+        saved, info = {}, {}
+        try:
+            decoder.walk(tree, "", saved, info)
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {path}: {e}") from None
+        except RecursionError:
+            raise CheckpointError(f"checkpoint {path} has malformed metadata: the tree is nested too deeply.") from None
+        if decoder.used != set(by_name):
+            unused = sorted(set(by_name) - decoder.used)
+            raise CheckpointError(f"checkpoint {path} has malformed metadata: tensors not in the tree: {', '.join(unused[:5])}.")
 
-    saved, saved_types = {}, {}
-    decoder.flat(header["tree"], "", saved, saved_types)
-    like = _match_leaf_scalars_form(like, saved)
+        if like is None:
+            if shardings is not None and not _is_sharding(shardings):
+                raise CheckpointError("load: a pytree of shardings needs like= (a template) to match it against.")
+            _verify(f, data_start, entries, sha, path)
+            arrays = {}
+            for e in entries:
+                arrays[e.name] = _read_array(f, data_start, e, path)
+            for kind, tensor, _ in saved.values():
+                if kind == "array":
+                    arrays[tensor[0]] = _as_complex(arrays[tensor[0]], tensor[2])
+            result = decoder.plain(tree, arrays)
+            if shardings is not None:
+                result = jax.tree.map(
+                    lambda x: _place(x, shardings) if isinstance(x, np.ndarray) else x, result,
+                    is_leaf=lambda x: isinstance(x, np.ndarray),
+                )
+            return result
+
+        treedef, plan = _plan(like, saved, info, shardings, path)
+        _verify(f, data_start, entries, sha, path)
+        loaded: dict = {}
+        leaves = []
+        for item in plan:
+            if item[0] != "array":
+                leaves.append(item[1])
+                continue
+            _, (k, _, dtype, _), ref, sharding, where = item
+            if k not in loaded:
+                loaded[k] = _as_complex(_read_array(f, data_start, by_name[k], path), dtype)
+            arr = loaded[k]
+            if isinstance(ref, np.generic) and sharding is None:
+                leaves.append(arr[()])
+            elif isinstance(ref, np.ndarray) and sharding is None:
+                leaves.append(arr.copy() if any(x is arr for x in leaves) else arr)
+            else:
+                try:
+                    leaves.append(_place(arr, sharding))
+                except CheckpointError as e:
+                    raise CheckpointError(f"{where}: {e}") from None
+        return treedef.unflatten(leaves)
+
+
+def _plan(like: Any, saved: dict, info: dict, shardings: Any, path: str) -> tuple[Any, list]:
+    """Matches the file's leaves to the template's (no data read): the template's treedef and
+    one item per template leaf, ('value', python value) or ('array', tensor, ref, sharding, where)."""
+    ignore, errors = _match_leaf_scalars(like, saved, info, path)
     template, treedef = jax.tree_util.tree_flatten_with_path(like, is_leaf=lambda x: x is None)
     template_paths = [jax.tree_util.keystr(p) for p, _ in template]
+    known = set(template_paths) | ignore
     missing = [p for p in template_paths if p not in saved]
-    extra = [p for p in saved if p not in set(template_paths)]
+    extra = [p for p in saved if p not in known]
     if missing or extra:
         detail = []
         if missing:
@@ -619,55 +893,49 @@ def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) ->
         raise CheckpointError(
             f"checkpoint {path} does not have the structure of the template ({'; '.join(detail)})."
         )
+    if errors:
+        raise CheckpointError(errors[0])
     like_types: dict = {}
     _namedtuple_paths(like, "", like_types)
     for p, name in like_types.items():
-        if p in saved_types and saved_types[p] != name:
+        kind, saved_name = info.get(p, (None, None))
+        if kind == "namedtuple" and saved_name != name:
             raise CheckpointError(
-                f"checkpoint {path} has a {saved_types[p]} at {_display(p)}, the template a {name}."
+                f"checkpoint {path} has a {saved_name} at {_display(p)}, the template a {name}."
             )
     if shardings is None or _is_sharding(shardings):
         sharding_leaves = [shardings] * len(template)
     else:
         try:
-            sharding_leaves = treedef.flatten_up_to(_match_leaf_scalars_form(shardings, saved))
+            sharding_leaves = treedef.flatten_up_to(leaf_scalars_like(shardings, like))
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"load: shardings do not have the template's structure: {e}") from e
 
-    leaves = []
-    for (key_path, ref), p, sharding in zip(template, template_paths, sharding_leaves):
-        kind, value, scalar = saved[p]
+    plan = []
+    for (_, ref), p, sharding in zip(template, template_paths, sharding_leaves):
+        kind, value, _ = saved[p]
         where = f"checkpoint {path} leaf {_display(p)}"
         if ref is None:
             if not (kind == "scalar" and value is None):
-                raise CheckpointError(f"{where} holds {'an array' if kind == 'array' else repr(value)}, the template None.")
-            leaves.append(None)
+                raise CheckpointError(f"{where} holds {'an array' if kind == 'array' else repr(value)[:100]}, the template None.")
+            plan.append(("value", None))
             continue
-        is_array_ref = isinstance(ref, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct))
-        if not is_array_ref:
+        if not isinstance(ref, (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)):
             if kind != "scalar" or type(value) is not type(ref):
-                got = "an array" if kind == "array" else f"{type(value).__name__} {value!r}"
+                got = "an array" if kind == "array" else f"{type(value).__name__} {repr(value)[:100]}"
                 raise CheckpointError(f"{where} holds {got}, the template a {type(ref).__name__}.")
-            leaves.append(value)
+            plan.append(("value", value))
             continue
         if kind != "array":
-            raise CheckpointError(f"{where} holds {value!r}, the template an array.")
-        arr = arrays[value]
+            raise CheckpointError(f"{where} holds {repr(value)[:100]}, the template an array.")
+        _, shape, dtype, _ = value
         ref_shape, ref_dtype = tuple(np.shape(ref)), np.dtype(ref.dtype)
-        if arr.shape != ref_shape or arr.dtype != ref_dtype:
+        if shape != ref_shape or dtype != ref_dtype:
             raise CheckpointError(
-                f"{where} is {arr.dtype}{list(arr.shape)}, the template expects {ref_dtype}{list(ref_shape)}."
+                f"{where} is {dtype}{list(shape)}, the template expects {ref_dtype}{list(ref_shape)}."
             )
-        if isinstance(ref, np.generic) and sharding is None:
-            leaves.append(arr[()])
-        elif isinstance(ref, np.ndarray) and sharding is None:
-            leaves.append(arr)
-        else:
-            try:
-                leaves.append(_place(arr, sharding))
-            except CheckpointError as e:
-                raise CheckpointError(f"{where}: {e}") from None
-    return treedef.unflatten(leaves)
+        plan.append(("array", value, ref, sharding, where))
+    return treedef, plan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -680,10 +948,13 @@ def _is_state_dict(sd: Any) -> bool:
 
 
 def save_state_dict(path: str | os.PathLike, optimizer_or_state_dict: Any) -> None:
-    """Saves an `optax_like.optim` optimizer's `state_dict()` (or a state dict itself).
+    """Saves an `optax_like.optim` optimizer's `state_dict()` (or a state dict itself, torch's
+    included) as a safetensors file whose tensors are named `state/<param id>/<key>`.
 
-    The state dict's int param ids, tuples (`betas`), None, bools and strings are kept.
-    torch tensors in a torch state dict are stored as NumPy arrays (not bfloat16 ones).
+    The state dict's int param ids, tuples (`betas`), None, bools and strings are kept (in the
+    file's metadata). `safetensors.torch.load_file(path)` reads the tensors anywhere;
+    `optax_like.interop.torch.to_torch_state_dict(load_state_dict(path))` is a state dict that
+    `torch.optim` loads.
     """
     sd = optimizer_or_state_dict
     if callable(getattr(sd, "state_dict", None)):
