@@ -2,7 +2,7 @@
 
 Port a torch loop by changing `torch.optim` to `optax_like.optim` and the way gradients are
 computed (a closure `loss(params, *batch)` given to `step`, or `backward(grads)`). Each class is
-a thin view of a functional optimizer (`optax_like.<name>`): one row of the table below. See
+a thin view of a functional optimizer (`optax_like.<name>`): one line below. See
 optax_like/optim/optimizer.py and docs/adapter.md for the design. `LBFGS` is its own subclass
 (optax_like/optim/lbfgs.py): its step needs a closure and its state is global, as torch's.
 """
@@ -16,25 +16,6 @@ from optax_like.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
-# torch class name -> (functional factory name, options for make_optimizer_class).
-_TABLE = {
-    "SGD": ("sgd", dict(structural_zero=("momentum",))),
-    "Adam": ("adam", {}),
-    "AdamW": ("adamw", dict(constants={"decoupled_weight_decay": True})),
-    "ASGD": ("asgd", {}),
-    "Rprop": ("rprop", {}),
-    "Adagrad": ("adagrad", dict(quirks=dict(_state_from_construction=True,
-                                            _construction_state_args=("initial_accumulator_value",)))),
-    "Adadelta": ("adadelta", {}),
-    "RMSprop": ("rmsprop", dict(structural_zero=("momentum",))),
-    "Adamax": ("adamax", {}),
-    "NAdam": ("nadam", {}),
-    "RAdam": ("radam", {}),
-    "SparseAdam": ("sparse_adam", dict(quirks=dict(_int_step=True))),
-    "Adafactor": ("adafactor", {}),
-    "Muon": ("muon", dict(static=("ns_steps",))),
-}
-
 __all__ = [
     "Optimizer",
     "RemovableHandle",
@@ -43,9 +24,32 @@ __all__ = [
     "register_optimizer_step_pre_hook",
 ]
 
-for _name, (_factory_name, _options) in _TABLE.items():
-    globals()[_name] = make_optimizer_class(_name, getattr(_optimizers, _factory_name), **_options)
-    __all__.append(_name)
+# One class per torch optimizer, each a view of its functional factory (signature and defaults
+# are the factory's). How a state maps to torch's state_dict is declared by the state types
+# (core.torch_layout), so no class needs per-class state options.
+SGD = make_optimizer_class("SGD", _optimizers.sgd, structural_zero=("momentum",))
+Adam = make_optimizer_class("Adam", _optimizers.adam)
+AdamW = make_optimizer_class("AdamW", _optimizers.adamw, constants={"decoupled_weight_decay": True})
+ASGD = make_optimizer_class("ASGD", _optimizers.asgd)
+Rprop = make_optimizer_class("Rprop", _optimizers.rprop)
+Adagrad = make_optimizer_class("Adagrad", _optimizers.adagrad)
+Adadelta = make_optimizer_class("Adadelta", _optimizers.adadelta)
+RMSprop = make_optimizer_class("RMSprop", _optimizers.rmsprop, structural_zero=("momentum",))
+Adamax = make_optimizer_class("Adamax", _optimizers.adamax)
+NAdam = make_optimizer_class("NAdam", _optimizers.nadam)
+RAdam = make_optimizer_class("RAdam", _optimizers.radam)
+Adafactor = make_optimizer_class("Adafactor", _optimizers.adafactor)
+Muon = make_optimizer_class("Muon", _optimizers.muon, static=("ns_steps",))
+
+
+class SparseAdam(make_optimizer_class("SparseAdam", _optimizers.sparse_adam)):
+    """torch.optim.SparseAdam over `optax_like.sparse_adam` (see its docstring)."""
+
+    _dense_params_only = True  # torch refuses sparse params at construction
+
+
+__all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
+            "RAdam", "SparseAdam", "Adafactor", "Muon"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 

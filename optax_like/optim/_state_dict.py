@@ -1,0 +1,346 @@
+"""The one converter between functional optimizer states and torch's per-param state dicts.
+
+torch keeps `optimizer.state[p] = {'step': tensor(3.), 'exp_avg': tensor(...), ...}` per param;
+the functional state of a param group is a tree of NamedTuples whose types declare, once, how
+their fields map to those entries (`core.torch_layout.declare_torch_state`). This module reads
+the declarations and nothing else: no field names, shapes or dtypes are guessed.
+
+- `export_state(state, ...)`: per-param dicts. Buffers (params-shaped fields) per param under the
+  field's name; per-param scalars (`LeafScalars`) in torch's type (`step`: 0-d float32; SparseAdam's
+  Python int; `mu_product`, `eta`, `mu`: 0-d float32); internal fields not at all. A param
+  appears once its declared `started` counter is > 0 (torch creates state at the first gradient),
+  or always for states that exist from construction (Adagrad).
+- `import_state(fresh, per_param, ...)`: `fresh` (an init state) with loaded entries written in,
+  after checking every entry against what torch's next step needs; internal fields are rebuilt
+  by their declared rule. Pure: a refusal leaves nothing changed, and every message names the
+  param id and the key.
+- `host_array`: torch tensors (bfloat16 and float16 included), NumPy and JAX arrays and Python
+  numbers as NumPy arrays (always a copy: torch keeps updating its tensors in place).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_like.core.torch_layout import FLOAT32, INT_STEP, STARTED, STEP, STEPS_TAKEN, TorchLayout, torch_layout_of
+from optax_like.core.tree import LeafScalars, leaf_scalars_like
+
+__all__ = [
+    "check_group",
+    "check_keys",
+    "construction_args",
+    "copy_arrays",
+    "export_state",
+    "expected_keys",
+    "host_array",
+    "import_state",
+    "plain",
+]
+
+_STEP_KINDS = (STEP, INT_STEP)
+_MAX_STEP = int(np.iinfo(np.int32).max)  # the functional step counters are int32
+
+
+# ---------------------------------------------------------------------------------- walking
+def _declared_nodes(state: Any, strict: bool = True) -> list[tuple[Any, TorchLayout]]:
+    """Every declared state node of `state` (depth first), with its layout. Containers
+    (undeclared NamedTuples, tuples, lists, dicts) are looked into; with `strict`, an array
+    outside any declared node is an error naming its field (a state type without a declaration)."""
+    out = []
+
+    def visit(node, where):
+        layout = torch_layout_of(node)
+        if layout is not None:
+            out.append((node, layout))
+        elif isinstance(node, tuple) and hasattr(node, "_fields"):
+            for name, child in zip(node._fields, node):
+                visit(child, f"{type(node).__name__}.{name}")
+        elif isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child, where)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child, where)
+        elif node is not None and strict:
+            raise TypeError(
+                f"optimizer state field {where} holds a {type(node).__name__} outside any state type "
+                "that declares its torch mapping (core.torch_layout.declare_torch_state)"
+            )
+
+    visit(state, "state")
+    return out
+
+
+def _rebuild(state: Any, replace: Callable[[Any, TorchLayout], Any]) -> Any:
+    """`state` with each declared node replaced by `replace(node, layout)`."""
+    layout = torch_layout_of(state)
+    if layout is not None:
+        return replace(state, layout)
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_rebuild(c, replace) for c in state))
+    if isinstance(state, (tuple, list)):
+        return type(state)(_rebuild(c, replace) for c in state)
+    if isinstance(state, dict):
+        return type(state)({k: _rebuild(c, replace) for k, c in state.items()})
+    return state
+
+
+def _present(leaves: Sequence) -> list[int]:
+    """Positions of the group's optimized (non-None) leaves: param i of the group is leaf present[i]."""
+    return [i for i, leaf in enumerate(leaves) if leaf is not None]
+
+
+def _scalar_values(node: LeafScalars) -> list:
+    """The per-param values of a `LeafScalars` as host scalars (one device read when shared)."""
+    if node.is_shared:
+        return [np.asarray(node[0])] * len(node)
+    return [np.asarray(v) for v in node.values]
+
+
+def _started(node: Any, layout: TorchLayout, n: int, every_param: bool) -> list[bool]:
+    if layout.started is None or every_param:
+        return [True] * n
+    return [bool(v > 0) for v in _scalar_values(getattr(node, layout.started))]
+
+
+# ---------------------------------------------------------------------------------- export
+def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = False) -> list[dict]:
+    """Per-param torch-style dicts of a group's state (the live buffers, not copies).
+
+    `treedef`/`leaves`: the group's params structure and current leaves (None = not optimized).
+    `every_param`: as if every param had started (the keys a stepped param has)."""
+    present = _present(leaves)
+    n = len(present)
+    out = [dict() for _ in range(n)]
+    for node, layout in _declared_nodes(state):
+        started = _started(node, layout, n, every_param)
+        for name in layout.buffers:
+            buffers = treedef.flatten_up_to(getattr(node, name))
+            for i, leaf_index in enumerate(present):
+                if started[i] and buffers[leaf_index] is not None:
+                    out[i][name] = buffers[leaf_index]
+        for name, kind in layout.scalars.items():
+            values = getattr(node, name)
+            for i in range(n):
+                if started[i]:
+                    out[i][name] = int(values[i]) if kind == INT_STEP else values[i].astype(jnp.float32)
+    return out
+
+
+def expected_keys(fresh: Any, treedef, leaves: Sequence) -> list[set]:
+    """The keys each param of a group has once it has stepped."""
+    return [set(entry) for entry in export_state(fresh, treedef, leaves, every_param=True)]
+
+
+@jax.jit
+def _copy_all(arrays):
+    return [jnp.copy(a) for a in arrays]
+
+
+def copy_arrays(tree: Any) -> Any:
+    """`tree` with every JAX array replaced by a copy (one dispatch for all of them): arrays
+    handed out never alias the live state, which the next step donates."""
+    leaves, treedef = jax.tree.flatten(tree)
+    where = [i for i, x in enumerate(leaves) if isinstance(x, jax.Array)]
+    if where:
+        copies = _copy_all([leaves[i] for i in where])
+        for i, c in zip(where, copies):
+            leaves[i] = c
+    return treedef.unflatten(leaves)
+
+
+# ---------------------------------------------------------------------------------- host values
+def host_array(value: Any, what: str) -> np.ndarray:
+    """A loaded value (torch tensor of any floating dtype incl. bfloat16/float16, NumPy or JAX
+    array, Python number) as a NumPy array that owns its memory. `what` names the entry in errors."""
+    if "torch" in sys.modules and isinstance(value, sys.modules["torch"].Tensor):
+        torch = sys.modules["torch"]
+        t = value.detach().cpu().resolve_conj().resolve_neg()
+        if t.dtype == torch.bfloat16:
+            return t.contiguous().view(torch.int16).numpy().view(jnp.bfloat16).copy()
+        try:
+            return t.numpy().copy()
+        except TypeError:  # dtypes NumPy lacks (float8, complex32): widened exactly
+            return (t.to(torch.complex64) if t.is_complex() else t.to(torch.float32)).numpy()
+    try:
+        return np.array(value, copy=True)
+    except Exception:
+        raise TypeError(f"{what} is not an array or a number: {value!r}") from None
+
+
+def _check_numeric(arr: np.ndarray, value: Any, what: str) -> None:
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_ or arr.dtype == jnp.bfloat16):
+        raise TypeError(f"{what} is not numeric: {value!r}")
+
+
+def plain(value: Any) -> Any:
+    """A saved hyperparameter as a Python value (0-d tensors and arrays -> Python numbers)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if hasattr(value, "detach") or isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        arr = host_array(value, "param group entry")
+        if arr.size == 1:
+            item = arr.reshape(()).astype(np.float64) if arr.dtype == jnp.bfloat16 else arr.reshape(())
+            return item.item()
+        return value
+    return value
+
+
+def _scalar(value: Any, what: str) -> np.ndarray:
+    arr = host_array(value, what)
+    if arr.size != 1:
+        raise ValueError(f"{what} must be a scalar, got shape {arr.shape}")
+    _check_numeric(arr, value, what)
+    arr = arr.reshape(())
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{what} must be real, got {value!r}")
+    return arr.astype(np.float64)
+
+
+def _step_value(value: Any, what: str) -> int:
+    """A loaded step count: what torch's next step can use and our int32 counter can hold."""
+    x = float(_scalar(value, what))
+    if not (np.isfinite(x) and x == int(x) and 0 <= x <= _MAX_STEP):
+        raise ValueError(f"{what} must be a step count, an integer in [0, {_MAX_STEP}], got {x!r}")
+    return int(x)
+
+
+def _finite_value(value: Any, what: str) -> np.ndarray:
+    x = _scalar(value, what)
+    if not np.isfinite(x):
+        raise ValueError(f"{what} must be finite, got {float(x)!r} (torch's next step would produce nan/inf)")
+    return x
+
+
+def _buffer_value(value: Any, like: jax.Array, pid: int, key: str) -> jax.Array:
+    """A loaded buffer cast to `like`'s dtype (torch's load casts to the param's dtype), checked:
+    same shape; numeric; real for a real param. A copy, never an alias of the loaded memory."""
+    what = f"loaded state for param {pid}: {key!r}"
+    arr = host_array(value, what)
+    if arr.shape != tuple(like.shape):
+        raise ValueError(
+            f"loaded state for param {pid} has {key!r} of shape {arr.shape}, but the param's state has "
+            f"shape {tuple(like.shape)}")
+    _check_numeric(arr, value, what)
+    if np.iscomplexobj(arr) and not jnp.issubdtype(like.dtype, jnp.complexfloating):
+        raise TypeError(f"{what} is complex ({arr.dtype}) but the param is real ({like.dtype})")
+    return jnp.array(arr, dtype=like.dtype, copy=True)
+
+
+def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
+    """Per-param host values as a `LeafScalars`: shared when all equal (the form `init` makes,
+    so loading equal steps keeps the compiled step), else one fresh 0-d array per param."""
+    arrays = [np.asarray(v).astype(dtype).reshape(()) for v in values]
+    if arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
+        return LeafScalars.shared(jnp.array(arrays[0], copy=True), len(arrays))
+    return LeafScalars(jnp.array(a, copy=True) for a in arrays)
+
+
+def _placed_like(state: Any, fresh: Any) -> Any:
+    """`state` with each array on the devices/sharding of `fresh`'s (an init state, which follows
+    the params' shardings); a per-param `LeafScalars` where `fresh`'s is shared goes where the
+    shared scalar is."""
+    def place(x, ref):
+        if isinstance(x, jax.Array) and isinstance(ref, jax.Array) and x.sharding != ref.sharding:
+            return jax.device_put(x, ref.sharding)
+        return x
+
+    return jax.tree.map(place, state, leaf_scalars_like(fresh, state))
+
+
+# ---------------------------------------------------------------------------------- import
+def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[set], optimizer_name: str) -> None:
+    """Each loaded non-empty entry has exactly the keys a stepped param has (another optimizer's
+    or another configuration's state is refused)."""
+    for pid, entry, keys in zip(ids, per_param, expected):
+        if not entry:
+            continue  # no state yet (torch: a param that has not stepped)
+        missing, unexpected = sorted(keys - set(entry)), sorted(set(entry) - keys)
+        if missing or unexpected:
+            detail = "; ".join(part for part in (
+                f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "") if part)
+            raise ValueError(
+                f"loaded state for param {pid} does not match {optimizer_name} with these "
+                f"options ({detail}; expected keys {sorted(keys)}): is it another optimizer's "
+                "or another configuration's state?"
+            )
+
+
+def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequence, ids: Sequence[int]) -> Any:
+    """`fresh` (an init state of the group) with the loaded per-param entries written in (pure).
+
+    Checks every value torch's next step depends on, naming the param id and the key: buffers
+    have the param's shape and a real (or, for complex params, complex) numeric dtype, and are
+    cast to the state's dtype (bfloat16/float16 included); step counts are integers in
+    [0, 2**31); float32 per-param scalars are finite. Internal fields are rebuilt by their
+    declared rule. Equal per-param scalars load shared, unequal ones per leaf."""
+    present = _present(leaves)
+    nodes = _declared_nodes(fresh)
+
+    def what(i, key):
+        return f"loaded state for param {ids[i]}: {key!r}"
+
+    # Step counts first: STEPS_TAKEN counters are rebuilt from them.
+    steps = [0]
+    for node, layout in nodes:
+        for key, kind in layout.scalars.items():
+            if kind in _STEP_KINDS:
+                steps += [_step_value(entry[key], what(i, key)) for i, entry in enumerate(per_param) if key in entry]
+    max_step = max(steps)
+
+    def replace(node, layout: TorchLayout):
+        new = {}
+        for name in layout.buffers:
+            tree_leaves = list(treedef.flatten_up_to(getattr(node, name)))
+            for i, leaf_index in enumerate(present):
+                like = tree_leaves[leaf_index]
+                if like is not None and name in per_param[i]:
+                    tree_leaves[leaf_index] = _buffer_value(per_param[i][name], like, ids[i], name)
+            new[name] = treedef.unflatten(tree_leaves)
+        for name, kind in layout.scalars.items():
+            old = getattr(node, name)
+            values = _scalar_values(old)
+            for i, entry in enumerate(per_param):
+                if name in entry:
+                    check = _step_value if kind in _STEP_KINDS else _finite_value
+                    values[i] = check(entry[name], what(i, name))
+            new[name] = _leaf_scalars_from(values, old.dtype)
+        for name, rule in layout.internal.items():
+            old = getattr(node, name)
+            if rule == STARTED:
+                new[name] = _leaf_scalars_from([1 if entry else 0 for entry in per_param], old.dtype)
+            else:
+                assert rule == STEPS_TAKEN
+                new[name] = jnp.asarray(max_step, jnp.asarray(old).dtype)
+        return type(node)(**new)
+
+    return _placed_like(_rebuild(fresh, replace), fresh)
+
+
+def construction_args(state: Any) -> tuple[str, ...]:
+    """Hyperparameters `init` must take from the constructor's values (see `TorchLayout`)."""
+    return tuple(dict.fromkeys(a for _, layout in _declared_nodes(state, strict=False) for a in layout.construction_args))
+
+
+def check_group(factory: Callable, group: dict, current: dict, names: Sequence[str], g: int) -> None:
+    """Validates a loaded param group with the factory (torch's checks and messages), naming the
+    group and the key: torch's next step would reject, or turn into nan, e.g. betas outside
+    [0, 1), a negative eps."""
+    try:
+        factory(**{k: group[k] for k in names})
+        return
+    except (ValueError, TypeError) as error:
+        first = error
+    for key in names:  # which loaded entry is refused: each one alone on the current group
+        if group[key] is current[key]:
+            continue
+        try:
+            factory(**{k: (group[k] if k == key else current[k]) for k in names})
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"loaded param_groups[{g}][{key!r}] = {group[key]!r}: {error}") from None
+    raise type(first)(f"loaded param_groups[{g}]: {first}") from None
