@@ -1,6 +1,13 @@
 """Building blocks (one family per module) and combinators."""
 
 from optax_like.transforms.accumulation import MultiSteps, MultiStepsState
+from optax_like.transforms.averaging import (
+    AveragedParamsState,
+    ParamAverager,
+    averaged_params,
+    ema_params,
+    swa_params,
+)
 from optax_like.transforms.adadelta import ScaleByAdadeltaState, scale_by_adadelta
 from optax_like.transforms.adagrad import ScaleByAdagradState, scale_by_adagrad
 from optax_like.transforms.asgd import ScaleByASGDState, scale_by_asgd
@@ -40,6 +47,11 @@ from optax_like.transforms.weight_decay import (
 )
 
 __all__ = [
+    "AveragedParamsState",
+    "ParamAverager",
+    "averaged_params",
+    "ema_params",
+    "swa_params",
     "ScaleByAdafactorState",
     "scale_by_adafactor",
     "ScaleByMuonState",
