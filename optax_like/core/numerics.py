@@ -13,7 +13,6 @@ torch does, to float32 rounding:
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 from typing import Any, Callable
 
@@ -96,33 +95,70 @@ def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Precise traced scalars. The stateful adapter feeds hyperparameters into its jitted step as
 # float32 arrays; `1 - float32(0.999)` is off by 1.3e-5 relative from torch's float64 `1 - 0.999`.
-# Inside `precise_scalars(table)` (active while the adapter traces a step) a traced
-# hyperparameter found in `table` brings its own host-computed (float64, then rounded)
-# `1 - x` and `log(x)`, which `one_minus`, `bias_correction` and `power` use instead of deriving
-# them from the rounded `x`. Lookup is by object identity of the tracer, so transforms need no
-# change: they receive plain arrays.
+# So the adapter passes each numeric hyperparameter to the factory as a `PreciseScalar`: the
+# traced value together with its host-computed (float64, then rounded) `1 - x` and `log(x)`.
+# `one_minus`, `bias_correction`, `power` and `radam_rho` use them instead of deriving them
+# from the rounded `x`; every other use sees the value. An explicit value, not a context: the
+# same factory call gives the same program wherever it is traced.
 # ---------------------------------------------------------------------------------------------
 
-_PRECISE_TABLES: list[dict] = []
+
+@jax.tree_util.register_pytree_node_class
+class PreciseScalar:
+    """A traced hyperparameter `value` with its host-computed `one_minus_value` (1 - x) and
+    `log_value` (log x, nan for x <= 0), all 0-d arrays of one dtype.
+
+    Reads like its value: Python arithmetic and comparisons, `astype`, `dtype`, `shape`; jax
+    functions take `numerics.plain(x)` (or `numerics.scalar(x, dtype)`)."""
+
+    __slots__ = ("value", "one_minus_value", "log_value")
+
+    def __init__(self, value, one_minus_value, log_value):
+        self.value = value
+        self.one_minus_value = one_minus_value
+        self.log_value = log_value
+
+    def tree_flatten(self):
+        return (self.value, self.one_minus_value, self.log_value), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    dtype = property(lambda self: self.value.dtype)
+    shape = property(lambda self: jnp.shape(self.value))
+    ndim = property(lambda self: jnp.ndim(self.value))
+
+    def astype(self, dtype):
+        return jnp.asarray(self.value).astype(dtype)
+
+    def __repr__(self):
+        return f"PreciseScalar({self.value!r})"
 
 
-@contextlib.contextmanager
-def precise_scalars(entries):
-    """Registers `(x, one_minus_x, log_x)` triples (traced arrays) for the duration of a trace."""
-    table = {id(x): (x, c, l) for x, c, l in entries}
-    _PRECISE_TABLES.append(table)
-    try:
-        yield
-    finally:
-        _PRECISE_TABLES.remove(table)
+def _delegate(name):
+    def op(self, *others):
+        return getattr(jnp.asarray(self.value), name)(*(plain(o) for o in others))
+    op.__name__ = name
+    return op
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+              "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__pos__", "__abs__", "__lt__",
+              "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
+    setattr(PreciseScalar, _name, _delegate(_name))
+PreciseScalar.__hash__ = None
+
+
+def plain(x: Any) -> Any:
+    """The plain value of a hyperparameter (a `PreciseScalar`'s traced value; others unchanged)."""
+    return x.value if isinstance(x, PreciseScalar) else x
 
 
 def _precise(x: Any):
-    """`(one_minus_x, log_x)` registered for the array `x`, else None."""
-    for table in reversed(_PRECISE_TABLES):
-        entry = table.get(id(x))
-        if entry is not None and entry[0] is x:
-            return entry[1], entry[2]
+    """`(one_minus_x, log_x)` carried by a `PreciseScalar`, else None."""
+    if isinstance(x, PreciseScalar):
+        return x.one_minus_value, x.log_value
     return None
 
 
@@ -137,7 +173,7 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
     if is_host_scalar(x):
         check_representable(1.0 - np.float64(x), dtype, "1 - hyperparameter")
         return np.asarray(1.0 - np.float64(x), dtype=dtype)
-    return (1 - jnp.asarray(x)).astype(dtype)
+    return (1 - jnp.asarray(plain(x))).astype(dtype)
 
 
 def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
@@ -145,7 +181,7 @@ def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     if is_host_scalar(x):
         check_representable(x, dtype, "hyperparameter")
         return np.asarray(np.float64(x), dtype=dtype)
-    return jnp.asarray(x).astype(dtype)
+    return jnp.asarray(plain(x)).astype(dtype)
 
 
 def once_per_step(fn: Callable) -> Callable:
@@ -182,7 +218,7 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
     if precise is not None:
         wide = jnp.promote_types(dtype, jnp.float32)
         result = -jnp.expm1(count.astype(wide) * precise[1].astype(wide))
-        return jnp.where(jnp.asarray(beta) == 0, jnp.ones((), wide), result).astype(dtype)
+        return jnp.where(jnp.asarray(plain(beta)) == 0, jnp.ones((), wide), result).astype(dtype)
     if is_host_scalar(beta):
         b = np.float64(beta)
         if b == 0.0:
@@ -190,7 +226,7 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
         log_beta = jnp.asarray(np.log(b), dtype=jnp.promote_types(dtype, jnp.float32))
         result = -jnp.expm1(count.astype(log_beta.dtype) * log_beta)
         return result.astype(dtype)
-    beta = jnp.asarray(beta)
+    beta = jnp.asarray(plain(beta))
     wide = jnp.promote_types(jnp.promote_types(dtype, beta.dtype), jnp.float32)
     beta = beta.astype(wide)
     log_beta = jnp.log1p(-(1 - beta))
@@ -204,7 +240,7 @@ def power(beta: Any, count: jax.Array, dtype) -> jax.Array:
     precise = _precise(beta)
     if precise is not None and not is_host_scalar(beta):
         wide = jnp.promote_types(dtype, jnp.float32)
-        b = jnp.asarray(beta).astype(wide)
+        b = jnp.asarray(plain(beta)).astype(wide)
         exact = jnp.exp(count.astype(wide) * precise[1].astype(wide))
         return jnp.where(b > 0, exact, jnp.power(b, count.astype(wide))).astype(dtype)
     if is_host_scalar(beta):
@@ -213,7 +249,7 @@ def power(beta: Any, count: jax.Array, dtype) -> jax.Array:
             return jnp.where(count == 0, 1.0, 0.0).astype(dtype)
         log_beta = jnp.asarray(np.log(b), dtype=jnp.promote_types(dtype, jnp.float32))
         return jnp.exp(count.astype(log_beta.dtype) * log_beta).astype(dtype)
-    beta = jnp.asarray(beta)
+    beta = jnp.asarray(plain(beta))
     wide = jnp.promote_types(jnp.promote_types(dtype, beta.dtype), jnp.float32)
     return jnp.power(beta.astype(wide), count.astype(wide)).astype(dtype)
 
@@ -244,6 +280,7 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         weight < 0.5:  start + weight * (end - start)
         else:          end - (end - start) * (1 - weight)
     """
+    weight = plain(weight)
     diff = end - start
     if isinstance(weight, (np.ndarray, np.generic, float, int)):  # a host constant: pick the branch now
         if abs(float(weight)) < 0.5:
@@ -328,7 +365,7 @@ def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array
         d_l = jnp.asarray(_half_coth_minus_one_host(big_l), wide)
     else:
         precise = _precise(beta2)  # the adapter's host-computed 1 - beta2 and log(beta2)
-        beta2 = jnp.asarray(beta2)
+        beta2 = jnp.asarray(plain(beta2))
         wide = jnp.promote_types(jnp.promote_types(dtype, beta2.dtype), jnp.float32)
         if precise is not None:
             c = precise[0].astype(wide)

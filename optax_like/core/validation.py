@@ -47,7 +47,7 @@ def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> N
         if allow_schedule:
             return
         raise TypeError(f"{name} must be a number, not a schedule ({value!r}).")
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.core.Tracer) or _is_precise(value):
         if value.ndim != 0:
             raise TypeError(f"{name} must be a scalar, got a traced array of shape {value.shape}.")
         return
@@ -100,8 +100,14 @@ def check_pair(value: Any, name: str, what: str, *, indexed: bool = True) -> Non
         raise TypeError(message)
 
 
+def _is_precise(x: Any) -> bool:
+    from optax_like.core.numerics import PreciseScalar  # numerics imports nothing from here
+
+    return isinstance(x, PreciseScalar)
+
+
 def _is_tensor_like(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray))
+    return isinstance(x, (jax.Array, np.ndarray)) or _is_precise(x)
 
 
 def check_float_or_tensor_pair(values: Any) -> None:

@@ -30,7 +30,7 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
     _base.TRACE_COUNT[0] += 1
     closure, mode, root_def, positions, group_defs, specs = config
     (spec,), (treedef,) = specs, group_defs
-    tx, entries = spec.build(hypers[0])
+    tx = spec.build(hypers[0])
 
     def evaluate(params):
         leaves = (tuple(treedef.flatten_up_to(params)),)
@@ -43,8 +43,7 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
     # The aux of the evaluation at the params given to the step (torch's returned loss's): one
     # more forward pass, outside the line search's loop; XLA drops it when there is no aux.
     aux = evaluate(params)[1]
-    with numerics.precise_scalars(entries):
-        updates, state = tx.update(None, states[0], params, value_fn=value_fn)
+    updates, state = tx.update(None, states[0], params, value_fn=value_fn)
     params = apply_updates(params, updates)
     return (state.orig_loss, aux), (tuple(treedef.flatten_up_to(params)),), (state,)
 

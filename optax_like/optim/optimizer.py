@@ -28,7 +28,7 @@ Hyperparameters. Numeric group entries (those whose factory default is a number 
 numbers, e.g. `lr`, `betas`, `weight_decay`) are fed to the jitted step as one non-weak float
 array per step, so editing `param_groups[i]['lr']` takes effect at the next step without a
 recompile. Each value travels with its host-computed (float64) `1 - x` and `log(x)` so the
-traced step reproduces torch's float64 scalar math (`core.numerics.precise_scalars`). Other
+traced step reproduces torch's float64 scalar math (`core.numerics.PreciseScalar`). Other
 entries (bools, None, ints listed as static) are compile-time constants: editing them
 recompiles once and rebuilds the group's state through the state_dict mapping. A class may
 mark a hyperparameter "structural when zero" (SGD's `momentum`: no buffer is allocated while
@@ -42,9 +42,10 @@ bit-for-bit and count it in `optimizer.skipped_steps` (a device int32: no host s
 like `torch.amp.GradScaler`'s skipped steps or the functional `apply_if_finite`.
 
 State. `state_dict()` has torch's layout and keys: the functional state's NamedTuple field
-names are torch's keys; per-leaf scalars (`core.tree.LeafScalars`: `step`, ...) become
-per-param scalars (`step` as float32, as torch); internal counters (`count`, `schedule_count`)
-are not exported and are rebuilt on load. Param ids are
+names are torch's keys, and each state type declares which fields are buffers, per-param
+scalars (with torch's type) or internal (`core.torch_layout`); optim/_state_dict.py is the one
+converter both ways, and checks loads (atomic; errors name the param id and the key).
+`optimizer.state` and `state_dict()` hand out copies (valid after later steps). Param ids are
 the leaves of the groups' trees in `jax.tree.leaves` order, numbered across groups as torch
 does; `state_dict()['param_groups'][i]['params']` holds these ids and `optimizer.state[id]` is
 that param's state dict. A live `param_groups[i]['params']` is, as in torch, the group's params
@@ -80,11 +81,13 @@ import numpy as np
 
 from jax.experimental import sparse as jsparse
 
-from optax_like.core import numerics
+from optax_like.core import hyperparams, numerics
 from optax_like.core.base import apply_updates
-from optax_like.core.tree import LeafScalars, check_params, check_same_structure, is_none, leaf_scalars_like, path_str
+from optax_like.core.tree import (
+    LeafScalars, check_params, check_same_structure, is_leaf_scalars, is_none, leaf_scalars_like, path_str, per_leaf_scalars)
 from optax_like.optim import _names
 from optax_like.optim import clip_grad as _clip
+from optax_like.optim import _state_dict
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
@@ -93,9 +96,6 @@ __all__ = [
     "register_optimizer_step_pre_hook",
     "make_optimizer_class",
 ]
-
-# Internal counters of the functional state that have no torch counterpart; rebuilt on load.
-_INTERNAL_FIELDS = ("count", "schedule_count")
 
 # Number of times the jitted step has been traced (one per compilation); tests read it.
 TRACE_COUNT = [0]
@@ -164,19 +164,28 @@ def _is_group_list(params: Any) -> bool:
 _KERNEL_SWITCHES = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
 
-def _hashable(x: Any) -> Any:
-    if isinstance(x, list):
-        return tuple(_hashable(v) for v in x)
+def _hashable(x: Any, name: str = "") -> Any:
+    """A compile-time group entry as a hashable key (one-element arrays become Python scalars)."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_hashable(v, name) for v in x)
     if isinstance(x, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in x.items()))
-    hash(x)
+        return tuple(sorted((k, _hashable(v, name)) for k, v in x.items()))
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)) and not isinstance(x, jax.core.Tracer) and np.size(x) == 1:
+        return np.asarray(x).reshape(()).item()
+    try:
+        hash(x)
+    except TypeError:
+        raise TypeError(
+            f"param group entry {name!r} is a compile-time option and must be hashable (a Python "
+            f"scalar, string, None or tuple), but got {type(x).__name__} {x!r}."
+        ) from None
     return x
 
 
 def _float(x: Any, name: str) -> float:
     try:
-        return float(np.asarray(x).reshape(()))
-    except (TypeError, ValueError):
+        return hyperparams.as_number(x, name)
+    except TypeError:
         raise TypeError(f"param group entry {name!r} must be a real number, got {x!r}.") from None
 
 
@@ -202,23 +211,20 @@ class _GroupSpec:
         return isinstance(other, _GroupSpec) and self.key == other.key
 
     def build(self, hyper_rows):
-        """The group's functional optimizer, with traced hyperparameters from `hyper_rows`.
-
-        Returns (tx, precise_entries) where precise_entries are (x, 1-x, log x) triples.
-        """
-        kwargs, entries, row = dict(self.static_items), [], 0
+        """The group's functional optimizer, with traced hyperparameters from `hyper_rows`: each
+        a `numerics.PreciseScalar` (x with its host-computed float64 1 - x and log x, rounded),
+        so the traced step reproduces torch's float64 scalar math."""
+        kwargs, row = dict(self.static_items), 0
         for name, arity in self.hyper_layout:
             values = []
             for _ in range(max(arity, 1)):
-                x = hyper_rows[row, 0]
-                entries.append((x, hyper_rows[row, 1], hyper_rows[row, 2]))
-                values.append(x)
+                values.append(numerics.PreciseScalar(hyper_rows[row, 0], hyper_rows[row, 1], hyper_rows[row, 2]))
                 row += 1
             if name in self.zero_structural:
                 kwargs[name] = 0.0
             else:
                 kwargs[name] = tuple(values) if arity else values[0]
-        return self.factory(**kwargs), entries
+        return self.factory(**kwargs)
 
 
 def _assemble(root_def, positions, opt_leaves, frozen):
@@ -270,11 +276,10 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
         opt_leaves, states, grads = operands
         new_leaves, new_states = [], []
         for g, (spec, treedef) in enumerate(zip(specs, group_defs)):
-            tx, entries = spec.build(hypers[g])
+            tx = spec.build(hypers[g])
             params = treedef.unflatten(opt_leaves[g])
             updates = treedef.unflatten(grads[g])
-            with numerics.precise_scalars(entries):
-                updates, state = tx.update(updates, states[g], params)
+            updates, state = tx.update(updates, states[g], params)
             params = apply_updates(params, updates)
             new_leaves.append(tuple(treedef.flatten_up_to(params)))
             new_states.append(state)
@@ -289,12 +294,8 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
         # select: a skipped step runs no update kernels, a taken one no extra pass.
         finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
                                    or [jnp.asarray(True)]))
-        # The update may split shared per-param scalars (a param without gradient, see
-        # core.tree.LeafScalars): the kept state takes the updated state's form.
-        updated_states = jax.eval_shape(update, operands)[1]
-
         def keep(ops):
-            return ops[0], leaf_scalars_like(ops[1], updated_states)
+            return ops[0], ops[1]
 
         new_leaves, new_states = jax.lax.cond(finite, update, keep, operands)
         skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
@@ -310,7 +311,7 @@ _jitted_step = jax.jit(_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
 def _jitted_init(spec, hyper_rows, params):
     # Traced hyperparameters give the chain the same blocks as in the step (a concrete 0 would
     # drop a block); init reads no values.
-    return spec.build(hyper_rows)[0].init(params)
+    return spec.build(hyper_rows).init(params)
 
 
 def _is_grad_leaf(x) -> bool:
@@ -331,10 +332,6 @@ def _add_grads(a, b):
 @jax.jit
 def _accumulate(old, new):
     return jax.tree.map(_add_grads, old, new, is_leaf=_is_grad_leaf)
-
-
-def _copy_tree(tree):
-    return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
 
 
 _DUPLICATE_WARNING = (
@@ -383,13 +380,8 @@ class Optimizer:
     _factory: Callable = None
     _static: tuple[str, ...] = ()
     _structural_zero: tuple[str, ...] = ()
-    # torch quirks of a few classes' state (set by make_optimizer_class's `quirks`):
-    # Adagrad creates every param's state in __init__ (listed before any step), from the
-    # constructor's `initial_accumulator_value` even for groups that set their own.
-    _state_from_construction: bool = False
-    _construction_state_args: tuple[str, ...] = ()
-    # SparseAdam keeps `step` as a Python int, not a 0-d float32 tensor.
-    _int_step: bool = False
+    # SparseAdam: sparse params are refused at construction, torch's check and message.
+    _dense_params_only: bool = False
     _building = False
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
@@ -407,10 +399,16 @@ class Optimizer:
         self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        # The factory's declared argument kinds (core.hyperparams), not the values' Python types:
+        # numbers travel as traced floats (an int default such as weight_decay=0 included),
+        # flags are compile-time bools (amsgrad=1 is True, as in torch).
+        kinds = hyperparams.argument_kinds(type(self)._factory)
+        self._flag_names = frozenset(k for k in defaults if kinds.get(k) == hyperparams.FLAG)
         self._hyper_names = tuple(
             name for name, value in defaults.items()
-            if name not in self._static and (_is_number(value) or (
-                isinstance(value, tuple) and value and all(_is_number(x) for x in value)))
+            if name not in self._static and kinds.get(name) == hyperparams.NUMBER and (
+                _is_number(value) or hasattr(value, "detach") or (
+                    isinstance(value, (tuple, list)) and value and all(_is_number(x) for x in value)))
         )
         # Reads every group's hyperparameters, then its compile-time options, as one tuple (per
         # step: a C-level getter instead of a generator over names).
@@ -455,6 +453,12 @@ class Optimizer:
             groups = [{"params": params}]
         if not jax.tree.leaves(groups[0]["params"]) and len(groups) == 1:
             raise ValueError("optimizer got an empty parameter list")
+        if self._dense_params_only:
+            sparse = [[g, i] for g, group in enumerate(groups) for i, leaf in enumerate(
+                x for x in jax.tree.leaves(group["params"], is_leaf=lambda x: isinstance(x, jsparse.JAXSparse))
+                if not isinstance(x, str)) if isinstance(leaf, jsparse.JAXSparse)]
+            if sparse:
+                raise ValueError(f"Sparse params at indices {sparse}: SparseAdam requires dense parameter tensors")
         self._building = True
         try:
             for group in groups:
@@ -663,10 +667,10 @@ class Optimizer:
             id_map.update(zip(saved_ids, ids))
         return id_map
 
-
     def _spec(self, group) -> _GroupSpec:
         static = tuple(
-            (k, _hashable(group[k])) for k in self.defaults
+            (k, hyperparams.as_flag(group[k], k) if k in self._flag_names else _hashable(group[k], k))
+            for k in self.defaults
             if k not in self._hyper_names and k not in _KERNEL_SWITCHES
         )
         layout = tuple(
@@ -680,15 +684,22 @@ class Optimizer:
         for name in self._hyper_names:
             value = group[name]
             for x in (value if isinstance(value, (tuple, list)) else (value,)):
-                rows.append(_precise_triple(_float(x, name)))
+                x = _float(x, name)
+                numerics.check_representable(x, numerics.float_dtype(), name)
+                rows.append(_precise_triple(x))
         return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
     def _init_state(self, spec: _GroupSpec, params, group):
         # Some states start from a hyperparameter (Rprop's step_size = lr, ASGD's eta = lr).
-        if self._building and self._construction_state_args:
-            group = {**group, **{k: self.defaults[k] for k in self._construction_state_args}}
         rows = jnp.asarray(self._hyper_array(group), numerics.float_dtype())
-        return _jitted_init(spec, rows, params)
+        state = _jitted_init(spec, rows, params)
+        # A state declared to exist from construction takes these from the constructor's values
+        # for the constructor's groups (torch's Adagrad; core.torch_layout.TorchLayout).
+        args = _state_dict.construction_args(state) if self._building else ()
+        if any(group[k] is not self.defaults[k] for k in args):
+            group = {**group, **{k: self.defaults[k] for k in args}}
+            state = _jitted_init(spec, jnp.asarray(self._hyper_array(group), numerics.float_dtype()), params)
+        return state
 
     @property
     def params(self) -> Any:
@@ -732,6 +743,20 @@ class Optimizer:
     @grad.setter
     def grad(self, value: Any) -> None:
         self._grads = self._check_grads(value)
+        self._allow_none_grads(self._grads)
+
+    def _allow_none_grads(self, grads: list[tuple]) -> None:
+        """Switches the state of each group whose pending gradients miss some optimized leaf to
+        per-leaf scalars (`core.tree.per_leaf_scalars`): torch skips a param whose grad is None,
+        and a functional update only accepts that on such a state. The state's structure changes
+        here, between steps, once per group (the jitted step compiles once more), never inside a
+        step."""
+        for g, (group_grads, leaves) in enumerate(zip(grads, self._opt_leaves)):
+            if any(gr is None and p is not None for gr, p in zip(group_grads, leaves)):
+                state = self._states[g]
+                if any(isinstance(n, LeafScalars) and n.is_shared
+                       for n in jax.tree.leaves(state, is_leaf=is_leaf_scalars)):
+                    self._states[g] = per_leaf_scalars(state)
 
     def _leaf_avals(self) -> list[tuple]:
         """(shape, dtype) of each optimized leaf, per group (None: not optimized). Cached: a step
@@ -783,6 +808,7 @@ class Optimizer:
             self._grads = new
         else:
             self._grads = list(_accumulate(tuple(self._grads), tuple(new)))
+        self._allow_none_grads(self._grads)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drops the pending gradients (or zeroes those that exist, as torch does)."""
@@ -875,128 +901,29 @@ class Optimizer:
     # ------------------------------------------------------------------ state and state_dict
     def _export_group(self, g: int) -> list[dict]:
         """Per-param torch-style state dicts for group g (live arrays; empty = not stepped)."""
-        return self._export_state(g, self._states[g])
+        return _state_dict.export_state(self._states[g], self._group_defs[g], self._opt_leaves[g])
 
     def _expected_state_keys(self, g: int, fresh) -> list[set] | None:
         """The state keys each param of group g has once it has stepped (None: not checked)."""
-        return [set(entry) for entry in self._export_state(g, fresh, every_param=True)]
-
-    def _export_state(self, g: int, state, every_param: bool = False) -> list[dict]:
-        n = len(self._param_ids[g])
-        out = [dict() for _ in range(n)]
-        treedef = self._group_defs[g]
-        present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
-
-        def visit(node):
-            if isinstance(node, tuple) and hasattr(node, "_fields"):
-                fields = dict(zip(node._fields, node))
-                counters = {k: v for k, v in fields.items() if _is_counter(v, n)}
-                started = None
-                ints = [v for v in counters.values() if np.issubdtype(v.dtype, np.integer)]
-                if ints and not (self._state_from_construction or every_param):
-                    started = np.asarray(ints[0]) > 0
-                for name, value in fields.items():
-                    if name in _INTERNAL_FIELDS or name.startswith("_"):
-                        continue
-                    if name in counters:
-                        integer = np.issubdtype(value.dtype, np.integer)
-                        for i in range(n):
-                            if started is None or started[i]:
-                                if integer and self._int_step:
-                                    out[i][name] = int(value[i])
-                                else:
-                                    out[i][name] = value[i].astype(jnp.float32) if integer else value[i]
-                    elif _is_params_shaped(value, treedef):
-                        leaves = treedef.flatten_up_to(value)
-                        for i, leaf_index in enumerate(present):
-                            leaf = leaves[leaf_index]
-                            if leaf is not None and (started is None or started[i]):
-                                out[i][name] = leaf
-                    else:
-                        visit(value)
-            elif isinstance(node, (tuple, list)):
-                for child in node:
-                    visit(child)
-            elif isinstance(node, dict):
-                for child in node.values():
-                    visit(child)
-
-        visit(state)
-        return out
+        return _state_dict.expected_keys(fresh, self._group_defs[g], self._opt_leaves[g])
 
     def _import_group(self, g: int, fresh, per_param: list[dict]):
-        """`fresh` (an init state) with torch-style per-param entries written in (pure), each
-        leaf placed like `fresh`'s (which follows the params' shardings)."""
-        n = len(per_param)
-        treedef = self._group_defs[g]
-        present = [i for i, leaf in enumerate(self._opt_leaves[g]) if leaf is not None]
-        steps = [int(np.asarray(d["step"]).reshape(())) if "step" in d else None for d in per_param]
-        max_step = max([s for s in steps if s is not None] + [0])
-
-        def rebuild(node):
-            if isinstance(node, tuple) and hasattr(node, "_fields"):
-                fields = dict(zip(node._fields, node))
-                shaped = [k for k, v in fields.items() if not _is_counter(v, n) and _is_params_shaped(v, treedef)
-                          and k not in _INTERNAL_FIELDS]
-                new = {}
-                for name, value in fields.items():
-                    if _is_counter(value, n) and not np.issubdtype(value.dtype, np.integer):
-                        new[name] = _leaf_scalars_from(
-                            [np.asarray(d[name]).reshape(()) if name in d else np.asarray(value[i])
-                             for i, d in enumerate(per_param)], value.dtype)
-                    elif _is_counter(value, n):
-                        vec = []
-                        for i, d in enumerate(per_param):
-                            has = any(k in d for k in shaped)
-                            if name in d:
-                                vec.append(int(np.asarray(d[name]).reshape(())))
-                            elif steps[i] is not None:
-                                vec.append(steps[i] if has or not shaped else 0)
-                            else:
-                                vec.append(1 if has else 0)
-                        new[name] = _leaf_scalars_from(vec, value.dtype)
-                    elif name in shaped:
-                        leaves = list(treedef.flatten_up_to(value))
-                        for i, leaf_index in enumerate(present):
-                            old = leaves[leaf_index]
-                            if old is not None and name in per_param[i]:
-                                leaves[leaf_index] = _cast_like(per_param[i][name], old, name, self._param_ids[g][i])
-                        new[name] = treedef.unflatten(leaves)
-                    elif name in _INTERNAL_FIELDS and jnp.ndim(value) == 0:
-                        new[name] = jnp.asarray(max_step, jnp.asarray(value).dtype)
-                    else:
-                        new[name] = rebuild(value)
-                return type(node)(**new)
-            if isinstance(node, tuple):
-                return tuple(rebuild(c) for c in node)
-            if isinstance(node, list):
-                return [rebuild(c) for c in node]
-            if isinstance(node, dict):
-                return type(node)({k: rebuild(c) for k, c in node.items()})
-            return node
-
-        return _placed_like(rebuild(fresh), fresh)
+        """`fresh` (an init state) with torch-style per-param entries written in (pure, checked;
+        see optim/_state_dict.py), each leaf placed like `fresh`'s (the params' shardings)."""
+        return _state_dict.import_state(fresh, per_param, self._group_defs[g], self._opt_leaves[g], self._ids(g))
 
     def _check_state_keys(self, g: int, fresh, per_param: list[dict]) -> None:
         expected = self._expected_state_keys(g, fresh)
-        if expected is None:
-            return
-        for pid, entry, keys in zip(self._ids(g), per_param, expected):
-            if not entry:
-                continue  # no state yet (torch: a param that has not stepped)
-            missing, unexpected = sorted(keys - set(entry)), sorted(set(entry) - keys)
-            if missing or unexpected:
-                detail = "; ".join(part for part in (
-                    f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "") if part)
-                raise ValueError(
-                    f"loaded state for param {pid} does not match {type(self).__name__} with these "
-                    f"options ({detail}; expected keys {sorted(keys)}): is it another optimizer's "
-                    "or another configuration's state?"
-                )
+        if expected is not None:
+            _state_dict.check_keys(self._ids(g), per_param, expected, type(self).__name__)
 
     @property
     def state(self) -> dict[int, dict[str, Any]]:
-        """Per-param state keyed by param id (torch's keys); a read-only view."""
+        """Per-param state keyed by param id (torch's keys): a snapshot, whose arrays are copies
+        that stay valid after later steps (read it once, not per param: each read copies)."""
+        return _state_dict.copy_arrays(self._live_state())
+
+    def _live_state(self) -> dict[int, dict[str, Any]]:
         out = {}
         for g in range(len(self.param_groups)):
             for pid, entry in zip(self._ids(g), self._export_group(g)):
@@ -1008,7 +935,7 @@ class Optimizer:
         """torch's `{'state': {id: {...}}, 'param_groups': [{..., 'params': [ids]}]}` (copies)."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
-        state = _copy_tree(self.state)
+        state = self.state  # copies
         state_dict = {"state": state, "param_groups": self._export_param_groups()}
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
@@ -1028,13 +955,15 @@ class Optimizer:
         by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
         new_groups = []
         for group, saved in zip(self.param_groups, saved_groups):
-            new_group = {k: _plain(v) for k, v in saved.items() if k in self.defaults}
+            new_group = {k: _state_dict.plain(v) for k, v in saved.items() if k in self.defaults}
             for k in self.defaults:
                 new_group.setdefault(k, group[k])
             new_group = {"params": group["params"], **new_group}
             if "param_names" in group:  # the state was matched by these names (or equal ones)
                 new_group["param_names"] = group["param_names"]
             new_groups.append(new_group)
+        for g, (group, new_group) in enumerate(zip(self.param_groups, new_groups)):
+            _state_dict.check_group(self._factory, new_group, group, list(self.defaults), g)
         new_specs = [self._spec(g) for g in new_groups]
         new_states = []
         for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
@@ -1079,74 +1008,17 @@ class Optimizer:
         return "\n".join(lines)
 
 
-def _is_counter(value, n) -> bool:
-    """Per-param scalars (torch's `step`, `mu_product`, ...): a `LeafScalars` node with one 0-d
-    array per param of the group (see `core.tree`), never a params tree."""
-    return isinstance(value, LeafScalars) and len(value) == n
-
-
-def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
-    """Per-param host values as a `LeafScalars` node: shared when they are all equal (the form
-    a fresh state has, so loading equal steps keeps the step's compiled program), else one
-    fresh 0-d array per param."""
-    arrays = [np.asarray(v).astype(dtype).reshape(()) for v in values]
-    if arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
-        return LeafScalars.shared(jnp.array(arrays[0], copy=True), len(arrays))
-    return LeafScalars(jnp.array(a, copy=True) for a in arrays)
-
-
-def _placed_like(state, fresh):
-    """`state` with each array leaf on the devices/sharding of `fresh`'s leaf (an init state,
-    which follows the params' shardings): loaded buffers land where the step expects them.
-    A loaded per-param `LeafScalars` node may be split where `fresh`'s is shared: each of its
-    scalars goes where the shared one is."""
-    def place(x, ref):
-        if isinstance(x, jax.Array) and isinstance(ref, jax.Array) and x.sharding != ref.sharding:
-            return jax.device_put(x, ref.sharding)
-        return x
-
-    return jax.tree.map(place, state, leaf_scalars_like(fresh, state))
-
-
-def _is_params_shaped(value, treedef) -> bool:
-    try:
-        return jax.tree.structure(value, is_leaf=is_none) == treedef
-    except Exception:
-        return False
-
-
-def _plain(value):
-    """A saved hyperparameter as a Python value (torch tensors and arrays -> floats)."""
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if hasattr(value, "detach") or isinstance(value, (jax.Array, np.ndarray)):
-        return float(np.asarray(value).reshape(()))
-    return value
-
-
-def _cast_like(value, like, key, pid):
-    arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
-    if arr.shape != tuple(like.shape):
-        raise ValueError(
-            f"loaded state for param {pid} has {key!r} of shape {arr.shape}, but the param has shape {tuple(like.shape)}"
-        )
-    # A copy: on CPU `jnp.asarray` may alias the NumPy buffer, e.g. a torch tensor's memory that
-    # torch keeps updating in place.
-    return jnp.array(arr, dtype=like.dtype, copy=True)
-
-
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
-                         quirks: dict[str, Any] | None = None, doc: str | None = None) -> type:
+                         doc: str | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
         SGD = make_optimizer_class("SGD", optax_like.sgd, structural_zero=("momentum",))
 
     `constants` are param-group entries torch stores that are not constructor arguments
     (AdamW's `decoupled_weight_decay=True`): shown in `defaults` and `param_groups`, never passed
-    to the factory. `quirks` sets the class attributes documented on `Optimizer` (torch's
-    per-class state conventions: `_state_from_construction`, `_construction_state_args`,
-    `_int_step`).
+    to the factory. How the state maps to torch's state dict is declared by the state types
+    (core.torch_layout), not here.
     """
     signature = inspect.signature(factory)
     names = [p.name for p in signature.parameters.values()]
@@ -1182,7 +1054,6 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_factory": staticmethod(factory),
         "_static": tuple(static),
         "_structural_zero": tuple(structural_zero),
-        **dict(quirks or {}),
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })
