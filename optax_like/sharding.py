@@ -302,8 +302,11 @@ def abstract_state(tx: GradientTransformation, params: Any, shardings: Any) -> A
     """`jax.ShapeDtypeStruct`s of `tx.init(params)` carrying `shardings` (from
     `state_shardings`/`zero1_shardings`): the restore target for orbax
     (`checkpointer.restore(path, abstract_state(...))`) or for `jax.make_array_from_callback`.
+    Per-param scalars (`core.tree.LeafScalars`) take the form of `shardings`: pass
+    `optax_like.per_leaf_scalars(shardings)` for a state made with `per_leaf_scalars`.
     """
     shapes = jax.eval_shape(_init_fn(tx), jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params))
+    shapes = leaf_scalars_like(shapes, shardings)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
 
 
