@@ -31,7 +31,14 @@ from optax_like.transforms.line_search import (
     strong_wolfe_result,
 )
 
-__all__ = ["LBFGSState", "lbfgs", "lbfgs_history", "PARAM_GROUPS_ERROR"]
+__all__ = ["LBFGSState", "lbfgs", "lbfgs_history", "PARAM_GROUPS_ERROR", "MAX_HISTORY_BYTES"]
+
+# The most memory `init` allocates for the history ring buffers (`old_dirs` and `old_stps`:
+# 2 x history_size x n x itemsize bytes). torch grows its history lists one pair per iteration;
+# here they are preallocated so that a step compiles once, so a huge `history_size` (or a loaded
+# state dict carrying one) would allocate it all at the first step: refused instead. Raise it
+# (`optax_like.optimizers.lbfgs.MAX_HISTORY_BYTES = ...`) for a larger history on purpose.
+MAX_HISTORY_BYTES = 4 * 2**30
 
 # torch's message for an LBFGS built on several param groups (raised by the stateful adapter).
 PARAM_GROUPS_ERROR = "LBFGS doesn't support per-parameter options (parameter groups)"
@@ -148,6 +155,20 @@ def _check_int(value, name):
 
 
 @integer_args("max_iter", "max_eval", "history_size")
+def _check_history_bytes(history_size: int, n: int, dtype) -> None:
+    """Refuses, before allocating, history buffers larger than MAX_HISTORY_BYTES."""
+    itemsize = jnp.dtype(dtype).itemsize
+    needed = 2 * history_size * n * itemsize
+    if needed > MAX_HISTORY_BYTES:
+        raise ValueError(
+            f"history_size={history_size} for {n} parameters needs {needed / 2**30:.1f} GiB of "
+            f"preallocated history (2 x history_size x {n} x {itemsize} bytes), more than "
+            f"optax_like.optimizers.lbfgs.MAX_HISTORY_BYTES ({MAX_HISTORY_BYTES / 2**30:g} GiB). "
+            "torch grows its history one pair per iteration; here it is allocated at init so that a "
+            "step compiles once: lower history_size, or raise MAX_HISTORY_BYTES on purpose."
+        )
+
+
 def lbfgs(
     lr: Any = 1,
     max_iter: int = 20,
@@ -201,6 +222,10 @@ def lbfgs(
     torch's RuntimeError("only 'strong_wolfe' is supported") here at construction (torch raises
     it at the first line search); `history_size < 1` and, with strong Wolfe, `max_eval < 1` raise
     ValueError here (torch crashes with IndexError / UnboundLocalError during the step).
+    Memory: the history is preallocated (`2 x history_size x n` numbers) where torch grows it one
+    pair per iteration; `init` refuses (ValueError, before allocating) a history larger than
+    `MAX_HISTORY_BYTES` (4 GiB; a module attribute: raise it on purpose), so that a huge
+    `history_size`, or a loaded state dict carrying one, cannot exhaust memory.
     `lr`, `tolerance_grad`, `tolerance_change` may be floats or (traced) scalar arrays, and
     `max_iter`, `max_eval` ints or (traced) integer scalars, so one compiled step serves every
     value (the adapter feeds torch's `param_groups[0]` entries); `history_size` and
@@ -245,6 +270,7 @@ def lbfgs(
         flat, _, _, _ = _flattener(params)
         n, dtype = flat.shape[0], flat.dtype
         m = history_size
+        _check_history_bytes(m, n, dtype)
         zero = jnp.zeros((), dtype)
         return LBFGSState(
             func_evals=jnp.zeros((), jnp.int32),

@@ -253,3 +253,29 @@ def test_bad_update_calls_leave_state_untouched():
     with pytest.raises(ValueError, match="empty parameter list"):
         tx.init({"x": None})
     assert int(state.func_evals) == 0 and int(state.n_iter) == 0
+
+
+def test_history_beyond_the_memory_limit_is_refused_before_allocating(monkeypatch):
+    """Issue 17: `history_size=10**7` on 500 params would preallocate 37 GiB; init refuses it
+    (factory, adapter construction, and a loaded state dict carrying it), naming the limit."""
+    import importlib
+
+    from optax_like import optim
+
+    lbfgs_module = importlib.import_module("optax_like.optimizers.lbfgs")  # the module, not the factory
+
+    params = [jnp.ones(500)]
+    with pytest.raises(ValueError, match=r"history_size=10000000 for 500 parameters needs 37\.3 GiB"):
+        ol.lbfgs(history_size=10**7).init(params)
+    with pytest.raises(ValueError, match="MAX_HISTORY_BYTES"):
+        optim.LBFGS(params, history_size=10**7)
+    opt = optim.LBFGS(params, history_size=10)
+    saved = opt.state_dict()
+    saved["param_groups"][0]["history_size"] = 10**7
+    with pytest.raises(ValueError, match="MAX_HISTORY_BYTES"):
+        opt.load_state_dict(saved)
+    # The limit is exact (2 x history_size x n x itemsize bytes) and can be raised on purpose.
+    monkeypatch.setattr(lbfgs_module, "MAX_HISTORY_BYTES", 2 * 8 * 500 * 4)
+    assert ol.lbfgs(history_size=8).init(params).old_dirs.shape == (8, 500)
+    with pytest.raises(ValueError, match="MAX_HISTORY_BYTES"):
+        ol.lbfgs(history_size=9).init(params)
