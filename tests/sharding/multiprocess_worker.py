@@ -103,6 +103,15 @@ def run_train(mesh, out):
         if t == SAVE_AT:
             with ocp.StandardCheckpointer() as checkpointer:
                 checkpointer.save(os.path.join(WORKDIR, f"ckpt_{NPROC}"), {"params": params, "opt_state": state})
+            # optax_like.checkpoint: replicated global arrays save from any process, and load
+            # onto the multi-process mesh (each process placing its shards).
+            path = os.path.join(WORKDIR, f"params_{NPROC}_{PID}.safetensors")
+            ol.checkpoint.save(path, params)
+            loaded = ol.checkpoint.load(path, like=params, shardings=p_shard)
+            zero1 = ol.checkpoint.load(path, like=params, shardings=split)
+            out["checkpoint_round_trip"] = all(
+                bool(jnp.array_equal(a, b)) and bool(jnp.array_equal(a, c)) and b.sharding == a.sharding and c.sharding == split
+                for a, b, c in zip(jax.tree.leaves(params), jax.tree.leaves(loaded), jax.tree.leaves(zero1)))
         params, state, loss = step(params, state, global_batch(x[t], split), global_batch(y[t], split))
         out["losses"].append(float(loss))
 

@@ -81,6 +81,9 @@ def test_two_processes_match_one_and_restore_on_another_topology(tmp_path):
         np.testing.assert_allclose(runs[0]["losses"], reference["losses"], rtol=2e-6)
         assert runs[0]["losses"][-1] < runs[0]["losses"][0]
 
+    # optax_like.checkpoint saved the replicated params from each process and loaded them
+    # onto the global mesh, replicated and split.
+    assert all(r["checkpoint_round_trip"] for r in multi["train"] + single["train"])
     # ZeRO-1: each of the 4 devices held 1/4 of the (8, 16) Adam buffers; after restoring onto
     # 2 devices each holds 1/2.
     assert multi["train"][0]["state_shard_shape"] == [2, 16]
