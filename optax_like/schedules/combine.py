@@ -61,10 +61,16 @@ def chained_scheduler(schedules: Sequence[Callable]):
         value(n) = lr * prod_i (schedules[i](n) / schedules[i].initial_lr)
 
     which is torch's result when the chained schedulers are its multiplicative (recursive) ones
-    (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, MultiplicativeLR,
-    CosineAnnealingLR up to T_max). torch's closed-form schedulers (LambdaLR, CyclicLR,
-    OneCycleLR, CosineAnnealingWarmRestarts, SWALR, and CosineAnnealingLR's additive restart
-    step) overwrite the lr instead of scaling it, so a chain containing them is order-dependent
+    (StepLR, MultiStepLR, ConstantLR, LinearLR, ExponentialLR, PolynomialLR, MultiplicativeLR).
+    torch's CosineAnnealingLR step is affine in the current lr, not a factor:
+    `lr <- eta_min + (lr - eta_min) * (1 + cos(pi n / T_max)) / (1 + cos(pi (n - 1) / T_max))`,
+    and `lr <- lr + (initial_lr - eta_min) (1 - cos(pi / T_max)) / 2` at its restart steps, so
+    in a chain eta_min is added at every step, after the other schedulers' factors. A chain of
+    several schedules containing a `cosine_annealing_lr` replays torch's recursion step by step
+    (each schedule's step in the chain's order, the others as the factor
+    `schedule(n) / schedule(n - 1)`): O(count) work per evaluation, a `lax.fori_loop` under jit.
+    torch's closed-form schedulers (LambdaLR, CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts,
+    SWALR) overwrite the lr instead of scaling it, so a chain containing them is order-dependent
     in torch and not reproduced here. Each schedule must carry `initial_lr` (all of
     `optax_like.schedules` do); `lr` is the first one's.
     """
@@ -79,14 +85,42 @@ def chained_scheduler(schedules: Sequence[Callable]):
             )
     lr = schedules[0].initial_lr
 
-    def schedule(count):
+    def product(count):
         value = jnp.asarray(schedules[0](count))
         for s in schedules[1:]:
             value = value * (s(count) / s.initial_lr)
         return value.astype(numerics.float_dtype())
 
-    schedule.initial_lr = lr
-    return schedule
+    if len(schedules) == 1 or not any(hasattr(s, "torch_recursion") for s in schedules):
+        product.initial_lr = lr
+        return product
+
+    def torch_step(s, n, value):
+        """Scheduler `s`'s torch step at count n >= 1, applied to the current lr `value`."""
+        dtype = value.dtype
+        if not hasattr(s, "torch_recursion"):
+            prev, cur = jnp.asarray(s(n - 1), dtype), jnp.asarray(s(n), dtype)
+            return value * jnp.where(prev == 0, jnp.ones((), dtype), cur / jnp.where(prev == 0, 1, prev))
+        T_max, eta_min = s.torch_recursion
+        nf = n.astype(dtype)
+        restart = (n - 1 - T_max) % (2 * T_max) == 0
+        added = value + (s.initial_lr - eta_min) * (1 - jnp.cos(jnp.pi / T_max)) / 2
+        ratio = (1 + jnp.cos(jnp.pi * nf / T_max)) / (1 + jnp.cos(jnp.pi * (nf - 1) / T_max))
+        return jnp.where(restart, added, ratio * (value - eta_min) + eta_min)
+
+    def recursive(count):
+        def body(n, value):
+            for s in schedules:
+                value = torch_step(s, n, value)
+            return value
+
+        n = jnp.asarray(count)
+        if not jnp.issubdtype(n.dtype, jnp.integer):
+            n = n.astype(jnp.asarray(0).dtype)
+        return jax.lax.fori_loop(jnp.ones((), n.dtype), n + 1, body, product(0)).astype(numerics.float_dtype())
+
+    recursive.initial_lr = lr
+    return recursive
 
 
 __all__ = ["chained_scheduler", "sequential_lr"]

@@ -53,9 +53,13 @@ def cosine_annealing_lr(lr, T_max: int, eta_min: float = 0.0):
     reduced modulo `2 T_max` before the cosine, which keeps float32 accurate at large counts.
     Agrees with torch's recursion to ~1e-13 relative in float64 (its rounding accumulates).
     """
+    # `torch_recursion`: what chained_scheduler needs to replay torch's recursive step, which
+    # is affine (not a factor) in the current lr: eta_min is added at every step.
+    recursion = dict(torch_recursion=(T_max, eta_min))
     if isinstance(T_max, int) and T_max > 0:
-        return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n % (2 * T_max)), lr, eta_min, T_max), lr)
-    return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n), lr, eta_min, T_max), lr)
+        return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n % (2 * T_max)), lr, eta_min, T_max), lr,
+                             **recursion)
+    return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n), lr, eta_min, T_max), lr, **recursion)
 
 
 def cosine_annealing_warm_restarts(lr, T_0: int, T_mult: int = 1, eta_min: float = 0.0):
