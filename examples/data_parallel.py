@@ -3,6 +3,10 @@
     python examples/data_parallel.py            # 8 virtual CPU devices (set below)
     python examples/data_parallel.py --steps 200 --explicit
 
+    # several processes (hosts), here 2 on this machine with 4 virtual CPU devices each:
+    python examples/data_parallel.py --devices 4 --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0 &
+    python examples/data_parallel.py --devices 4 --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 1
+
 A small MLP regression model is trained with `optax_like.adamw`. The batch is split along the
 mesh axis 'data'; params are replicated. Two layouts of the optimizer state are compared:
 
@@ -15,6 +19,12 @@ mesh axis 'data'; params are replicated. Two layouts of the optimizer state are 
 
 Both runs give the same losses (up to float32 reduction order); the per-device memory of the
 optimizer state is printed for both.
+
+Multi-host: with `--coordinator/--num-processes/--process-id` every process calls
+`jax.distributed.initialize` (CPU collectives through gloo), the mesh spans all processes'
+devices, each process feeds its own rows of every batch
+(`jax.make_array_from_process_local_data`) and the code is otherwise unchanged; process 0
+prints (memory figures are for its own devices). docs/multi_device.md, "Multi-host".
 """
 
 from __future__ import annotations
@@ -24,10 +34,13 @@ import contextlib
 import os
 import time
 
+import sys
+
 # The virtual device count must be set before jax is imported.
+_devices = sys.argv[sys.argv.index("--devices") + 1] if "--devices" in sys.argv[:-1] else "8"
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
-    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+    os.environ["XLA_FLAGS"] = (_flags + f" --xla_force_host_platform_device_count={_devices}").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax
@@ -70,6 +83,14 @@ def make_data(n, d_in, d_out, seed=0):
     return x, y
 
 
+def global_batch(batch, sharding):
+    """This process's rows of a batch every process can compute, as one global array (with
+    one process: the whole batch)."""
+    n = batch.shape[0] // jax.process_count()
+    local = batch[jax.process_index() * n:(jax.process_index() + 1) * n]
+    return jax.make_array_from_process_local_data(sharding, local, batch.shape)
+
+
 def train(tx, params, batches, mesh, state_shardings):
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
@@ -92,7 +113,7 @@ def train(tx, params, batches, mesh, state_shardings):
     losses = []
     t0 = time.perf_counter()
     for batch in batches:
-        params, state, loss = step(params, state, jax.device_put(batch, batch_sharding))
+        params, state, loss = step(params, state, tuple(global_batch(b, batch_sharding) for b in batch))
         losses.append(jax.block_until_ready(loss))  # one step in flight: CPU collectives of 8 virtual devices share few cores
     losses = [float(l) for l in losses]
     return params, state, losses, state_bytes, time.perf_counter() - t0
@@ -103,7 +124,16 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--explicit", action="store_true", help="use an Explicit mesh (default Auto)")
+    parser.add_argument("--devices", type=int, default=8, help="virtual CPU devices of this process")
+    parser.add_argument("--coordinator", help="host:port of process 0, to run several processes")
+    parser.add_argument("--num-processes", type=int, default=1)
+    parser.add_argument("--process-id", type=int, default=0)
     args = parser.parse_args()
+    if args.coordinator:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    report = print if jax.process_index() == 0 else (lambda *a, **k: None)
 
     n_dev = jax.device_count()
     axis_type = AxisType.Explicit if args.explicit else AxisType.Auto
@@ -121,19 +151,19 @@ def main():
         "ZeRO-1": osh.zero1_shardings(tx, params, mesh, axis="data"),
     }
     n_params = sum(int(np.size(p)) for p in jax.tree.leaves(params))
-    print(f"{n_dev} devices ({jax.devices()[0].platform}), mesh {dict(mesh.shape)} {axis_type.name}, "
+    report(f"{n_dev} devices ({jax.devices()[0].platform}), mesh {dict(mesh.shape)} {axis_type.name}, "
           f"{n_params:,} params ({4 * n_params / 2**20:.2f} MiB float32), adamw, {args.steps} steps")
     results = {}
     with jax.set_mesh(mesh) if args.explicit else contextlib.nullcontext():
         for name, shardings in layouts.items():
             results[name] = train(tx, params, batches, mesh, shardings)
-    print(f"{'layout':<12}{'opt state / device (MiB)':>26}{'total over devices':>20}{'final loss':>12}{'time (s)':>10}")
+    report(f"{'layout':<12}{'opt state / device (MiB)':>26}{'total over devices':>20}{'final loss':>12}{'time (s)':>10}")
     for name, (_, _, losses, state_bytes, seconds) in results.items():
         per_dev = max(state_bytes.values()) / 2**20
         total = sum(state_bytes.values()) / 2**20
-        print(f"{name:<12}{per_dev:>26.3f}{total:>20.3f}{losses[-1]:>12.5f}{seconds:>10.2f}")
+        report(f"{name:<12}{per_dev:>26.3f}{total:>20.3f}{losses[-1]:>12.5f}{seconds:>10.2f}")
     rep, zero = results["replicated"][2], results["ZeRO-1"][2]
-    print(f"first loss {rep[0]:.5f}; max |loss difference| replicated vs ZeRO-1: "
+    report(f"first loss {rep[0]:.5f}; max |loss difference| replicated vs ZeRO-1: "
           f"{max(abs(a - b) for a, b in zip(rep, zero)):.2e}")
 
 
