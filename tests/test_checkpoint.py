@@ -808,3 +808,11 @@ def test_torch_state_dict_round_trip(tmp_path):
     assert ours.param_groups[0]["lr"] == 0.1 and ours.param_groups[0]["betas"] == (0.8, 0.9)
     for key in ("exp_avg", "exp_avg_sq", "step"):
         np.testing.assert_array_equal(np.asarray(ours.state[0][key]), tsd["state"][0][key].numpy())
+
+    # torch tensors NumPy cannot read (bfloat16, float8) are stored through their bits.
+    low = {"bf16": torch.randn(5, generator=gen).to(torch.bfloat16), "f8": torch.randn(4, generator=gen).to(torch.float8_e4m3fn)}
+    ck.save(tmp_path / "low.ckpt", low)
+    back = safetensors.torch.load_file(tmp_path / "low.ckpt")
+    for key, value in low.items():
+        assert back[key].dtype == value.dtype
+        np.testing.assert_array_equal(back[key].view(torch.uint8).numpy(), value.view(torch.uint8).numpy())
