@@ -871,6 +871,7 @@ class Optimizer:
                 fresh = self._init_state(spec, params, group)
                 self._states[g] = self._import_group(g, fresh, per_param)
                 self._specs[g] = spec
+                self._allow_none_grads(self._grads)  # pending None gradients need per-leaf scalars
 
     def _step(self, closure=None, *args, **kwargs):
         clip = _clip.check_step_clip(kwargs.pop("clip_grad_norm", None), kwargs.pop("norm_type", 2.0),
@@ -975,6 +976,7 @@ class Optimizer:
         # Commit.
         self.param_groups[:] = new_groups
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
+        self._allow_none_grads(self._grads)  # pending None gradients need per-leaf scalars
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 

@@ -292,3 +292,33 @@ def test_params_are_valid_until_the_next_step():
     opt.step()
     assert all(p.is_deleted() for p in params)
     assert not any(p.is_deleted() for p in kept + list(opt.params))
+
+
+@pytest.mark.parametrize("change", ["load", "amsgrad"])
+def test_pending_none_gradient_after_a_load_or_an_option_edit_steps_like_torch(change):
+    """A load (equal steps: shared counters) or an option edit (state rebuilt) between setting
+    gradients with a None leaf and the step: the step skips that param, as torch does."""
+    init = [np.asarray(p) for p in _params()]
+    tp = [torch.tensor(p, requires_grad=True) for p in init]
+    topt = torch.optim.Adam(tp, lr=0.01)
+    opt = optim.Adam([jnp.asarray(p) for p in init], lr=0.01)
+    for p, g in zip(tp, _grads(0)):
+        p.grad = torch.tensor(g)
+    topt.step()
+    opt.grad = [jnp.asarray(g) for g in _grads(0)]
+    opt.step()
+    g1 = _grads(1)
+    opt.grad = [jnp.asarray(g1[0]), None]
+    if change == "load":
+        opt.load_state_dict(opt.state_dict())
+    else:
+        opt.param_groups[0]["amsgrad"] = True
+        topt.param_groups[0]["amsgrad"] = True
+        for p in tp:
+            topt.state[p]["max_exp_avg_sq"] = torch.zeros_like(p)  # torch needs the buffer; ours starts at 0
+    tp[0].grad, tp[1].grad = torch.tensor(g1[0]), None
+    topt.step()
+    opt.step()
+    for ours, theirs in zip(opt.params, tp):
+        np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-6, atol=1e-7)
+    assert [float(e["step"]) for e in opt.state_dict()["state"].values()] == [2.0, 1.0]
