@@ -223,6 +223,9 @@ class _Encoder:
         self.names.add(tensor)
         node = {"t": "array", "k": tensor}
         if arr.dtype.name in _COMPLEX:
+            if arr.ndim >= MAX_NDIM:
+                raise TypeError(f"checkpoint: leaf {_display(path)} is a complex array of {arr.ndim} dimensions; "
+                                f"stored as real pairs it needs one more (the limit is {MAX_NDIM}).")
             flat = arr.reshape(-1).view(np.dtype(_COMPLEX[arr.dtype.name]).newbyteorder("<"))
             arr = flat.reshape(arr.shape + (2,))
             node["complex"] = True

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -711,6 +712,27 @@ def test_kill_during_save_leaves_a_valid_file_and_no_temporary(tmp_path):
 @pytest.mark.slow
 def test_many_kills_during_save(tmp_path):
     _kill_during_saves(tmp_path, kills=20)
+
+
+def test_without_o_tmpfile_a_named_temporary_file_is_used_and_cleaned(tmp_path, monkeypatch):
+    """Where the anonymous file cannot be linked (no /proc) the temporary file is written by
+    name; temporary files of crashed saves (their pid gone) are removed by the next save, those
+    of live processes are left alone."""
+    path = tmp_path / "state.ckpt"
+    prefix = f".state.ckpt.{socket.gethostname()}."
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale, live = tmp_path / f"{prefix}{int(dead.stdout)}.ab.tmp", tmp_path / f"{prefix}{os.getppid()}.cd.tmp"
+    stale.write_bytes(b"left by a crash")
+    live.write_bytes(b"a concurrent save")
+    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no /proc")))
+    ck.save(path, {"v": np.arange(3, dtype=np.float32)})
+    np.testing.assert_array_equal(ck.load(path)["v"], np.arange(3, dtype=np.float32))
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, "state.ckpt"])
+
+    monkeypatch.setattr(os, "replace", lambda *a, **k: (_ for _ in ()).throw(OSError("simulated crash")))
+    with pytest.raises(OSError, match="simulated crash"):
+        ck.save(path, {"v": np.ones(2, np.float32)})
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, "state.ckpt"])
 
 
 def test_save_overwrites_and_keeps_permissions(tmp_path):
