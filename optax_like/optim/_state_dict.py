@@ -39,6 +39,7 @@ __all__ = [
     "expected_keys",
     "host_array",
     "import_state",
+    "loaded_entries",
     "plain",
 ]
 
@@ -269,6 +270,17 @@ def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence
                 f"options ({detail}; expected keys {sorted(keys)}): is it another optimizer's "
                 "or another configuration's state?"
             )
+
+
+def loaded_entries(by_id: dict, ids: Sequence[int]) -> list[dict]:
+    """The loaded entry of each param (empty: no state), None values dropped."""
+    out = []
+    for pid in ids:
+        entry = by_id.get(pid, {})
+        if not isinstance(entry, dict):
+            raise TypeError(f"loaded state for param {pid} must be a dict of its state entries, got {type(entry).__name__}")
+        out.append({k: v for k, v in entry.items() if v is not None})
+    return out
 
 
 def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequence, ids: Sequence[int]) -> Any:

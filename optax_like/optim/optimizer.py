@@ -970,7 +970,7 @@ class Optimizer:
         for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
-            per_param = [{k: v for k, v in by_id.get(pid, {}).items() if v is not None} for pid in self._ids(g)]
+            per_param = _state_dict.loaded_entries(by_id, self._ids(g))
             self._check_state_keys(g, fresh, per_param)
             new_states.append(self._import_group(g, fresh, per_param))
         # Commit.

@@ -142,6 +142,7 @@ REFUSALS = [
     ("ASGD", _set(0, "eta", torch.tensor(float("inf"))), ValueError, "param 0: 'eta' must be finite"),
     ("ASGD", _set(1, "mu", np.nan), ValueError, "param 1: 'mu' must be finite"),
     ("Adam", _set(1, "exp_avg", np.ones(SHAPES[1], np.complex64)), TypeError, "param 1: 'exp_avg' is complex"),
+    ("Adam", lambda sd: sd["state"].__setitem__(1, [1, 2]), TypeError, "loaded state for param 1 must be a dict"),
     ("Adam", _set(0, "exp_avg", np.ones((3, 4), np.float32)), ValueError, "param 0 has 'exp_avg' of shape (3, 4)"),
     ("RMSprop", _set(1, "square_avg", torch.ones(2)), ValueError, "param 1 has 'square_avg' of shape (2,)"),
     # torch's next step: `result type ComplexFloat can't be cast` (betas), nan updates (eps < 0).
