@@ -14,7 +14,9 @@ the mesh spans every process's devices. TASKS is a comma-separated list of:
   `optax_like.sharding.abstract_state` as the target, then runs steps 3..5.
 * `adapter`: the same training through `optax_like.optim.AdamW` with params as global arrays
   (w1 split over every device, the rest replicated); `state_dict()` after 3 steps (gathered to
-  the host), an orbax save of the params and the state dict's tensors, 3 more steps.
+  the host), an orbax save of the params and the state dict's tensors, 3 more steps; and a
+  second optimizer resumed from the gathered state dict through an `optax_like.checkpoint`
+  file, stepping beside it.
 * `adapter_restore`: that orbax checkpoint restored onto this process's mesh, loaded with
   `load_state_dict`, steps 3..5.
 
@@ -138,35 +140,42 @@ def adapter_shardings(mesh):
     return {"w1": NamedSharding(mesh, P("data")), "b1": replicated, "w2": replicated}
 
 
-def host_state_dict(sd):
-    """A state dict's numbers on the host, as torch would hold them (gathering what other
-    processes hold where needed)."""
+def gather(x):
+    """A global array's full value on the host (a collective: every process calls it)."""
     from jax.experimental import multihost_utils
 
-    def gather(v):
-        if isinstance(v, jax.Array) and not v.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(v, tiled=True))
-        return np.asarray(v)
-
-    return {f"{pid}/{k}": gather(v).tolist() for pid, entry in sd["state"].items() for k, v in entry.items()}
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def run_adapter(mesh, out):
     split = NamedSharding(mesh, P("data"))
     shardings = adapter_shardings(mesh)
     opt = ol.optim.AdamW(jax.device_put(host_params(), shardings), lr=LR, weight_decay=WEIGHT_DECAY)
+    resumed = None
     x, y = data()
     for t in range(STEPS):
         if t == SAVE_AT:
             sd = opt.state_dict()
             out["state_dict_addressable"] = {f"{pid}/{k}": bool(getattr(v, "is_fully_addressable", True))
                                              for pid, entry in sd["state"].items() for k, v in entry.items()}
-            out["state_dict"] = host_state_dict(sd)
+            host = {pid: {k: gather(v) for k, v in entry.items()} for pid, entry in sd["state"].items()}
+            out["state_dict"] = {f"{pid}/{k}": v.tolist() for pid, entry in host.items() for k, v in entry.items()}
             with ocp.StandardCheckpointer() as checkpointer:
                 checkpointer.save(os.path.join(WORKDIR, f"adapter_ckpt_{NPROC}"),
                                   {"params": opt.params, "state": {str(k): v for k, v in sd["state"].items()}})
-        loss = opt.step(loss_fn, global_batch(x[t], split), global_batch(y[t], split))
-        out["losses"].append(float(loss))
+            # The gathered state dict through an optax_like.checkpoint file, into a new optimizer
+            # (other hyperparameters: the file's param groups replace them) over the same mesh.
+            path = os.path.join(WORKDIR, f"adapter_{NPROC}_{PID}.safetensors")
+            ol.checkpoint.save_state_dict(path, {"state": host, "param_groups": sd["param_groups"]})
+            resumed = ol.optim.AdamW(jax.device_put(jax.tree.map(gather, opt.params), shardings), lr=0.5, weight_decay=0.0)
+            resumed.load_state_dict(ol.checkpoint.load_state_dict(path))
+            out["resumed_losses"] = []
+        batch = (global_batch(x[t], split), global_batch(y[t], split))
+        out["losses"].append(float(opt.step(loss_fn, *batch)))
+        if resumed is not None:
+            out["resumed_losses"].append(float(resumed.step(loss_fn, *batch)))
     out["params_sharding_kept"] = all(
         p.sharding.is_equivalent_to(s, p.ndim) for p, s in zip(jax.tree.leaves(opt.params), jax.tree.leaves(shardings)))
 
