@@ -25,7 +25,11 @@ def _key_name(key) -> str:
 
 
 def param_name(path) -> str:
-    """A key path as torch spells a parameter name: `('layer', 0, 'weight')` -> `"layer.0.weight"`."""
+    """A key path as torch spells a parameter name: `('layer', 0, 'weight')` -> `"layer.0.weight"`.
+    A last `.value` attribute (how a flax.nnx Variable flattens) is dropped: `"dense.kernel"`."""
+    path = tuple(path)
+    if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     return ".".join(_key_name(k) for k in path)
 
 
