@@ -146,13 +146,13 @@ def _encode_scalar(x: Any) -> dict | None:
 
 def _encode_key(key: Any, path: str) -> dict:
     node = _encode_scalar(key)
-    if node is not None:
+    if node is not None and "hex" not in node:
         return node
     if type(key) is tuple:
         return {"t": "tuple", "items": [_encode_key(k, path) for k in key]}
     raise TypeError(
         f"checkpoint: the dict at {_display(path)} has a key {key!r} of type {type(key).__name__}; "
-        "keys must be str, int, float, bool, None or tuples of these."
+        "keys must be str, int (of 64 bits), float, bool, None or tuples of these."
     )
 
 
@@ -210,7 +210,7 @@ def _name_piece(key: Any) -> str:
 
 class _Encoder:
     def __init__(self):
-        self.arrays: list[tuple[str, str, np.ndarray]] = []  # (tensor name, display path, array)
+        self.arrays: list[tuple[str, np.ndarray]] = []  # (tensor name, array)
         self.names: set[str] = set()
 
     def array(self, x: Any, path: str, name: tuple, scalar: bool) -> dict:
@@ -231,7 +231,7 @@ class _Encoder:
             node["complex"] = True
         if scalar:
             node["scalar"] = True
-        self.arrays.append((tensor, _display(path), arr))
+        self.arrays.append((tensor, arr))
         return node
 
     def encode(self, x: Any, path: str, name: tuple = (), depth: int = 0) -> dict:
@@ -331,11 +331,11 @@ def _serialize(tree: Any) -> tuple[bytes, list[np.ndarray]]:
     tree_node = encoder.encode(tree, "")
     # Largest items first, after an 8-byte aligned header: every tensor starts aligned to its
     # item size (zero-copy readers need it), as the reference writer lays them out.
-    order = sorted(encoder.arrays, key=lambda a: -a[2].dtype.itemsize)
+    order = sorted(encoder.arrays, key=lambda a: -a[1].dtype.itemsize)
     header: dict = {}
     sha: dict = {}
     offset = 0
-    for tensor, _, arr in order:
+    for tensor, arr in order:
         raw = arr.reshape(-1).view(np.uint8)
         header[tensor] = {"dtype": _CODES[arr.dtype.name], "shape": list(arr.shape),
                           "data_offsets": [offset, offset + raw.size]}
@@ -346,7 +346,7 @@ def _serialize(tree: Any) -> tuple[bytes, list[np.ndarray]]:
                               "sha256": sha_str, "digest": _digest(header, tree_str, sha_str)}
     raw_header = _dumps(header).encode("utf-8")
     raw_header += b" " * (-len(raw_header) % 8)
-    return struct.pack("<Q", len(raw_header)) + raw_header, [a for _, _, a in order]
+    return struct.pack("<Q", len(raw_header)) + raw_header, [a for _, a in order]
 
 
 def _write_all(fd: int, header: bytes, arrays: list[np.ndarray]) -> None:
@@ -610,6 +610,8 @@ def _decode_key(node: Any, depth: int = 0) -> Any:
         raise _bad_node(node)
     if node.get("t") == "tuple" and isinstance(node.get("items"), list):
         return tuple(_decode_key(k, depth + 1) for k in node["items"])
+    if "hex" in node:  # keys are ints of 64 bits (their repr is part of a key path)
+        raise _bad_node(node)
     key = _decode_scalar(node)
     try:
         hash(key)

@@ -418,6 +418,7 @@ def _sha_of(body, header, name):
     ("huge_int", "malformed metadata"),
     ("header_too_big", "the limit is"),
     ("complex_bad", "bad tree node"),
+    ("huge_key", "bad tree node"),
 ])
 def test_crafted_headers_raise_checkpoint_error(tmp_path, case, match):
     """Headers that are valid JSON with a consistent digest but wrong contents: each is a
@@ -458,6 +459,8 @@ def test_crafted_headers_raise_checkpoint_error(tmp_path, case, match):
         tree["items"][0][1] = {"t": "none"}
     elif case == "huge_int":
         meta["tree"] = '{"t": "int", "v": ' + "9" * 5000 + "}"
+    elif case == "huge_key":  # an int key of 20000 bits: its repr would exceed Python's digit limit
+        tree["items"][0][0] = {"t": "int", "hex": "0x" + "f" * 5000}
     elif case == "complex_bad":
         tree["items"][0][1]["complex"] = True  # a (2, 3) float32 tensor is no real pair
     if case not in ("tree_json_deep", "huge_int", "no_tree"):
@@ -622,6 +625,8 @@ def test_unsupported_leaves_raise_before_writing(tmp_path):
         ck.save(path, {"o": np.array([None, 1], dtype=object)})
     with pytest.raises(TypeError, match=r"has a key b'k' of type bytes"):
         ck.save(path, {b"k": 1})
+    with pytest.raises(TypeError, match=r"the dict at \['d'\] has a key .* int \(of 64 bits\)"):
+        ck.save(path, {"d": {2**64: 1}})
     with pytest.raises(TypeError, match=r"typed PRNG key"):
         ck.save(path, {"k": jax.random.key(0)})
     assert os.listdir(tmp_path) == []
