@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -56,31 +57,18 @@ def scale_by_adadelta(
 
     def update(updates, state, params=None):
         del params
-        r = numerics.resolve(rho, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
+        h = hyperparams(state.schedule_count, rho=rho, eps=eps)
 
-        def leaf(g, v, a):
-            like = v
-            dtype = numerics.compute_dtype(numerics.real_view(v).dtype)
-            g, v, a = (numerics.real_view(x).astype(dtype) for x in (g, v, a))
-            rho_c = numerics.scalar(r, dtype)
-            one_minus_rho = numerics.one_minus(r, dtype)
-            eps_c = numerics.scalar(epsilon, dtype)
+        def math(leaf, g, v, a):
+            rho_c = numerics.scalar(h.rho, leaf.dtype)
+            one_minus_rho = numerics.one_minus(h.rho, leaf.dtype)
+            eps_c = numerics.scalar(h.eps, leaf.dtype)
             v = v * rho_c + (one_minus_rho * g) * g
-            std = jnp.sqrt(v + eps_c)
-            delta = jnp.sqrt(a + eps_c)
-            delta = (delta / std) * g
+            delta = (jnp.sqrt(a + eps_c) / jnp.sqrt(v + eps_c)) * g
             a = a * rho_c + (one_minus_rho * delta) * delta
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return numerics.complex_view(delta, like), store(v), store(a)
+            return delta, v, a
 
-        new_updates, square_avg, acc_delta = update_leaves(leaf, updates, state.square_avg, state.acc_delta)
-        return new_updates, ScaleByAdadeltaState(
-            square_avg,
-            acc_delta,
-            increment_counts(state.step, updates, state.square_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("square_avg", "acc_delta"), counts=None)
 
     return GradientTransformation(init, update)
 

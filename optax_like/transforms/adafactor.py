@@ -10,7 +10,8 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, is_none, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, is_none, map_params, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 COMPLEX_MESSAGE = "Adafactor does not support complex parameters"
@@ -97,11 +98,8 @@ def scale_by_adafactor(
         if params is None:
             raise ValueError("Adafactor needs the params (alpha_t is relative to their RMS): call update(updates, state, params).")
         check_real_params(params)
-        rate = numerics.resolve(lr, state.schedule_count)
-        decay = numerics.resolve(beta2_decay, state.schedule_count)
-        eps_2 = numerics.resolve(eps2, state.schedule_count)
-        clip = numerics.resolve(d, state.schedule_count)
-        epsilon1 = numerics.resolve(eps1, state.schedule_count)
+        h = hyperparams(state.schedule_count, lr=lr, beta2_decay=beta2_decay, eps2=eps2, d=d, eps1=eps1)
+        epsilon1 = h.eps1
         if epsilon1 is None:
             with_grad = [
                 p for p, g in zip(
@@ -111,56 +109,44 @@ def scale_by_adafactor(
                 if p is not None and g is not None
             ]
             epsilon1 = float(jnp.finfo(with_grad[0].dtype).eps) if with_grad else 0.0
-        steps = next_counts(state.step)
 
-        def leaf(g, p, row_var, col_var, variance, t):
+        def check_dense(g):
             if isinstance(g, jsparse.JAXSparse) or (isinstance(g, tuple) and hasattr(g, "indices")):
                 raise RuntimeError(SPARSE_MESSAGE)
-            dtype = numerics.compute_dtype(p.dtype)
+
+        def math(leaf, g, row_var, col_var, variance, p, t):
+            dtype = leaf.dtype
             # torch's Python-float scalar math; float64 where available.
             wide = jnp.promote_types(dtype, numerics.float_dtype())
             tf = t.astype(wide)
-            weight = jnp.power(tf, numerics.scalar(decay, wide)).astype(dtype)
-            rho = jnp.minimum(numerics.scalar(rate, wide), 1 / jnp.sqrt(tf))
-            pc = p.astype(dtype)
-            rms = (jnp.linalg.norm(pc.reshape(-1)).astype(wide) / jnp.sqrt(jnp.asarray(p.size, wide))) if p.size else jnp.zeros((), wide)
-            alpha = jnp.maximum(numerics.scalar(eps_2, wide), rms) * rho
-            g = jnp.asarray(g).astype(dtype)
+            weight = jnp.power(tf, numerics.scalar(h.beta2_decay, wide)).astype(dtype)
+            rho = jnp.minimum(numerics.scalar(h.lr, wide), 1 / jnp.sqrt(tf))
+            rms = (jnp.linalg.norm(p.reshape(-1)).astype(wide) / jnp.sqrt(jnp.asarray(p.size, wide))) if p.size else jnp.zeros((), wide)
+            alpha = jnp.maximum(numerics.scalar(h.eps2, wide), rms) * rho
             e1 = numerics.scalar(epsilon1, dtype)
             if _factored(p.shape):
                 # max(n, 1): a size-0 axis gives a 0 mean, not 0/0 = NaN in the state (torch
                 # raises ZeroDivisionError on a size-0 param; its update here is empty).
                 row_mean = jnp.square(jnp.linalg.norm(g, axis=-1, keepdims=True)) / max(g.shape[-1], 1)
                 col_mean = jnp.square(jnp.linalg.norm(g, axis=-2, keepdims=True)) / max(g.shape[-2], 1)
-                new_row = numerics.lerp(row_var.astype(dtype), row_mean, weight)
-                new_col = numerics.lerp(col_var.astype(dtype), col_mean, weight)
-                var_estimate = new_row * new_col
-                var_estimate = var_estimate / jnp.maximum(jnp.mean(new_row, axis=-2, keepdims=True), e1)
-                new_variance = variance
-                new_row, new_col = new_row.astype(row_var.dtype), new_col.astype(col_var.dtype)
+                row_var = numerics.lerp(row_var, row_mean, weight)
+                col_var = numerics.lerp(col_var, col_mean, weight)
+                var_estimate = row_var * col_var
+                var_estimate = var_estimate / jnp.maximum(jnp.mean(row_var, axis=-2, keepdims=True), e1)
             else:
-                var_estimate = numerics.lerp(variance.astype(dtype), g * g, weight)
-                new_variance = var_estimate.astype(variance.dtype)
-                new_row, new_col = row_var, col_var
+                variance = var_estimate = numerics.lerp(variance, g * g, weight)
             if numerics.is_host_scalar(epsilon1):
                 e1_sq = numerics.scalar(float(epsilon1) * float(epsilon1), dtype)
             else:
                 e1_sq = e1 * e1
             u = jax.lax.rsqrt(jnp.maximum(var_estimate, e1_sq)) * g
-            u_rms = jnp.linalg.norm(u.reshape(-1)).astype(wide) / (jnp.sqrt(jnp.asarray(max(u.size, 1), wide)) * numerics.scalar(clip, wide))
+            u_rms = jnp.linalg.norm(u.reshape(-1)).astype(wide) / (jnp.sqrt(jnp.asarray(max(u.size, 1), wide)) * numerics.scalar(h.d, wide))
             denom = jnp.maximum(jnp.ones((), wide), u_rms)
-            step_size = (-alpha / denom).astype(dtype)
-            return u * step_size, p, new_row, new_col, new_variance
+            return u * (-alpha / denom).astype(dtype), row_var, col_var, variance
 
-        new_updates, _, row_var, col_var, variance = update_leaves(
-            leaf, updates, params, state.row_var, state.col_var, state.variance, counts=steps
-        )
-        return new_updates, ScaleByAdafactorState(
-            row_var,
-            col_var,
-            variance,
-            increment_counts(state.step, updates, params),
-            numerics.safe_increment(state.schedule_count),
+        return per_param_update(
+            state, updates, math, buffers=("row_var", "col_var", "variance"), inputs=(params,),
+            reference=params, check=check_dense,
         )
 
     return GradientTransformation(init, update)

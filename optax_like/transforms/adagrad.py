@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, map_params, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -35,7 +36,7 @@ def _wide_dtype(dtype) -> jnp.dtype:
 
 def _array_dtype(x) -> jnp.dtype:
     """The float dtype of an array hyperparameter (the default float dtype for integers)."""
-    dtype = jnp.asarray(x).dtype
+    dtype = jnp.asarray(numerics.plain(x)).dtype
     return dtype if jnp.issubdtype(dtype, jnp.floating) else numerics.float_dtype()
 
 
@@ -83,40 +84,26 @@ def scale_by_adagrad(
 
     def update(updates, state, params=None):
         del params
-        lr = numerics.resolve(learning_rate, state.schedule_count)
-        decay = numerics.resolve(lr_decay, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = next_counts(state.step)
+        h = hyperparams(state.schedule_count, lr=learning_rate, lr_decay=lr_decay, eps=eps)
 
         @numerics.once_per_step
         def decayed_lr(t, wide):
             """torch's `clr = lr / (1 + (step - 1) * lr_decay)`."""
-            denom = 1 + (t.astype(wide) - 1) * numerics.scalar(decay, wide)
-            if numerics.is_host_scalar(lr):
-                return numerics.scalar(lr, wide) / denom
+            denom = 1 + (t.astype(wide) - 1) * numerics.scalar(h.lr_decay, wide)
+            if numerics.is_host_scalar(h.lr):
+                return numerics.scalar(h.lr, wide) / denom
             # torch keeps a Tensor lr a tensor: `lr / denom` is computed in lr's dtype.
-            lr_dtype = _array_dtype(lr)
-            return jnp.asarray(lr).astype(lr_dtype) / denom.astype(lr_dtype)
+            lr_dtype = _array_dtype(h.lr)
+            return jnp.asarray(h.lr).astype(lr_dtype) / denom.astype(lr_dtype)
 
-        def leaf(g, acc, t):
-            like = acc
-            dtype = numerics.compute_dtype(numerics.real_view(acc).dtype)
-            g, acc = (numerics.real_view(x).astype(dtype) for x in (g, acc))
+        def math(leaf, g, acc, t):
+            dtype = leaf.dtype
             clr = decayed_lr(t, _wide_dtype(dtype))
             acc = acc + g * g
-            std = jnp.sqrt(acc) + numerics.scalar(epsilon, dtype)
-            u = ((-clr).astype(dtype) * g) / std
-            return (
-                numerics.complex_view(u, like),
-                numerics.complex_view(acc, like).astype(like.dtype),
-            )
+            std = jnp.sqrt(acc) + numerics.scalar(h.eps, dtype)
+            return ((-clr).astype(dtype) * g) / std, acc
 
-        new_updates, sums = update_leaves(leaf, updates, state.sum, counts=steps)
-        return new_updates, ScaleByAdagradState(
-            sums,
-            increment_counts(state.step, updates, state.sum),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("sum",))
 
     return GradientTransformation(init, update)
 

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -61,31 +62,15 @@ def scale_by_adamax(
 
     def update(updates, state, params=None):
         del params
-        beta1 = numerics.resolve(b1, state.schedule_count)
-        beta2 = numerics.resolve(b2, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = next_counts(state.step)
-        bias_correction1 = numerics.bias_correction_per_step(beta1)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
+        bias_correction1 = numerics.bias_correction_per_step(h.b1)
 
-        def leaf(g, m, u, t):
-            like = m
-            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
-            g, m, u = (numerics.real_view(x).astype(dtype) for x in (g, m, u))
-            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
-            u = jnp.maximum(u * numerics.scalar(beta2, dtype), jnp.abs(g) + numerics.scalar(epsilon, dtype))
-            bc1 = bias_correction1(t, dtype)
-            out = (m / bc1) / u
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return numerics.complex_view(out, like), store(m), store(u)
+        def math(leaf, g, m, u, t):
+            dtype = leaf.dtype
+            m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
+            u = jnp.maximum(u * numerics.scalar(h.b2, dtype), jnp.abs(g) + numerics.scalar(h.eps, dtype))
+            return (m / bias_correction1(t, dtype)) / u, m, u
 
-        new_updates, exp_avg, exp_inf = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_inf, counts=steps
-        )
-        return new_updates, ScaleByAdamaxState(
-            exp_avg,
-            exp_inf,
-            increment_counts(state.step, updates, state.exp_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_inf"))
 
     return GradientTransformation(init, update)

@@ -13,14 +13,13 @@ from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import (
     LeafScalars,
     check_same_structure,
-    increment_counts,
     init_counts,
     is_none,
     leaf_scalars,
     select_present,
-    update_leaves,
     zeros_like,
 )
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
 # torch keeps `eta` and `mu` as 0-dim tensors of its default scalar dtype (`_get_scalar_dtype()`:
@@ -99,41 +98,28 @@ def scale_by_asgd(
         if params is None:
             raise ValueError("scale_by_asgd needs the params: call update(updates, state, params).")
         check_same_structure(state.ax, params, "the optimizer state", "params")
-        lr = numerics.resolve(learning_rate, state.schedule_count)
-        lam = numerics.resolve(lambd, state.schedule_count)
-        a = numerics.resolve(alpha, state.schedule_count)
-        start = numerics.resolve(t0, state.schedule_count)
-        per_leaf = state.eta.map(lambda eta, mu: (eta, mu), state.mu)
+        h = hyperparams(state.schedule_count, lr=learning_rate, lambd=lambd, alpha=alpha, t0=t0)
 
-        def leaf(g, ax, p, eta_mu):
+        def math(leaf, g, ax, p, eta_mu):
             eta, mu = eta_mu
-            like = ax
-            dtype = numerics.compute_dtype(numerics.real_view(ax).dtype)
-            g, ax, p = (numerics.real_view(x).astype(dtype) for x in (g, ax, p))
+            dtype = leaf.dtype
             wide = _wide_dtype(dtype)
             eta_w = eta.astype(wide)
-            decay = (1 - numerics.scalar(lam, wide) * eta_w).astype(dtype)
+            decay = (1 - numerics.scalar(h.lambd, wide) * eta_w).astype(dtype)
             new_p = p * decay + (-eta_w).astype(dtype) * g
-            mu_c = mu.astype(dtype)
-            new_ax = jnp.where(mu != 1, ax + (new_p - ax) * mu_c, new_p)
-            u = new_p - p
-            return (
-                numerics.complex_view(u, like),
-                numerics.complex_view(new_ax, like).astype(like.dtype),
-                None,
-            )
+            new_ax = jnp.where(mu != 1, ax + (new_p - ax) * mu.astype(dtype), new_p)
+            return new_p - p, new_ax
 
-        new_updates, ax, _ = update_leaves(leaf, updates, state.ax, params, counts=per_leaf)
-
-        steps = increment_counts(state.step, updates, state.ax)
+        new_updates, new_state = per_param_update(
+            state, updates, math, buffers=("ax",), inputs=(params,),
+            counts=state.eta.map(lambda eta, mu: (eta, mu), state.mu),
+        )
         wide = _wide_dtype(ETA_MU_DTYPE)
         # Once for a shared step count, else per leaf (see `core.tree.LeafScalars`).
-        eta_mu = steps.map(lambda t: _eta_mu(t.astype(wide), lr, lam, a, start, wide))
+        eta_mu = new_state.step.map(lambda t: _eta_mu(t.astype(wide), h.lr, h.lambd, h.alpha, h.t0, wide))
         eta = select_present(eta_mu.map(lambda pair: pair[0]), state.eta, updates, state.ax)
         mu = select_present(eta_mu.map(lambda pair: pair[1]), state.mu, updates, state.ax)
-        return new_updates, ScaleByASGDState(
-            eta, mu, ax, steps, numerics.safe_increment(state.schedule_count)
-        )
+        return new_updates, new_state._replace(eta=eta, mu=mu)
 
     return GradientTransformation(init, update)
 
@@ -150,9 +136,9 @@ def _eta_mu(t, lr, lam, a, start, wide):
         new_eta = numerics.scalar(lr, wide) / jnp.power(1 + lam_lr * t, numerics.scalar(a, wide))
     else:
         # torch keeps a Tensor lr a tensor: the same expression in lr's dtype.
-        lr_dtype = jnp.asarray(lr).dtype
+        lr_dtype = jnp.asarray(numerics.plain(lr)).dtype
         lr_dtype = lr_dtype if jnp.issubdtype(lr_dtype, jnp.floating) else numerics.float_dtype()
-        lr_c = jnp.asarray(lr).astype(lr_dtype)
+        lr_c = jnp.asarray(numerics.plain(lr)).astype(lr_dtype)
         lam_lr = numerics.scalar(lam, lr_dtype) * lr_c
         base = 1 + lam_lr * t.astype(lr_dtype)
         # torch's float32 pow is correctly rounded; XLA's is not (1 ulp off near 1), so

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, map_params, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -60,50 +61,25 @@ def scale_by_adam(
 
     def update(updates, state, params=None):
         del params
-        beta1 = numerics.resolve(b1, state.schedule_count)
-        beta2 = numerics.resolve(b2, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = next_counts(state.step)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
         bias_corrections = numerics.once_per_step(lambda t, dtype: (
-            numerics.bias_correction(beta1, t, dtype), jnp.sqrt(numerics.bias_correction(beta2, t, dtype))))
+            numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(numerics.bias_correction(h.b2, t, dtype))))
 
-        def leaf(g, m, v, vmax, t):
-            like = m
-            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
-            g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
-            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
-            v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
+        def math(leaf, g, m, v, vmax, t):
+            dtype = leaf.dtype
+            m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
+            v = v * numerics.scalar(h.b2, dtype) + (numerics.one_minus(h.b2, dtype) * g) * g
             if amsgrad:
-                vmax = jnp.maximum(numerics.real_view(vmax).astype(dtype), v)
-            if dtype == numerics.real_view(like).dtype:
+                vmax = jnp.maximum(vmax, v)
+            if leaf.is_opmath:
                 # Speed only (values unchanged): materialise the new moments once so that XLA
                 # writes them in place and the update reads them, instead of recomputing them
                 # in the params' kernel (benchmarks/optimizer_step.py: ~1.5x on CPU).
-                m, v, vmax = jax.lax.optimization_barrier((m, v, vmax if amsgrad else None))
-            if amsgrad:
-                second = vmax
-            else:
-                second = v
+                m, v, vmax = jax.lax.optimization_barrier((m, v, vmax))
             bc1, bc2_sqrt = bias_corrections(t, dtype)
-            denom = jnp.sqrt(second) / bc2_sqrt + numerics.scalar(epsilon, dtype)
-            u = (m / bc1) / denom
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return (
-                numerics.complex_view(u, like),
-                store(m),
-                store(v),
-                store(vmax) if amsgrad else None,
-            )
+            denom = jnp.sqrt(vmax if amsgrad else v) / bc2_sqrt + numerics.scalar(h.eps, dtype)
+            return (m / bc1) / denom, m, v, vmax
 
-        new_updates, exp_avg, exp_avg_sq, max_exp_avg_sq = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, state.max_exp_avg_sq, counts=steps
-        )
-        return new_updates, ScaleByAdamState(
-            exp_avg,
-            exp_avg_sq,
-            max_exp_avg_sq,
-            increment_counts(state.step, updates, state.exp_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
 
     return GradientTransformation(init, update)

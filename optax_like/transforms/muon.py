@@ -13,7 +13,8 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import increment_counts, init_counts, is_none, update_leaves, zeros_like
+from optax_like.core.tree import init_counts, is_none, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
 
 EPS = 1e-7
@@ -150,27 +151,29 @@ def scale_by_muon(
 
     def update(updates, state, params=None):
         del params
-        mu = numerics.resolve(momentum, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
+        h = hyperparams(state.schedule_count, momentum=momentum, eps=eps)
 
-        def leaf(g, buf):
+        def check(g):
             if isinstance(g, jsparse.JAXSparse):
                 raise RuntimeError("Muon does not support sparse gradients")
-            if jnp.iscomplexobj(g) or jnp.iscomplexobj(buf):
+            if jnp.iscomplexobj(g):
                 raise RuntimeError("Muon does not support complex parameters")
             if jnp.ndim(g) != 2:
                 raise ValueError("Param gradient must be a 2D matrix")
-            dtype = numerics.compute_dtype(buf.dtype)
-            g = g.astype(dtype)
-            new_buf = numerics.lerp(buf.astype(dtype), g, numerics.one_minus(mu, dtype))
-            m = numerics.lerp(g, new_buf, numerics.scalar(mu, dtype)) if nesterov else new_buf
-            ortho = zeropower_via_newtonschulz(m, ns_coefficients, ns_steps, epsilon)
-            ratio = adjust_lr_ratio(adjust_lr_fn, buf.shape)
-            return ortho.astype(dtype) * numerics.scalar(ratio, dtype), new_buf.astype(buf.dtype)
 
-        new_updates, buffers = update_leaves(leaf, updates, state.momentum_buffer)
-        count = increment_counts(state.count, updates, state.momentum_buffer)
-        return new_updates, ScaleByMuonState(buffers, count, numerics.safe_increment(state.schedule_count))
+        def math(leaf, g, buf):
+            if jnp.iscomplexobj(leaf.like):
+                raise RuntimeError("Muon does not support complex parameters")
+            dtype = leaf.dtype
+            new_buf = numerics.lerp(buf, g, numerics.one_minus(h.momentum, dtype))
+            m = numerics.lerp(g, new_buf, numerics.scalar(h.momentum, dtype)) if nesterov else new_buf
+            ortho = zeropower_via_newtonschulz(m, ns_coefficients, ns_steps, h.eps)
+            ratio = adjust_lr_ratio(adjust_lr_fn, leaf.like.shape)
+            return ortho.astype(dtype) * numerics.scalar(ratio, dtype), new_buf
+
+        return per_param_update(
+            state, updates, math, buffers=("momentum_buffer",), counts=None, step_field="count", check=check
+        )
 
     return GradientTransformation(init, update)
 

@@ -9,16 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import (
-    LeafScalars,
-    increment_counts,
-    next_counts,
-    init_counts,
-    leaf_scalars,
-    select_present,
-    update_leaves,
-    zeros_like,
-)
+from optax_like.core.tree import LeafScalars, init_counts, leaf_scalars, next_counts, select_present, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
 # torch keeps `mu_product` as a 0-d tensor of `_get_scalar_dtype()`: float32 unless torch's
@@ -88,50 +80,35 @@ def scale_by_nadam(
 
     def update(updates, state, params=None):
         del params
-        beta1 = numerics.resolve(b1, state.schedule_count)
-        beta2 = numerics.resolve(b2, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        decay = numerics.resolve(momentum_decay, state.schedule_count)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay)
         steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
-        # Per-leaf scalars (one 0-d array per leaf, see `core.tree.LeafScalars`).
-        mu = steps.map(lambda t: _mu(beta1, t, decay, wide))
-        mu_next = steps.map(lambda t: _mu(beta1, t + 1, decay, wide))
+        # Per-leaf scalars (shared while the steps are, see `core.tree.LeafScalars`).
+        mu = steps.map(lambda t: _mu(h.b1, t, h.momentum_decay, wide))
+        mu_next = steps.map(lambda t: _mu(h.b1, t + 1, h.momentum_decay, wide))
         # torch: float32 tensor *= mu
         product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
-        mu_product = select_present(product, state.mu_product, updates, state.exp_avg)
 
         def coefficients(t, p, m, m_next):
             p = p.astype(wide)
             return t, (1.0 - m) / (1.0 - p), m_next / (1.0 - p * m_next)
 
-        per_leaf = steps.map(coefficients, product, mu, mu_next)
+        bias_correction2 = numerics.bias_correction_per_step(h.b2)
 
-        bias_correction2 = numerics.bias_correction_per_step(beta2)
-
-        def leaf(g, m, v, scalars):
+        def math(leaf, g, m, v, scalars):
             t, coef_grad, coef_avg = scalars
-            like = m
-            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
-            g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
-            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
-            v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
-            bc2 = bias_correction2(t, dtype)
-            denom = jnp.sqrt(v / bc2) + numerics.scalar(epsilon, dtype)
-            out = (coef_grad.astype(dtype) * g) / denom + (coef_avg.astype(dtype) * m) / denom
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return numerics.complex_view(out, like), store(m), store(v)
+            dtype = leaf.dtype
+            m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
+            v = v * numerics.scalar(h.b2, dtype) + (numerics.one_minus(h.b2, dtype) * g) * g
+            denom = jnp.sqrt(v / bias_correction2(t, dtype)) + numerics.scalar(h.eps, dtype)
+            return (coef_grad.astype(dtype) * g) / denom + (coef_avg.astype(dtype) * m) / denom, m, v
 
-        new_updates, exp_avg, exp_avg_sq = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=per_leaf
+        new_updates, new_state = per_param_update(
+            state, updates, math, buffers=("exp_avg", "exp_avg_sq"),
+            counts=steps.map(coefficients, product, mu, mu_next),
         )
-        return new_updates, ScaleByNadamState(
-            exp_avg,
-            exp_avg_sq,
-            mu_product,
-            increment_counts(state.step, updates, state.exp_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        mu_product = select_present(product, state.mu_product, updates, state.exp_avg)
+        return new_updates, new_state._replace(mu_product=mu_product)
 
     return GradientTransformation(init, update)

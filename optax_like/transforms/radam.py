@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, next_counts, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 RECTIFY_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
@@ -69,18 +70,15 @@ def scale_by_radam(
 
     def update(updates, state, params=None):
         del params
-        beta1 = numerics.resolve(b1, state.schedule_count)
-        beta2 = numerics.resolve(b2, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = next_counts(state.step)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
         @numerics.once_per_step
         def scalars(t):
             """The leaf's rectification terms for its step `t` (host-style float math, in `wide`)."""
-            rho_inf, rho_t = numerics.radam_rho(beta2, t, wide)
-            if numerics.is_host_scalar(beta2):
-                first = numerics.radam_first_rectified_step(beta2)
+            rho_inf, rho_t = numerics.radam_rho(h.b2, t, wide)
+            if numerics.is_host_scalar(h.b2):
+                first = numerics.radam_first_rectified_step(h.b2)
                 rectified = jnp.zeros(jnp.shape(t), bool) if first is None else t >= first
             else:
                 rectified = rho_t > RECTIFY_THRESHOLD
@@ -90,32 +88,20 @@ def scale_by_radam(
             rect = jnp.sqrt(
                 (rho_s - 4) * (rho_s - 2) * rho_inf_s / ((rho_inf_s - 4) * (rho_inf_s - 2) * rho_s)
             )
-            bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(beta2, t, wide)), jnp.shape(t))
+            bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(h.b2, t, wide)), jnp.shape(t))
             return rectified, rect, bc2_sqrt
 
-        bias_correction1 = numerics.bias_correction_per_step(beta1)
+        bias_correction1 = numerics.bias_correction_per_step(h.b1)
 
-        def leaf(g, m, v, t):
+        def math(leaf, g, m, v, t):
             rectified, rect, bc2_sqrt = scalars(t)
-            like = m
-            dtype = numerics.compute_dtype(numerics.real_view(m).dtype)
-            g, m, v = (numerics.real_view(x).astype(dtype) for x in (g, m, v))
-            m = numerics.lerp(m, g, numerics.one_minus(beta1, dtype))
-            v = v * numerics.scalar(beta2, dtype) + (numerics.one_minus(beta2, dtype) * g) * g
+            dtype = leaf.dtype
+            m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
+            v = v * numerics.scalar(h.b2, dtype) + (numerics.one_minus(h.b2, dtype) * g) * g
             corrected = m / bias_correction1(t, dtype)
-            adaptive = bc2_sqrt.astype(dtype) / (jnp.sqrt(v) + numerics.scalar(epsilon, dtype))
-            out = jnp.where(rectified, corrected * adaptive * rect.astype(dtype), corrected)
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return numerics.complex_view(out, like), store(m), store(v)
+            adaptive = bc2_sqrt.astype(dtype) / (jnp.sqrt(v) + numerics.scalar(h.eps, dtype))
+            return jnp.where(rectified, corrected * adaptive * rect.astype(dtype), corrected), m, v
 
-        new_updates, exp_avg, exp_avg_sq = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=steps
-        )
-        return new_updates, ScaleByRadamState(
-            exp_avg,
-            exp_avg_sq,
-            increment_counts(state.step, updates, state.exp_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"))
 
     return GradientTransformation(init, update)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from optax_like.core import numerics
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, map_params, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -68,41 +69,25 @@ def scale_by_rmsprop(
 
     def update(updates, state, params=None):
         del params
-        a = numerics.resolve(alpha, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        mu = numerics.resolve(momentum, state.schedule_count)
+        h = hyperparams(state.schedule_count, alpha=alpha, eps=eps, momentum=momentum)
 
-        def leaf(g, sq, gavg, buf):
-            like = sq
-            dtype = numerics.compute_dtype(numerics.real_view(sq).dtype)
-            g, sq = (numerics.real_view(x).astype(dtype) for x in (g, sq))
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            sq = sq * numerics.scalar(a, dtype) + (numerics.one_minus(a, dtype) * g) * g
+        def math(leaf, g, sq, gavg, buf):
+            dtype = leaf.dtype
+            sq = sq * numerics.scalar(h.alpha, dtype) + (numerics.one_minus(h.alpha, dtype) * g) * g
             if centered:
-                gavg = numerics.lerp(numerics.real_view(gavg).astype(dtype), g, numerics.one_minus(a, dtype))
+                gavg = numerics.lerp(gavg, g, numerics.one_minus(h.alpha, dtype))
                 avg = jnp.sqrt(sq - gavg * gavg)
-                gavg = store(gavg)
             else:
                 avg = jnp.sqrt(sq)
-            avg = avg + numerics.scalar(epsilon, dtype)
-            if use_momentum:
-                buf = numerics.real_view(buf).astype(dtype) * numerics.scalar(mu, dtype) + g / avg
-                buf = store(buf)
-                # torch steps with the stored (params'-dtype) buffer.
-                u = numerics.complex_view(numerics.real_view(buf).astype(dtype), like)
-            else:
-                u = numerics.complex_view(g / avg, like)
-            return u, store(sq), gavg, buf
+            avg = avg + numerics.scalar(h.eps, dtype)
+            if not use_momentum:
+                return g / avg, sq, gavg, buf
+            # torch steps with the stored (params'-dtype) buffer.
+            buf = leaf.rounded(buf * numerics.scalar(h.momentum, dtype) + g / avg)
+            return buf, sq, gavg, buf
 
-        new_updates, square_avg, grad_avg, buffers = update_leaves(
-            leaf, updates, state.square_avg, state.grad_avg, state.momentum_buffer
-        )
-        return new_updates, ScaleByRMSpropState(
-            square_avg,
-            grad_avg,
-            buffers,
-            increment_counts(state.step, updates, state.square_avg),
-            numerics.safe_increment(state.schedule_count),
+        return per_param_update(
+            state, updates, math, buffers=("square_avg", "grad_avg", "momentum_buffer"), counts=None
         )
 
     return GradientTransformation(init, update)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, increment_counts, init_counts, map_params, update_leaves, zeros_like
+from optax_like.core.tree import LeafScalars, init_counts, map_params, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 
@@ -71,34 +72,21 @@ def scale_by_rprop(
 
     def update(updates, state, params=None):
         del params
-        em = numerics.resolve(etaminus, state.schedule_count)
-        ep = numerics.resolve(etaplus, state.schedule_count)
-        lo = numerics.resolve(size_min, state.schedule_count)
-        hi = numerics.resolve(size_max, state.schedule_count)
+        h = hyperparams(state.schedule_count, etaminus=etaminus, etaplus=etaplus, lo=size_min, hi=size_max)
 
-        def leaf(g, prev, size):
-            like = prev
-            store_dtype = numerics.real_view(prev).dtype
-            dtype = numerics.compute_dtype(store_dtype)
-            g, prev, size = (numerics.real_view(x).astype(dtype) for x in (g, prev, size))
-            em_c = numerics.scalar(em, store_dtype).astype(dtype)
-            ep_c = numerics.scalar(ep, store_dtype).astype(dtype)
+        def math(leaf, g, prev, size):
+            dtype = leaf.dtype
+            # torch writes the etas into a tensor of the params' dtype.
+            em = numerics.scalar(h.etaminus, leaf.storage_dtype).astype(dtype)
+            ep = numerics.scalar(h.etaplus, leaf.storage_dtype).astype(dtype)
             s = jnp.sign(g * prev)
-            factor = jnp.where(s > 0, ep_c, jnp.where(s < 0, em_c, jnp.where(s == 0, jnp.ones((), dtype), s)))
-            size = jnp.clip(size * factor, numerics.scalar(lo, dtype), numerics.scalar(hi, dtype))
-            size = size.astype(store_dtype).astype(dtype)
-            g = jnp.where(factor == em_c, jnp.zeros((), dtype), g)
-            u = -jnp.sign(g) * size
-            store = lambda x: numerics.complex_view(x, like).astype(like.dtype)
-            return numerics.complex_view(u, like), store(g), store(size)
+            factor = jnp.where(s > 0, ep, jnp.where(s < 0, em, jnp.where(s == 0, jnp.ones((), dtype), s)))
+            size = jnp.clip(size * factor, numerics.scalar(h.lo, dtype), numerics.scalar(h.hi, dtype))
+            size = size.astype(leaf.storage_dtype).astype(dtype)
+            g = jnp.where(factor == em, jnp.zeros((), dtype), g)
+            return -jnp.sign(g) * size, g, size
 
-        new_updates, prev, size = update_leaves(leaf, updates, state.prev, state.step_size)
-        return new_updates, ScaleByRpropState(
-            prev,
-            size,
-            increment_counts(state.step, updates, state.prev),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("prev", "step_size"), counts=None)
 
     return GradientTransformation(init, update)
 

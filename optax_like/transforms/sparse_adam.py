@@ -29,16 +29,8 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import (
-    LeafScalars,
-    check_same_structure,
-    increment_counts,
-    next_counts,
-    init_counts,
-    is_none,
-    update_leaves,
-    zeros_like,
-)
+from optax_like.core.tree import LeafScalars, check_same_structure, init_counts, is_none, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, INT_STEP, STEPS_TAKEN
 
 DENSE_GRAD_MESSAGE = "SparseAdam does not support dense gradients, please consider Adam instead"
@@ -208,20 +200,18 @@ def scale_by_sparse_adam(
 
     def update(updates, state, params=None):
         del params
-        beta1 = numerics.resolve(b1, state.schedule_count)
-        beta2 = numerics.resolve(b2, state.schedule_count)
-        epsilon = numerics.resolve(eps, state.schedule_count)
-        steps = next_counts(state.step)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
 
         @numerics.once_per_step
         def correction(t, wide):
             """sqrt(1 - beta2^t) / (1 - beta1^t), in `wide` (torch's step_size factor)."""
-            return jnp.sqrt(numerics.bias_correction(beta2, t, wide)) / numerics.bias_correction(beta1, t, wide)
+            return jnp.sqrt(numerics.bias_correction(h.b2, t, wide)) / numerics.bias_correction(h.b1, t, wide)
 
-        def leaf(g, m, v, t):
+        def math(leaf, g, m, v, t):
+            # Sparse gradients: the leaf's arrays arrive as stored (`views=False`).
             shape = tuple(m.shape)
             indices, values, k = _coo_parts(g, shape)
-            dtype = numerics.compute_dtype(m.dtype)
+            dtype = leaf.dtype
             if values.size == 0:  # torch: "Skip update for empty grad" (the step still counts)
                 return jnp.zeros(shape, dtype), m, v
             values = values.astype(dtype)
@@ -233,25 +223,17 @@ def scale_by_sparse_adam(
             v2 = v.reshape((num_rows, *dense))
             old_m = m2.at[rows].get(mode="fill", fill_value=0).astype(dtype)
             old_v = v2.at[rows].get(mode="fill", fill_value=0).astype(dtype)
-            new_m = old_m + (g_rows - old_m) * numerics.one_minus(beta1, dtype)
-            new_v = old_v + (g_rows * g_rows - old_v) * numerics.one_minus(beta2, dtype)
+            new_m = old_m + (g_rows - old_m) * numerics.one_minus(h.b1, dtype)
+            new_v = old_v + (g_rows * g_rows - old_v) * numerics.one_minus(h.b2, dtype)
             wide = jnp.promote_types(dtype, numerics.float_dtype())
             factor = correction(t, wide).astype(dtype)
-            u_rows = (new_m / (jnp.sqrt(new_v) + numerics.scalar(epsilon, dtype))) * factor
+            u_rows = (new_m / (jnp.sqrt(new_v) + numerics.scalar(h.eps, dtype))) * factor
             u = jnp.zeros((num_rows, *dense), dtype).at[rows].set(u_rows, mode="drop")
             m2 = m2.at[rows].set(new_m.astype(m.dtype), mode="drop")
             v2 = v2.at[rows].set(new_v.astype(v.dtype), mode="drop")
             return u.reshape(shape), m2.reshape(shape), v2.reshape(shape)
 
-        new_updates, exp_avg, exp_avg_sq = update_leaves(
-            leaf, updates, state.exp_avg, state.exp_avg_sq, counts=steps
-        )
-        return new_updates, ScaleBySparseAdamState(
-            exp_avg,
-            exp_avg_sq,
-            increment_counts(state.step, updates, state.exp_avg),
-            numerics.safe_increment(state.schedule_count),
-        )
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), views=False)
 
     return GradientTransformation(init, update)
 

@@ -1,0 +1,163 @@
+"""The per-parameter plumbing every `scale_by_*` shares, written once.
+
+torch's single-tensor loops all do the same things around a few lines of math: read the
+hyperparameters (here: resolve schedules at the state's `schedule_count`), skip a param whose
+`grad is None` with its state untouched, advance its `state['step']`, view a complex param as
+pairs of reals (`view_as_real`), compute in the param's "opmath" dtype (float32 for bf16/f16)
+and write the state back in the param's dtype. `per_param_update` does all of that; a transform
+hands it the math of one leaf:
+
+    def math(leaf, g, m, v, t):          # arrays already real views in leaf.dtype
+        m = numerics.lerp(m, g, numerics.one_minus(h.b1, leaf.dtype))
+        ...
+        return u, m, v                   # the update, then the new buffers (leaf.dtype)
+
+    return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"))
+
+and gets back `(updates, state)` with the buffers stored (complex view, the param's dtype),
+`step` counted for the leaves that had a gradient and `schedule_count` advanced. The state
+types and their field names stay the transforms' own (torch's state keys).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_like.core import numerics
+from optax_like.core.tree import increment_counts, next_counts, update_leaves
+
+
+def hyperparams(count: jax.Array, **values: Any) -> SimpleNamespace:
+    """Each hyperparameter resolved at the schedule `count` (`numerics.resolve`), by name."""
+    return SimpleNamespace(**{name: numerics.resolve(value, count) for name, value in values.items()})
+
+
+def _real_dtype(dtype) -> np.dtype:
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+class LeafView:
+    """One param's dtypes and the conversions into and out of its compute dtype.
+
+    `storage_dtype` is the real dtype the state is stored in (the param's, or its real part's
+    for complex params); `dtype` is what torch's CPU kernels compute in (`numerics.compute_dtype`).
+    """
+
+    __slots__ = ("like", "storage_dtype", "dtype", "_stored")
+
+    def __init__(self, like: jax.Array):
+        self.like = like
+        self.storage_dtype = _real_dtype(like.dtype)
+        self.dtype = numerics.compute_dtype(self.storage_dtype)
+        self._stored = None  # (loaded, stored) of the last `rounded` value
+
+    @property
+    def is_opmath(self) -> bool:
+        """True when the state is stored in the compute dtype (float32/float64 params)."""
+        return self.dtype == self.storage_dtype
+
+    def load(self, x: Any) -> Any:
+        """A stored (or gradient) leaf as a real view in the compute dtype; None stays None."""
+        return None if x is None else numerics.real_view(x).astype(self.dtype)
+
+    def store(self, x: Any) -> Any:
+        """A compute-dtype result back in the stored form (complex view, the param's dtype)."""
+        if x is None:
+            return None
+        if self._stored is not None and self._stored[0] is x:  # from `rounded`: stored already
+            return self._stored[1]
+        return numerics.complex_view(x, self.like).astype(self.like.dtype)
+
+    def rounded(self, x: jax.Array) -> jax.Array:
+        """`x` as torch reads it back from its state tensor: stored, then loaded again (a
+        buffer returned as this value is stored as that stored array, not converted twice)."""
+        stored = self.store(x)
+        loaded = self.load(stored)
+        self._stored = (loaded, stored)
+        return loaded
+
+    def emit(self, u: jax.Array) -> jax.Array:
+        """The update leaf (complex view of `u`; kept in the compute dtype)."""
+        return numerics.complex_view(u, self.like)
+
+
+def per_param_update(
+    state: Any,
+    updates: Any,
+    math: Callable,
+    *,
+    buffers: Sequence[str],
+    inputs: Sequence[Any] = (),
+    reference: Any = None,
+    counts: Any = "step",
+    step_field: str = "step",
+    check: Callable | None = None,
+    views: bool = True,
+) -> tuple[Any, Any]:
+    """One step of a per-parameter transform: `math` on every leaf that has an update.
+
+    Args:
+      state: a NamedTuple with the fields named in `buffers` (params-shaped trees), a
+        `step_field` (`core.tree.LeafScalars` step counts) and `schedule_count`.
+      updates: the gradient tree; a None leaf is skipped, its state untouched (torch's
+        `p.grad is None`), and its step is not counted.
+      math: `math(leaf, g, *buffers, *inputs[, count])` for one leaf, with `leaf` its
+        `LeafView`; returns `(u, *new_buffers)`. With `views` (the default) every array
+        argument arrives as `leaf.load(x)` and the results are in `leaf.dtype`: `u` goes out
+        through `leaf.emit`, buffers through `leaf.store`. With `views=False` leaves arrive
+        and return as they are (SparseAdam's sparse gradients).
+      buffers: the state fields that `math` reads and rewrites, in argument order.
+      inputs: further params-shaped trees `math` reads (e.g. the params), after the buffers.
+      reference: the tree that names the leaves (structure, `LeafView.like`, which leaves
+        are counted); default the first buffer.
+      counts: what `math` receives last: "step" (default) the leaf's step number for this
+        update (`next_counts(state.step)`), None nothing, else a sequence with one entry per
+        non-None leaf (`LeafScalars`, e.g. per-leaf tuples of scalars).
+      step_field: the name of the per-leaf counter field.
+      check: called with each raw gradient leaf before it is read (torch's per-step errors).
+
+    Returns `(new_updates, new_state)`: `state` with the buffers replaced, the counter of
+    every leaf with an update advanced (`core.tree.increment_counts`) and `schedule_count`
+    advanced once.
+    """
+    old_step = getattr(state, step_field)
+    if isinstance(counts, str) and counts == "step":
+        counts = next_counts(old_step)
+    trees = tuple(getattr(state, name) for name in buffers) + tuple(inputs)
+    reference = trees[0] if reference is None else reference
+    n_buffers = len(buffers)
+
+    def leaf_fn(g, ref, *rest):
+        if check is not None:
+            check(g)
+        leaf = LeafView(ref)
+        args, extra = rest[: len(trees)], rest[len(trees):]
+        if views:
+            out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
+        else:
+            out = math(leaf, g, *args, *extra)
+        if len(out) != 1 + n_buffers:
+            raise ValueError(f"per-param math returned {len(out) - 1} buffers for {n_buffers} ({', '.join(buffers)})")
+        u, new = out[0], out[1:]
+        if views:
+            u, new = leaf.emit(u), tuple(leaf.store(x) for x in new)
+        return (u, None, *new, *(None,) * len(inputs))
+
+    # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
+    results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
+    new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
+    new_state = state._replace(
+        **dict(zip(buffers, new_trees)),
+        **{step_field: increment_counts(old_step, updates, reference)},
+        schedule_count=numerics.safe_increment(state.schedule_count),
+    )
+    return new_updates, new_state
+
+
+__all__ = ["LeafView", "hyperparams", "per_param_update"]
