@@ -482,7 +482,13 @@ def _read_header(f, size: int, path: str) -> tuple[int, dict, list[_Entry], dict
 
     if size < 8:
         raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, not a safetensors file.")
-    (n,) = struct.unpack("<Q", f.read(8))
+    prefix = f.read(8)
+    if prefix == b"\x93OLCKPT\n":
+        raise CheckpointError(
+            f"checkpoint {path} has the earlier optax_like format (version 1, never released), which "
+            "this version does not read: load it with the optax_like that wrote it and save it again."
+        )
+    (n,) = struct.unpack("<Q", prefix)
     if n > MAX_HEADER_BYTES:
         raise CheckpointError(
             f"checkpoint {path} is not a safetensors file, or is corrupted: its header claims "

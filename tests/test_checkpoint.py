@@ -390,6 +390,9 @@ def test_corruption_messages_say_what_is_wrong(tmp_path):
     safetensors.numpy.save_file({"x": np.ones(2, np.float32)}, path)
     with pytest.raises(CheckpointError, match="safetensors file but not an optax_like checkpoint"):
         ck.load(path)
+    path.write_bytes(b"\x93OLCKPT\n\x01\x00\x00\x00" + bytes(100))
+    with pytest.raises(CheckpointError, match="earlier optax_like format"):
+        ck.load(path)
     path.write_bytes(b"PK\x03\x04 a zip file, not a checkpoint" * 3)
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         ck.load(path)
