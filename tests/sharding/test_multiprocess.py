@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("orbax.checkpoint")  # an optional (test) dependency; the workers use it
+
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 180  # seconds per launch (each takes ~5-15 s on a busy 2-core machine)
