@@ -217,3 +217,22 @@ def test_step_returns_loss_and_aux_of_the_same_evaluation(cls, kwargs):
         assert not isinstance(plain_loss, tuple)
         np.testing.assert_array_equal(np.asarray(plain_loss), np.asarray(loss))
     np.testing.assert_array_equal(np.asarray(opt.params["w"]), np.asarray(plain.params["w"]))
+
+
+def test_interop_loading_has_the_same_guarantees(x64):
+    from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
+
+    model = _torch_sequential()
+    params = {k: jnp.asarray(v.detach().numpy()) for k, v in model.state_dict().items()}
+    opt = optim.SGD(params, lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match="param_names"):
+        load_torch_state_dict(opt, _torch_state(model, named=False).state_dict())
+    named = _torch_state(model, named=True)
+    load_torch_state_dict(opt, named.state_dict())
+    # Back to torch: our groups carry the names (our ids follow JAX's order, not torch's: torch
+    # itself loads positionally, so a by-name reorder is the caller's, see the report of issue 16).
+    back = to_torch_state_dict(opt)
+    index = dict(zip(back["param_groups"][0]["param_names"], back["param_groups"][0]["params"]))
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(back["state"][index[name]]["momentum_buffer"].numpy(),
+                                      named.state[p]["momentum_buffer"].numpy())
