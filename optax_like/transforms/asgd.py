@@ -65,7 +65,7 @@ def scale_by_asgd(
                                                                in lr's dtype for an array lr,
                                                                as torch's Tensor lr)
         mu_t     = 1 / max(1, t - t0)                          (rounded to float32)
-        u        = p' - p
+        u        = p' - p                                      (0 where p' == p, +-inf too)
 
     eta_0 = lr (read at `init`) and mu_0 = 1; `eta` and `mu` are per-leaf float32 scalars, like
     torch's float32 0-dim state tensors; `ax` is the averaged params (see
@@ -108,7 +108,8 @@ def scale_by_asgd(
             decay = (1 - numerics.scalar(h.lambd, wide) * eta_w).astype(dtype)
             new_p = p * decay + (-eta_w).astype(dtype) * g
             new_ax = jnp.where(mu != 1, ax + (new_p - ax) * mu.astype(dtype), new_p)
-            return new_p - p, new_ax
+            # p' == p (an infinite param stays infinite, as in torch) steps by 0, not inf - inf.
+            return jnp.where(new_p == p, jnp.zeros((), dtype), new_p - p), new_ax
 
         new_updates, new_state = per_param_update(
             state, updates, math, buffers=("ax",), inputs=(params,),

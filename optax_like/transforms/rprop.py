@@ -30,6 +30,11 @@ declare_torch_state(
 )
 
 
+def _torch_sign(x: jax.Array) -> jax.Array:
+    """`torch.sign`: like `jnp.sign`, except that NaN gives 0."""
+    return jnp.where(jnp.isnan(x), jnp.zeros((), x.dtype), jnp.sign(x))
+
+
 def scale_by_rprop(
     learning_rate: ScalarOrSchedule = 1e-2,
     etas: tuple[ScalarOrSchedule, ScalarOrSchedule] = (0.5, 1.2),
@@ -37,8 +42,8 @@ def scale_by_rprop(
 ) -> GradientTransformation:
     """torch.optim.Rprop's step (Riedmiller & Braun, 1993), *including the learning rate*:
 
-        s      = sign(g * prev)
-        f      = etaplus if s > 0,  etaminus if s < 0,  1 if s == 0     (NaN stays NaN)
+        s      = sign(g * prev)                                          (sign(NaN) = 0)
+        f      = etaplus if s > 0,  etaminus if s < 0,  1 if s == 0
         size_t = clamp(size_{t-1} * f, step_size_min, step_size_max)    (size_0 = lr)
         g      = 0   where f == etaminus                                (sign change: skip)
         u      = -sign(g) * size_t
@@ -48,7 +53,10 @@ def scale_by_rprop(
     (a schedule is evaluated at count 0, a later change of lr has no effect, as in torch where
     `lr` is read only when the state is created); hence it lives here, not in a trailing
     `scale_by_learning_rate`. etas are rounded to the params' dtype before use, as torch
-    writes them into a tensor of that dtype. Complex params are treated as pairs of reals
+    writes them into a tensor of that dtype. `sign` is torch's, which is 0 for NaN: an element
+    whose gradient is NaN does not move, keeps its step size and remembers NaN as `prev`, so
+    its next step has factor 1 (`jnp.sign(nan)` is NaN and would poison the step size; torch
+    keeps going). Complex params are treated as pairs of reals
     (step sizes start at lr + lr*1j). Leaves whose update is None are skipped, state untouched.
     """
     etaminus, etaplus = etas
@@ -79,12 +87,12 @@ def scale_by_rprop(
             # torch writes the etas into a tensor of the params' dtype.
             em = numerics.scalar(h.etaminus, leaf.storage_dtype).astype(dtype)
             ep = numerics.scalar(h.etaplus, leaf.storage_dtype).astype(dtype)
-            s = jnp.sign(g * prev)
-            factor = jnp.where(s > 0, ep, jnp.where(s < 0, em, jnp.where(s == 0, jnp.ones((), dtype), s)))
+            s = _torch_sign(g * prev)
+            factor = jnp.where(s > 0, ep, jnp.where(s < 0, em, jnp.ones((), dtype)))
             size = jnp.clip(size * factor, numerics.scalar(h.lo, dtype), numerics.scalar(h.hi, dtype))
             size = size.astype(leaf.storage_dtype).astype(dtype)
             g = jnp.where(factor == em, jnp.zeros((), dtype), g)
-            return -jnp.sign(g) * size, g, size
+            return -_torch_sign(g) * size, g, size
 
         return per_param_update(state, updates, math, buffers=("prev", "step_size"), counts=None)
 

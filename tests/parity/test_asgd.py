@@ -110,3 +110,23 @@ def test_asgd_averages_a_noisy_least_squares_fit():
         params, state = step(params, state, jax.random.key(i))
     assert float(loss(params)) < float(first) / 20
     assert float(loss(ol.asgd_averaged_params(state))) < float(loss(params))
+
+
+def test_asgd_infinite_gradient_gives_torchs_infinite_param(x64):
+    """An infinite gradient sends the param to -inf/+inf, and it stays there in torch
+    (`param.add_(grad, alpha=-eta)`); the emitted step is 0 there, not inf - inf = NaN."""
+    p0 = np.array([1.0, -2.0, 0.5])
+    grads = [[np.inf, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, np.inf, -np.inf], [1.0, 1.0, 1.0]]
+    torch_p = torch.tensor(p0, requires_grad=True)
+    torch_opt = torch.optim.ASGD([torch_p], lr=0.01, t0=1, foreach=False)
+    tx = ol.asgd(0.01, t0=1)
+    p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    for g in grads:
+        torch_p.grad = torch.tensor(np.asarray(g))
+        torch_opt.step()
+        u, state = step(jnp.asarray(g), state, p)
+        p = ol.apply_updates(p, u)
+        np.testing.assert_array_equal(np.asarray(p), torch_p.detach().numpy())
+        np.testing.assert_array_equal(np.asarray(ol.asgd_averaged_params(state)), torch_opt.state[torch_p]["ax"].numpy())
+    np.testing.assert_array_equal(np.asarray(p), [-np.inf, -np.inf, np.inf])

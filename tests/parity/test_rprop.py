@@ -86,3 +86,25 @@ def test_rprop_fits_least_squares():
     for _ in range(200):
         params, state = step(params, state)
     assert float(loss(params)) < float(first) * 1e-4
+
+
+def test_rprop_nan_gradient_keeps_going_like_torch(x64):
+    """torch.sign(nan) == 0: an element whose gradient is NaN does not move and keeps its step
+    size; its NaN `prev` gives factor 1 at the next step (jnp.sign(nan) would poison it)."""
+    p0 = np.array([1.0, -2.0, 0.5, 3.0])
+    grads = [[1.0, 1.0, 1.0, -1.0], [np.nan, 1.0, -1.0, np.nan], [1.0, 1.0, 1.0, -1.0], [1.0, np.nan, 1.0, -1.0], [1.0, 1.0, 1.0, -1.0]]
+    torch_p = torch.tensor(p0, requires_grad=True)
+    torch_opt = torch.optim.Rprop([torch_p], lr=0.01, foreach=False)
+    tx = ol.rprop(0.01)
+    p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    for g in grads:
+        torch_p.grad = torch.tensor(np.asarray(g))
+        torch_opt.step()
+        u, state = step(jnp.asarray(g), state, p)
+        p = ol.apply_updates(p, u)
+        np.testing.assert_array_equal(np.asarray(p), torch_p.detach().numpy())
+        (rprop_state,) = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, ol.ScaleByRpropState))
+                          if isinstance(s, ol.ScaleByRpropState)]
+        np.testing.assert_array_equal(np.asarray(rprop_state.step_size), torch_opt.state[torch_p]["step_size"].numpy())
+    assert np.isfinite(np.asarray(p)).all()
