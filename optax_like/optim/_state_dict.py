@@ -218,9 +218,9 @@ def _finite_value(value: Any, what: str) -> np.ndarray:
     return x
 
 
-def _buffer_value(value: Any, like: jax.Array, pid: int, key: str) -> jax.Array:
+def _buffer_value(value: Any, like: jax.Array, pid: int, key: str) -> np.ndarray:
     """A loaded buffer cast to `like`'s dtype (torch's load casts to the param's dtype), checked:
-    same shape; numeric; real for a real param. A copy, never an alias of the loaded memory."""
+    same shape; numeric; real for a real param. A host copy, never an alias of the loaded memory."""
     what = f"loaded state for param {pid}: {key!r}"
     arr = host_array(value, what)
     if arr.shape != tuple(like.shape):
@@ -230,16 +230,16 @@ def _buffer_value(value: Any, like: jax.Array, pid: int, key: str) -> jax.Array:
     _check_numeric(arr, value, what)
     if np.iscomplexobj(arr) and not jnp.issubdtype(like.dtype, jnp.complexfloating):
         raise TypeError(f"{what} is complex ({arr.dtype}) but the param is real ({like.dtype})")
-    return jnp.array(arr, dtype=like.dtype, copy=True)
+    return arr.astype(like.dtype)
 
 
 def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
-    """Per-param host values as a `LeafScalars`: shared when all equal (the form `init` makes,
-    so loading equal steps keeps the compiled step), else one fresh 0-d array per param."""
+    """Per-param host values as a `LeafScalars` of host arrays: shared when all equal (the form
+    `init` makes, so loading equal steps keeps the compiled step), else one per param."""
     arrays = [np.asarray(v).astype(dtype).reshape(()) for v in values]
     if arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
-        return LeafScalars.shared(jnp.array(arrays[0], copy=True), len(arrays))
-    return LeafScalars(jnp.array(a, copy=True) for a in arrays)
+        return LeafScalars.shared(arrays[0], len(arrays))
+    return LeafScalars(arrays)
 
 
 def _placed_like(state: Any, fresh: Any) -> Any:
@@ -328,10 +328,19 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
                 new[name] = _leaf_scalars_from([1 if entry else 0 for entry in per_param], old.dtype)
             else:
                 assert rule == STEPS_TAKEN
-                new[name] = jnp.asarray(max_step, jnp.asarray(old).dtype)
+                new[name] = np.asarray(max_step, np.asarray(old).dtype)
         return type(node)(**new)
 
-    return _placed_like(_rebuild(fresh, replace), fresh)
+    return _placed_like(_to_device(_rebuild(fresh, replace)), fresh)
+
+
+def _to_device(state: Any) -> Any:
+    """`state` with its host (NumPy) leaves moved to the device in one call (fresh buffers)."""
+    leaves, treedef = jax.tree.flatten(state)
+    where = [i for i, x in enumerate(leaves) if isinstance(x, np.ndarray)]
+    for i, x in zip(where, jax.device_put([leaves[i] for i in where])):
+        leaves[i] = x
+    return treedef.unflatten(leaves)
 
 
 def construction_args(state: Any) -> tuple[str, ...]:

@@ -871,7 +871,7 @@ class Optimizer:
                 fresh = self._init_state(spec, params, group)
                 self._states[g] = self._import_group(g, fresh, per_param)
                 self._specs[g] = spec
-                self._allow_none_grads(self._grads)  # pending None gradients need per-leaf scalars
+                self._allow_pending_none_grads()
 
     def _step(self, closure=None, *args, **kwargs):
         clip = _clip.check_step_clip(kwargs.pop("clip_grad_norm", None), kwargs.pop("norm_type", 2.0),
@@ -912,6 +912,12 @@ class Optimizer:
         """`fresh` (an init state) with torch-style per-param entries written in (pure, checked;
         see optim/_state_dict.py), each leaf placed like `fresh`'s (the params' shardings)."""
         return _state_dict.import_state(fresh, per_param, self._group_defs[g], self._opt_leaves[g], self._ids(g))
+
+    def _allow_pending_none_grads(self) -> None:
+        """After the state was rebuilt (a load, an option edit): pending gradients set with a
+        None leaf need per-leaf scalars (none pending: the next `backward`/`grad` decides)."""
+        if any(gr is not None for group in self._grads for gr in group):
+            self._allow_none_grads(self._grads)
 
     def _check_state_keys(self, g: int, fresh, per_param: list[dict]) -> None:
         expected = self._expected_state_keys(g, fresh)
@@ -976,7 +982,7 @@ class Optimizer:
         # Commit.
         self.param_groups[:] = new_groups
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
-        self._allow_none_grads(self._grads)  # pending None gradients need per-leaf scalars
+        self._allow_pending_none_grads()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 
