@@ -323,3 +323,19 @@ def test_pending_none_gradient_after_a_load_or_an_option_edit_steps_like_torch(c
     for ours, theirs in zip(opt.params, tp):
         np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-6, atol=1e-7)
     assert [float(e["step"]) for e in opt.state_dict()["state"].values()] == [2.0, 1.0]
+
+
+def test_equal_loaded_steps_load_shared_unequal_per_param():
+    """Equal per-param scalars load into the shared form `init` makes (the compiled step is
+    kept); unequal ones into the per-leaf form (torch's numbers, one more compile)."""
+    opt = _stepped("NAdam")
+    sd = opt.state_dict()
+    fresh = optim.NAdam([jnp.copy(p) for p in opt.params])
+    fresh.load_state_dict(sd)
+    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._states[0]) if "step" in l.scalars]
+    assert node.step.is_shared and node.mu_product.is_shared
+    sd["state"][1]["step"] = torch.tensor(5.0)
+    fresh.load_state_dict(sd)
+    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._states[0]) if "step" in l.scalars]
+    assert not node.step.is_shared and node.step.tolist() == [2, 5]
+    assert node.mu_product.is_shared  # equal values stay shared, whatever the other fields' form
