@@ -371,7 +371,7 @@ def test_state_dict_round_trip_is_bit_identical(name, x64):
     now = [[np.asarray(p).copy() for p in group] for group in opt.params]
     fresh = _make_ours(name, {}, {}, now)
     fresh.load_state_dict(saved)
-    assert fresh.param_groups == opt.param_groups
+    assert fresh.state_dict()["param_groups"] == opt.state_dict()["param_groups"]  # live groups hold arrays
     for t in range(n, n + m):
         _ours_step(opt, grads[t], shapes)
         _ours_step(fresh, grads[t], shapes)
