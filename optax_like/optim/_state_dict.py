@@ -168,6 +168,10 @@ def host_array(value: Any, what: str) -> np.ndarray:
             return t.numpy().copy()
         except TypeError:  # dtypes NumPy lacks (float8, complex32): widened exactly
             return (t.to(torch.complex64) if t.is_complex() else t.to(torch.float32)).numpy()
+    if isinstance(value, jax.Array) and value.is_deleted():
+        raise RuntimeError(
+            f"{what} is an array that an optimizer step has donated (optimizer.params are valid until "
+            "the next step): read it again after the step, or copy it (jnp.copy) to keep it")
     try:
         return np.array(value, copy=True)
     except Exception:

@@ -285,7 +285,7 @@ def test_state_and_state_dict_arrays_are_snapshots_that_stay_valid():
 def test_params_are_valid_until_the_next_step():
     """`optimizer.params` hands out the live params (no copy per read, as the `backward(grads)`
     idiom reads them every step); the next step donates them: read again after it, copy to keep."""
-    opt = _stepped("SGD", lr=0.1)
+    opt = _stepped("SGD", lr=0.1, momentum=0.9)
     params = opt.params
     kept = [jnp.copy(p) for p in params]
     assert opt.params[0] is params[0]  # no copy per read
@@ -293,6 +293,10 @@ def test_params_are_valid_until_the_next_step():
     opt.step()
     assert all(p.is_deleted() for p in params)
     assert not any(p.is_deleted() for p in kept + list(opt.params))
+    sd = opt.state_dict()
+    sd["state"][0]["momentum_buffer"] = params[0]  # a donated array given back: a clear error
+    with pytest.raises(RuntimeError, match=re.escape("param 0: 'momentum_buffer' is an array that an optimizer step has donated")):
+        opt.load_state_dict(sd)
 
 
 @pytest.mark.parametrize("change", ["load", "amsgrad"])
