@@ -127,9 +127,13 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                     out[i][name] = buffers[leaf_index]
         for name, kind in layout.scalars.items():
             values = getattr(node, name)
+            exported = {}  # a shared scalar is converted once
             for i in range(n):
                 if started[i]:
-                    out[i][name] = int(values[i]) if kind == INT_STEP else values[i].astype(jnp.float32)
+                    v = values[i]
+                    if id(v) not in exported:
+                        exported[id(v)] = int(v) if kind == INT_STEP else v.astype(jnp.float32)
+                    out[i][name] = exported[id(v)]
     return out
 
 
