@@ -466,7 +466,7 @@ def eager_examples(draw, case: Case, wide: bool):
 def run_update_invariants(case: Case, example):
     kwargs, params, grads, j = example
     tx = getattr(ol, case.factory)(**kwargs)
-    state = tx.init(params)
+    state = ol.per_leaf_scalars(tx.init(params))  # the last step leaves one gradient None
     check_state(params, state)
     for g in grads[:-1]:
         updates, state = tx.update(g, state, params)

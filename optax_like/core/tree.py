@@ -399,9 +399,10 @@ def raise_needs_per_leaf_scalars(updates: Any, reference: Any) -> None:
     missing = [path_str(p) for p, r, u in zip(paths, ref, upd) if r is not None and u is None]
     more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
     raise NoneGradientError(
-        f"the gradient of leaf {missing[0]}{more} is None while other leaves have one, but this "
-        "optimizer state keeps torch's per-parameter step counters shared (one scalar for every "
-        "leaf, the form init gives: the state's structure cannot change inside update). Start "
+        f"the gradient of leaf {missing[0]}{more} is None, so this update may step some leaves and "
+        "skip others, but this optimizer state keeps torch's per-parameter step counters shared "
+        "(one scalar for every leaf, the form init gives: the state's structure cannot change "
+        "inside update). Start "
         "from `state = optax_like.per_leaf_scalars(tx.init(params))` to allow gradients that "
         "are None for some leaves (torch's `p.grad is None`), or pass zeros for that leaf."
     )
@@ -476,3 +477,60 @@ def zeros_like(params: Any, dtype=None) -> Any:
 def full_like(params: Any, value, dtype=None) -> Any:
     """Like `zeros_like`, filled with `value` (a host scalar or a traced scalar)."""
     return map_params(lambda p: _filled_like(p, value, dtype), params)
+
+
+def select_param_state(keep: list, new: Any, old: Any, reference: Any) -> Any:
+    """Per params leaf: the state of `new` where `keep` (a Python bool or a traced 0-d bool per
+    leaf of `reference`'s structure, None leaves included), else `old`'s: for combinators that
+    decide at run time whether a param takes part in a step (`MultiSteps`: did it get a
+    gradient in the window?).
+
+    Per-param state is recognised by structure: a sub-tree with `reference`'s structure (a
+    params-shaped buffer, of any leaf shapes) and the entries of a per-leaf `LeafScalars`.
+    Everything else (global counters, hyperparameters) is taken from `new`. A shared
+    `LeafScalars` cannot differ per leaf: it is refused unless `keep` is static and uniform.
+    """
+    treedef = jax.tree.structure(reference, is_leaf=is_none)
+    present = [k for k, r in zip(keep, treedef.flatten_up_to(reference)) if r is not None]
+
+    def pick(k, n, o):
+        if k is True:
+            return n
+        if k is False:
+            return o
+        return jnp.where(k, n, o)
+
+    def visit(n, o):
+        if isinstance(n, LeafScalars):
+            if n.is_shared:
+                if all(k is True for k in present):
+                    return n
+                if all(k is False for k in present):
+                    return o
+                raise_needs_per_leaf_scalars(
+                    treedef.unflatten([None if k is not True else r for k, r in zip(keep, treedef.flatten_up_to(reference))]),
+                    reference)
+            return LeafScalars(pick(k, a, b) for k, a, b in zip(present, n.values, o.values))
+        try:
+            same = jax.tree.structure(n, is_leaf=is_none) == treedef
+        except Exception:
+            same = False
+        if same and n is not None:
+            n_l, o_l = treedef.flatten_up_to(n), treedef.flatten_up_to(o)
+            return treedef.unflatten([
+                a if a is None else pick(k, a, b) for k, a, b in zip(keep, n_l, o_l)])
+        children_n, def_n = jax.tree_util.tree_flatten(n, is_leaf=lambda x: x is not n and (
+            isinstance(x, LeafScalars) or _has_structure(x, treedef)))
+        if len(children_n) == 1 and children_n[0] is n:
+            return n  # a leaf that is not per-param state
+        children_o = def_n.flatten_up_to(o)
+        return def_n.unflatten([visit(a, b) for a, b in zip(children_n, children_o)])
+
+    return visit(new, old)
+
+
+def _has_structure(x: Any, treedef) -> bool:
+    try:
+        return x is not None and jax.tree.structure(x, is_leaf=is_none) == treedef
+    except Exception:
+        return False

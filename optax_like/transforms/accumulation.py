@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
-from optax_like.core.tree import map_params, zeros_like
+from optax_like.core.tree import map_params, select_param_state, zeros_like
 
 
 class MultiStepsState(NamedTuple):
@@ -33,12 +33,11 @@ class MultiSteps:
     A None gradient (torch's `p.grad is None`) adds nothing to that leaf's sum. At the k-th
     call, a leaf that had a gradient in some micro-batch of the window is stepped with its sum
     / k (torch's `.grad` holds the sum of the backward passes that reached it); a leaf that had
-    none is passed to `inner` as None (skipped, its state untouched). Whether a leaf without a
-    gradient in the k-th call had one earlier is known only at run time: both cases are
-    compiled (a `lax.cond`) and, when several such leaves disagree, each is stepped or skipped
-    exactly as torch would only if they all agree; so keep a param's None pattern fixed within
-    a window (e.g. frozen params always None), which is what accumulation loops do. An inner
-    state that must skip leaves needs per-leaf scalars: `per_leaf_scalars(opt.init(params))`.
+    none is skipped (its state untouched, a zero update). Whether a leaf without a gradient in
+    the k-th call had one earlier is known only at run time: such leaves are stepped, then
+    each one without a gradient in the window gets its old state back
+    (`core.tree.select_param_state`). An inner state that must skip some leaves needs
+    per-leaf scalars: `per_leaf_scalars(opt.init(params))`.
     """
 
     def __init__(self, opt: GradientTransformation, every_k_schedule: Union[int, Callable[[jax.Array], Any]]):
@@ -68,13 +67,15 @@ class MultiSteps:
         acc = map_params(lambda a, g: a if g is None else a + g.astype(a.dtype), state.acc_grads, updates)
         present = map_params(lambda f, g: f if g is None else jnp.ones((), bool), state.acc_present, updates)
         emit = state.mini_step + 1 >= k
-        like = map_params(lambda p: p, state.acc_grads)
-
-        def mean_of(a, dtype):
-            return (a / k.astype(a.dtype)).astype(dtype)
-
-        def dtype_of(g, a, p):
-            return (g if g is not None else (p if p is not None else a)).dtype
+        like = state.acc_grads  # params-shaped (None where a leaf is not optimized)
+        treedef = jax.tree.structure(like, is_leaf=lambda x: x is None)
+        acc_leaves = treedef.flatten_up_to(acc)
+        g_leaves = treedef.flatten_up_to(updates)
+        p_leaves = treedef.flatten_up_to(params) if params is not None else [None] * len(acc_leaves)
+        # Per params leaf: True if it has a gradient in this call, else whether some earlier
+        # micro-batch of the window gave it one (a traced bool), None for a leaf not optimized.
+        keep = [None if f is None else (True if g is not None else f)
+                for f, g in zip(treedef.flatten_up_to(present), g_leaves)]
 
         def inner_step(grads):
             new_updates, inner = self._opt.update(grads, state.inner_opt_state, params, **extra_args)
@@ -83,42 +84,30 @@ class MultiSteps:
                 map_params(jnp.zeros_like, acc), map_params(lambda f: jnp.zeros((), bool), present))
             return new_updates, fresh
 
-        p_leaves = jax.tree.structure(like, is_leaf=lambda x: x is None).flatten_up_to(params) if params is not None else None
-
         def grads_for(include_missing: bool):
-            treedef = jax.tree.structure(like, is_leaf=lambda x: x is None)
-            a_l = treedef.flatten_up_to(acc)
-            g_l = treedef.flatten_up_to(updates)
-            p_l = p_leaves or [None] * len(a_l)
+            """The window means, in the gradient's (or param's) dtype; None for a leaf without a
+            gradient in this call unless `include_missing`."""
             out = []
-            for a, g, p in zip(a_l, g_l, p_l):
-                if a is None:
+            for a, g, p in zip(acc_leaves, g_leaves, p_leaves):
+                if a is None or (g is None and not include_missing):
                     out.append(None)
-                elif g is not None or include_missing:
-                    out.append(mean_of(a, dtype_of(g, a, p)))
                 else:
-                    out.append(None)
+                    dtype = (g if g is not None else (p if p is not None else a)).dtype
+                    out.append((a / k.astype(a.dtype)).astype(dtype))
             return treedef.unflatten(out)
 
-        missing = [f for f, g, a in zip(
-            jax.tree.leaves(present, is_leaf=lambda x: x is None),
-            jax.tree.structure(like, is_leaf=lambda x: x is None).flatten_up_to(updates),
-            jax.tree.leaves(like, is_leaf=lambda x: x is None)) if a is not None and g is None]
-
         def apply(_):
-            if not missing:
+            if all(k is True or k is None for k in keep):
                 return inner_step(grads_for(False))
-            # Leaves without a gradient in this call: stepped if they had one earlier in the window.
-            stepped = lambda: inner_step(grads_for(True))
-            shapes = jax.eval_shape(stepped)[0]
-
-            def skipped():  # zero updates where the inner update is None: one output structure
-                new_updates, fresh = inner_step(grads_for(False))
-                new_updates = jax.tree.map(lambda u, s: jnp.zeros(s.shape, s.dtype) if u is None else u,
-                                           new_updates, shapes, is_leaf=lambda x: x is None)
-                return new_updates, fresh
-
-            return jax.lax.cond(jnp.any(jnp.stack(missing)), stepped, skipped)
+            # Leaves without a gradient in this call are stepped with their window sum / k and
+            # then, where they had no gradient in the whole window, given back their old state
+            # and a zero update: torch's `grad is None` skip, decided per leaf at run time.
+            new_updates, fresh = inner_step(grads_for(True))
+            inner = select_param_state(keep, fresh.inner_opt_state, state.inner_opt_state, like)
+            u_leaves = treedef.flatten_up_to(new_updates)
+            u_leaves = [u if (u is None or k is True or k is None) else jnp.where(k, u, jnp.zeros_like(u))
+                        for u, k in zip(u_leaves, keep)]
+            return treedef.unflatten(u_leaves), fresh._replace(inner_opt_state=inner)
 
         def skip(_):
             shapes = jax.eval_shape(lambda: apply(None)[0])
