@@ -236,3 +236,13 @@ def test_interop_loading_has_the_same_guarantees(x64):
     for name, p in model.named_parameters():
         np.testing.assert_array_equal(back["state"][index[name]]["momentum_buffer"].numpy(),
                                       named.state[p]["momentum_buffer"].numpy())
+
+
+def test_model_leaf_listed_twice_in_a_group_warns_and_is_optimized_once():
+    model = {"a": jnp.ones(2), "b": jnp.ones(3)}
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        opt = optim.SGD([{"params": [model["a"], model["a"]]}], lr=0.5, model=model)
+    assert len(opt.param_groups[0]["params"]) == 1
+    opt.step(lambda m: jnp.sum(m["a"]) + jnp.sum(m["b"]))
+    np.testing.assert_array_equal(np.asarray(opt.params["a"]), [0.5, 0.5])
+    np.testing.assert_array_equal(np.asarray(opt.params["b"]), [1.0, 1.0, 1.0])  # frozen
