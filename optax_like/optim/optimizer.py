@@ -502,7 +502,8 @@ class Optimizer:
                     "all optimizer param groups should be with/without names. cannot add param group "
                     f"{'with names' if given_names is not None else 'without names'} to the optimizer"
                 )
-        if any(leaf is not None and self._is_taken(leaf) for leaf in leaves):
+        current = {id(leaf) for group in self._opt_leaves for leaf in group if leaf is not None}
+        if any(leaf is not None and (id(leaf) in current or self._is_given(leaf)) for leaf in leaves):
             raise ValueError("some parameters appear in more than one parameter group")
 
         positions = self._place(tree, leaves)
@@ -591,12 +592,10 @@ class Optimizer:
             seen.add(id(leaf))
         return out
 
-    def _is_taken(self, leaf) -> bool:
-        """Whether `leaf` (an array object) is already one of this optimizer's params."""
+    def _is_given(self, leaf) -> bool:
+        """Whether `leaf` (an array object) was handed to this optimizer (maybe donated since)."""
         ref = self._given.get(id(leaf))
-        if ref is not None and ref() is leaf:
-            return True
-        return any(leaf is current for group in self._opt_leaves for current in group)
+        return ref is not None and ref() is leaf
 
     # ------------------------------------------------------------------ ids and names (state_dict)
     def _ids(self, g: int) -> list[int]:
@@ -875,7 +874,7 @@ class Optimizer:
 
     def _step(self, closure=None, *args, **kwargs):
         clip = _clip.check_step_clip(kwargs.pop("clip_grad_norm", None), kwargs.pop("norm_type", 2.0),
-                                     kwargs.pop("clip_grad_value", None))
+                                     kwargs.pop("clip_grad_value", None)) if kwargs else None
         if kwargs:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
         hypers = self._hypers()
