@@ -54,7 +54,8 @@ donates them).
 
 Names. A group may be a list of `(name, array)` pairs (torch's `named_parameters()`; see
 `optim.named_parameters(tree)`): its names are kept in the group's `param_names` and saved in
-`state_dict()`, as torch does; all groups are named or none (torch's errors). Every param also
+`state_dict()`, as torch does; all groups are named or none (torch's errors). The group's tree is
+then the list of its arrays (the loss receives lists); with `model=` the loss receives the model. Every param also
 has a name from its key path (`"layer.0.weight"`, the path in `model` with `model=`), used to
 match a loaded state dict that carries `param_names` by name. One array object given twice is
 torch's `UserWarning` within a group (in a tree the copies become independent params, as a
