@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optax_like.core import numerics
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
 from optax_like.optimizers.adam import check_betas
@@ -43,15 +44,17 @@ def sparse_adam(
     torch counterpart: `torch.optim.SparseAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     maximize=False)` (no keyword-only arguments, no kernel switches). torch's `step_size = lr *
     sqrt(bc2) / bc1` is applied here as two factors (`sqrt(bc2) / bc1`, then `-lr`): a rounding
-    difference of an ulp. lr, betas and eps may be schedules `count -> value`.
+    difference of an ulp; for an array lr (torch's Tensor lr) `step_size` is formed as torch
+    does, in the lr's dtype (a float32 lr rounds it to float32, also for float64 params). lr,
+    betas and eps may be schedules `count -> value`.
     """
     v.check(lr, "lr", _positive, "Invalid learning rate: {}")
     v.check(eps, "eps", _positive, "Invalid epsilon value: {}")
     check_betas(betas)
-    inner = chain(
-        scale_by_sparse_adam(betas[0], betas[1], eps, maximize),
-        scale_by_learning_rate(lr),
-    )
+    if callable(lr) or numerics.is_host_scalar(lr):
+        inner = chain(scale_by_sparse_adam(betas[0], betas[1], eps, maximize), scale_by_learning_rate(lr))
+    else:  # torch's Tensor lr: step_size = lr * sqrt(bc2) / bc1 rounded in the lr's dtype
+        inner = chain(scale_by_sparse_adam(betas[0], betas[1], eps, maximize, learning_rate=lr))
 
     def init(params):
         check_dense_real_params(params)

@@ -94,7 +94,7 @@ def scale_by_adagrad(
                 return numerics.scalar(h.lr, wide) / denom
             # torch keeps a Tensor lr a tensor: `lr / denom` is computed in lr's dtype.
             lr_dtype = _array_dtype(h.lr)
-            return jnp.asarray(h.lr).astype(lr_dtype) / denom.astype(lr_dtype)
+            return numerics.scalar(h.lr, lr_dtype) / denom.astype(lr_dtype)
 
         def math(leaf, g, acc, t):
             dtype = leaf.dtype

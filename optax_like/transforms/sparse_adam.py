@@ -169,6 +169,7 @@ def scale_by_sparse_adam(
     b2: ScalarOrSchedule = 0.999,
     eps: ScalarOrSchedule = 1e-8,
     maximize: bool = False,
+    learning_rate: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """SparseAdam's direction (without the learning rate), at the touched entries only.
 
@@ -187,6 +188,11 @@ def scale_by_sparse_adam(
     bit (signed zeros and infinities included; subnormal params are flushed to zero by XLA's
     CPU arithmetic, as in every `apply_updates`). A gradient with no entries still counts a step (as in torch). `maximize` lives here
     rather than in a `negate()` block because `negate` cannot see through a sparse gradient.
+
+    With `learning_rate` given, the emitted `u` is the whole step, torch's
+    `-step_size * m[I] / (sqrt(v[I]) + eps)` with `step_size = lr * sqrt(1 - b2^t) / (1 - b1^t)`
+    (-0.0 outside `I`): `sparse_adam` uses it for an array lr (torch's Tensor lr), whose
+    `step_size` torch computes, and rounds, in the lr's dtype.
     """
 
     def init(params):
@@ -200,12 +206,25 @@ def scale_by_sparse_adam(
 
     def update(updates, state, params=None):
         del params
-        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=learning_rate)
 
         @numerics.once_per_step
         def correction(t, wide):
             """sqrt(1 - beta2^t) / (1 - beta1^t), in `wide` (torch's step_size factor)."""
             return jnp.sqrt(numerics.bias_correction(h.b2, t, wide)) / numerics.bias_correction(h.b1, t, wide)
+
+        @numerics.once_per_step
+        def step_size(t, wide):
+            """torch's `lr * sqrt(bc2) / bc1`: the bias corrections are Python floats (`wide`),
+            the products are rounded in the lr's dtype (a Tensor lr stays a tensor)."""
+            lr_dtype = jnp.result_type(numerics.plain(h.lr))
+            lr_dtype = lr_dtype if jnp.issubdtype(lr_dtype, jnp.floating) else numerics.float_dtype()
+            bc2_sqrt = jnp.sqrt(numerics.bias_correction(h.b2, t, wide)).astype(lr_dtype)
+            return (numerics.scalar(h.lr, lr_dtype) * bc2_sqrt) / numerics.bias_correction(h.b1, t, wide).astype(lr_dtype)
+
+        # Untouched entries step by +0.0 (a trailing `-lr` makes it -0.0), or by -0.0 when the
+        # step includes the lr: `p + (-0.0)` is `p` bit for bit, signed zeros included.
+        outside = 0.0 if learning_rate is None else -0.0
 
         def math(leaf, g, m, v, t):
             # Sparse gradients: the leaf's arrays arrive as stored (`views=False`).
@@ -213,7 +232,7 @@ def scale_by_sparse_adam(
             indices, values, k = _coo_parts(g, shape)
             dtype = leaf.dtype
             if values.size == 0:  # torch: "Skip update for empty grad" (the step still counts)
-                return jnp.zeros(shape, dtype), m, v
+                return jnp.full(shape, outside, dtype), m, v
             values = values.astype(dtype)
             if maximize:
                 values = -values
@@ -226,9 +245,12 @@ def scale_by_sparse_adam(
             new_m = old_m + (g_rows - old_m) * numerics.one_minus(h.b1, dtype)
             new_v = old_v + (g_rows * g_rows - old_v) * numerics.one_minus(h.b2, dtype)
             wide = jnp.promote_types(dtype, numerics.float_dtype())
-            factor = correction(t, wide).astype(dtype)
-            u_rows = (new_m / (jnp.sqrt(new_v) + numerics.scalar(h.eps, dtype))) * factor
-            u = jnp.zeros((num_rows, *dense), dtype).at[rows].set(u_rows, mode="drop")
+            direction = new_m / (jnp.sqrt(new_v) + numerics.scalar(h.eps, dtype))
+            if learning_rate is None:
+                u_rows = direction * correction(t, wide).astype(dtype)
+            else:
+                u_rows = (-step_size(t, wide)).astype(dtype) * direction
+            u = jnp.full((num_rows, *dense), outside, dtype).at[rows].set(u_rows, mode="drop")
             m2 = m2.at[rows].set(new_m.astype(m.dtype), mode="drop")
             v2 = v2.at[rows].set(new_v.astype(v.dtype), mode="drop")
             return u.reshape(shape), m2.reshape(shape), v2.reshape(shape)
