@@ -365,8 +365,11 @@ class _GroupParams(collections.abc.Sequence):
     def __repr__(self) -> str:
         return repr(self._arrays())
 
-    def __deepcopy__(self, memo) -> list:
-        return [jnp.array(a, copy=True) for a in self._arrays()]
+    def __deepcopy__(self, memo):
+        copied = memo.get(id(self._optimizer))
+        if copied is not None:  # inside a deepcopy of the optimizer: the copy's live view
+            return _GroupParams(copied, self._group)
+        return [jnp.array(a, copy=True) for a in self._arrays()]  # torch: copies of the tensors
 
 
 class Optimizer:

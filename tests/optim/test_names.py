@@ -246,3 +246,15 @@ def test_model_leaf_listed_twice_in_a_group_warns_and_is_optimized_once():
     opt.step(lambda m: jnp.sum(m["a"]) + jnp.sum(m["b"]))
     np.testing.assert_array_equal(np.asarray(opt.params["a"]), [0.5, 0.5])
     np.testing.assert_array_equal(np.asarray(opt.params["b"]), [1.0, 1.0, 1.0])  # frozen
+
+
+def test_deepcopy_of_an_optimizer_keeps_its_own_live_groups():
+    import copy
+
+    opt = optim.SGD({"w": jnp.ones(2)}, lr=0.1, momentum=0.9)
+    opt.step(lambda p: jnp.sum(p["w"]))
+    clone = copy.deepcopy(opt)
+    clone.step(lambda p: jnp.sum(p["w"]))
+    np.testing.assert_allclose(np.asarray(opt.params["w"]), [0.9, 0.9], rtol=1e-6)
+    assert clone.param_groups[0]["params"][0] is clone.params["w"]
+    assert isinstance(copy.deepcopy(opt.param_groups)[0]["params"], list)  # copies of the arrays, as torch
