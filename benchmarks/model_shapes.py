@@ -19,7 +19,7 @@ state donated, on the CPU device. Columns:
   `--reps` times; load changes hit all alike), medians.
 - compile time: `jit(step).lower(...).compile()` from scratch (a new optimizer and a new step
   function each time: no cache), `--compiles` times per library, the libraries alternated;
-  medians. Includes tracing and lowering.
+  medians. Includes tracing and lowering of the step, not `init` (run eagerly once).
 - program stats, from the same lowering and compiled executable (deterministic): StableHLO ops
   per leaf, fusions and distinct kernels (fused computations that differ after renaming; XLA:CPU
   emits one kernel per distinct one), values moved per param (bytes read and written by the
@@ -263,16 +263,18 @@ def _jax_step(tx, apply):
 
 
 def fresh_compile(factory, apply, shapes, device):
-    """(seconds, lowered, compiled) of a from-scratch `jit(step).lower(...).compile()`."""
+    """(seconds, lowered, compiled, tx) of a from-scratch `jit(step).lower(...).compile()`: the
+    seconds count tracing, lowering and XLA's compile of the step (not `init`, which a training
+    loop runs eagerly once)."""
     import jax
     import jax.numpy as jnp
 
     sharding = jax.sharding.SingleDeviceSharding(device)
     avals = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=sharding) for s in shapes]
-    t0 = time.perf_counter()
     tx = factory()
     state = jax.eval_shape(tx.init, avals)
     state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), state)
+    t0 = time.perf_counter()
     lowered = jax.jit(_jax_step(tx, apply), donate_argnums=(0, 1)).lower(avals, state, avals)
     compiled = lowered.compile()
     return time.perf_counter() - t0, lowered, compiled, tx
