@@ -15,6 +15,15 @@ after its definition, how its fields map to torch's per-param dict:
         internal={"schedule_count": STEPS_TAKEN},
     )
 
+A state that torch keeps as ONE dict under the group's first param (torch's LBFGS: flat vectors
+and history lists over all params) declares that dict's two directions instead of field kinds:
+
+    declare_torch_state(LBFGSState, export=export_lbfgs, load=load_lbfgs)
+
+`export(state) -> dict` (torch's entry, `{}` before the first step) and `load(fresh, entry) ->
+state` (pure: checks every value and raises naming the key). The converter puts the dict under
+the first param, loads it from there, and refuses entries under any other param.
+
 Every field is named exactly once (a typo or a forgotten field fails at import). The adapter's
 `state_dict`/`load_state_dict` (`optax_like.optim._state_dict`) is one converter driven by these
 declarations: a new optimizer adds its declaration and nothing else. A state type without one
@@ -24,7 +33,12 @@ declarations: a new optimizer adds its declaration and nothing else. A state typ
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import sys
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "FLOAT32",
@@ -34,6 +48,7 @@ __all__ = [
     "STEPS_TAKEN",
     "TorchLayout",
     "declare_torch_state",
+    "host_array",
     "torch_layout_of",
 ]
 
@@ -66,6 +81,11 @@ class TorchLayout:
     construction_args: hyperparameters whose *constructor* value (`defaults`) `init` reads for
         the groups given to the constructor, whatever the group says (torch's Adagrad fills
         `sum` from the constructor's `initial_accumulator_value` in `__init__`).
+    export, load: the global form (all of the above empty): the state is one torch dict kept
+        under the group's first param. `export(state) -> dict` gives torch's entry (`{}`: no
+        state yet, torch before the first step); `load(fresh, entry) -> state` writes a loaded
+        entry (`{}`: none) into `fresh` (an init state), pure, raising ValueError/TypeError that
+        name the key. The entry's keys are the function's to check.
     """
 
     buffers: tuple[str, ...] = ()
@@ -73,6 +93,13 @@ class TorchLayout:
     internal: Mapping[str, str] = dataclasses.field(default_factory=dict)
     started: str | None = None
     construction_args: tuple[str, ...] = ()
+    export: Callable[[Any], dict] | None = None
+    load: Callable[[Any, dict], Any] | None = None
+
+    @property
+    def is_global(self) -> bool:
+        """Whether the state is one dict under the group's first param (torch's LBFGS)."""
+        return self.export is not None
 
     def fields(self) -> tuple[str, ...]:
         return (*self.buffers, *self.scalars, *self.internal)
@@ -89,18 +116,31 @@ def declare_torch_state(
     internal: Mapping[str, str] | None = None,
     started: str | None = None,
     construction_args: tuple[str, ...] = (),
+    export: Callable[[Any], dict] | None = None,
+    load: Callable[[Any, dict], Any] | None = None,
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
     Raises a TypeError at import time when the declaration does not name every field of the
     state exactly once, names an unknown kind or rule, or `started` is not a counter field.
     `started` is required unless `construction_args` says the state exists from construction.
+    The global form gives `export` and `load` together and nothing else.
     """
-    layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args))
+    layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args),
+                         export, load)
     fields = getattr(state_type, "_fields", None)
     name = getattr(state_type, "__name__", repr(state_type))
     if fields is None:
         raise TypeError(f"declare_torch_state: {name} is not a NamedTuple class")
+    if export is not None or load is not None:
+        if not (callable(export) and callable(load)):
+            raise TypeError(f"declare_torch_state({name}): the global form needs both export and load (callables)")
+        if layout.fields() or started is not None or construction_args:
+            raise TypeError(
+                f"declare_torch_state({name}): the global form (export/load) declares no buffers, "
+                "scalars, internal fields, started or construction_args: its functions map every field")
+        setattr(state_type, _ATTRIBUTE, layout)
+        return layout
     declared = layout.fields()
     repeated = sorted({f for f in declared if declared.count(f) > 1})
     missing, unknown = sorted(set(fields) - set(declared)), sorted(set(declared) - set(fields))
@@ -125,3 +165,25 @@ def declare_torch_state(
 def torch_layout_of(state: Any) -> TorchLayout | None:
     """The declaration of `state`'s type (None for containers and undeclared types)."""
     return type(state).__dict__.get(_ATTRIBUTE)
+
+
+def host_array(value: Any, what: str) -> np.ndarray:
+    """A loaded value (torch tensor of any floating dtype incl. bfloat16/float16, NumPy or JAX
+    array, Python number) as a NumPy array that owns its memory. `what` names the entry in errors."""
+    if "torch" in sys.modules and isinstance(value, sys.modules["torch"].Tensor):
+        torch = sys.modules["torch"]
+        t = value.detach().cpu().resolve_conj().resolve_neg()
+        if t.dtype == torch.bfloat16:
+            return t.contiguous().view(torch.int16).numpy().view(jnp.bfloat16).copy()
+        try:
+            return t.numpy().copy()
+        except TypeError:  # dtypes NumPy lacks (float8, complex32): widened exactly
+            return (t.to(torch.complex64) if t.is_complex() else t.to(torch.float32)).numpy()
+    if isinstance(value, jax.Array) and value.is_deleted():
+        raise RuntimeError(
+            f"{what} is an array that an optimizer step has donated (optimizer.params are valid until "
+            "the next step): read it again after the step, or copy it (jnp.copy) to keep it")
+    try:
+        return np.array(value, copy=True)
+    except Exception:
+        raise TypeError(f"{what} is not an array or a number: {value!r}") from None

@@ -14,20 +14,31 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
   after checking every entry against what torch's next step needs; internal fields are rebuilt
   by their declared rule. Pure: a refusal leaves nothing changed, and every message names the
   param id and the key.
-- `host_array`: torch tensors (bfloat16 and float16 included), NumPy and JAX arrays and Python
+- A state declared global (`export`/`load`: torch's LBFGS) is one dict under the group's first
+  param: exported there, loaded from there by its declared functions; entries under other
+  params are refused, naming them; its keys are checked by its `load`, not by `check_keys`.
+- `host_array` (from `core.torch_layout`): torch tensors (bfloat16 and float16 included), NumPy and JAX arrays and Python
   numbers as NumPy arrays (always a copy: torch keeps updating its tensors in place).
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.core.torch_layout import FLOAT32, INT_STEP, STARTED, STEP, STEPS_TAKEN, TorchLayout, torch_layout_of
+from optax_like.core.torch_layout import (
+    FLOAT32,
+    INT_STEP,
+    STARTED,
+    STEP,
+    STEPS_TAKEN,
+    TorchLayout,
+    host_array,
+    torch_layout_of,
+)
 from optax_like.core.tree import LeafScalars, leaf_scalars_like
 
 __all__ = [
@@ -119,6 +130,10 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
     n = len(present)
     out = [dict() for _ in range(n)]
     for node, layout in _declared_nodes(state):
+        if layout.is_global:  # one dict under the group's first param (torch's LBFGS)
+            if n and not every_param:
+                out[0].update(layout.export(node))
+            continue
         started = _started(node, layout, n, every_param)
         for name in layout.buffers:
             buffers = treedef.flatten_up_to(getattr(node, name))
@@ -137,8 +152,11 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
     return out
 
 
-def expected_keys(fresh: Any, treedef, leaves: Sequence) -> list[set]:
-    """The keys each param of a group has once it has stepped."""
+def expected_keys(fresh: Any, treedef, leaves: Sequence) -> list[set] | None:
+    """The keys each param of a group has once it has stepped (None: a global state, whose
+    declared `load` checks its own keys)."""
+    if any(layout.is_global for _, layout in _declared_nodes(fresh)):
+        return None
     return [set(entry) for entry in export_state(fresh, treedef, leaves, every_param=True)]
 
 
@@ -160,28 +178,6 @@ def copy_arrays(tree: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- host values
-def host_array(value: Any, what: str) -> np.ndarray:
-    """A loaded value (torch tensor of any floating dtype incl. bfloat16/float16, NumPy or JAX
-    array, Python number) as a NumPy array that owns its memory. `what` names the entry in errors."""
-    if "torch" in sys.modules and isinstance(value, sys.modules["torch"].Tensor):
-        torch = sys.modules["torch"]
-        t = value.detach().cpu().resolve_conj().resolve_neg()
-        if t.dtype == torch.bfloat16:
-            return t.contiguous().view(torch.int16).numpy().view(jnp.bfloat16).copy()
-        try:
-            return t.numpy().copy()
-        except TypeError:  # dtypes NumPy lacks (float8, complex32): widened exactly
-            return (t.to(torch.complex64) if t.is_complex() else t.to(torch.float32)).numpy()
-    if isinstance(value, jax.Array) and value.is_deleted():
-        raise RuntimeError(
-            f"{what} is an array that an optimizer step has donated (optimizer.params are valid until "
-            "the next step): read it again after the step, or copy it (jnp.copy) to keep it")
-    try:
-        return np.array(value, copy=True)
-    except Exception:
-        raise TypeError(f"{what} is not an array or a number: {value!r}") from None
-
-
 def _check_numeric(arr: np.ndarray, value: Any, what: str) -> None:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_ or arr.dtype == jnp.bfloat16):
         raise TypeError(f"{what} is not numeric: {value!r}")
@@ -314,6 +310,8 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
     max_step = max(steps)
 
     def replace(node, layout: TorchLayout):
+        if layout.is_global:
+            return _import_global(node, layout, per_param, ids)
         new = {}
         for name in layout.buffers:
             tree_leaves = list(treedef.flatten_up_to(getattr(node, name)))
@@ -340,6 +338,18 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
         return type(node)(**new)
 
     return _placed_like(_to_device(_rebuild(fresh, replace)), fresh)
+
+
+def _import_global(fresh: Any, layout: TorchLayout, per_param: Sequence[dict], ids: Sequence[int]) -> Any:
+    """A global state (torch's LBFGS): loaded from the first param's entry by the declared
+    `load`; an entry under any other param is refused, naming it."""
+    others = [ids[i] for i, entry in enumerate(per_param) if i > 0 and entry]
+    if others:
+        first = f" {ids[0]}" if ids else ""
+        raise ValueError(
+            f"loaded state has entries for params {others}: {type(fresh).__name__} keeps its whole "
+            f"state under the first param{first} of its group (torch's layout)")
+    return layout.load(fresh, dict(per_param[0]) if per_param else {})
 
 
 def _to_device(state: Any) -> Any:

@@ -3,7 +3,8 @@
 One `step(closure, *args)` is one torch `step(closure)`: ONE jitted, donated XLA computation
 that runs the functional update (a `lax.while_loop` evaluating `closure` up to `max_eval` times)
 and applies it. The state is torch's: `state_dict()['state'][0]` (torch keeps LBFGS's global
-state under the first param) with torch's keys and list order.
+state under the first param) with torch's keys and list order, through the adapter's one
+converter (optim/_state_dict.py) and `LBFGSState`'s declaration (optimizers/lbfgs.py).
 """
 
 from __future__ import annotations
@@ -11,19 +12,14 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from optax_like.core import numerics
 from optax_like.core.base import apply_updates
 from optax_like.optim import optimizer as _base
 from optax_like.optim.optimizer import Optimizer
-from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, LBFGSState, lbfgs, lbfgs_history
+from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, lbfgs
 
 __all__ = ["LBFGS"]
-
-# torch's state keys, in the order torch's step writes them (`al` is created lazily).
-_ITER_KEYS = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
 
 
 def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
@@ -49,49 +45,6 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
 
 
 _jitted_lbfgs_step = jax.jit(_lbfgs_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
-
-
-def _host(x, name: str) -> np.ndarray:
-    """A loaded entry (torch tensor, array, Python number) as a NumPy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if getattr(x, "is_complex", lambda: False)():
-            raise TypeError(f"loaded LBFGS state entry {name!r} is complex; LBFGS state is real.")
-        x = x.numpy()
-    try:
-        # A copy: on CPU, jnp.asarray of a NumPy view of a torch tensor aliases its memory, and
-        # torch updates its state in place (prev_flat_grad.copy_) after the load.
-        arr = np.array(x, copy=True)
-    except Exception:
-        raise TypeError(f"loaded LBFGS state entry {name!r} is not numeric: {x!r}") from None
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"loaded LBFGS state entry {name!r} is not numeric: {x!r}")
-    return arr
-
-
-def _host_scalar(x, name: str) -> np.ndarray:
-    arr = _host(x, name)
-    if arr.size != 1:
-        raise ValueError(f"loaded LBFGS state entry {name!r} must be a scalar, got shape {arr.shape}")
-    return arr.reshape(())
-
-
-def _host_int(x, name: str) -> int:
-    arr = _host_scalar(x, name)
-    value = float(arr)
-    if value != int(value) or value < 0:
-        raise ValueError(f"loaded LBFGS state entry {name!r} must be a non-negative integer, got {x!r}")
-    return int(value)
-
-
-def _host_vector(x, name: str, n: int) -> np.ndarray:
-    arr = _host(x, name)
-    if arr.shape != (n,):
-        raise ValueError(
-            f"loaded LBFGS state entry {name!r} has shape {arr.shape}, but the params have {n} "
-            "(real) elements: LBFGS's flat vectors have one entry per real number of the params"
-        )
-    return arr
 
 
 class LBFGS(Optimizer):
@@ -189,94 +142,3 @@ class LBFGS(Optimizer):
         )
         self._opt_leaves, self._states = list(leaves), list(states)
         return loss if aux is None else (loss, aux[0])
-
-    # ------------------------------------------------------------------ state (torch's layout)
-    def _expected_state_keys(self, g: int, fresh) -> None:
-        return None  # _import_group validates torch's LBFGS keys itself
-
-    def _export_group(self, g: int) -> list[dict]:
-        out = [dict() for _ in self.param_groups[g]["params"]]
-        state: LBFGSState = self._states[g]
-        func_evals, n_iter = int(state.func_evals), int(state.n_iter)
-        if func_evals == 0 and n_iter == 0:
-            return out  # torch: no entry before the first step
-        entry = out[0]
-        entry["func_evals"], entry["n_iter"] = func_evals, n_iter
-        if n_iter >= 1:
-            old_dirs, old_stps, ro = lbfgs_history(state)
-            entry.update(
-                d=state.d, t=float(state.t), old_dirs=list(old_dirs), old_stps=list(old_stps), ro=list(ro),
-                H_diag=state.H_diag, prev_flat_grad=state.prev_flat_grad, prev_loss=float(state.prev_loss),
-            )
-        if n_iter >= 2:  # torch creates `al` at its first L-BFGS direction; filled below len(old_dirs)
-            hlen = int(state.history_len)
-            entry["al"] = [state.al[i] if i < hlen else None for i in range(state.al.shape[0])]
-        return out
-
-    def _import_group(self, g: int, fresh: LBFGSState, per_param: list[dict]) -> LBFGSState:
-        """`fresh` with a torch-layout entry (under the first param) written in (pure)."""
-        entry = per_param[0] if per_param else {}
-        others = [i for i, d in enumerate(per_param) if i > 0 and d]
-        if others:
-            ids = [self._ids(g)[i] for i in others]
-            raise ValueError(
-                f"loaded LBFGS state has entries for params {ids}: LBFGS keeps its whole state "
-                "under the first param (torch's layout)"
-            )
-        unknown = set(entry) - {"func_evals", "n_iter", "al", *_ITER_KEYS}
-        if unknown:
-            raise ValueError(f"loaded LBFGS state has unknown entries {sorted(unknown)}")
-        n, m = fresh.d.shape[0], fresh.ro.shape[0]
-        dtype = fresh.d.dtype
-        new = {}
-        new["func_evals"] = np.asarray(_host_int(entry.get("func_evals", 0), "func_evals"), np.int32)
-        new["n_iter"] = np.asarray(_host_int(entry.get("n_iter", 0), "n_iter"), np.int32)
-        present = [k for k in _ITER_KEYS if k in entry]
-        if present and len(present) != len(_ITER_KEYS):
-            missing = [k for k in _ITER_KEYS if k not in entry]
-            raise ValueError(f"loaded LBFGS state has {present} but lacks {missing} (torch writes them together)")
-        if present:
-            new["d"] = _host_vector(entry["d"], "d", n)
-            new["prev_flat_grad"] = _host_vector(entry["prev_flat_grad"], "prev_flat_grad", n)
-            for key in ("t", "H_diag", "prev_loss"):
-                new[key] = _host_scalar(entry[key], key)
-            lists = {k: entry[k] for k in ("old_dirs", "old_stps", "ro")}
-            for k, value in lists.items():
-                if not isinstance(value, (list, tuple)):
-                    raise TypeError(f"loaded LBFGS state entry {k!r} must be a list, got {type(value).__name__}")
-            k = len(lists["old_dirs"])
-            if len(lists["old_stps"]) != k or len(lists["ro"]) != k:
-                raise ValueError(
-                    f"loaded LBFGS state has {k} old_dirs, {len(lists['old_stps'])} old_stps and "
-                    f"{len(lists['ro'])} ro entries; they must have the same length"
-                )
-            drop = max(k - m, 0)  # keep the newest history_size pairs
-            kept = k - drop
-            old_dirs, old_stps, ro = np.zeros((m, n)), np.zeros((m, n)), np.zeros((m,))
-            for i in range(kept):
-                old_dirs[i] = _host_vector(lists["old_dirs"][drop + i], f"old_dirs[{drop + i}]", n)
-                old_stps[i] = _host_vector(lists["old_stps"][drop + i], f"old_stps[{drop + i}]", n)
-                ro[i] = _host_scalar(lists["ro"][drop + i], f"ro[{drop + i}]")
-            new.update(old_dirs=old_dirs, old_stps=old_stps, ro=ro,
-                       history_start=np.asarray(0, np.int32), history_len=np.asarray(kept, np.int32))
-        if "al" in entry:
-            al_list = entry["al"]
-            if not isinstance(al_list, (list, tuple)):
-                raise TypeError(f"loaded LBFGS state entry 'al' must be a list, got {type(al_list).__name__}")
-            al = np.zeros((m,))
-            for i, a in enumerate(list(al_list)[drop if present else 0:][:m]):
-                if a is not None:
-                    al[i] = _host_scalar(a, f"al[{i}]")
-            new["al"] = al
-        fields = {}
-        for name, like in zip(LBFGSState._fields, fresh):
-            if name in new:
-                value = new[name]
-                arr_dtype = like.dtype if np.issubdtype(like.dtype, np.integer) else dtype
-                value = jnp.asarray(value, arr_dtype)
-                # Placed like the fresh leaf; an uncommitted one stays uncommitted (a committed
-                # input would be a new jit cache key: a recompile of the step).
-                fields[name] = jax.device_put(value, like.sharding) if like.committed else value
-            else:
-                fields[name] = like
-        return LBFGSState(**fields)

@@ -24,6 +24,7 @@ from optax_like.core import tree as tree_lib
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformationExtraArgs
 from optax_like.core.hyperparams import integer_args
+from optax_like.core.torch_layout import declare_torch_state, host_array
 from optax_like.transforms.line_search import (
     StrongWolfeState,
     strong_wolfe_absorb,
@@ -74,6 +75,123 @@ class LBFGSState(NamedTuple):
     history_start: jax.Array  # int32: ring-buffer row of the oldest entry
     history_len: jax.Array  # int32: len(old_dirs)
     orig_loss: jax.Array  # loss at the start of the latest step
+
+
+# torch's state keys, in the order torch's step writes them (`al` is created lazily).
+_ITER_KEYS = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
+
+
+def _torch_entry(state: LBFGSState) -> dict:
+    """torch's `optimizer.state[params[0]]` for `state` ({} before the first step): `func_evals`,
+    `n_iter` (Python ints); after the first iteration `d, t, old_dirs, old_stps, ro, H_diag,
+    prev_flat_grad, prev_loss` (lists oldest first; `t`, `prev_loss` Python floats); after the
+    second `al` (padded with None like torch's)."""
+    func_evals, n_iter = int(state.func_evals), int(state.n_iter)
+    if func_evals == 0 and n_iter == 0:
+        return {}  # torch: no entry before the first step
+    entry: dict = {"func_evals": func_evals, "n_iter": n_iter}
+    if n_iter >= 1:
+        old_dirs, old_stps, ro = lbfgs_history(state)
+        entry.update(
+            d=state.d, t=float(state.t), old_dirs=list(old_dirs), old_stps=list(old_stps), ro=list(ro),
+            H_diag=state.H_diag, prev_flat_grad=state.prev_flat_grad, prev_loss=float(state.prev_loss),
+        )
+    if n_iter >= 2:  # torch creates `al` at its first L-BFGS direction; filled below len(old_dirs)
+        hlen = int(state.history_len)
+        entry["al"] = [state.al[i] if i < hlen else None for i in range(state.al.shape[0])]
+    return entry
+
+
+def _host(x, name: str) -> np.ndarray:
+    """A loaded entry (torch tensor, array, Python number) as a real NumPy array (a copy)."""
+    arr = host_array(x, f"loaded LBFGS state entry {name!r}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"loaded LBFGS state entry {name!r} is complex; LBFGS state is real.")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_ or arr.dtype == jnp.bfloat16):
+        raise TypeError(f"loaded LBFGS state entry {name!r} is not numeric: {x!r}")
+    return arr
+
+
+def _host_scalar(x, name: str) -> np.ndarray:
+    arr = _host(x, name)
+    if arr.size != 1:
+        raise ValueError(f"loaded LBFGS state entry {name!r} must be a scalar, got shape {arr.shape}")
+    return arr.reshape(())
+
+
+def _host_int(x, name: str) -> int:
+    value = float(_host_scalar(x, name).astype(np.float64))
+    if not np.isfinite(value) or value != int(value) or value < 0 or value > np.iinfo(np.int32).max:
+        raise ValueError(f"loaded LBFGS state entry {name!r} must be a non-negative integer, got {x!r}")
+    return int(value)
+
+
+def _host_vector(x, name: str, n: int) -> np.ndarray:
+    arr = _host(x, name)
+    if arr.shape != (n,):
+        raise ValueError(
+            f"loaded LBFGS state entry {name!r} has shape {arr.shape}, but the params have {n} "
+            "(real) elements: LBFGS's flat vectors have one entry per real number of the params"
+        )
+    return arr
+
+
+def _from_torch_entry(fresh: LBFGSState, entry: dict) -> LBFGSState:
+    """`fresh` with torch's LBFGS entry (`_torch_entry`'s layout; tensors or arrays) written in,
+    host arrays in `fresh`'s dtypes (pure). A history longer than `history_size` keeps the newest
+    pairs."""
+    unknown = set(entry) - {"func_evals", "n_iter", "al", *_ITER_KEYS}
+    if unknown:
+        raise ValueError(f"loaded LBFGS state has unknown entries {sorted(unknown)}")
+    n, m = fresh.d.shape[0], fresh.ro.shape[0]
+    new = {}
+    new["func_evals"] = _host_int(entry.get("func_evals", 0), "func_evals")
+    new["n_iter"] = _host_int(entry.get("n_iter", 0), "n_iter")
+    present = [k for k in _ITER_KEYS if k in entry]
+    if present and len(present) != len(_ITER_KEYS):
+        missing = [k for k in _ITER_KEYS if k not in entry]
+        raise ValueError(f"loaded LBFGS state has {present} but lacks {missing} (torch writes them together)")
+    drop = 0
+    if present:
+        new["d"] = _host_vector(entry["d"], "d", n)
+        new["prev_flat_grad"] = _host_vector(entry["prev_flat_grad"], "prev_flat_grad", n)
+        for key in ("t", "H_diag", "prev_loss"):
+            new[key] = _host_scalar(entry[key], key)
+        lists = {k: entry[k] for k in ("old_dirs", "old_stps", "ro")}
+        for k, value in lists.items():
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"loaded LBFGS state entry {k!r} must be a list, got {type(value).__name__}")
+        k = len(lists["old_dirs"])
+        if len(lists["old_stps"]) != k or len(lists["ro"]) != k:
+            raise ValueError(
+                f"loaded LBFGS state has {k} old_dirs, {len(lists['old_stps'])} old_stps and "
+                f"{len(lists['ro'])} ro entries; they must have the same length"
+            )
+        drop = max(k - m, 0)  # keep the newest history_size pairs
+        kept = k - drop
+        old_dirs, old_stps, ro = np.zeros((m, n)), np.zeros((m, n)), np.zeros((m,))
+        for i in range(kept):
+            old_dirs[i] = _host_vector(lists["old_dirs"][drop + i], f"old_dirs[{drop + i}]", n)
+            old_stps[i] = _host_vector(lists["old_stps"][drop + i], f"old_stps[{drop + i}]", n)
+            ro[i] = _host_scalar(lists["ro"][drop + i], f"ro[{drop + i}]")
+        new.update(old_dirs=old_dirs, old_stps=old_stps, ro=ro, history_start=0, history_len=kept)
+    if "al" in entry:
+        al_list = entry["al"]
+        if not isinstance(al_list, (list, tuple)):
+            raise TypeError(f"loaded LBFGS state entry 'al' must be a list, got {type(al_list).__name__}")
+        al = np.zeros((m,))
+        for i, a in enumerate(list(al_list)[drop:][:m]):
+            if a is not None:
+                al[i] = _host_scalar(a, f"al[{i}]")
+        new["al"] = al
+    return LBFGSState(**{
+        name: np.asarray(new[name]).astype(like.dtype) if name in new else like
+        for name, like in zip(LBFGSState._fields, fresh)
+    })
+
+
+# torch keeps LBFGS's whole state as one dict under the first param.
+declare_torch_state(LBFGSState, export=_torch_entry, load=_from_torch_entry)
 
 
 def lbfgs_history(state: LBFGSState):
