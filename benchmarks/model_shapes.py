@@ -18,8 +18,9 @@ state donated, on the CPU device. Columns:
 - step time: the implementations of one row are timed round-robin (one step of each, repeated
   `--reps` times; load changes hit all alike), medians.
 - compile time: `jit(step).lower(...).compile()` from scratch (a new optimizer and a new step
-  function each time: no cache), `--compiles` times per library, the libraries alternated;
-  medians. Includes tracing and lowering of the step, not `init` (run eagerly once).
+  function each time: no cache), `--compiles` (3) times per library (2 for the 2000-leaf tree,
+  `--others-compiles` (1) for the other optimizers), the libraries alternated; medians.
+  Includes tracing and lowering of the step, not `init` (run eagerly once).
 - program stats, from the same lowering and compiled executable (deterministic): StableHLO ops
   per leaf, fusions and distinct kernels (fused computations that differ after renaming; XLA:CPU
   emits one kernel per distinct one), values moved per param (bytes read and written by the
@@ -180,6 +181,9 @@ def _other_optimizers():
 # Left out of the other-optimizers table: Muon is compute-bound (Newton-Schulz matmuls on every
 # 2-D leaf: minutes per step on ResNet-50's fc on 2 cpus) and SparseAdam needs sparse gradients;
 # both have their row in benchmarks/all_optimizers.py.
+# The 2000-leaf tree compiles in ~13 s per Adam step on 2 cpus: fewer fresh compiles there.
+MANY_LEAF_COMPILES = 2
+
 LEFT_OUT = "muon (compute-bound Newton-Schulz) and sparse_adam (sparse grads): see all_optimizers.py"
 
 
@@ -385,8 +389,10 @@ def copy_gbs(device, n=1 << 25, reps=10) -> float:
 
 
 # ------------------------------------------------------------------------------------- rows
-def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False, time_steps=True):
-    """One row: compile times (alternated), program stats, step times (round-robin)."""
+def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False, time_steps=True,
+            compiles=None, arrays=None):
+    """One row: compile times (`compiles` fresh ones per library, alternated), program stats,
+    step times (round-robin) on `arrays` (host params and grads; made here when None)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -401,7 +407,7 @@ def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False,
     param_bytes = 4 * n_params
     compile_s = collections.defaultdict(list)
     last = {}
-    for _ in range(args.compiles):
+    for _ in range(compiles or args.compiles):
         for lib, (factory, apply) in libs.items():
             seconds, lowered, compiled, tx = fresh_compile(factory, apply, shapes, device)
             compile_s[lib].append(seconds)
@@ -412,7 +418,7 @@ def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False,
         row[f"{lib}_stats"] = program_stats(lowered, compiled, len(shapes), param_bytes)
     if not time_steps:
         return row
-    host_params, host_grads = host_arrays(shapes)
+    host_params, host_grads = arrays if arrays is not None else host_arrays(shapes)
     grads = [jax.device_put(jnp.asarray(g), device) for g in host_grads]
     runs = {}
     for lib, (lowered, compiled, tx) in last.items():
@@ -590,6 +596,7 @@ def main(argv=None):
     parser.add_argument("--others", default=None, help="comma separated other optimizers (default: all; 'none')")
     parser.add_argument("--reps", type=int, default=None, help="round-robin step repeats (default 11; --quick 3)")
     parser.add_argument("--compiles", type=int, default=None, help="fresh compiles per library (default 3; --quick 1)")
+    parser.add_argument("--others-compiles", type=int, default=1, help="fresh compiles per library, other optimizers")
     parser.add_argument("--quick", action="store_true", help="smoke run: reduced shapes, few repeats")
     parser.add_argument("--program", action="store_true", help="compile times and program stats only (no steps)")
     parser.add_argument("--no-gpu", action="store_true", help="leave out the GPU section")
@@ -630,29 +637,38 @@ def main(argv=None):
         "",
     ]
     print("\n".join(out), flush=True)
-    compile_rows = []
-    for opt_name in opt_names:
-        rows = []
-        for shape_name in shape_names:
-            shapes = model_shapes(shape_name, args.quick)
+    rows = {opt_name: [] for opt_name in opt_names}
+    for shape_name in shape_names:  # shapes outside: one set of host arrays per shape
+        shapes = model_shapes(shape_name, args.quick)
+        arrays = None if args.program else host_arrays(shapes)
+        for opt_name in opt_names:
             row = measure(opt_name, main_specs[opt_name], shapes, args, cpu, bandwidth,
-                          with_adapter=(opt_name == "adam"), time_steps=not args.program)
+                          with_adapter=(opt_name == "adam"), time_steps=not args.program,
+                          compiles=min(args.compiles, MANY_LEAF_COMPILES) if len(shapes) > 1000 else None,
+                          arrays=arrays)
             row["shape"] = shape_name
-            rows.append(row)
-            compile_rows.append(row)
+            rows[opt_name].append(row)
             print(f"# {opt_name} {shape_name}: done at {time.perf_counter() - started:.0f} s, load {load()}", flush=True)
-        if not args.program:
-            block = [f"### {opt_name}: step time", "", *step_table(rows), ""]
+        del arrays
+        gc.collect()
+    if not args.program:
+        for opt_name in opt_names:
+            block = [f"### {opt_name}: step time", "", *step_table(rows[opt_name]), ""]
             print("\n".join(block), flush=True)
             out += block
-    block = ["### compile time and compiled program (same runs)", "", *compile_table(compile_rows), ""]
+    compile_rows = [row for opt_name in opt_names for row in rows[opt_name]]
+    block = ["### compile time and compiled program (same runs)", "",
+             f"Medians of {args.compiles} fresh compiles per library ({min(args.compiles, MANY_LEAF_COMPILES)} "
+             "for the 2000-leaf tree, whose compiles take tens of seconds).", "", *compile_table(compile_rows), ""]
     print("\n".join(block), flush=True)
     out += block
     if others:
         shapes = model_shapes(args.others_shape, args.quick)
+        arrays = None if args.program else host_arrays(shapes)
         rows = []
         for opt_name in others:
-            row = measure(opt_name, other_specs[opt_name], shapes, args, cpu, bandwidth, time_steps=not args.program)
+            row = measure(opt_name, other_specs[opt_name], shapes, args, cpu, bandwidth, time_steps=not args.program,
+                          compiles=args.others_compiles, arrays=arrays)
             rows.append(row)
             print(f"# {opt_name} {args.others_shape}: done at {time.perf_counter() - started:.0f} s, load {load()}",
                   flush=True)
