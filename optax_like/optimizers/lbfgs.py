@@ -272,7 +272,6 @@ def _check_int(value, name):
     raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
 
 
-@integer_args("max_iter", "max_eval", "history_size")
 def _check_history_bytes(history_size: int, n: int, dtype) -> None:
     """Refuses, before allocating, history buffers larger than MAX_HISTORY_BYTES."""
     itemsize = jnp.dtype(dtype).itemsize
@@ -287,6 +286,7 @@ def _check_history_bytes(history_size: int, n: int, dtype) -> None:
         )
 
 
+@integer_args("max_iter", "max_eval", "history_size")
 def lbfgs(
     lr: Any = 1,
     max_iter: int = 20,
@@ -333,8 +333,15 @@ def lbfgs(
     them on one device), and `value_fn` and the updates see each param's own sharding.
 
     Precision: the arithmetic runs in the params' dtype, like torch's tensors. torch keeps the
-    loss as a Python float (float64); here it is cast to the params' dtype, which only changes
-    `|f - f_prev| < tolerance_change` (float32: compared in float32 rather than float64).
+    loss as a Python float (float64) of the float32 closure value; here it stays in the params'
+    dtype, and `|f - f_prev| < tolerance_change` decides the same (the difference of two float32
+    values within 2x of each other is exact in float32). torch's other checks compare float32
+    tensors with Python floats in float32, as here. In float32 the iteration counts can still
+    differ from torch's: its reductions (`|g|_1` in the first step size, dot products) sum in
+    another order, so iterates differ by an ulp, and near a minimum `|f - f_prev| < 1e-9` means
+    `f == f_prev` for |f| > ~1e-2, which an ulp decides (measured: `min(1, 1/|g|_1)` one ulp
+    apart on the first iteration; iterates then bit-identical given torch's t, and 11 vs 10
+    iterations from a loss one ulp apart). float64 follows torch's counts.
 
     Differences from torch, all for inputs torch fails on: an unknown `line_search_fn` raises
     torch's RuntimeError("only 'strong_wolfe' is supported") here at construction (torch raises
