@@ -7,8 +7,7 @@ import optax_like as ol
 from tests.parity.harness import assert_rejects_like_torch, run_parity
 
 CONFIGS = [
-    dict(),
-    dict(lr=0.01),
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.01, betas=(0.8, 0.9999), eps=1e-6),
     dict(lr=0.01, weight_decay=0.1),
     dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True),

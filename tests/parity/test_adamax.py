@@ -8,8 +8,7 @@ import optax_like as ol
 from tests.parity.harness import assert_converges_on_least_squares, run_parity
 
 CONFIGS = [
-    dict(),
-    dict(lr=0.1),
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.1, weight_decay=0.1),
     dict(lr=0.1, maximize=True),
     dict(lr=0.1, maximize=True, weight_decay=0.1),

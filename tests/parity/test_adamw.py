@@ -9,8 +9,7 @@ import optax_like as ol
 from tests.parity.harness import assert_converges_on_least_squares, run_parity
 
 CONFIGS = [
-    dict(),  # default weight_decay=1e-2 (Adam's is 0)
-    dict(lr=0.01),
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.01, weight_decay=0),
     dict(lr=0.01, weight_decay=0.5),
     dict(lr=0.01, betas=(0.8, 0.9999), eps=1e-6),

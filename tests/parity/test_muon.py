@@ -19,7 +19,7 @@ SHAPES = ((4, 3), (3, 7), (16, 16), (64, 32))
 RTOL = 1e-3  # relative, floor 1, after every one of 50 steps at lr = 0.02
 
 CONFIGS = [  # every option, combined to keep the compile count (and the file's runtime) low
-    dict(),
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.02, weight_decay=0.2),
     dict(lr=0.02, weight_decay=0.0, momentum=0.8, nesterov=False),
     dict(lr=0.02, momentum=0.8, ns_steps=6, ns_coefficients=(3.4, -4.7, 2.0)),

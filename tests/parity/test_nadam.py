@@ -9,7 +9,7 @@ import optax_like as ol
 from tests.parity.harness import assert_converges_on_least_squares, run_parity
 
 CONFIGS = [
-    dict(),
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.01),
     dict(lr=0.01, momentum_decay=6e-3),
     dict(lr=0.01, momentum_decay=0.0),

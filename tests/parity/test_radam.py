@@ -9,7 +9,7 @@ from optax_like.core import numerics
 from tests.parity.harness import assert_converges_on_least_squares, run_parity
 
 CONFIGS = [
-    dict(),  # beta2 = 0.999: momentum steps for t <= 5, rectified from t = 6
+    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
     dict(lr=0.01),
     dict(lr=0.01, eps=1e-6),
     dict(lr=0.01, weight_decay=0.1),
