@@ -417,3 +417,37 @@ def radam_first_rectified_step(beta2: Any) -> int | None:
         else:
             lo = mid
     return hi
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's `differentiable=True` scalar math (Adam/AdamW; added for issue 15.3). On that path
+# torch forms the bias corrections from its float32 `step` tensor, `1 - beta ** step`, so they
+# are float32 tensors (rounded at each op), not the Python floats of the default path.
+# ---------------------------------------------------------------------------------------------
+
+
+def is_python_number(x: Any) -> bool:
+    """True for a hyperparameter that torch would hold as a Python number: a host scalar, or a
+    traced value the adapter passes for one (`PreciseScalar`); False for an array (a Tensor)."""
+    return is_host_scalar(x) or isinstance(x, PreciseScalar)
+
+
+def float32_step_bias_correction(beta: Any, count: jax.Array) -> jax.Array:
+    """torch's `1 - beta ** step` with `step` its float32 state tensor: `float32(beta) **
+    float32(step)` rounded to float32 (computed in float64 where available, so correctly
+    rounded but for ties), then `1 - that` in float32. Returns a float32 0-d array."""
+    f32 = jnp.dtype(jnp.float32)
+    wide = jnp.promote_types(float_dtype(), f32)
+    b = jnp.asarray(scalar(beta, f32)).astype(wide)
+    t = jnp.asarray(count).astype(f32).astype(wide)
+    return 1 - jnp.power(b, t).astype(f32)
+
+
+def float32_product(a: jax.Array, b: Any) -> jax.Array:
+    """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
+    when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which
+    skips the product's rounding (one float32 ulp off torch's `1 - (a * b)`). The product goes
+    through a select (`x == x`, NaN kept) that the contraction cannot see through."""
+    f32 = jnp.dtype(jnp.float32)
+    product = jnp.asarray(a).astype(f32) * jnp.asarray(scalar(b, f32)).astype(f32)
+    return jnp.where(product == product, product, jnp.full((), jnp.nan, f32))

@@ -45,13 +45,18 @@ def adam(
     AMSGrad keeps the max of the bias-corrected v, which differs). torch counterpart:
     `torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     amsgrad=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
-    fused=None, decoupled_weight_decay=False)`; the kernel switches are accepted and ignored.
+    fused=None, decoupled_weight_decay=False)`; `foreach`, `capturable` and `fused` select
+    torch kernels and are accepted and ignored. `differentiable=True` reproduces torch's
+    differentiable path, whose bias corrections come from its float32 `step` tensor (2e-10 to
+    6e-7 relative from the default path in float64; `scale_by_adam(differentiable_lr=lr)`);
+    `jax.grad` through `update` (w.r.t. params, lr and the other hyperparameters) works with
+    either setting.
     lr, betas, eps and weight_decay may be schedules `count -> value`. Validation is torch's,
     including `betas must be either both floats or both Tensors` (here Tensors are jax/NumPy
     arrays; an int beta such as `betas=(0, 0.99)` is rejected as in torch; a schedule pairs with
     either kind).
     """
-    del foreach, capturable, differentiable, fused
+    del foreach, capturable, fused
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
     check_betas(betas)
@@ -62,7 +67,7 @@ def adam(
     return chain(
         *([negate()] if maximize else []),
         *([add_decayed_weights(weight_decay)] if decay and not decoupled_weight_decay else []),
-        scale_by_adam(betas[0], betas[1], eps, amsgrad),
-        scale_by_learning_rate(lr),
+        *([scale_by_adam(betas[0], betas[1], eps, amsgrad, differentiable_lr=lr)] if differentiable else
+          [scale_by_adam(betas[0], betas[1], eps, amsgrad), scale_by_learning_rate(lr)]),
         *([add_decoupled_weight_decay(lr, weight_decay)] if decay and decoupled_weight_decay else []),
     )

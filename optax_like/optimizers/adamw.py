@@ -36,9 +36,9 @@ def adamw(
     before this step, as torch's `param.mul_(1 - lr*wd)` does before `addcdiv_`; `lr*wd` is formed
     in float64 for host scalars. torch counterpart: `torch.optim.AdamW(params, lr=1e-3,
     betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, *, maximize=False,
-    foreach=None, capturable=False, differentiable=False, fused=None)`. `foreach`, `capturable`,
-    `differentiable` and `fused` select torch kernels: accepted and ignored (one XLA computation
-    serves all). lr, betas, eps and weight_decay may be schedules `count -> value`. Validation
+    foreach=None, capturable=False, differentiable=False, fused=None)`. `foreach`, `capturable`
+    and `fused` select torch kernels: accepted and ignored (one XLA computation serves all);
+    `differentiable=True` follows torch's differentiable path (see `adam`). lr, betas, eps and weight_decay may be schedules `count -> value`. Validation
     and its messages are Adam's (torch's AdamW inherits them).
     """
     return adam(

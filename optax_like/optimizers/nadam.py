@@ -42,10 +42,11 @@ def nadam(
     [add_decoupled_weight_decay]`. torch counterpart: `torch.optim.NAdam(params, lr=2e-3,
     betas=(0.9, 0.999), eps=1e-8, weight_decay=0, momentum_decay=4e-3,
     decoupled_weight_decay=False, *, foreach=None, maximize=False, capturable=False,
-    differentiable=False)`. `foreach`, `capturable` and `differentiable` select torch kernels:
-    accepted and ignored. lr, betas, eps, weight_decay and momentum_decay may be schedules.
+    differentiable=False)`. `foreach` and `capturable` select torch kernels: accepted and
+    ignored; `differentiable=True` follows torch's differentiable path, whose coefficients are
+    formed from the float32 `mu_product` tensor (`scale_by_nadam(differentiable_lr=lr)`). lr, betas, eps, weight_decay and momentum_decay may be schedules.
     """
-    del foreach, capturable, differentiable
+    del foreach, capturable
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
     check_betas(betas)
@@ -56,7 +57,7 @@ def nadam(
     return chain(
         *([negate()] if maximize else []),
         *([add_decayed_weights(weight_decay)] if decay and not decoupled_weight_decay else []),
-        scale_by_nadam(betas[0], betas[1], eps, momentum_decay),
-        scale_by_learning_rate(lr),
+        *([scale_by_nadam(betas[0], betas[1], eps, momentum_decay, differentiable_lr=lr)] if differentiable else
+          [scale_by_nadam(betas[0], betas[1], eps, momentum_decay), scale_by_learning_rate(lr)]),
         *([add_decoupled_weight_decay(lr, weight_decay)] if decay and decoupled_weight_decay else []),
     )

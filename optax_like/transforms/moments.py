@@ -36,6 +36,7 @@ def scale_by_adam(
     b2: ScalarOrSchedule = 0.999,
     eps: ScalarOrSchedule = 1e-8,
     amsgrad: bool = False,
+    differentiable_lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """Adam's direction, in torch's order of operations (without the learning rate):
 
@@ -47,6 +48,16 @@ def scale_by_adam(
 
     Complex params are treated as pairs of reals, as torch does. Steps are counted per leaf:
     a leaf whose update is None is skipped with its state untouched (torch's `grad is None`).
+
+    With `differentiable_lr` given, the block emits the whole step of torch's
+    `differentiable=True` path, learning rate included (no `scale_by_learning_rate` after it):
+
+        s    = lr / bc1,   bc_i = 1 - b_i^t   (float32: torch's float32 `step` tensor)
+        u    = m_t / (sqrt(v^) / (sqrt(bc2) * -s) + eps / -s)
+
+    where a Python-number lr is rounded to float32 with them and an array lr (torch's Tensor
+    lr) keeps its dtype (`numerics.is_python_number`). In float64 this differs from the
+    default path by 2e-10..6e-7 relative, as torch's two paths do.
     """
 
     def init(params):
@@ -61,9 +72,28 @@ def scale_by_adam(
 
     def update(updates, state, params=None):
         del params
-        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=differentiable_lr)
         bias_corrections = numerics.once_per_step(lambda t, dtype: (
             numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(numerics.bias_correction(h.b2, t, dtype))))
+
+        @numerics.once_per_step
+        def differentiable_scalars(t, dtype):
+            """torch's `sqrt(bc2) * -step_size` and `eps / -step_size`, as its differentiable
+            path rounds them (float32 bias corrections; the lr's own dtype for an array lr)."""
+            f32 = jnp.dtype(jnp.float32)
+            bc1 = numerics.float32_step_bias_correction(h.b1, t)
+            bc2 = numerics.float32_step_bias_correction(h.b2, t)
+            if numerics.is_python_number(h.lr):
+                kind = f32  # Python float / float32 tensor: `bc1.reciprocal() * lr`
+                step_size = (1 / bc1) * numerics.scalar(h.lr, f32)
+            else:
+                kind = jnp.result_type(numerics.plain(h.lr))
+                kind = jnp.promote_types(kind if jnp.issubdtype(kind, jnp.floating) else numerics.float_dtype(), f32)
+                step_size = numerics.scalar(h.lr, kind) / bc1.astype(kind)
+            negative = -step_size
+            scale = jnp.sqrt(bc2).astype(kind) * negative
+            shift = (1 / negative) * numerics.scalar(h.eps, kind)  # Python eps / tensor
+            return scale.astype(dtype), shift.astype(dtype)
 
         def math(leaf, g, m, v, vmax, t):
             dtype = leaf.dtype
@@ -76,6 +106,9 @@ def scale_by_adam(
                 # writes them in place and the update reads them, instead of recomputing them
                 # in the params' kernel (benchmarks/optimizer_step.py: ~1.5x on CPU).
                 m, v, vmax = jax.lax.optimization_barrier((m, v, vmax))
+            if differentiable_lr is not None:
+                scale, shift = differentiable_scalars(t, dtype)
+                return m / (jnp.sqrt(vmax if amsgrad else v) / scale + shift), m, v, vmax
             bc1, bc2_sqrt = bias_corrections(t, dtype)
             denom = jnp.sqrt(vmax if amsgrad else v) / bc2_sqrt + numerics.scalar(h.eps, dtype)
             return (m / bc1) / denom, m, v, vmax

@@ -46,6 +46,7 @@ def scale_by_nadam(
     b2: ScalarOrSchedule = 0.999,
     eps: ScalarOrSchedule = 1e-8,
     momentum_decay: ScalarOrSchedule = 4e-3,
+    differentiable_lr: ScalarOrSchedule | None = None,
 ) -> GradientTransformation:
     """NAdam's direction (Dozat, 2016), in torch's order of operations, without the lr:
 
@@ -67,6 +68,15 @@ def scale_by_nadam(
     param's two roundings per step against one drift by up to ~7e-7 relative over 50 steps).
     Complex params are pairs of reals; a None update leaf is skipped with its state (moments,
     `mu_product`, `step`) untouched.
+
+    With `differentiable_lr` given, the block emits the whole step of torch's
+    `differentiable=True` path (no `scale_by_learning_rate` after it): the coefficients, `-lr`
+    included, are formed from the float32 `mu_product` tensor as torch does there,
+
+        c_g = -lr (1 - mu_t) / (1 - P_t),   c_m = -lr mu_t+1 / (1 - P_t * mu_t+1)   (float32)
+        out = c_g * g / d + c_m * m_t / d
+
+    (an array lr, torch's Tensor lr, keeps its own dtype instead of float32).
     """
 
     def init(params):
@@ -80,7 +90,8 @@ def scale_by_nadam(
 
     def update(updates, state, params=None):
         del params
-        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, momentum_decay=momentum_decay,
+                        lr=differentiable_lr)
         steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
@@ -88,11 +99,29 @@ def scale_by_nadam(
         mu = steps.map(lambda t: _mu(h.b1, t, h.momentum_decay, wide))
         mu_next = steps.map(lambda t: _mu(h.b1, t + 1, h.momentum_decay, wide))
         # torch: float32 tensor *= mu
-        product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
+        if differentiable_lr is None:
+            product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
+        else:  # the product feeds `1 - product` below: rounded on its own, as torch's tensor
+            product = state.mu_product.map(numerics.float32_product, mu)
 
         def coefficients(t, p, m, m_next):
+            if differentiable_lr is not None:
+                return (t, *differentiable_coefficients(p, m, m_next))
             p = p.astype(wide)
             return t, (1.0 - m) / (1.0 - p), m_next / (1.0 - p * m_next)
+
+        def differentiable_coefficients(p, m, m_next):
+            """torch's differentiable path: Python-float numerators over float32 tensors
+            (`x / tensor` is `tensor.reciprocal() * x`), or tensors of an array lr's dtype."""
+            f32 = jnp.dtype(MU_PRODUCT_DTYPE)
+            p_next = numerics.float32_product(p, m_next)  # float32 tensor * Python float
+            if numerics.is_python_number(h.lr):
+                lr = numerics.scalar(h.lr, wide)
+                return tuple((1 / (1 - q)) * (-lr * x).astype(f32) for q, x in ((p, 1.0 - m), (p_next, m_next)))
+            kind = jnp.result_type(numerics.plain(h.lr))
+            kind = jnp.promote_types(kind if jnp.issubdtype(kind, jnp.floating) else numerics.float_dtype(), f32)
+            lr = numerics.scalar(h.lr, kind)
+            return tuple((-lr * x.astype(kind)) / (1 - q).astype(kind) for q, x in ((p, 1.0 - m), (p_next, m_next)))
 
         bias_correction2 = numerics.bias_correction_per_step(h.b2)
 
