@@ -4,22 +4,30 @@ A torch checkpoint (`torch.save(optimizer.state_dict(), path)`, read back with
 `torch.load(path, weights_only=True)`) has the layout `optax_like.optim` uses, with the same keys,
 so conversion is a change of array type:
 
-    opt = optax_like.optim.Adam(params, lr=...)          # same param order as the torch model
-    load_torch_state_dict(opt, torch.load("opt.pt", weights_only=True))
-    torch_opt.load_state_dict(to_torch_state_dict(opt))  # and back
+    params = {name: jnp.asarray(p.detach().numpy()) for name, p in model.named_parameters()}
+    opt = optax_like.optim.Adam(params, lr=...)
+    load_torch_state_dict(opt, torch.load("opt.pt", weights_only=True), source=model)
+    torch_opt.load_state_dict(to_torch_state_dict(opt, target=model))  # and back
 
-Param ids follow the leaves of each group's tree in `jax.tree.leaves` order (dicts sorted by
-key): give the params as a list in the torch model's `parameters()` order to line them up.
+torch matches saved state to params by position in its registration order; our ids follow the
+leaves of each group's tree in `jax.tree.leaves` order (dicts sorted by key: '10.weight' before
+'2.weight'). `source=`/`target=` (the model, `model.named_parameters()`, a torch optimizer built
+from them, or the names in torch's order) renumber by name so that each state lands on the param
+of the same name; without them a params dict whose order may not be torch's is refused (or
+loaded by the names torch saved). A list of params in `model.parameters()` order needs neither.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_like.optim._names import param_name
 from optax_like.optim._state_dict import host_array, plain
 
 _BFLOAT16 = np.dtype(jnp.bfloat16)
@@ -61,13 +69,181 @@ def from_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {"state": convert(state_dict["state"]), "param_groups": groups}
 
 
-def to_torch_state_dict(optimizer_or_state_dict: Any) -> dict[str, Any]:
+def _sorted_dict_in(tree: Any) -> str | None:
+    """Where `tree` (a group's params structure) has a dict of several keys whose leaves JAX
+    numbers in sorted key order (plain dicts, defaultdicts; an OrderedDict keeps its order), or None."""
+
+    def walk(node, path):
+        if node is None:
+            return None
+        if isinstance(node, dict) and not isinstance(node, collections.OrderedDict) and len(node) > 1:
+            return f"the dict at {path!r}" if path else "the params dict"
+        children = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
+        if len(children) == 1 and children[0][0] == ():
+            return None  # a leaf
+        for key_path, child in children:
+            found = walk(child, f"{path}.{param_name(key_path)}" if path else param_name(key_path))
+            if found:
+                return found
+        return None
+
+    return walk(tree, "")
+
+
+def _torch_order(target: Any, groups: list[dict]) -> tuple[list[list[str]], dict[str, int] | None]:
+    """Each group's param names in the order torch numbers them, from `target`: a torch optimizer
+    (its groups' `param_names`), a torch module (`named_parameters()`), or an iterable of
+    `(name, tensor)` pairs or of names (a model's order: each group keeps that relative order);
+    and the real element count of each named tensor where `target` has tensors."""
+    torch = _torch()
+    sizes = None
+    if isinstance(target, torch.optim.Optimizer):
+        if len(target.param_groups) != len(groups):
+            raise ValueError(
+                f"the torch optimizer has {len(target.param_groups)} param groups, the state dict {len(groups)}")
+        if any("param_names" not in group for group in target.param_groups):
+            raise ValueError(
+                "the torch optimizer's param groups carry no param_names, so its params cannot be matched "
+                "to ours by name: build it from model.named_parameters() (torch >= 2.5), or pass "
+                "target=model (or model.named_parameters(), or the list of names in its parameters() order)")
+        sizes = {n: _real_size(p) for group in target.param_groups for n, p in zip(group["param_names"], group["params"])}
+        return [list(group["param_names"]) for group in target.param_groups], sizes
+    if isinstance(target, torch.nn.Module):
+        target = target.named_parameters()
+    items = list(target)
+    if items and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in items):
+        sizes = {n: _real_size(p) for n, p in items}
+        order = [n for n, _ in items]
+    elif all(isinstance(x, str) for x in items):
+        order = list(items)
+    else:
+        raise TypeError(
+            "target must be a torch optimizer, a torch module, model.named_parameters() "
+            "((name, tensor) pairs) or a list of names")
+    if len(set(order)) != len(order):
+        raise ValueError("target names a param twice")
+    position = {n: i for i, n in enumerate(order)}
+    out = []
+    for g, group in enumerate(groups):
+        unknown = [n for n in group if n not in position]
+        if unknown:
+            raise ValueError(
+                f"param group {g} has params {unknown[:4]} that the target does not name (its names: "
+                f"{order[:4]}...): name the params as the torch model does (a dict keyed by "
+                "model.state_dict()'s names, or (name, param) pairs)")
+        out.append(sorted(group, key=position.__getitem__))
+    return out, sizes
+
+
+def _real_size(tensor: Any) -> int:
+    return int(tensor.numel()) * (2 if tensor.is_complex() else 1)
+
+
+def _permute_flat(value: Any, sizes: list[int], order: list[int]) -> np.ndarray:
+    """A flat vector over params (LBFGS's), segments of `sizes` in our order, in torch's `order`."""
+    arr = np.asarray(value)
+    bounds = np.cumsum([0, *sizes])
+    return np.concatenate([arr[bounds[i]:bounds[i + 1]] for i in order])
+
+
+def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dict[str, Any]:
     """An optax_like optimizer's state dict as torch expects it: tensors of the arrays' dtypes
     (bfloat16 included), float32 `step` scalars (Python ints stay ints: torch's SparseAdam
-    counts its steps so), lists (LBFGS's history) converted element by element."""
-    sd = optimizer_or_state_dict
-    if hasattr(sd, "state_dict"):
-        sd = sd.state_dict()
+    counts its steps so), lists (LBFGS's history) converted element by element.
+
+    torch's `load_state_dict` matches saved state to its params by POSITION (ids in its
+    registration order; it stores `param_names` but does not map by them). Our ids follow the
+    leaves of each group's tree, and JAX orders a dict's leaves by sorted key ('10.weight' before
+    '2.weight'; 'bias' before 'weight'), so a params dict rarely has torch's order. `target`
+    gives torch's order by name, and the ids are renumbered so that each state lands on the torch
+    param of the same name (our names: key paths such as "10.weight", or the given names):
+
+        torch_opt.load_state_dict(to_torch_state_dict(opt, target=model))   # or:
+        target=torch_opt  (built from model.named_parameters()),  target=model.named_parameters(),
+        target=[name, ...]  (torch's parameters() order)
+
+    LBFGS's flat vectors (`d`, `prev_flat_grad`, the history) are permuted to torch's param order
+    too (this needs the optimizer, or a target with tensors, for the params' sizes). Without a
+    target, a group whose order may not be torch's is refused, naming the fix: the optimizer's
+    params tree holds a dict of several keys, or a saved state dict carries `param_names` (ours
+    does exactly when the order is in question, or the params were given named). A saved state
+    dict without names is converted by position. `param_names` saved with a group are kept, in
+    torch's order.
+    """
+    source = optimizer_or_state_dict
+    optimizer = source if hasattr(source, "state_dict") else None
+    sd = source.state_dict() if optimizer is not None else source
+    groups = sd["param_groups"]
+    state = dict(sd["state"])
+    names: list[list[str] | None] = []
+    for g, group in enumerate(groups):
+        if optimizer is not None and hasattr(optimizer, "_param_names"):
+            names.append(list(optimizer._param_names[g]))
+        else:
+            names.append([str(n) for n in group["param_names"]] if "param_names" in group else None)
+    if target is None:
+        for g, group in enumerate(groups):
+            if optimizer is not None and hasattr(optimizer, "_group_defs"):
+                treedef = optimizer._group_defs[g]
+                where = _sorted_dict_in(treedef.unflatten([0] * treedef.num_leaves))
+                why = where and f"{where} has its leaves numbered in sorted key order (JAX's)"
+            else:
+                why = "param_names" in group and "it carries param_names (its order need not be torch's)"
+            if why:
+                raise ValueError(
+                    f"to_torch_state_dict: cannot tell which torch param gets which state of param group {g}: "
+                    f"{why}, while torch's load_state_dict matches by position in its registration order "
+                    "('2.weight' before '10.weight'). Pass target=model (or model.named_parameters(), a "
+                    "torch optimizer built from model.named_parameters(), or the list of names in "
+                    "torch's order) to renumber the params by name; or give the params to the "
+                    "optax_like optimizer as a list (or (name, param) pairs) in torch's order.")
+        orders = [list(range(len(group["params"]))) for group in groups]
+        sizes_by_name = None
+    else:
+        if any(n is None for n in names):
+            raise ValueError(
+                "to_torch_state_dict(..., target=...): the state dict carries no param_names to match "
+                "by; pass the optimizer itself")
+        torch_names, sizes_by_name = _torch_order(target, names)
+        orders = []
+        for g, (ours, theirs) in enumerate(zip(names, torch_names)):
+            if sorted(ours) != sorted(theirs) or len(set(ours)) != len(ours):
+                raise ValueError(
+                    f"param group {g}: the target's params {theirs[:4]}... are not this group's "
+                    f"{ours[:4]}... (same names, each once)")
+            index = {n: i for i, n in enumerate(ours)}
+            orders.append([index[n] for n in theirs])  # torch position j holds our param orders[g][j]
+
+    new_state: dict = {}
+    new_groups = []
+    offset = 0
+    for g, (group, order) in enumerate(zip(groups, orders)):
+        ids = list(group["params"])
+        n = len(ids)
+        identity = order == list(range(n))
+        entries = [state.pop(pid, None) for pid in ids]
+        first = entries[0] if entries else None
+        if not identity and first and "func_evals" in first:  # torch's LBFGS: one dict, flat vectors
+            sizes = _lbfgs_sizes(optimizer, g, names[g], sizes_by_name)
+            first = dict(first)
+            for key in ("d", "prev_flat_grad"):
+                if key in first:
+                    first[key] = _permute_flat(first[key], sizes, order)
+            for key in ("old_dirs", "old_stps"):
+                if key in first:
+                    first[key] = [_permute_flat(v, sizes, order) for v in first[key]]
+            entries = [first] + [None] * (n - 1)
+            order = list(range(n))
+        for j, i in enumerate(order):
+            if entries[i] is not None:
+                new_state[offset + j] = entries[i]
+        packed = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
+        if "param_names" in packed:
+            packed["param_names"] = [names[g][i] for i in order] if names[g] else packed["param_names"]
+        packed["params"] = list(range(offset, offset + n))
+        new_groups.append(packed)
+        offset += n
+    new_state.update(state)  # entries for no param of any group stay as saved (torch keeps them)
 
     def convert(key, value):
         if isinstance(value, (list, tuple)):
@@ -78,11 +254,40 @@ def to_torch_state_dict(optimizer_or_state_dict: Any) -> dict[str, Any]:
             return _tensor(np.asarray(value, np.float32))
         return _tensor(value)
 
-    state = {pid: {key: convert(key, value) for key, value in entry.items()} for pid, entry in sd["state"].items()}
-    return {"state": state, "param_groups": copy.deepcopy(sd["param_groups"])}
+    out_state = {pid: {key: convert(key, value) for key, value in entry.items()} for pid, entry in new_state.items()}
+    return {"state": out_state, "param_groups": new_groups}
 
 
-def load_torch_state_dict(optimizer, state_dict: dict[str, Any]) -> None:
+def _lbfgs_sizes(optimizer: Any, g: int, names: list[str], sizes_by_name: dict | None) -> list[int]:
+    """The real element count of each param of group g, in our order (LBFGS's flat segments)."""
+    if optimizer is not None and hasattr(optimizer, "_opt_leaves"):
+        leaves = [leaf for leaf in optimizer._opt_leaves[g] if leaf is not None]
+        return [int(np.size(leaf)) * (2 if jnp.iscomplexobj(leaf) else 1) for leaf in leaves]
+    if sizes_by_name is not None:
+        return [sizes_by_name[n] for n in names]
+    raise ValueError(
+        "to_torch_state_dict: LBFGS's flat state must be permuted to torch's param order, which needs "
+        "the params' sizes: pass the optimizer itself, or a target with tensors (the model)")
+
+
+def load_torch_state_dict(optimizer, state_dict: dict[str, Any], source: Any = None) -> None:
     """Loads a torch optimizer state dict into an `optax_like.optim` optimizer (atomic; the same
-    checks as `optimizer.load_state_dict`, whose messages name the param id and the key)."""
-    optimizer.load_state_dict(from_torch_state_dict(state_dict))
+    checks as `optimizer.load_state_dict`, whose messages name the param id and the key).
+
+    torch's ids follow its registration order. A state dict saved by a torch optimizer built from
+    `model.named_parameters()` carries `param_names` and loads by name. Otherwise pass `source`
+    (the torch model, `model.named_parameters()`, the torch optimizer built with names, or the
+    list of names in torch's order): its names are written into the loaded groups (in the saved
+    order), so that each saved state lands on our param of the same name (our names: key paths
+    such as "10.weight", or the given names)."""
+    converted = from_torch_state_dict(state_dict)
+    if source is not None:
+        ours = [list(names) for names in optimizer._param_names]
+        torch_names, _ = _torch_order(source, ours)
+        for g, (group, names) in enumerate(zip(converted["param_groups"], torch_names)):
+            if "param_names" not in group:
+                if len(names) != len(group["params"]):
+                    raise ValueError(
+                        f"loaded param group {g} has {len(group['params'])} params, the source names {len(names)}")
+                group["param_names"] = list(names)
+    optimizer.load_state_dict(converted)

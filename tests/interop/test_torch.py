@@ -105,3 +105,163 @@ def test_lbfgs_checkpoint_continues_in_torch(x64):
     topt.step(closure)
     opt.step(lambda params: rosenbrock(params[0], jnp))
     np.testing.assert_allclose(p.detach().numpy(), np.asarray(opt.params[0]), rtol=1e-8, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Param order: torch loads by position in its registration order; a params dict is numbered in
+# JAX's sorted key order ('0.bias' < '0.weight' < '1.bias' < '10.bias' < ... < '2.bias').
+_LAYERS, _WIDTH = 11, 3
+
+
+def _sequential(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(*[torch.nn.Linear(_WIDTH, _WIDTH) for _ in range(_LAYERS)]).double()
+
+
+def _data():
+    rng = np.random.default_rng(3)
+    return rng.normal(size=(5, _WIDTH)), rng.normal(size=(5, _WIDTH))
+
+
+def _torch_loss(model):
+    x, y = (torch.tensor(a) for a in _data())
+    for layer in model:
+        x = torch.tanh(layer(x))
+    return ((x - y) ** 2).sum()
+
+
+def _jax_loss(params):
+    x, y = (jnp.asarray(a) for a in _data())
+    for i in range(_LAYERS):
+        x = jnp.tanh(x @ params[f"{i}.weight"].T + params[f"{i}.bias"])
+    return ((x - y) ** 2).sum()
+
+
+def _params_dict(model, insertion):
+    items = [(n, jnp.asarray(p.detach().numpy())) for n, p in model.named_parameters()]
+    return dict(sorted(items) if insertion == "sorted" else items)
+
+
+def _torch_steps(model, topt, n):
+    for _ in range(n):
+        topt.zero_grad()
+        _torch_loss(model).backward()
+        topt.step()
+
+
+def _model_with(params):
+    model = _sequential(seed=1)
+    model.load_state_dict({n: torch.tensor(np.asarray(params[n])) for n, _ in model.named_parameters()})
+    return model
+
+
+def _assert_models_close(a, b, rtol):
+    for (na, pa), (nb, pb) in zip(a.named_parameters(), b.named_parameters()):
+        assert na == nb
+        np.testing.assert_allclose(pa.detach().numpy(), pb.detach().numpy(), rtol=rtol, atol=rtol)
+
+
+def test_sequential_names_sort_differently_from_registration_order():
+    names = [n for n, _ in _sequential().named_parameters()]
+    assert sorted(names) != names and names.index("2.weight") < names.index("10.weight")
+    assert list(_params_dict(_sequential(), "torch")) == names  # the dict keeps insertion order...
+    leaves = optim.Adam(_params_dict(_sequential(), "torch")).state_dict()["param_groups"][0]["param_names"]
+    assert leaves == sorted(names)  # ...JAX numbers its leaves by sorted key
+
+
+@pytest.mark.parametrize("target_kind, insertion", [
+    ("model", "torch"), ("named_parameters", "sorted"), ("torch_optimizer", "torch"), ("names", "sorted"),
+])
+def test_adam_dict_state_continues_in_torch_on_the_params_of_the_same_name(target_kind, insertion, x64):
+    """Ours (a params dict) -> torch (nn.Sequential of 11 layers) -> continue training in torch ==
+    an uninterrupted torch run (float64, 1e-12): every state lands on the param of its name."""
+    n, m, kwargs = 4, 3, dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.1)
+    reference = _sequential()
+    _torch_steps(reference, torch.optim.Adam(reference.parameters(), foreach=False, **kwargs), n + m)
+
+    opt = optim.Adam(_params_dict(_sequential(), insertion), **kwargs)
+    for _ in range(n):
+        opt.step(_jax_loss)
+    model = _model_with(opt.params)
+    named = target_kind == "torch_optimizer"
+    topt = torch.optim.Adam(model.named_parameters() if named else model.parameters(), foreach=False, lr=0.5)
+    target = {"model": model, "named_parameters": model.named_parameters(), "torch_optimizer": topt,
+              "names": [name for name, _ in model.named_parameters()]}[target_kind]
+    saved = to_torch_state_dict(opt, target=target)
+    assert saved["param_groups"][0]["params"] == list(range(2 * _LAYERS))
+    topt.load_state_dict(saved)
+    assert topt.state[model[10].weight]["exp_avg"].shape == (_WIDTH, _WIDTH)
+    assert topt.param_groups[0]["lr"] == 0.01
+    _torch_steps(model, topt, m)
+    _assert_models_close(model, reference, 1e-12)
+
+
+def test_to_torch_state_dict_refuses_an_ambiguous_order_and_names_the_fix(x64):
+    for insertion in ("torch", "sorted"):  # sorted insertion: no order issue in our dict, still not torch's
+        opt = optim.Adam(_params_dict(_sequential(), insertion), lr=0.01)
+        opt.step(_jax_loss)
+        with pytest.raises(ValueError, match=r"sorted key order.*target=model"):
+            to_torch_state_dict(opt)
+    opt = optim.Adam(_params_dict(_sequential(), "torch"), lr=0.01)
+    opt.step(_jax_loss)
+    with pytest.raises(ValueError, match="carries param_names"):
+        to_torch_state_dict(opt.state_dict())  # a saved dict with names: its order is in question
+    model = _model_with(opt.params)
+    with pytest.raises(ValueError, match="carry no param_names"):
+        to_torch_state_dict(opt, target=torch.optim.Adam(model.parameters()))
+    with pytest.raises(ValueError, match=r"does not name"):
+        to_torch_state_dict(opt, target=[n for n, _ in model.named_parameters()][:-1])
+    # The saved dict with its names converts with a target (names only: no tensors needed).
+    by_name = to_torch_state_dict(opt.state_dict(), target=model)
+    assert by_name["param_groups"][0]["param_names"] == [n for n, _ in model.named_parameters()]
+    # A list in torch's order needs no target.
+    listed = optim.Adam([jnp.asarray(p.detach().numpy()) for p in model.parameters()], lr=0.01)
+    listed.step(lambda ps: sum((p ** 2).sum() for p in ps))
+    assert sorted(to_torch_state_dict(listed)["state"]) == list(range(2 * _LAYERS))
+
+
+def test_torch_state_loads_into_a_params_dict_by_name_with_source(x64):
+    """torch (built from model.parameters(): no names saved) -> ours (a dict in sorted order) with
+    source=model -> continue in ours == uninterrupted torch (float64, 1e-12)."""
+    n, m, kwargs = 3, 3, dict(lr=0.02, momentum=0.9, nesterov=True, weight_decay=0.05)
+    reference = _sequential()
+    _torch_steps(reference, torch.optim.SGD(reference.parameters(), foreach=False, **kwargs), n + m)
+    model = _sequential()
+    topt = torch.optim.SGD(model.parameters(), foreach=False, **kwargs)
+    _torch_steps(model, topt, n)
+    opt = optim.SGD(_params_dict(model, "sorted"), lr=1.0)
+    load_torch_state_dict(opt, topt.state_dict(), source=model)
+    for _ in range(m):
+        opt.step(_jax_loss)
+    for name, p in reference.named_parameters():
+        np.testing.assert_allclose(np.asarray(opt.params[name]), p.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_lbfgs_dict_state_is_permuted_to_torch_order_and_continues_in_torch(x64):
+    """LBFGS's flat vectors and history follow our leaf order (sorted names): converted with a
+    target they are permuted to torch's param order and the entry moves to torch's first param."""
+    kwargs = dict(lr=0.5, max_iter=4, history_size=3)
+    reference = _sequential()
+    ropt = torch.optim.LBFGS(reference.parameters(), **kwargs)
+
+    def closure_of(model, topt):
+        def closure():
+            topt.zero_grad()
+            loss = _torch_loss(model)
+            loss.backward()
+            return loss
+        return closure
+
+    for _ in range(4):
+        ropt.step(closure_of(reference, ropt))
+    opt = optim.LBFGS(_params_dict(_sequential(), "torch"), **kwargs)
+    for _ in range(2):
+        opt.step(_jax_loss)
+    model = _model_with(opt.params)
+    topt = torch.optim.LBFGS(model.parameters(), **kwargs)
+    saved = to_torch_state_dict(opt, target=model)
+    assert list(saved["state"]) == [0]
+    topt.load_state_dict(saved)
+    for _ in range(2):
+        topt.step(closure_of(model, topt))
+    _assert_models_close(model, reference, 1e-10)
