@@ -71,6 +71,8 @@ def test_undeclared_state_is_an_error_naming_the_field():
     (dict(buffers=("a",), scalars={"step": "float64"}, internal={"count": STEPS_TAKEN}, started="step"), "unknown kinds"),
     (dict(buffers=("a",), scalars={"step": STEP}, internal={"count": STEPS_TAKEN}), "started="),
     (dict(buffers=("a",), scalars={"step": STEP}, internal={"count": STEPS_TAKEN}, started="a"), "started='a'"),
+    (dict(export=lambda state: {}), "both export and load"),
+    (dict(buffers=("a",), export=lambda state: {}, load=lambda fresh, entry: fresh), "declares no buffers"),
 ])
 def test_declarations_are_checked_at_import(kwargs, message):
     class S(NamedTuple):
@@ -81,6 +83,31 @@ def test_declarations_are_checked_at_import(kwargs, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         declare_torch_state(S, **kwargs)
     assert torch_layout.torch_layout_of(S((), (), ())) is None
+
+
+def test_lbfgs_state_is_declared_global_and_goes_through_the_one_converter(x64):
+    """LBFGS's state is one torch dict under the first param (TorchLayout's global form): the
+    class has no state methods of its own; the converter exports it under the first id, loads it
+    from there and refuses an entry under another param, naming it and the first."""
+    for method in ("_export_group", "_import_group", "_expected_state_keys"):
+        assert method not in vars(optim.LBFGS)
+    params = [jnp.arange(3.0), jnp.ones((2, 2))]
+    opt = optim.LBFGS(params, history_size=2)
+    (node, layout), = _state_dict._declared_nodes(opt._states[0])
+    assert layout.is_global and not layout.fields()
+    assert opt.state_dict()["state"] == {}  # torch: no entry before the first step
+    opt.step(lambda ps: sum(((p - 1.0) ** 4).sum() for p in ps))
+    saved = opt.state_dict()
+    assert list(saved["state"]) == [0] and saved["state"][0]["d"].shape == (7,)
+    assert _state_dict.expected_keys(opt._states[0], opt._group_defs[0], opt._opt_leaves[0]) is None
+    moved = {"state": {1: saved["state"][0]}, "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=re.escape("entries for params [1]: LBFGSState keeps its whole state under the first param 0")):
+        opt.load_state_dict(moved)
+    twin = optim.LBFGS([jnp.asarray(p) for p in opt.params], history_size=2)
+    twin.load_state_dict(saved)
+    for key in ("d", "prev_flat_grad", "H_diag"):
+        np.testing.assert_array_equal(np.asarray(twin.state[0][key]), np.asarray(saved["state"][0][key]))
+    assert twin.state[0]["n_iter"] == saved["state"][0]["n_iter"]
 
 
 def test_internal_counters_are_rebuilt_by_their_rule():
