@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -68,7 +69,8 @@ def chained_scheduler(schedules: Sequence[Callable]):
     in a chain eta_min is added at every step, after the other schedulers' factors. A chain of
     several schedules containing a `cosine_annealing_lr` replays torch's recursion step by step
     (each schedule's step in the chain's order, the others as the factor
-    `schedule(n) / schedule(n - 1)`): O(count) work per evaluation, a `lax.fori_loop` under jit.
+    `schedule(n) / schedule(n - 1)`): O(count) work per evaluation, in Python floats as torch
+    for a concrete count, a `lax.fori_loop` under jit.
     torch's closed-form schedulers (LambdaLR, CyclicLR, OneCycleLR, CosineAnnealingWarmRestarts,
     SWALR) overwrite the lr instead of scaling it, so a chain containing them is order-dependent
     in torch and not reproduced here. Each schedule must carry `initial_lr` (all of
@@ -108,12 +110,35 @@ def chained_scheduler(schedules: Sequence[Callable]):
         ratio = (1 + jnp.cos(jnp.pi * nf / T_max)) / (1 + jnp.cos(jnp.pi * (nf - 1) / T_max))
         return jnp.where(restart, added, ratio * (value - eta_min) + eta_min)
 
+    def host_recursion(count):
+        """torch's own arithmetic: Python floats, for a concrete count."""
+        value = float(product(0))
+        previous = [float(s(0)) for s in schedules]
+        for n in range(1, count + 1):
+            for i, s in enumerate(schedules):
+                if hasattr(s, "torch_recursion"):
+                    T_max, eta_min = s.torch_recursion
+                    if (n - 1 - T_max) % (2 * T_max) == 0:
+                        value = value + (s.initial_lr - eta_min) * (1 - math.cos(math.pi / T_max)) / 2
+                    else:
+                        value = ((1 + math.cos(math.pi * n / T_max)) / (1 + math.cos(math.pi * (n - 1) / T_max))
+                                 * (value - eta_min) + eta_min)
+                    continue
+                current = float(s(n))
+                if previous[i] != 0:  # a factor stuck at 0 keeps the lr (torch's recursions)
+                    value = value * (current / previous[i])
+                previous[i] = current
+        return jnp.asarray(value, numerics.float_dtype())
+
     def recursive(count):
         def body(n, value):
             for s in schedules:
                 value = torch_step(s, n, value)
             return value
 
+        concrete = concrete_count(count)
+        if concrete is not None:
+            return host_recursion(concrete)
         n = jnp.asarray(count)
         if not jnp.issubdtype(n.dtype, jnp.integer):
             n = n.astype(jnp.asarray(0).dtype)

@@ -258,3 +258,13 @@ def test_cases_are_torch_tests():
     names = list(CASES) + list(PLATEAU)
     assert all(n.startswith("test_") or n.endswith("(ours)") for n in names)
     assert len(names) == len(set(names)) >= 60
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if "cosanneal" in n])
+def test_chained_cosine_under_jit_matches_torch(name, x64):
+    """A chain holding a cosine_annealing_lr replays torch's recursion: on Python floats for a
+    concrete count, in a `lax.fori_loop` for a traced one (issue 15.6); both match torch."""
+    epochs, build, functional = CASES[name]
+    theirs = _run_class(torch_lrs, _torch_optimizer(), build, epochs)
+    schedule = jax.jit(functional(LRS[0], 0))
+    _assert_close(np.array([float(schedule(n)) for n in range(epochs + 1)]), theirs[:, 0, 0], 1e-12)
