@@ -38,7 +38,9 @@ def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
         if isinstance(leaf, dict):
             assert all(x is None or x.dtype == dtype for x in leaf.values()), field
     assert all(p.dtype == dtype for p in jax.tree.leaves(params))
-    reference, _ = run(tx, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
+    # A second jitted update function: `run` checks that its own compiled once.
+    fresh = ol.GradientTransformation(tx.init, lambda *args: tx.update(*args))
+    reference, _ = run(fresh, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
     for k in PARAMS:
         np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
 

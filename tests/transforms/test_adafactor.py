@@ -50,7 +50,7 @@ def test_update_needs_params():
 def test_none_gradient_skips_the_leaf():
     params = {"a": jnp.ones((2, 2)), "b": jnp.ones((3,))}
     tx = ol.adafactor()
-    updates, state = tx.update({"a": jnp.ones((2, 2)), "b": None}, tx.init(params), params)
+    updates, state = tx.update({"a": jnp.ones((2, 2)), "b": None}, ol.per_leaf_scalars(tx.init(params)), params)
     assert updates["b"] is None and state[0].step.tolist() == [1, 0]
     assert np.array_equal(np.asarray(state[0].variance["b"]), np.zeros(3))
 

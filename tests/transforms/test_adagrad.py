@@ -24,7 +24,7 @@ def test_first_steps_by_hand():
 
 def test_lr_decay_follows_each_leafs_own_step():
     tx = ol.scale_by_adagrad(1.0, lr_decay=1.0)
-    state = tx.init({"a": jnp.zeros(1), "b": jnp.zeros(1)})
+    state = ol.per_leaf_scalars(tx.init({"a": jnp.zeros(1), "b": jnp.zeros(1)}))  # None gradients ahead
     _, state = tx.update({"a": jnp.ones(1), "b": None}, state)
     u, state = tx.update({"a": jnp.ones(1), "b": jnp.ones(1)}, state)
     np.testing.assert_allclose(u["a"], [-0.5 / np.sqrt(2.0)], rtol=1e-6)  # a's 2nd step: clr = 1/2
@@ -50,7 +50,9 @@ def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
         if isinstance(leaf, dict):
             assert all(x is None or x.dtype == dtype for x in leaf.values()), field
     assert all(p.dtype == dtype for p in jax.tree.leaves(params))
-    reference, _ = run(tx, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
+    # A second jitted update function: `run` checks that its own compiled once.
+    fresh = ol.GradientTransformation(tx.init, lambda *args: tx.update(*args))
+    reference, _ = run(fresh, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
     for k in PARAMS:
         np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
 
