@@ -90,7 +90,7 @@ def _sorted_dict_in(tree: Any) -> str | None:
     return walk(tree, "")
 
 
-def _torch_order(target: Any, groups: list[dict]) -> tuple[list[list[str]], dict[str, int] | None]:
+def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]], dict[str, int] | None]:
     """Each group's param names in the order torch numbers them, from `target`: a torch optimizer
     (its groups' `param_names`), a torch module (`named_parameters()`), or an iterable of
     `(name, tensor)` pairs or of names (a model's order: each group keeps that relative order);
@@ -106,7 +106,8 @@ def _torch_order(target: Any, groups: list[dict]) -> tuple[list[list[str]], dict
                 "the torch optimizer's param groups carry no param_names, so its params cannot be matched "
                 "to ours by name: build it from model.named_parameters() (torch >= 2.5), or pass "
                 "target=model (or model.named_parameters(), or the list of names in its parameters() order)")
-        sizes = {n: _real_size(p) for group in target.param_groups for n, p in zip(group["param_names"], group["params"])}
+        sizes = {n: _real_size(p) for group in target.param_groups
+                 for n, p in zip(group["param_names"], group["params"])}
         return [list(group["param_names"]) for group in target.param_groups], sizes
     if isinstance(target, torch.nn.Module):
         target = target.named_parameters()

@@ -17,8 +17,9 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
 - A state declared global (`export`/`load`: torch's LBFGS) is one dict under the group's first
   param: exported there, loaded from there by its declared functions; entries under other
   params are refused, naming them; its keys are checked by its `load`, not by `check_keys`.
-- `host_array` (from `core.torch_layout`): torch tensors (bfloat16 and float16 included), NumPy and JAX arrays and Python
-  numbers as NumPy arrays (always a copy: torch keeps updating its tensors in place).
+- `host_array` (defined in `core.torch_layout`): torch tensors (bfloat16 and float16 included),
+  NumPy and JAX arrays and Python numbers as NumPy arrays (always a copy: torch keeps updating
+  its tensors in place).
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ def test_lbfgs_state_is_declared_global_and_goes_through_the_one_converter(x64):
     assert list(saved["state"]) == [0] and saved["state"][0]["d"].shape == (7,)
     assert _state_dict.expected_keys(opt._states[0], opt._group_defs[0], opt._opt_leaves[0]) is None
     moved = {"state": {1: saved["state"][0]}, "param_groups": saved["param_groups"]}
-    with pytest.raises(ValueError, match=re.escape("entries for params [1]: LBFGSState keeps its whole state under the first param 0")):
+    message = "entries for params [1]: LBFGSState keeps its whole state under the first param 0"
+    with pytest.raises(ValueError, match=re.escape(message)):
         opt.load_state_dict(moved)
     twin = optim.LBFGS([jnp.asarray(p) for p in opt.params], history_size=2)
     twin.load_state_dict(saved)
