@@ -28,8 +28,10 @@ state donated, on the CPU device. Columns:
   kernel moves 7 in one pass), XLA temporaries (`memory_analysis().temp_size_in_bytes`) per
   params' bytes (0: in place).
 - bandwidth: `GB/s` = the bytes the algorithm must move (Adam/AdamW 7 values per param, SGD
-  with momentum 5) per second, and `% of copy` = that over a measured copy (`x + 1` on 2^25
-  floats, one read and one write): the fraction of the bandwidth bound.
+  with momentum 5) per second, and `% of copy` = the time a copy needs to move those bytes over
+  the step's time: the fraction of the bandwidth bound. The copy (`x + 1` on a buffer of the
+  row's param count, donated: one read and one write) is timed in the row's round-robin, so
+  load changes hit it as well; `copy GB/s` is its rate.
 - adapter: `optax_like.optim.Adam(params).step()` (grads set each step) in the Adam rows, timed
   in the same round-robin as the bare jitted functional step (`optax_like` column).
 - GPU (only where one is present; otherwise a SKIP line): Adam and AdamW on the shapes with
@@ -44,7 +46,6 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import hashlib
 import os
 import pathlib
 import platform
@@ -323,6 +324,25 @@ class AdapterRun:
         self.jax.block_until_ready(self.opt.params)
 
 
+class CopyRun:
+    """The bandwidth reference of a row: `x + 1` on one buffer of the row's param count, jitted
+    and donated (one read and one write per param: 2 values), timed in the same round-robin."""
+
+    def __init__(self, n_params, device):
+        import jax
+        import jax.numpy as jnp
+
+        self.jax = jax
+        self.fn = jax.jit(lambda x: x + 1.0, donate_argnums=0)  # XLA folds x + 0 away
+        self.x = jax.device_put(jnp.zeros((n_params,), jnp.float32), device)
+        for _ in range(2):
+            self.step()
+
+    def step(self):
+        self.x = self.fn(self.x)
+        self.x.block_until_ready()
+
+
 class TorchRun:
     def __init__(self, cls_name, kwargs, host_params, host_grads, kind, device="cpu"):
         import torch
@@ -389,7 +409,7 @@ def copy_gbs(device, n=1 << 25, reps=10) -> float:
 
 
 # ------------------------------------------------------------------------------------- rows
-def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False, time_steps=True,
+def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps=True,
             compiles=None, arrays=None):
     """One row: compile times (`compiles` fresh ones per library, alternated), program stats,
     step times (round-robin) on `arrays` (host params and grads; made here when None)."""
@@ -431,11 +451,15 @@ def measure(opt_name, spec, shapes, args, device, bandwidth, with_adapter=False,
             runs[f"torch-{kind}"] = TorchRun(torch_cls, torch_kwargs, host_params, host_grads, kind)
         except Exception as error:  # a kernel torch lacks on this machine: the row says so
             row["note"] = f"{row['note']}; torch {kind}: {type(error).__name__}".strip("; ")
+    runs["copy"] = CopyRun(n_params, device)
     del last
     row["ms"] = round_robin(runs, args.reps)
+    copy_ms = row["ms"].pop("copy")
     gbs = lambda ms: values * param_bytes / (ms * 1e-3) / 1e9  # noqa: E731
     row["gbs"] = {name: gbs(ms) for name, ms in row["ms"].items()}
-    row["of_copy"] = {name: g / bandwidth for name, g in row["gbs"].items()}
+    row["copy_gbs"] = 2 * param_bytes / (copy_ms * 1e-3) / 1e9
+    # The bound: the time a copy would take to move the algorithm's bytes (values/2 copies).
+    row["of_copy"] = {name: values / 2 * copy_ms / ms for name, ms in row["ms"].items()}
     del runs, grads, host_params, host_grads
     gc.collect()
     return row
@@ -452,17 +476,20 @@ def _ratio(a, b):
 
 def step_table(rows) -> list[str]:
     lines = ["| shape | leaves | params | optax ms | optax_like ms | vs optax | torch foreach ms | torch fused ms "
-             "| vs torch fused | adapter step() ms (vs optax_like) | optax_like GB/s | % of copy (optax / optax_like / fused) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| vs torch fused | adapter step() ms (vs optax_like) | optax_like GB/s | copy GB/s "
+             "| % of copy (optax / optax_like / fused) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ms, of = r.get("ms", {}), r.get("of_copy", {})
         pct = " / ".join(_f(of.get(k) and 100 * of[k], 0, "%") for k in ("optax", "ol", "torch-fused"))
         adapter = f" ({_f(_ratio(ms['adapter'], ms.get('ol')))})" if "adapter" in ms else ""
         lines.append(
-            f"| {r['shape']} | {r['leaves']} | {r['params'] / 1e6:.1f}M | {_f(ms.get('optax'), 1)} | {_f(ms.get('ol'), 1)} "
+            f"| {r['shape']} | {r['leaves']} | {r['params'] / 1e6:.1f}M | {_f(ms.get('optax'), 1)} "
+            f"| {_f(ms.get('ol'), 1)} "
             f"| **{_f(_ratio(ms.get('ol'), ms.get('optax')))}** | {_f(ms.get('torch-foreach'), 1)} "
             f"| {_f(ms.get('torch-fused'), 1)} | {_f(_ratio(ms.get('ol'), ms.get('torch-fused')))} "
-            f"| {_f(ms.get('adapter'), 1)}{adapter} | {_f(r.get('gbs', {}).get('ol'), 1)} | {pct} |")
+            f"| {_f(ms.get('adapter'), 1)}{adapter} | {_f(r.get('gbs', {}).get('ol'), 1)} | {_f(r.get('copy_gbs'), 1)} "
+            f"| {pct} |")
     return lines
 
 
@@ -594,7 +621,7 @@ def main(argv=None):
     parser.add_argument("--optimizers", default="adam,adamw,sgd-momentum")
     parser.add_argument("--others-shape", default="resnet50", help="the shape of the other-optimizers table")
     parser.add_argument("--others", default=None, help="comma separated other optimizers (default: all; 'none')")
-    parser.add_argument("--reps", type=int, default=None, help="round-robin step repeats (default 11; --quick 3)")
+    parser.add_argument("--reps", type=int, default=None, help="round-robin step repeats (default 9; --quick 3)")
     parser.add_argument("--compiles", type=int, default=None, help="fresh compiles per library (default 3; --quick 1)")
     parser.add_argument("--others-compiles", type=int, default=1, help="fresh compiles per library, other optimizers")
     parser.add_argument("--quick", action="store_true", help="smoke run: reduced shapes, few repeats")
@@ -603,7 +630,7 @@ def main(argv=None):
     parser.add_argument("--write", action="store_true", help="write the tables into BENCHMARKS.md")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="the file --write edits")
     args = parser.parse_args(argv)
-    args.reps = args.reps or (3 if args.quick else 11)
+    args.reps = args.reps or (3 if args.quick else 9)
     args.compiles = args.compiles or (1 if args.quick else 3)
     if args.others is None and args.quick:
         args.others = "nadam,asgd"  # one with an optax counterpart, one without
@@ -627,8 +654,9 @@ def main(argv=None):
     started = time.perf_counter()
     load = lambda: f"{os.getloadavg()[0]:.1f}"  # noqa: E731
     bandwidth = copy_gbs(cpu)
+    command_args = argv if argv is not None else sys.argv[1:]
     out = [
-        f"Run: `{' '.join(['.venv/bin/python', 'benchmarks/model_shapes.py', *(argv if argv is not None else sys.argv[1:])])}`"
+        f"Run: `{' '.join(['.venv/bin/python', 'benchmarks/model_shapes.py', *command_args])}`"
         f"{' (--quick: reduced shapes, NOT the real models)' if args.quick else ''}; "
         f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__} (CPU), optax {optax.__version__}, "
         f"torch {torch.__version__}, optax_like {getattr(optax_like, '__version__', '?')}; load avg {load()} at start; "
@@ -642,13 +670,14 @@ def main(argv=None):
         shapes = model_shapes(shape_name, args.quick)
         arrays = None if args.program else host_arrays(shapes)
         for opt_name in opt_names:
-            row = measure(opt_name, main_specs[opt_name], shapes, args, cpu, bandwidth,
+            row = measure(opt_name, main_specs[opt_name], shapes, args, cpu,
                           with_adapter=(opt_name == "adam"), time_steps=not args.program,
                           compiles=min(args.compiles, MANY_LEAF_COMPILES) if len(shapes) > 1000 else None,
                           arrays=arrays)
             row["shape"] = shape_name
             rows[opt_name].append(row)
-            print(f"# {opt_name} {shape_name}: done at {time.perf_counter() - started:.0f} s, load {load()}", flush=True)
+            print(f"# {opt_name} {shape_name}: done at {time.perf_counter() - started:.0f} s, load {load()}",
+                  flush=True)
         del arrays
         gc.collect()
     if not args.program:
@@ -667,7 +696,7 @@ def main(argv=None):
         arrays = None if args.program else host_arrays(shapes)
         rows = []
         for opt_name in others:
-            row = measure(opt_name, other_specs[opt_name], shapes, args, cpu, bandwidth, time_steps=not args.program,
+            row = measure(opt_name, other_specs[opt_name], shapes, args, cpu, time_steps=not args.program,
                           compiles=args.others_compiles, arrays=arrays)
             rows.append(row)
             print(f"# {opt_name} {args.others_shape}: done at {time.perf_counter() - started:.0f} s, load {load()}",
