@@ -964,7 +964,7 @@ def save_state_dict(path: str | os.PathLike, optimizer_or_state_dict: Any) -> No
 
     The state dict's int param ids, tuples (`betas`), None, bools and strings are kept (in the
     file's metadata). `safetensors.torch.load_file(path)` reads the tensors anywhere;
-    `optax_like.interop.torch.to_torch_state_dict(load_state_dict(path))` is a state dict that
+    `optax_like.interop.torch.to_torch_state_dict(load_state_dict(path), target=model)` is a state dict that
     `torch.optim` loads.
     """
     sd = optimizer_or_state_dict

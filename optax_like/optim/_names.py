@@ -75,18 +75,21 @@ def split_named(params: Any) -> tuple[Any, list[str] | None]:
 
 
 def dict_order_issue(tree: Any) -> str | None:
-    """Describes the first plain dict of `tree` whose insertion order differs from JAX's sorted
-    key order (JAX numbers its leaves in sorted order, a torch model in registration order: the
-    two orders disagree on which saved state is which param), or None."""
+    """Describes the first plain dict of `tree` with several keys, or None.
+
+    JAX numbers a dict's leaves in sorted key order; a torch model numbers its params in
+    registration order, which a dict's keys do not record (`{"bias": b, "weight": w}` is sorted,
+    but nn.Linear registers weight first). So a state saved without names cannot be matched to
+    such a tree by position, whatever order the dict was built in."""
 
     def walk(node, path):
         if type(node) is dict:
             keys = list(node)
-            if keys != sorted(keys, key=str):
+            if len(keys) > 1:
                 where = f"the dict at {path!r}" if path else "the params dict"
                 shown = ", ".join(repr(k) for k in sorted(keys, key=str)[:4])
-                return (f"{where} was built in the order {keys[:4]}{'...' if len(keys) > 4 else ''}, "
-                        f"but JAX orders its leaves by sorted key ({shown}{', ...' if len(keys) > 4 else ''})")
+                return (f"{where} has several keys, which JAX orders by sorted key ({shown}"
+                        f"{', ...' if len(keys) > 4 else ''}), not in the saver's (torch's: registration) order")
             items = ((str(k), v) for k, v in node.items())
         elif isinstance(node, (list, tuple)):
             items = ((str(i), v) for i, v in enumerate(node))

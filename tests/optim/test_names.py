@@ -229,9 +229,11 @@ def test_interop_loading_has_the_same_guarantees(x64):
         load_torch_state_dict(opt, _torch_state(model, named=False).state_dict())
     named = _torch_state(model, named=True)
     load_torch_state_dict(opt, named.state_dict())
-    # Back to torch: our groups carry the names (our ids follow JAX's order, not torch's: torch
-    # itself loads positionally, so a by-name reorder is the caller's, see the report of issue 16).
-    back = to_torch_state_dict(opt)
+    # Back to torch: our ids follow JAX's order and torch loads positionally; without a target the
+    # conversion refuses (the order is ambiguous), with one it renumbers by name.
+    with pytest.raises(ValueError):
+        to_torch_state_dict(opt)
+    back = to_torch_state_dict(opt, target=model)
     index = dict(zip(back["param_groups"][0]["param_names"], back["param_groups"][0]["params"]))
     for name, p in model.named_parameters():
         np.testing.assert_array_equal(back["state"][index[name]]["momentum_buffer"].numpy(),
