@@ -71,7 +71,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
         return scale_by_schedule(lambda count: sign * learning_rate(count))
     if numerics.is_host_scalar(learning_rate):
         return scale(sign * float(learning_rate))
-    return scale(sign * jnp.asarray(learning_rate))
+    return scale(sign * jnp.asarray(numerics.plain(learning_rate)))
 
 
 __all__ = [
