@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Callable
 
 import jax
@@ -196,7 +197,8 @@ def _jax_grad(g, shape):
 
 
 def _second_lr(kwargs, name):
-    lr = kwargs.get("lr", DB[name].optim_cls.__init__.__defaults__[0])
+    """The second group's lr in the two-group run: half the first group's."""
+    lr = kwargs.get("lr", inspect.signature(DB[name].optim_cls).parameters["lr"].default)
     return float(lr) * 0.5
 
 
