@@ -414,7 +414,6 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
     """One row: compile times (`compiles` fresh ones per library, alternated), program stats,
     step times (round-robin) on `arrays` (host params and grads; made here when None)."""
     import jax
-    import jax.numpy as jnp
     import optax
 
     import optax_like as ol
@@ -439,7 +438,7 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
     if not time_steps:
         return row
     host_params, host_grads = arrays if arrays is not None else host_arrays(shapes)
-    grads = [jax.device_put(jnp.asarray(g), device) for g in host_grads]
+    grads = [jax.device_put(g, device) for g in host_grads]
     runs = {}
     for lib, (lowered, compiled, tx) in last.items():
         runs[lib] = JaxRun(compiled, tx, host_params, grads, device)
@@ -577,12 +576,11 @@ def gpu_section(args, shape_names, gpus=None, torch_cuda=None, min_params=1e8, q
             ol_factory, optax_factory, torch_cls, torch_kwargs, _, values, _ = specs[opt_name]
             runs = {}
             if gpus:
-                import jax.numpy as jnp
                 import optax
 
                 import optax_like as ol
 
-                grads = [jax.device_put(jnp.asarray(g), gpus[0]) for g in host_grads]
+                grads = [jax.device_put(g, gpus[0]) for g in host_grads]
                 for lib, factory, apply in (("optax", optax_factory, optax.apply_updates),
                                             ("ol", ol_factory, ol.apply_updates)):
                     _, _, compiled, tx = fresh_compile(factory, apply, shapes, gpus[0])
