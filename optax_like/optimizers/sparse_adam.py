@@ -51,7 +51,7 @@ def sparse_adam(
     v.check(lr, "lr", _positive, "Invalid learning rate: {}")
     v.check(eps, "eps", _positive, "Invalid epsilon value: {}")
     check_betas(betas)
-    if callable(lr) or numerics.is_host_scalar(lr):
+    if callable(lr) or numerics.is_python_number(lr):
         inner = chain(scale_by_sparse_adam(betas[0], betas[1], eps, maximize), scale_by_learning_rate(lr))
     else:  # torch's Tensor lr: step_size = lr * sqrt(bc2) / bc1 rounded in the lr's dtype
         inner = chain(scale_by_sparse_adam(betas[0], betas[1], eps, maximize, learning_rate=lr))

@@ -77,7 +77,7 @@ def run_sparse_parity(config, dtype, steps=50, none_every=0, rtol=None):
         jax_config["lr"] = jnp.asarray(config["lr"].numpy())
     tx = ol.sparse_adam(**jax_config)
     params = [jnp.asarray(p) for p in params_np]
-    state = tx.init(params)
+    state = ol.per_leaf_scalars(tx.init(params)) if none_every else tx.init(params)  # None gradients ahead
     step = jit_step(tx)
     for t in range(steps):
         for p, entry, (shape, _, _) in zip(torch_params, grads[t], LAYOUT):
