@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_like.core import numerics
+
 
 def is_none(x: Any) -> bool:
     return x is None
@@ -353,14 +355,11 @@ def present_mask(updates: Any, reference: Any) -> list[bool]:
     return [u is not None for r, u in zip(ref, upd) if r is not None]
 
 
-def _saturating_increment(count: jax.Array) -> jax.Array:
-    big = jnp.iinfo(jnp.int32).max
-    return jnp.where(count < big, count + 1, count).astype(jnp.int32)
-
-
 def next_counts(counts: LeafScalars) -> LeafScalars:
     """Every counter plus one, saturating at int32's max (the step number being taken)."""
-    return counts.map(_saturating_increment)
+    # numerics.safe_increment: the same formula as the transforms' own counters, so XLA compiles
+    # one scalar kernel for both (BENCHMARKS.md, "Where compile time goes").
+    return counts.map(numerics.safe_increment)
 
 
 def increment_counts(counts: LeafScalars, updates: Any, reference: Any) -> LeafScalars:
