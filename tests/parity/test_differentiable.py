@@ -108,3 +108,18 @@ def test_hypergradient_through_steps_matches_torch_autograd(name, kwargs, x64):
     np.testing.assert_allclose(float(loss), torch_loss, rtol=1e-12)
     np.testing.assert_allclose(float(d_lr), torch_d_lr, rtol=1e-10)
     np.testing.assert_allclose(np.asarray(d_p0), torch_d_p0, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_scalars_round_like_torch_tensors(x64):
+    """The float32 scalar helpers give torch's float32 tensor results under jit: the product
+    survives XLA:CPU's multiply-add contraction (`1 - p * m` here is a rounding tie where the
+    contracted form lands on the other float32), and `1 - beta ** step` is torch's."""
+    from optax_like.core import numerics
+
+    p, m = np.float32(0.4500734806060791), 0.9 * (1 - 0.5 * 0.96 ** (2 * 4e-3))
+    torch_value = (1 - torch.tensor(p) * m).item()
+    assert float(jax.jit(lambda p, m: 1 - numerics.float32_product(p, m))(jnp.float32(p), m)) == torch_value
+    steps = np.arange(1, 2000, 37)
+    torch_bc = (1 - 0.999 ** torch.tensor(steps, dtype=torch.float32)).numpy()
+    ours = jax.jit(jax.vmap(lambda t: numerics.float32_step_bias_correction(0.999, t)))(jnp.asarray(steps))
+    np.testing.assert_array_equal(np.asarray(ours), torch_bc)
