@@ -162,7 +162,7 @@ def _is_group_list(params: Any) -> bool:
 # torch's kernel switches: the factories accept and ignore them (one XLA computation either
 # way), so they are not part of the compiled step's key: loading a torch state dict (whose
 # groups say `foreach: False` where ours say None) or editing them does not recompile.
-_KERNEL_SWITCHES = frozenset({"foreach", "fused", "capturable", "differentiable"})
+_KERNEL_SWITCHES = frozenset({"foreach", "fused", "capturable"})
 
 
 def _hashable(x: Any, name: str = "") -> Any:

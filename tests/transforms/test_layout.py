@@ -70,7 +70,9 @@ def test_drop_in_equals_ungrouped_including_none_gradients(make):
     plain, layout = make(), ol.GroupedLayout(params)
     tx = ol.grouped(make(), layout)
     p0 = p1 = params
-    s0, s1 = plain.init(params), tx.init(params)
+    # the ungrouped reference takes None gradients per leaf: per-leaf counters, chosen at init;
+    # grouped states are per member already (no preparation needed)
+    s0, s1 = ol.per_leaf_scalars(plain.init(params)), tx.init(params)
     step0, step1 = jax.jit(plain.update), jax.jit(tx.update)
     for t in range(4):
         g = grads_of(p0)
@@ -195,7 +197,7 @@ def test_packed_stack_without_gradient_keeps_its_state_and_advances_schedules():
     plain_params = [jnp.ones(3), jnp.ones(3), jnp.ones(5), jnp.ones(5)]
     sched = lambda c: 0.1 / (1.0 + c)  # noqa: E731
     tx, plain = ol.grouped(ol.sgd(sched, momentum=0.9)), ol.sgd(sched, momentum=0.9)
-    s1, s0 = tx.init(params), plain.init(plain_params)
+    s1, s0 = tx.init(params), ol.per_leaf_scalars(plain.init(plain_params))
     p1, p0 = params, plain_params
     for t in range(3):
         g1 = {"w": jnp.full((2, 3), 0.5), "v": None if t == 1 else jnp.full((2, 5), 0.5)}
