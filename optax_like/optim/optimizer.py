@@ -682,19 +682,26 @@ class Optimizer:
         zero = tuple(k for k in self._structural_zero if _float(group[k], k) == 0.0)
         return _GroupSpec(type(self)._factory, static, layout, zero)
 
-    def _hyper_array(self, group) -> np.ndarray:
+    def _hyper_array(self, group, leaves=()) -> np.ndarray:
+        """The group's numeric hyperparameters as (x, 1 - x, log x) float64 rows. Each value must
+        fit the traced hyperparameter dtype and the dtype its params compute in (`leaves`): torch
+        raises "value cannot be converted to type float without overflow" for `SGD(lr=1e308)` on
+        float32 params; we raise it, naming the entry, instead of stepping with inf."""
+        check_dtypes = {numerics.float_dtype()} | {
+            numerics.compute_dtype(jnp.finfo(leaf.dtype).dtype) for leaf in leaves if leaf is not None}
         rows = []
         for name in self._hyper_names:
             value = group[name]
             for x in (value if isinstance(value, (tuple, list)) else (value,)):
                 x = _float(x, name)
-                numerics.check_representable(x, numerics.float_dtype(), name)
+                for dtype in check_dtypes:
+                    numerics.check_representable(x, dtype, name)
                 rows.append(_precise_triple(x))
         return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
     def _init_state(self, spec: _GroupSpec, params, group):
         # Some states start from a hyperparameter (Rprop's step_size = lr, ASGD's eta = lr).
-        rows = jnp.asarray(self._hyper_array(group), numerics.float_dtype())
+        rows = jnp.asarray(self._hyper_array(group, jax.tree.leaves(params)), numerics.float_dtype())
         state = _jitted_init(spec, rows, params)
         # A state declared to exist from construction takes these from the constructor's values
         # for the constructor's groups (torch's Adagrad; core.torch_layout.TorchLayout).
@@ -859,7 +866,8 @@ class Optimizer:
             return cache[1]
         self._refresh_specs()
         hypers = jnp.asarray(
-            np.stack([self._hyper_array(g) for g in self.param_groups]), numerics.float_dtype()
+            np.stack([self._hyper_array(g, leaves) for g, leaves in zip(self.param_groups, self._opt_leaves)]),
+            numerics.float_dtype()
         )
         self._hyper_cache = (copy.deepcopy(values), hypers)
         return hypers

@@ -90,10 +90,6 @@ assert sorted(DB) == sorted(OURS), "a new optimizer in torch's optim_db needs it
 
 def known_failure(name, desc, dtype, view, variant="torch"):
     """The reason a case fails today, for failures owned by other work items (xfail, strict)."""
-    if "differentiable" in desc and name in ("Adam", "AdamW", "NAdam") and dtype == "float64" and view == "class":
-        return ("issue 15.3 in the adapter: torch's differentiable=True path computes the bias corrections "
-                "from the float32 `step` tensor (2e-10..6e-7 from its default path); the factory follows "
-                "it (D), the adapter class does not yet")
     if name == "SparseAdam" and desc == "Tensor lr" and dtype == "float64" and view == "class":
         return ("issue 15.5 in the adapter: torch rounds SparseAdam's step_size in the Tensor lr's dtype "
                 "(float32); the factory does since 0a82b9e, the adapter packs the array lr as a float64 "
@@ -392,17 +388,11 @@ def test_registry_covers_every_optimizer_config():
 
 
 # ------------------------------------------------------------------- beyond float32's range
-# Issue 15 (the lead's fix): hyperparameters are packed in float32 unless x64 is on.
+# Issue 15: a hyperparameter is never silently inf. It must fit the traced dtype (float32 unless
+# x64 is on) and the dtype its params compute in; otherwise torch's overflow error, naming it.
 
 
-_LEAD = "issue 15, hyperparameters beyond float32's range (the lead's fix, not landed when this test was written): "
-
-
-@pytest.mark.parametrize("view, x64", [
-    ("functional", False), ("class", False), ("functional", True),
-    pytest.param("class", True, marks=pytest.mark.xfail(strict=True, reason=_LEAD + (
-        "with x64 on, the adapter packs lr in float64 and steps float32 params to -inf instead of raising"))),
-])
+@pytest.mark.parametrize("view, x64", [("functional", False), ("class", False), ("functional", True), ("class", True)])
 def test_lr_beyond_float32_range_raises_like_torch_for_float32_params(view, x64):
     """torch: `SGD(lr=1e308)` constructs, and its step on float32 params raises RuntimeError('value
     cannot be converted to type float without overflow'); ours raises the same type at the first
@@ -424,14 +414,23 @@ def test_lr_beyond_float32_range_raises_like_torch_for_float32_params(view, x64)
                 ours.step()
 
 
-@pytest.mark.parametrize("view, dtype", [
-    pytest.param("functional", "float32", marks=pytest.mark.xfail(strict=True, reason=_LEAD + (
-        "lr_decay=1e308 is refused as beyond float32's range; torch's decayed lr is host math on floats"))),
-    pytest.param("class", "float32", marks=pytest.mark.xfail(strict=True, reason=_LEAD + (
-        "lr_decay=1e308 is refused as beyond float32's range; torch's decayed lr is host math on floats"))),
-    ("functional", "float64"),
-    ("class", "float64"),
-])
+@pytest.mark.parametrize("view", ["functional", "class"])
+def test_adagrad_lr_decay_beyond_float32_range_is_refused_for_float32_params(view):
+    """A deliberate difference: torch's `Adagrad(lr_decay=1e308)` computes its decayed lr on
+    Python floats and stays finite on float32 params; ours computes it in the params' float32
+    (traced, one program for every lr_decay) and refuses the value, naming it, rather than
+    stepping with inf/nan. float64 params (x64) match torch's trajectory (below)."""
+    params = [jnp.ones(3, jnp.float32)]
+    # the class names the group entry; the factory's host math names the value (1e+308)
+    with pytest.raises(RuntimeError, match="without overflow: (lr_decay|hyperparameter)=1e\\+308"):
+        if view == "functional":
+            tx = ol.adagrad(lr_decay=1e308)
+            tx.update([jnp.ones(3, jnp.float32)], tx.init(params), params)
+        else:
+            optim.Adagrad(params, lr_decay=1e308)
+
+
+@pytest.mark.parametrize("view, dtype", [("functional", "float64"), ("class", "float64")])
 def test_adagrad_lr_decay_beyond_float32_range_stays_finite_like_torch(view, dtype):
     """torch: `Adagrad(lr_decay=1e308)` computes `lr / (1 + (step - 1) * lr_decay)` on Python
     floats: finite (the first step moves, the next ones barely). Ours matches its trajectory."""
