@@ -89,8 +89,9 @@ def _full_mask(mask: MaskOrFn, params: Any) -> Any:
 
 
 def select(tree: Any, mask: Any) -> Any:
-    """`tree` with every leaf whose mask is False replaced by None."""
-    return jax.tree.map(lambda x, m: x if m else None, tree, mask, is_leaf=is_none)
+    """`tree` with every leaf whose mask is False replaced by None. Mapped over the mask's
+    structure: a leaf of `tree` may itself be a pytree (a BCOO sparse gradient)."""
+    return jax.tree.map(lambda m, x: x if m else None, mask, tree)
 
 
 def merge(selected: Any, others: Any, mask: Any) -> Any:

@@ -94,9 +94,6 @@ def known_failure(name, desc, dtype, view, variant="torch"):
         return ("issue 15.5 in the adapter: torch rounds SparseAdam's step_size in the Tensor lr's dtype "
                 "(float32); the factory does since 0a82b9e, the adapter packs the array lr as a float64 "
                 "hyperparameter (1.2e-10 at step 4)")
-    if name == "SparseAdam" and variant == "two_groups" and view == "functional":
-        return ("multi_transform does not take BCOO gradients: select/merge map the labels over the "
-                "gradients' leaves (BCOO data and indices), pytree structure error")
     return None
 
 
