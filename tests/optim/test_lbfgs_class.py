@@ -37,7 +37,8 @@ def loss_fn(params):
 
 def _torch(kwargs, x=X0):
     tp = [torch.tensor(x[:2].copy(), requires_grad=True), torch.tensor(x[2:].copy(), requires_grad=True)]
-    opt = torch.optim.LBFGS(tp, **kwargs)
+    # named, as ours are (a dict's keys): both state dicts carry param_names, loads map by name
+    opt = torch.optim.LBFGS([("a", tp[0]), ("b", tp[1])], **kwargs)
 
     def closure():
         opt.zero_grad()
