@@ -348,9 +348,9 @@ def test_donated_step_keeps_shardings_and_matches_one_device(name, kind):
 
 @pytest.mark.parametrize("kind", ["auto", "explicit"])
 def test_steps_without_some_gradients_keep_shardings(kind):
-    """A step that leaves a gradient None splits the shared per-param scalars (core.tree.
-    LeafScalars): `constrain` accepts the init state's shardings for the split state, and
-    `per_leaf_scalars` gives `out_shardings` (and the first state) that structure."""
+    """Steps that leave a gradient None need per-param scalars, chosen at init
+    (`per_leaf_scalars`, of the state and of its shardings): the state keeps its shardings and
+    its structure; `constrain` takes either form of the shardings."""
     tx = ol.adam(1e-2)
     host = host_params()
     targets = [grads_like(host, seed) for seed in range(3)]
@@ -364,7 +364,7 @@ def test_steps_without_some_gradients_keep_shardings(kind):
             updates, state = tx.update(grads, state, params)
             return ol.apply_updates(params, updates), osh.constrain(state, s_shard)
 
-        state = jax.jit(tx.init)(params)
+        state = ol.per_leaf_scalars(jax.jit(tx.init)(params))
         params, state = jax.jit(step, donate_argnums=(0, 1))(params, state, place(mesh, targets[0]))
         assert not state[0].step.is_shared
         assert_shardings_match(state, ol.per_leaf_scalars(s_shard))
