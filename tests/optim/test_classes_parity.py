@@ -37,7 +37,7 @@ from jax.experimental import sparse as jsparse
 import optax_like as ol
 import optax_like.optim as optim
 from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
-from tests.parity.harness import assert_close
+from tests.parity.harness import assert_close, jax_grad
 
 RTOL = 1e-12  # float64 params and float64 state tensors
 RTOL_F32_SCALARS = 1e-6  # torch keeps `eta`, `mu`, `mu_product` as float32 0-d tensors
@@ -168,18 +168,9 @@ def _torch_step(opt, tp, grads):
     opt.step()
 
 
-def _jax_grad(g, shape):
-    if g is None:
-        return None
-    if isinstance(g, tuple):
-        idx, vals = g
-        return jsparse.BCOO((jnp.asarray(vals), jnp.asarray(idx[:, None].astype(np.int32))), shape=tuple(shape))
-    return jnp.asarray(g)
-
-
 def _ours_step(opt, grads, shapes):
     opt.zero_grad()
-    opt.backward([[_jax_grad(g, s) for g, s in zip(gg, ss)] for gg, ss in zip(grads, shapes)])
+    opt.backward([[jax_grad(g, s) for g, s in zip(gg, ss)] for gg, ss in zip(grads, shapes)])
     opt.step()
 
 

@@ -124,3 +124,32 @@ def assert_rejects_like_torch(torch_cls, factory, message: str, torch_kwargs: di
     with pytest.raises(ValueError) as ours:
         factory(**(torch_kwargs if our_kwargs is None else our_kwargs))
     assert str(ours.value) == str(torch_error.value) == message
+
+
+def jax_grad(g, shape):
+    """A test gradient for our side: None, a dense array, or `(rows, values)` as a row-sparse
+    BCOO (torch's sparse COO gradient of SparseAdam)."""
+    from jax.experimental import sparse as jsparse
+
+    if g is None:
+        return None
+    if isinstance(g, tuple):
+        idx, vals = g
+        return jsparse.BCOO((jnp.asarray(vals), jnp.asarray(idx[:, None].astype(np.int32))), shape=tuple(shape))
+    return jnp.asarray(g)
+
+
+def assert_single_param_trajectory_is_torchs(torch_opt, torch_p, tx, p0, grads, check=None) -> None:
+    """Steps torch and `tx` on one param with the same gradients (nan/inf included); params
+    bit-identical after every step; `check(state)` for extra per-step comparisons."""
+    p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
+    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
+    for g in grads:
+        torch_p.grad = torch.tensor(np.asarray(g))
+        torch_opt.step()
+        u, state = step(jnp.asarray(g), state, p)
+        p = ol.apply_updates(p, u)
+        np.testing.assert_array_equal(np.asarray(p), torch_p.detach().numpy())
+        if check is not None:
+            check(state)
+

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import assert_close, assert_rejects_like_torch, run_parity, split_torch_ours
+from tests.parity.harness import assert_close, assert_rejects_like_torch, run_parity, split_torch_ours, assert_single_param_trajectory_is_torchs
 
 # torch's optim_inputs_func_asgd, plus combinations (small t0 so the averaging is exercised).
 # float32: XLA:CPU contracts `p * (1 - lambd*eta) - eta * g` into one FMA inside its fusion
@@ -113,14 +113,9 @@ def test_asgd_infinite_gradient_gives_torchs_infinite_param(x64):
     grads = [[np.inf, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, np.inf, -np.inf], [1.0, 1.0, 1.0]]
     torch_p = torch.tensor(p0, requires_grad=True)
     torch_opt = torch.optim.ASGD([torch_p], lr=0.01, t0=1, foreach=False)
-    tx = ol.asgd(0.01, t0=1)
-    p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
-    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
-    for g in grads:
-        torch_p.grad = torch.tensor(np.asarray(g))
-        torch_opt.step()
-        u, state = step(jnp.asarray(g), state, p)
-        p = ol.apply_updates(p, u)
-        np.testing.assert_array_equal(np.asarray(p), torch_p.detach().numpy())
+
+    def check(state):
         np.testing.assert_array_equal(np.asarray(ol.asgd_averaged_params(state)), torch_opt.state[torch_p]["ax"].numpy())
-    np.testing.assert_array_equal(np.asarray(p), [-np.inf, -np.inf, np.inf])
+
+    assert_single_param_trajectory_is_torchs(torch_opt, torch_p, ol.asgd(0.01, t0=1), p0, grads, check)
+    np.testing.assert_array_equal(torch_p.detach().numpy(), [-np.inf, -np.inf, np.inf])

@@ -43,7 +43,7 @@ from jax.experimental import sparse as jsparse
 
 import optax_like as ol
 from optax_like import optim
-from tests.parity.harness import assert_close
+from tests.parity.harness import assert_close, jax_grad
 
 common_optimizers = pytest.importorskip(
     "torch.testing._internal.common_optimizers", reason="needs expecttest (the `test` extra)"
@@ -181,15 +181,6 @@ def _torch_grad(g, p):
     return torch.tensor(g)
 
 
-def _jax_grad(g, shape):
-    if g is None:
-        return None
-    if isinstance(g, tuple):
-        idx, vals = g
-        return jsparse.BCOO((jnp.asarray(vals), jnp.asarray(idx[:, None].astype(np.int32))), shape=tuple(shape))
-    return jnp.asarray(g)
-
-
 def _second_lr(kwargs, name):
     """The second group's lr in the two-group run: half the first group's."""
     lr = kwargs.get("lr", inspect.signature(DB[name].optim_cls).parameters["lr"].default)
@@ -269,7 +260,7 @@ def functional_run(name, desc, dtype, variant):
         return ol.apply_updates(params, updates), state
 
     for grads in _grads(name, dtype, variant):
-        params, state = step([_jax_grad(g, s) for g, s in zip(grads, record.shapes)], state, params)
+        params, state = step([jax_grad(g, s) for g, s in zip(grads, record.shapes)], state, params)
         yield params, None
 
 
@@ -299,7 +290,7 @@ def class_run(name, desc, dtype, variant):
         return
     for grads in _grads(name, dtype, variant):
         opt.zero_grad()
-        grads = [_jax_grad(g, s) for g, s in zip(grads, record.shapes)]
+        grads = [jax_grad(g, s) for g, s in zip(grads, record.shapes)]
         opt.backward([grads[:-1], grads[-1:]] if variant == "two_groups" else grads)
         opt.step()
         yield flat(), None

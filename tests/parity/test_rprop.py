@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import assert_rejects_like_torch, run_parity
+from tests.parity.harness import assert_rejects_like_torch, run_parity, assert_single_param_trajectory_is_torchs
 
 # torch's optim_inputs_func_rprop, plus configs where the clamps bind. Random gradients change
 # sign every other step, so the sign-change (gradient zeroed) path runs throughout.
@@ -91,16 +91,11 @@ def test_rprop_nan_gradient_keeps_going_like_torch(x64):
     grads = [[1.0, 1.0, 1.0, -1.0], [np.nan, 1.0, -1.0, np.nan], [1.0, 1.0, 1.0, -1.0], [1.0, np.nan, 1.0, -1.0], [1.0, 1.0, 1.0, -1.0]]
     torch_p = torch.tensor(p0, requires_grad=True)
     torch_opt = torch.optim.Rprop([torch_p], lr=0.01, foreach=False)
-    tx = ol.rprop(0.01)
-    p, state = jnp.asarray(p0), tx.init(jnp.asarray(p0))
-    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
-    for g in grads:
-        torch_p.grad = torch.tensor(np.asarray(g))
-        torch_opt.step()
-        u, state = step(jnp.asarray(g), state, p)
-        p = ol.apply_updates(p, u)
-        np.testing.assert_array_equal(np.asarray(p), torch_p.detach().numpy())
+
+    def check(state):
         (rprop_state,) = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, ol.ScaleByRpropState))
                           if isinstance(s, ol.ScaleByRpropState)]
         np.testing.assert_array_equal(np.asarray(rprop_state.step_size), torch_opt.state[torch_p]["step_size"].numpy())
-    assert np.isfinite(np.asarray(p)).all()
+
+    assert_single_param_trajectory_is_torchs(torch_opt, torch_p, ol.rprop(0.01), p0, grads, check)
+    assert np.isfinite(torch_p.detach().numpy()).all()
