@@ -4,9 +4,9 @@ Data: two interleaved spirals (generated here; nothing is downloaded). Model: a 
 in plain JAX. Optimizer: torch's Adam (or any optax_like optimizer, `--optimizer`), built from
 the functional core; its lr is injected so it can change between steps without recompiling.
 
-    python examples/train_mlp.py                  # writes examples/out/loss.png and checkpoint.olckpt
+    python examples/train_mlp.py                  # writes examples/out/loss.png and checkpoint.safetensors
     python examples/train_mlp.py --optimizer sgd --lr 0.05 --steps 3000
-    python examples/train_mlp.py --resume --steps 500   # continue from examples/out/checkpoint.olckpt
+    python examples/train_mlp.py --resume --steps 500   # continue from examples/out/checkpoint.safetensors
 
 The checkpoint (params and optimizer state, `optax_like.checkpoint`: no pickle, checksummed)
 is restored into the structure of a fresh `tx.init(params)`.
@@ -78,9 +78,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
-    parser.add_argument("--resume", action="store_true", help="start from OUT/checkpoint.olckpt")
+    parser.add_argument("--resume", action="store_true", help="start from OUT/checkpoint.safetensors")
     args = parser.parse_args(argv)
-    checkpoint = os.path.join(args.out, "checkpoint.olckpt")
+    checkpoint = os.path.join(args.out, "checkpoint.safetensors")
 
     x, y = spirals(4096)
     x_val, y_val = spirals(1024, seed=1)
