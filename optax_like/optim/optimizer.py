@@ -183,6 +183,17 @@ def _hashable(x: Any, name: str = "") -> Any:
     return x
 
 
+def _array_dtype(x: Any) -> str | None:
+    """The floating dtype of a 0-d array hyperparameter (jax, NumPy or torch), else None."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and np.ndim(x) == 0:
+        dtype = np.dtype(x.dtype)
+        if np.issubdtype(dtype, np.floating) and np.dtype(numerics.float_dtype()).itemsize >= dtype.itemsize:
+            return dtype.name
+    return None
+
+
 def _float(x: Any, name: str) -> float:
     try:
         return hyperparams.as_number(x, name)
@@ -201,7 +212,7 @@ class _GroupSpec:
     def __init__(self, factory, static_items, hyper_layout, zero_structural):
         self.factory = factory
         self.static_items = static_items  # tuple of (name, value)
-        self.hyper_layout = hyper_layout  # tuple of (name, arity or 0 for scalars)
+        self.hyper_layout = hyper_layout  # tuple of (name, arity or 0 for scalars, array dtype or None)
         self.zero_structural = zero_structural  # tuple of names whose value is exactly 0
         self.key = (factory, static_items, hyper_layout, zero_structural)
 
@@ -216,10 +227,16 @@ class _GroupSpec:
         a `numerics.PreciseScalar` (x with its host-computed float64 1 - x and log x, rounded),
         so the traced step reproduces torch's float64 scalar math."""
         kwargs, row = dict(self.static_items), 0
-        for name, arity in self.hyper_layout:
+        for name, arity, array_dtype in self.hyper_layout:
             values = []
             for _ in range(max(arity, 1)):
-                values.append(numerics.PreciseScalar(hyper_rows[row, 0], hyper_rows[row, 1], hyper_rows[row, 2]))
+                if array_dtype is not None:
+                    # torch keeps a Tensor hyperparameter (lr=torch.tensor(0.01)) a tensor: its math
+                    # runs in the tensor's dtype (SparseAdam's step_size), so ours gets an array of
+                    # that dtype, not a float64-backed PreciseScalar.
+                    values.append(hyper_rows[row, 0].astype(array_dtype))
+                else:
+                    values.append(numerics.PreciseScalar(hyper_rows[row, 0], hyper_rows[row, 1], hyper_rows[row, 2]))
                 row += 1
             if name in self.zero_structural:
                 kwargs[name] = 0.0
@@ -677,7 +694,8 @@ class Optimizer:
             if k not in self._hyper_names and k not in _KERNEL_SWITCHES
         )
         layout = tuple(
-            (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0) for k in self._hyper_names
+            (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0, _array_dtype(group[k]))
+            for k in self._hyper_names
         )
         zero = tuple(k for k in self._structural_zero if _float(group[k], k) == 0.0)
         return _GroupSpec(type(self)._factory, static, layout, zero)

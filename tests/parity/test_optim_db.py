@@ -90,10 +90,6 @@ assert sorted(DB) == sorted(OURS), "a new optimizer in torch's optim_db needs it
 
 def known_failure(name, desc, dtype, view, variant="torch"):
     """The reason a case fails today, for failures owned by other work items (xfail, strict)."""
-    if name == "SparseAdam" and desc == "Tensor lr" and dtype == "float64" and view == "class":
-        return ("issue 15.5 in the adapter: torch rounds SparseAdam's step_size in the Tensor lr's dtype "
-                "(float32); the factory does since 0a82b9e, the adapter packs the array lr as a float64 "
-                "hyperparameter (1.2e-10 at step 4)")
     return None
 
 
