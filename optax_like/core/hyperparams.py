@@ -28,6 +28,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from optax_like.core import validation
+
 NUMBER, FLAG, STATIC = "number", "flag", "static"
 
 _INTEGER_ARGS = "__optax_like_integer_args__"
@@ -96,15 +98,18 @@ def as_flag(value: Any, name: str) -> bool:
 
 
 def as_number(value: Any, name: str) -> float:
-    """A concrete numeric argument as a Python float (float64); TypeError naming it otherwise."""
-    if isinstance(value, (bool, np.bool_)) or _is_number(value):
-        return float(value)
+    """A concrete numeric argument as a Python float (float64); TypeError naming it otherwise.
+    Scalars are read by `validation.concrete_value`; this adds torch tensors and the errors."""
     if hasattr(value, "detach"):  # a torch tensor, e.g. lr=torch.tensor(0.01) in a loaded group
         value = value.detach().cpu().numpy()
-    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
-        arr = np.asarray(value)
-        if arr.size == 1 and (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            if np.iscomplexobj(arr):
-                raise TypeError(f"{name} must be a real number, but got the complex value {value!r}.")
-            return float(arr.reshape(()))
-    raise TypeError(f"{name} must be a real number, but got {value!r} of type {type(value).__name__}.")
+    if isinstance(value, (jax.Array, np.ndarray)):
+        dtype = np.dtype(value.dtype)
+        if np.size(value) == 1 and np.issubdtype(dtype, np.complexfloating):
+            raise TypeError(f"{name} must be a real number, but got the complex value {value!r}.")
+        numeric = np.issubdtype(dtype, np.number) or dtype == bool
+    else:
+        numeric = True
+    number = validation.concrete_value(value) if numeric else None
+    if number is None:
+        raise TypeError(f"{name} must be a real number, but got {value!r} of type {type(value).__name__}.")
+    return number

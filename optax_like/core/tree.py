@@ -510,11 +510,7 @@ def select_param_state(keep: list, new: Any, old: Any, reference: Any) -> Any:
                     treedef.unflatten([None if k is not True else r for k, r in zip(keep, treedef.flatten_up_to(reference))]),
                     reference)
             return LeafScalars(pick(k, a, b) for k, a, b in zip(present, n.values, o.values))
-        try:
-            same = jax.tree.structure(n, is_leaf=is_none) == treedef
-        except Exception:
-            same = False
-        if same and n is not None:
+        if _has_structure(n, treedef):
             n_l, o_l = treedef.flatten_up_to(n), treedef.flatten_up_to(o)
             return treedef.unflatten([
                 a if a is None else pick(k, a, b) for k, a, b in zip(keep, n_l, o_l)])

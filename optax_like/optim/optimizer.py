@@ -85,7 +85,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import hyperparams, numerics
 from optax_like.core.base import apply_updates
 from optax_like.core.tree import (
-    LeafScalars, check_params, check_same_structure, is_leaf_scalars, is_none, leaf_scalars_like, path_str, per_leaf_scalars)
+    LeafScalars, check_params, check_same_structure, is_leaf_scalars, is_none, path_str, per_leaf_scalars)
 from optax_like.optim import _names
 from optax_like.optim import clip_grad as _clip
 from optax_like.optim import _state_dict
