@@ -286,6 +286,82 @@ def _check_history_bytes(history_size: int, n: int, dtype) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# torch's float sum order (ATen's cascade_sum, aten/src/ATen/native/cpu/SumKernel.cpp), for the
+# first step size min(1, 1/|g|_1). XLA sums in another order, so |g|_1 could differ by an ulp.
+# Every add below is a separate elementwise add in a fixed order (no multiply to contract), so
+# the result is torch's bit for bit. Measured against torch 2.13 on CPU (tests/parity/
+# test_lbfgs.py): float32 and float64, lengths 1..10**6, identical under ATEN_CPU_CAPABILITY=
+# default/avx2/avx512 (ATen sums in 32-byte vectors on every build). Above 32768 elements torch
+# splits a sum across its threads (at::parallel_reduce), so there it is torch's single-thread order.
+# ---------------------------------------------------------------------------------------------
+
+
+def _sequential_sum(x):
+    """x[0] + x[1] + ... along axis 0, left to right (0 for an empty axis)."""
+    if x.shape[0] == 0:
+        return jnp.zeros(x.shape[1:], x.dtype)
+    acc = x[0]
+    for i in range(1, x.shape[0]):
+        acc = acc + x[i]
+    return acc
+
+
+def _group_sums(x, step):
+    """The sequential sums of each full group of `step` consecutive entries along axis 0."""
+    m = x.shape[0] // step
+    return _sequential_sum(jnp.moveaxis(x[: m * step].reshape((m, step) + x.shape[1:]), 1, 0))
+
+
+def _multi_row_sum(rows):
+    """ATen's `multi_row_sum` over axis 0: 4 accumulator levels; level 0 adds rows and flushes
+    into level 1 every `step` rows, levels 1 and 2 flush into the next every `step` items, level
+    3 keeps all; at the end level 0 (the rows after the last flush) + level 1 + level 2 + level 3."""
+    size = rows.shape[0]
+    ceil_log2 = 1 if size <= 2 else (size - 1).bit_length()
+    step = 1 << max(4, ceil_log2 // 4)
+    acc = _sequential_sum(rows[(size // step) * step:])
+    items = _group_sums(rows, step)
+    for _ in (1, 2):
+        leftover = _sequential_sum(items[(items.shape[0] // step) * step:])
+        items = _group_sums(items, step)
+        acc = acc + leftover
+    return acc + _sequential_sum(items)
+
+
+def _row_sum(items):
+    """ATen's `row_sum`: 4 interleaved partial sums (ILP), the tail into the first, then p0+p1+p2+p3."""
+    size_ilp = items.shape[0] // 4
+    partial = _multi_row_sum(items[: size_ilp * 4].reshape((size_ilp, 4) + items.shape[1:]))
+    acc = partial[0]
+    for i in range(size_ilp * 4, items.shape[0]):
+        acc = acc + items[i]
+    for k in range(1, 4):
+        acc = acc + partial[k]
+    return acc
+
+
+def torch_sum(x):
+    """`x.sum()` of a 1-D float vector in torch's CPU order (ATen's vectorized cascade sum).
+
+    The vector is read as 32-byte lanes (8 float32 / 4 float64): the lanes are summed by
+    `_row_sum`, then the scalar tail and the lanes are added one by one; a vector shorter than
+    one lane row is summed by the scalar `_row_sum`.
+    """
+    n = x.shape[0]
+    lanes = 32 // jnp.dtype(x.dtype).itemsize
+    if n < lanes:
+        return _row_sum(x)
+    rows = n // lanes
+    lane_sums = _row_sum(x[: rows * lanes].reshape(rows, lanes))
+    acc = jnp.zeros((), x.dtype)
+    for k in range(rows * lanes, n):
+        acc = acc + x[k]
+    for k in range(lanes):
+        acc = acc + lane_sums[k]
+    return acc
+
+
 @integer_args("max_iter", "max_eval", "history_size")
 def lbfgs(
     lr: Any = 1,
@@ -552,7 +628,7 @@ def lbfgs(
                 c = lax.cond(first, first_direction, lbfgs_direction, c)
                 g = c["g"]
                 c = dict(c, prev_g=g, prev_loss=c["f"])
-                inv = 1.0 / jnp.sum(jnp.abs(g))
+                inv = 1.0 / torch_sum(jnp.abs(g))  # torch's order for |g|_1
                 t_first = jnp.where(inv < 1.0, inv, jnp.ones((), dtype)) * lr_  # min(1., 1/|g|_1) * lr
                 t = jnp.where(first, t_first, lr_)
                 gtd = jnp.dot(g, c["d"])

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from optax_like.optimizers.lbfgs import lbfgs_history
+from optax_like.optimizers.lbfgs import lbfgs_history, torch_sum
 
 RTOL = 1e-8
 
@@ -261,17 +261,100 @@ def test_lbfgs_matches_torch_sweep(name, config, x64):
     run_lbfgs_parity(name, config, steps=2, rtol=1e-5)
 
 
-def test_lbfgs_float32_tracks_torch_on_a_well_conditioned_problem():
-    """float32: iteration/evaluation counts within one of torch's and params to ~1e-5 on the
-    logistic problem.
+# float32 configurations whose iteration/evaluation counts torch keeps whatever the summation
+# order of its dot products (measured: torch's own LBFGS with `Tensor.dot` in MKL's, XLA's,
+# sequential, float64-rounded and ATen-sum order, fused or unfused `add_`, all give these
+# counts for 3 steps), and where ours follow them exactly. Params to 1e-3: L-BFGS amplifies the
+# ulp differences of the dots over 10-20 iterations per step (worst measured 2.4e-4, mlp step 3).
+FLOAT32_EXACT_COUNT_CONFIGS = [
+    ("mlp", dict(line_search_fn="strong_wolfe", max_iter=10)),
+    ("mlp", dict(lr=0.5, max_iter=5)),
+    ("rosenbrock2", dict(line_search_fn="strong_wolfe")),
+]
 
-    L-BFGS's branch decisions (`y.s > 1e-10`, Wolfe tests, the flat-loss break `|f - f_prev| <
-    1e-9`, which in float32 means `f == f_prev` near a minimum) can flip on a one-ulp
-    difference, and torch's float32 reductions (`|g|_1` in the first step size, the dots) sum
-    in another order than XLA's: with jax 0.10 this problem's first step stops after 9
-    iterations where torch does 10 (issue 15.4, measured; the optim_db LBFGS configurations in
-    tests/parity/test_optim_db.py keep torch's counts exactly). See the lbfgs docstring and
-    benchmarks/results/lbfgs.md.
+
+@pytest.mark.parametrize("name, config", FLOAT32_EXACT_COUNT_CONFIGS, ids=lambda x: str(x))
+def test_lbfgs_float32_follows_torchs_counts(name, config):
+    """float32: torch's n_iter/func_evals after each of 3 steps, exactly (count_slack=0)."""
+    run_lbfgs_parity(name, config, steps=3, dtype="float32", rtol=1e-3)
+
+
+def test_lbfgs_float32_logistic_counts_within_one_of_torchs():
+    """float32 logistic problem: counts within one of torch's, params to 1e-4 (measured 5e-8).
+
+    Exact counts are impossible here, and not because of our arithmetic: the first step ends
+    when `|f - f_prev| < 1e-9` (in float32 near f = 0.4991: `f == f_prev`) or one iteration
+    later on `g.d > -1e-9`, and which one an ulp of the dot products decides. torch computes
+    `Tensor.dot` with MKL's sdot, whose summation order is MKL's internal choice (it changes with
+    MKL_CBWR / MKL_ENABLE_INSTRUCTIONS and, for long vectors, the thread count) and which XLA
+    does not follow. Measured with torch's float32 closure, the first step of torch's own LBFGS
+    takes (n_iter, func_evals) = (10, 10) with MKL's dot (as shipped, on this AVX-512 machine)
+    but (9, 10) with the same dot summed in XLA's order or in float64 and rounded (ours: (9, 10));
+    fed torch's loss and gradient, ours and torch-with-XLA's-dot agree on every count. See the
+    lbfgs docstring and benchmarks/results/lbfgs.md.
     """
     run_lbfgs_parity("logistic", dict(line_search_fn="strong_wolfe"), steps=3, dtype="float32", rtol=1e-4,
                      count_slack=1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "rosenbrock10"])
+def test_lbfgs_float32_first_step_size_is_torchs(name):
+    """The first iteration's step min(1, 1/|g|_1) * lr, given torch's gradient: bit for bit.
+
+    |g|_1 > 1 on these problems, so the step size is a reciprocal of torch's float32 sum, which
+    `torch_sum` adds in ATen's order (XLA's `jnp.sum` was one ulp off on the mlp)."""
+    loss, x0 = PROBLEMS[name]
+    torch_params = [torch.tensor(np.asarray(p, np.float32), requires_grad=True) for p in x0]
+    opt = torch.optim.LBFGS(torch_params, max_iter=1)
+
+    def closure():
+        opt.zero_grad()
+        value = loss(torch_params, torch)
+        value.backward()
+        return value
+
+    closure()
+    grads = [p.grad.numpy().copy() for p in torch_params]
+    opt.step(closure)
+    tx = ol.lbfgs(max_iter=1)
+    params = _to_tree(name, [jnp.asarray(p, np.float32) for p in x0])
+    value_fn = lambda tree: loss(_from_tree(name, tree), jnp)
+    _, state = jax.jit(functools.partial(tx.update, value_fn=value_fn))(
+        _to_tree(name, [jnp.asarray(g) for g in grads]), tx.init(params), params)
+    torch_t = opt.state[torch_params[0]]["t"]
+    assert float(torch_t) < 1.0  # the 1/|g|_1 branch
+    assert np.asarray(state.t).tobytes() == np.float32(float(torch_t)).tobytes()
+    np.testing.assert_array_equal(np.asarray(state.d), opt.state[torch_params[0]]["d"].numpy())
+
+
+SUM_LENGTHS = [1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 41, 64, 100, 257, 1000, 4097, 32768]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_sum_adds_in_torchs_order(dtype):
+    """`torch_sum` is `torch.Tensor.sum` bit for bit (ATen's cascade order) on vectors of many
+    lengths (one-lane, tail and multi-level cascade cases), where `jnp.sum` is not."""
+    rng = np.random.default_rng(11)
+    with jax.enable_x64(dtype == "float64"):
+        summed = jax.jit(torch_sum)
+        xla_differs = 0
+        for n in SUM_LENGTHS:
+            for _ in range(3):
+                x = np.abs(rng.standard_normal(n)).astype(dtype)
+                ours = np.asarray(summed(x))
+                theirs = torch.from_numpy(x).sum().numpy()
+                assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes(), (dtype, n)
+                xla_differs += np.asarray(jnp.sum(x)).tobytes() != theirs.tobytes()
+        assert xla_differs > 0  # the test can tell the orders apart
+
+
+def test_torch_sum_of_a_long_vector_is_torchs_single_thread_order():
+    """Above 32768 elements torch splits a sum across its threads; one thread gives ATen's order."""
+    x = np.abs(np.random.default_rng(12).standard_normal(100_000)).astype(np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        theirs = torch.from_numpy(x).sum().numpy()
+    finally:
+        torch.set_num_threads(threads)
+    assert np.asarray(jax.jit(torch_sum)(x)).tobytes() == theirs.tobytes()
