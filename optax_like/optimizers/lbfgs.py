@@ -412,12 +412,21 @@ def lbfgs(
     loss as a Python float (float64) of the float32 closure value; here it stays in the params'
     dtype, and `|f - f_prev| < tolerance_change` decides the same (the difference of two float32
     values within 2x of each other is exact in float32). torch's other checks compare float32
-    tensors with Python floats in float32, as here. In float32 the iteration counts can still
-    differ from torch's: its reductions (`|g|_1` in the first step size, dot products) sum in
-    another order, so iterates differ by an ulp, and near a minimum `|f - f_prev| < 1e-9` means
-    `f == f_prev` for |f| > ~1e-2, which an ulp decides (measured: `min(1, 1/|g|_1)` one ulp
-    apart on the first iteration; iterates then bit-identical given torch's t, and 11 vs 10
-    iterations from a loss one ulp apart). float64 follows torch's counts.
+    tensors with Python floats in float32, as here. `|g|_1` (the first step size) is summed in
+    torch's (ATen's) order by `torch_sum`, so the first iteration is torch's bit for bit given the
+    same loss and gradient. The dot products cannot be: torch's `Tensor.dot` is the BLAS's
+    sdot/ddot (MKL on x86), whose summation order is the library's internal choice (measured,
+    float32, same torch: MKL_CBWR=COMPATIBLE or MKL_ENABLE_INSTRUCTIONS=AVX2 changes 37% / 47% of
+    random length-9 dots by an ulp, and the thread count changes long ones), and XLA's order and
+    FMA contractions depend on how it fuses the loop. (torch's `add_(y, alpha=a)` is a fused
+    multiply-add on AVX2/AVX-512 builds, not on ATEN_CPU_CAPABILITY=default; XLA contracts
+    `q + a * y` into an FMA where it fuses them.) So float32 iterates drift from torch's by ulps
+    from the second iteration on, and a count differs where an ulp decides a break: near a
+    minimum `|f - f_prev| < 1e-9` means `f == f_prev` for |f| > ~1e-2. Measured with identical
+    loss values: on tests/parity's float32 logistic problem torch's own first step takes 10
+    iterations with MKL's dot and 9 with the same dot summed in XLA's order or in float64 and
+    rounded (ours: 9); its mlp and rosenbrock2 configurations keep torch's counts whatever the
+    order, and ours follow them. float64 follows torch's counts.
 
     Differences from torch, all for inputs torch fails on: an unknown `line_search_fn` raises
     torch's RuntimeError("only 'strong_wolfe' is supported") here at construction (torch raises
@@ -628,9 +637,12 @@ def lbfgs(
                 c = lax.cond(first, first_direction, lbfgs_direction, c)
                 g = c["g"]
                 c = dict(c, prev_g=g, prev_loss=c["f"])
-                inv = 1.0 / torch_sum(jnp.abs(g))  # torch's order for |g|_1
-                t_first = jnp.where(inv < 1.0, inv, jnp.ones((), dtype)) * lr_  # min(1., 1/|g|_1) * lr
-                t = jnp.where(first, t_first, lr_)
+
+                def first_step_size(g):  # min(1., 1/|g|_1) * lr, |g|_1 summed in torch's order
+                    inv = 1.0 / torch_sum(jnp.abs(g))
+                    return jnp.where(inv < 1.0, inv, jnp.ones((), dtype)) * lr_
+
+                t = lax.cond(first, first_step_size, lambda g: lr_ * jnp.ones((), dtype), g)
                 gtd = jnp.dot(g, c["d"])
                 c = dict(c, t=t)
                 no_descent = gtd > -tol_change
