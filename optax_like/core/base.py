@@ -118,6 +118,8 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if p is None or u is None:
             return p
         p = jnp.asarray(p)
+        if isinstance(u, (jax.Array, jax.core.Tracer)) and u.dtype == p.dtype and not u.weak_type:
+            return jax.lax.add(p, u)  # the common case, without jnp's dispatch (same jaxpr)
         return (p + u).astype(p.dtype)
 
     return jax.tree.map(apply, params, updates, is_leaf=lambda x: x is None)

@@ -64,7 +64,7 @@ class LeafView:
 
     def load(self, x: Any) -> Any:
         """A stored (or gradient) leaf as a real view in the compute dtype; None stays None."""
-        return None if x is None else numerics.real_view(x).astype(self.dtype)
+        return None if x is None else numerics.cast(numerics.real_view(x), self.dtype)
 
     def store(self, x: Any) -> Any:
         """A compute-dtype result back in the stored form (complex view, the param's dtype)."""
@@ -72,7 +72,7 @@ class LeafView:
             return None
         if self._stored is not None and self._stored[0] is x:  # from `rounded`: stored already
             return self._stored[1]
-        return numerics.complex_view(x, self.like).astype(self.like.dtype)
+        return numerics.cast(numerics.complex_view(x, self.like), self.like.dtype)
 
     def rounded(self, x: jax.Array) -> jax.Array:
         """`x` as torch reads it back from its state tensor: stored, then loaded again (a

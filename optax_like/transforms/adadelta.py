@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -63,9 +64,9 @@ def scale_by_adadelta(
             rho_c = numerics.scalar(h.rho, leaf.dtype)
             one_minus_rho = numerics.one_minus(h.rho, leaf.dtype)
             eps_c = numerics.scalar(h.eps, leaf.dtype)
-            v = v * rho_c + (one_minus_rho * g) * g
-            delta = (jnp.sqrt(a + eps_c) / jnp.sqrt(v + eps_c)) * g
-            a = a * rho_c + (one_minus_rho * delta) * delta
+            v = lax.add(lax.mul(v, rho_c), lax.mul(lax.mul(one_minus_rho, g), g))
+            delta = lax.mul(lax.div(lax.sqrt(lax.add(a, eps_c)), lax.sqrt(lax.add(v, eps_c))), g)
+            a = lax.add(lax.mul(a, rho_c), lax.mul(lax.mul(one_minus_rho, delta), delta))
             return delta, v, a
 
         return per_param_update(state, updates, math, buffers=("square_avg", "acc_delta"), counts=None)

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -99,9 +100,9 @@ def scale_by_adagrad(
         def math(leaf, g, acc, t):
             dtype = leaf.dtype
             clr = decayed_lr(t, _wide_dtype(dtype))
-            acc = acc + g * g
-            std = jnp.sqrt(acc) + numerics.scalar(h.eps, dtype)
-            return ((-clr).astype(dtype) * g) / std, acc
+            acc = lax.add(acc, lax.mul(g, g))
+            std = lax.add(lax.sqrt(acc), numerics.scalar(h.eps, dtype))
+            return lax.div(lax.mul(numerics.cast(-clr, dtype), g), std), acc
 
         return per_param_update(state, updates, math, buffers=("sum",))
 

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -68,8 +69,8 @@ def scale_by_adamax(
         def math(leaf, g, m, u, t):
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
-            u = jnp.maximum(u * numerics.scalar(h.b2, dtype), jnp.abs(g) + numerics.scalar(h.eps, dtype))
-            return (m / bias_correction1(t, dtype)) / u, m, u
+            u = lax.max(lax.mul(u, numerics.scalar(h.b2, dtype)), lax.add(lax.abs(g), numerics.scalar(h.eps, dtype)))
+            return lax.div(lax.div(m, bias_correction1(t, dtype)), u), m, u
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_inf"))
 

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -129,9 +130,10 @@ def scale_by_nadam(
             t, coef_grad, coef_avg = scalars
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
-            v = v * numerics.scalar(h.b2, dtype) + (numerics.one_minus(h.b2, dtype) * g) * g
-            denom = jnp.sqrt(v / bias_correction2(t, dtype)) + numerics.scalar(h.eps, dtype)
-            return (coef_grad.astype(dtype) * g) / denom + (coef_avg.astype(dtype) * m) / denom, m, v
+            v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
+            denom = lax.add(lax.sqrt(lax.div(v, bias_correction2(t, dtype))), numerics.scalar(h.eps, dtype))
+            grad_part = lax.div(lax.mul(numerics.cast(coef_grad, dtype), g), denom)
+            return lax.add(grad_part, lax.div(lax.mul(numerics.cast(coef_avg, dtype), m), denom)), m, v
 
         new_updates, new_state = per_param_update(
             state, updates, math, buffers=("exp_avg", "exp_avg_sq"),

@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -97,10 +98,10 @@ def scale_by_radam(
             rectified, rect, bc2_sqrt = scalars(t)
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
-            v = v * numerics.scalar(h.b2, dtype) + (numerics.one_minus(h.b2, dtype) * g) * g
-            corrected = m / bias_correction1(t, dtype)
-            adaptive = bc2_sqrt.astype(dtype) / (jnp.sqrt(v) + numerics.scalar(h.eps, dtype))
-            return jnp.where(rectified, corrected * adaptive * rect.astype(dtype), corrected), m, v
+            v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
+            corrected = lax.div(m, bias_correction1(t, dtype))
+            adaptive = lax.div(numerics.cast(bc2_sqrt, dtype), lax.add(lax.sqrt(v), numerics.scalar(h.eps, dtype)))
+            return jnp.where(rectified, lax.mul(lax.mul(corrected, adaptive), numerics.cast(rect, dtype)), corrected), m, v
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"))
 

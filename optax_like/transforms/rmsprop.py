@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core import validation as v
@@ -73,17 +74,17 @@ def scale_by_rmsprop(
 
         def math(leaf, g, sq, gavg, buf):
             dtype = leaf.dtype
-            sq = sq * numerics.scalar(h.alpha, dtype) + (numerics.one_minus(h.alpha, dtype) * g) * g
+            sq = lax.add(lax.mul(sq, numerics.scalar(h.alpha, dtype)), lax.mul(lax.mul(numerics.one_minus(h.alpha, dtype), g), g))
             if centered:
                 gavg = numerics.lerp(gavg, g, numerics.one_minus(h.alpha, dtype))
-                avg = jnp.sqrt(sq - gavg * gavg)
+                avg = lax.sqrt(lax.sub(sq, lax.mul(gavg, gavg)))
             else:
-                avg = jnp.sqrt(sq)
-            avg = avg + numerics.scalar(h.eps, dtype)
+                avg = lax.sqrt(sq)
+            avg = lax.add(avg, numerics.scalar(h.eps, dtype))
             if not use_momentum:
-                return g / avg, sq, gavg, buf
+                return lax.div(g, avg), sq, gavg, buf
             # torch steps with the stored (params'-dtype) buffer.
-            buf = leaf.rounded(buf * numerics.scalar(h.momentum, dtype) + g / avg)
+            buf = leaf.rounded(lax.add(lax.mul(buf, numerics.scalar(h.momentum, dtype)), lax.div(g, avg)))
             return buf, sq, gavg, buf
 
         return per_param_update(

@@ -21,7 +21,7 @@ from optax_like.core.torch_layout import declare_torch_state, STEPS_TAKEN
 
 def _scaled(u, factor):
     dtype = numerics.compute_dtype(u.dtype)
-    return numerics.scalar(factor, dtype) * u.astype(dtype)
+    return jax.lax.mul(numerics.scalar(factor, dtype), numerics.cast(u, dtype))  # lax: see numerics.cast
 
 
 def scale(step_size) -> GradientTransformation:

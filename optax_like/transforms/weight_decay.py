@@ -6,6 +6,7 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
@@ -59,7 +60,7 @@ def add_decayed_weights(
 
     def leaf(u, p, wd):
         dtype = numerics.compute_dtype(jnp.result_type(u, p))
-        return u.astype(dtype) + numerics.scalar(wd, dtype) * p.astype(dtype)
+        return lax.add(numerics.cast(u, dtype), lax.mul(numerics.scalar(wd, dtype), numerics.cast(p, dtype)))
 
     return _with_mask(_weight_decay_transform(leaf, [weight_decay]), mask)
 
@@ -88,8 +89,8 @@ def add_decoupled_weight_decay(
             keep = numerics.scalar(1.0 - float(lr) * float(wd), dtype)
         else:
             keep = 1 - numerics.scalar(lr, dtype) * numerics.scalar(wd, dtype)
-        p = p.astype(dtype)
-        decayed = p - (1 - keep) * p
-        return u.astype(dtype) + (decayed - p)
+        p = numerics.cast(p, dtype)
+        decayed = lax.sub(p, lax.mul(1 - keep, p))
+        return lax.add(numerics.cast(u, dtype), lax.sub(decayed, p))
 
     return _with_mask(_weight_decay_transform(leaf, [learning_rate, weight_decay]), mask)

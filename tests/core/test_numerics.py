@@ -46,6 +46,33 @@ def test_lerp_matches_torch_bitwise(weight):
     np.testing.assert_array_equal(np.asarray(got), expected)
 
 
+@pytest.mark.parametrize("weight", [0.1, 0.5, 0.9])
+def test_lerp_with_a_host_weight_matches_torch_bitwise(weight):
+    # the form the moments use: a host constant of the operands' dtype (`numerics.one_minus`),
+    # traced on jax.lax directly; both of torch's branches
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(1000).astype(np.float32)
+    b = rng.standard_normal(1000).astype(np.float32)
+    expected = torch.tensor(a).lerp_(torch.tensor(b), weight).numpy()
+    got = jax.jit(lambda x, y: numerics.lerp(x, y, np.asarray(weight, np.float32)))(a, b)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_cast_skips_only_the_no_op_conversion():
+    x = jnp.ones(3, jnp.float32)
+    assert numerics.cast(x, jnp.float32) is x
+    assert numerics.cast(x, jnp.bfloat16).dtype == jnp.bfloat16
+    weak = jnp.asarray(1.0)  # a weakly typed float32: made a strong float32, as astype does
+    assert weak.weak_type and not numerics.cast(weak, jnp.float32).weak_type
+    assert numerics.cast(np.float64(2.0), jnp.float32).dtype == jnp.float32
+
+    def traced(y):
+        assert numerics.cast(y, y.dtype) is y
+        return numerics.cast(y, jnp.bfloat16)
+
+    assert str(jax.make_jaxpr(traced)(x)) == str(jax.make_jaxpr(lambda y: y.astype(jnp.bfloat16))(x))
+
+
 def test_compute_dtype_is_torch_opmath():
     assert numerics.compute_dtype(jnp.bfloat16) == jnp.float32
     assert numerics.compute_dtype(jnp.float16) == jnp.float32
