@@ -13,6 +13,7 @@ torch does, to float32 rounding:
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any, Callable
 
@@ -180,9 +181,20 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
 def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
     if is_host_scalar(x):
+        if isinstance(x, (float, int)):  # the common case, once per (value, dtype) per process
+            return _rounded_constant(float(x), jnp.dtype(dtype).name)
         check_representable(x, dtype, "hyperparameter")
         return np.asarray(np.float64(x), dtype=dtype)
     return jnp.asarray(plain(x)).astype(dtype)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rounded_constant(value: float, dtype_name: str) -> np.ndarray:
+    """`scalar` of a Python number (checked, rounded; read-only: one array serves every leaf)."""
+    check_representable(value, dtype_name, "hyperparameter")
+    out = np.asarray(np.float64(value), dtype=jnp.dtype(dtype_name))
+    out.flags.writeable = False
+    return out
 
 
 def once_per_step(fn: Callable) -> Callable:
