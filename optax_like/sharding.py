@@ -84,18 +84,12 @@ def _classify(tx: GradientTransformation, params: Any):
 
     closed, out_shape = jax.make_jaxpr(traced, return_shape=True)(*abstract)
     jaxpr = closed.jaxpr
-    deps: dict = {v: frozenset((i,)) for i, v in enumerate(jaxpr.invars)}
-    empty: frozenset = frozenset()
-    for eqn in jaxpr.eqns:  # conservative: an output depends on every input of its equation
-        d = empty.union(*(deps.get(v, empty) for v in eqn.invars if isinstance(v, jex_core.Var)))
-        for o in eqn.outvars:
-            deps[o] = d
+    out_deps = _output_dependencies(jaxpr, [frozenset((i,)) for i in range(len(jaxpr.invars))])
     state_leaves, s_def = jax.tree.flatten(out_shape)
     if len(state_leaves) != len(jaxpr.outvars):  # pragma: no cover - make_jaxpr guarantees it
         raise RuntimeError("tx.init's traced outputs do not match its state leaves.")
     kinds, index = [], []
-    for aval, v in zip(state_leaves, jaxpr.outvars):
-        d = deps.get(v, empty) if isinstance(v, jex_core.Var) else empty
+    for aval, d in zip(state_leaves, out_deps):
         if len(d) == 1 and tuple(aval.shape) == tuple(abstract[next(iter(d))].shape):
             kinds.append(_MIRROR)
             index.append(next(iter(d)))
@@ -106,6 +100,32 @@ def _classify(tx: GradientTransformation, params: Any):
             kinds.append(_FREE)
             index.append(None)
     return s_def, state_leaves, kinds, index, flat, p_def
+
+
+def _output_dependencies(jaxpr, in_deps: list) -> list:
+    """For each output of `jaxpr`, the set of inputs (by index, from `in_deps`) it depends on.
+
+    Conservative per equation (an output depends on every input of its equation), except that
+    a nested jit / call is followed inside (its outputs depend on what its own body says), so
+    a call that builds the buffers of many params at once keeps each buffer tied to its param.
+    """
+    empty: frozenset = frozenset()
+    deps: dict = dict(zip(jaxpr.invars, in_deps))
+
+    def of(v):
+        return deps.get(v, empty) if isinstance(v, jex_core.Var) else empty
+
+    for eqn in jaxpr.eqns:
+        inner = eqn.params.get("jaxpr") if eqn.primitive.name in ("pjit", "jit", "closed_call", "core_call") else None
+        inner = getattr(inner, "jaxpr", inner)
+        if inner is not None and len(inner.invars) == len(eqn.invars) and len(inner.outvars) == len(eqn.outvars):
+            outs = _output_dependencies(inner, [of(v) for v in eqn.invars])
+        else:
+            d = empty.union(*(of(v) for v in eqn.invars))
+            outs = [d] * len(eqn.outvars)
+        for o, d in zip(eqn.outvars, outs):
+            deps[o] = d
+    return [of(v) for v in jaxpr.outvars]
 
 
 def state_param_paths(tx: GradientTransformation, params: Any) -> Any:

@@ -9,6 +9,8 @@ rejected with an error that names its path, rather than failing deep inside jax.
 
 from __future__ import annotations
 
+import functools
+
 from typing import Any, Callable
 
 import jax
@@ -438,34 +440,47 @@ def update_leaves(fn: Callable, updates: Any, *trees: Any, counts=None):
     return tuple(treedef.unflatten(out) for out in outs)
 
 
-def _filled_like(p: Any, value: Any, dtype) -> Any:
-    """An array of `value` with `p`'s shape and sharding (dtype `dtype`, default `p.dtype`).
+def _filled_tree(leaves: list, value: Any, dtype) -> list:
+    """Arrays of `value` with each leaf's shape and sharding (dtype `dtype`, default the
+    leaf's); None leaves stay None.
 
     Outside tracing `jnp.full_like` already keeps a committed array's sharding. Under `jit`
     the tracer's aval carries the sharding only on an Explicit mesh; on an Auto mesh
     `jnp.full_like` gives an unconstrained constant that XLA places on one device (or
-    replicates). So under tracing the buffer is written as `select(False, p, value)`: an
+    replicates). So under tracing each buffer is written as `select(False, p, value)`: an
     elementwise op of `p`, which both sharding-in-types (Explicit) and XLA's sharding
     propagation (Auto) give `p`'s sharding. XLA folds it to a broadcast after propagation
     (no runtime cost), and the result is exactly `value` whatever `p` holds (no `0 * nan`).
     The data dependence on `p` is also what `optax_like.sharding.state_shardings` reads to
     map state leaves to their params.
     """
-    if not isinstance(p, jax.core.Tracer) and not isinstance(value, jax.core.Tracer):
-        return jnp.full_like(p, value, dtype=dtype)
-    p = jnp.asarray(p)
-    dtype = jnp.dtype(p.dtype if dtype is None else dtype)
-    src = p
-    if jnp.iscomplexobj(src) and not jnp.issubdtype(dtype, jnp.complexfloating):
-        src = jnp.real(src)
-    src = jax.lax.convert_element_type(src, dtype)
-    # The operands on jax.lax (jnp's zeros_like/full_like dispatch made init trace 4x slower
-    # than optax's per leaf), the select through jnp.where: its nested jit keeps XLA from
-    # folding the select before sharding propagation (a bare lax.select of a constant
-    # predicate loses `p`'s sharding on an Auto mesh; tests/sharding).
-    never = jax.lax.full_like(src, False, dtype=bool)
-    fill = jax.lax.full_like(src, value) if not isinstance(value, jax.core.Tracer) else jnp.full_like(src, value)
-    return jnp.where(never, src, fill)
+    traced = isinstance(value, jax.core.Tracer) or any(isinstance(p, jax.core.Tracer) for p in leaves)
+    if not traced:
+        return [None if p is None else jnp.full_like(p, value, dtype=dtype) for p in leaves]
+    srcs, fills, nevers = [], [], []
+    for p in leaves:
+        if p is None:
+            continue
+        p = jnp.asarray(p)
+        target = jnp.dtype(p.dtype if dtype is None else dtype)
+        src = p
+        if jnp.iscomplexobj(src) and not jnp.issubdtype(target, jnp.complexfloating):
+            src = jax.lax.real(src)
+        src = jax.lax.convert_element_type(src, target)
+        srcs.append(src)
+        nevers.append(jax.lax.full_like(src, False, dtype=bool))
+        fills.append(jnp.full_like(src, value) if isinstance(value, jax.core.Tracer) else jax.lax.full_like(src, value))
+    selected = iter(_select_all(nevers, srcs, fills))
+    return [None if p is None else next(selected) for p in leaves]
+
+
+@jax.jit
+def _select_all(preds: list, on_true: list, on_false: list) -> list:
+    # `select(False, p, fill)` for every leaf of a tree inside one nested jit (jnp.where's
+    # construction, once per tree instead of once per leaf: ~100 us of tracing per leaf): the
+    # call boundary keeps XLA from folding the constant select before sharding propagation
+    # (a bare select in the caller's computation loses `p`'s sharding on an Auto mesh).
+    return [jax.lax.select(c, t, f) for c, t, f in zip(preds, on_true, on_false)]
 
 
 def zeros_like(params: Any, dtype=None) -> Any:
@@ -476,12 +491,14 @@ def zeros_like(params: Any, dtype=None) -> Any:
     so that layout and sharding rules live in one place. Each call returns fresh buffers
     (no two state leaves share one, as donation requires).
     """
-    return map_params(lambda p: _filled_like(p, 0, dtype), params)
+    leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
+    return treedef.unflatten(_filled_tree(leaves, 0, dtype))
 
 
 def full_like(params: Any, value, dtype=None) -> Any:
     """Like `zeros_like`, filled with `value` (a host scalar or a traced scalar)."""
-    return map_params(lambda p: _filled_like(p, value, dtype), params)
+    leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
+    return treedef.unflatten(_filled_tree(leaves, value, dtype))
 
 
 def select_param_state(keep: list, new: Any, old: Any, reference: Any) -> Any:
