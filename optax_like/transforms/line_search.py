@@ -32,6 +32,7 @@ __all__ = [
     "cubic_interpolate",
     "py_max",
     "py_min",
+    "rounded",
     "strong_wolfe",
     "strong_wolfe_absorb",
     "strong_wolfe_init",
@@ -49,6 +50,41 @@ def py_min(a, b):
     return jnp.where(b < a, b, a)
 
 
+def rounded(x):
+    """`x`, rounded to its dtype before any later add: a barrier against FMA contraction.
+
+    Under jit XLA contracts a multiply feeding an add (`a + b * c`) into one fused multiply-add
+    where it fuses them, which skips the rounding of `b * c`. torch's line search runs each
+    operation on a 0-d tensor separately (every product rounded), so its products are wrapped
+    here. A select cannot be contracted through (`where(x == x, x, nan)` keeps every value and
+    every NaN a NaN), where XLA folds `reduce_precision` and moves across optimization barriers.
+    """
+    return jnp.where(x == x, x, jnp.nan)
+
+
+def _two_sum(a, b):
+    """(a + b rounded, its exact rounding error)."""
+    total = a + b
+    b_part = total - a
+    return total, (a - (total - b_part)) + (b - b_part)
+
+
+def three_times_difference(f1, f2):
+    """torch's `3 * (f1 - f2)` of two losses, as it enters a float32 computation.
+
+    torch keeps losses as Python floats: for float32 losses the difference and its triple are
+    exact in float64, and the value is rounded to float32 once, where it meets a tensor. Here
+    the exact value is carried as float32 pieces (`f1 - f2 = s + e` and `3 s = p + pe`, both
+    exact) and rounded once at the end (correct unless within ~2^-22 ulp of a tie). float64
+    losses are Python's own arithmetic: `3 * (f1 - f2)`, two roundings.
+    """
+    if jnp.result_type(f1, f2) == jnp.float64:
+        return 3 * (f1 - f2)
+    s, e = _two_sum(f1, -f2)
+    p, pe = _two_sum(2 * s, s)
+    return p + (pe + rounded(3 * e))
+
+
 def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     """torch's `_cubic_interpolate`: minimizer of the cubic through two points with slopes.
 
@@ -56,7 +92,15 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         min_pos = x2 - (x2 - x1) (g2 + d2 - d1) / (g2 - g1 + 2 d2)     (x1 <= x2; mirrored else)
         return min(max(min_pos, lo), hi)      if d1^2 - g1 g2 >= 0 else (lo + hi) / 2
 
-    `bounds=(lo, hi)`, default the sorted pair `(x1, x2)`.
+    `bounds=(lo, hi)`, default the sorted pair `(x1, x2)`. torch's operation order and roundings:
+    the losses are Python floats (`three_times_difference`); `3 * (f1 - f2) / (x1 - x2)` divides
+    a Python float by a tensor, which torch computes as `(x1 - x2).reciprocal() * (3 * (f1 - f2))`;
+    `d1 ** 2` is `d1 * d1`; every product is rounded before it is added (`rounded`). Measured on
+    random float32 and float64 brackets: torch's result bit for bit except where torch's sqrt
+    (MKL's vector math, dispatch-dependent) is not correctly rounded (~0.5% of float32 and ~1% of
+    float64 inputs on this AVX-512 machine), where XLA's sqrt is. When x1 and x2 are both Python
+    numbers (t_prev = 0 and t = lr at torch's first extrapolation), torch divides in float64: the
+    same result for lr = 1.
     """
     le = x1 <= x2
     if bounds is None:
@@ -64,14 +108,15 @@ def cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         xmax_bound = jnp.where(le, x2, x1)
     else:
         xmin_bound, xmax_bound = bounds
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1 * d1 - g1 * g2  # torch's d1**2 is computed as d1 * d1
+    slope = rounded((1 / (x1 - x2)) * three_times_difference(f1, f2))
+    d1 = g1 + g2 - slope
+    d2_square = rounded(d1 * d1) - rounded(g1 * g2)
     real = d2_square >= 0
     d2 = jnp.sqrt(jnp.where(real, d2_square, 0))
     min_pos = jnp.where(
         le,
-        x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
-        x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)),
+        x2 - rounded((x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))),
+        x1 - rounded((x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))),
     )
     clipped = py_min(py_max(min_pos, xmin_bound), xmax_bound)
     return jnp.where(real, clipped, (xmin_bound + xmax_bound) / 2.0)
@@ -165,7 +210,7 @@ def _zoom_decide(s: StrongWolfeState, tolerance_change) -> StrongWolfeState:
 def _bracket_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1, c2, tolerance_change):
     t = s.t
     in_loop = s.ls_iter < s.max_ls
-    armijo = (f_new > (s.f + c1 * t * s.gtd)) | ((s.ls_iter > 1) & (f_new >= s.f_prev))
+    armijo = (f_new > (s.f + rounded(c1 * t * s.gtd))) | ((s.ls_iter > 1) & (f_new >= s.f_prev))
     wolfe = jnp.abs(gtd_new) <= -c2 * s.gtd
     positive = gtd_new >= 0
     # 0: bracket [t_prev, t]; 1: Wolfe point [t]; 2: keep extrapolating; 3: max_ls reached
@@ -193,7 +238,7 @@ def _bracket_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1, c2, toleranc
         return _start_zoom(s)
 
     def extrapolate(s):
-        min_step = t + 0.01 * (t - s.t_prev)
+        min_step = t + rounded(0.01 * (t - s.t_prev))
         max_step = t * 10
         t_next = cubic_interpolate(s.t_prev, s.f_prev, s.gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
         return s._replace(t=t_next, t_prev=t, f_prev=f_new, g_prev=g_new, gtd_prev=gtd_new, ls_iter=s.ls_iter + 1)
@@ -218,7 +263,7 @@ def _bracket_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1, c2, toleranc
 def _zoom_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1, c2, tolerance_change):
     t = s.t
     low, high = s.low_pos, 1 - s.low_pos
-    armijo_fail = (f_new > (s.f + c1 * t * s.gtd)) | (f_new >= s.bracket_f[low])
+    armijo_fail = (f_new > (s.f + rounded(c1 * t * s.gtd))) | (f_new >= s.bracket_f[low])
 
     def set_at(s, pos, t_, f_, g_, gtd_):
         return s._replace(
