@@ -16,7 +16,11 @@ The machine lets L-BFGS run all of a `step()` (iterations and line-search evalua
 c2, tolerance_change, max_ls)` with the same return values.
 
 Python's two-argument `min`/`max` (which torch uses on scalars) are reproduced exactly,
-including which argument wins on ties and NaN (`py_min`, `py_max`).
+including which argument wins on ties and NaN (`py_min`, `py_max`). So are torch's roundings:
+its losses are Python floats (`three_times_difference`), a Python float divided by a tensor is
+a reciprocal times the float, and every product is rounded before it is added (`rounded` keeps
+XLA from fusing them into an FMA). Where torch keeps a step as a Python float (`lr`, and bounds
+computed from it such as `min_step = 1.01`), torch's float64 value is rounded here.
 """
 
 from __future__ import annotations
