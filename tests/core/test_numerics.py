@@ -37,24 +37,16 @@ def test_one_minus_and_scalar_round_once_from_float64():
 
 
 @pytest.mark.parametrize("weight", [0.1, 0.5, 0.9])
-def test_lerp_matches_torch_bitwise(weight):
+@pytest.mark.parametrize("host", [False, True], ids=["traced-weight", "host-weight"])
+def test_lerp_matches_torch_bitwise(weight, host):
+    # host: the form the moments use, a constant of the operands' dtype (`numerics.one_minus`),
+    # traced on jax.lax directly; both of torch's branches either way
     rng = np.random.default_rng(0)
     a = rng.standard_normal(1000).astype(np.float32)
     b = rng.standard_normal(1000).astype(np.float32)
     expected = torch.tensor(a).lerp_(torch.tensor(b), weight).numpy()
-    got = jax.jit(numerics.lerp)(a, b, np.float32(weight))
-    np.testing.assert_array_equal(np.asarray(got), expected)
-
-
-@pytest.mark.parametrize("weight", [0.1, 0.5, 0.9])
-def test_lerp_with_a_host_weight_matches_torch_bitwise(weight):
-    # the form the moments use: a host constant of the operands' dtype (`numerics.one_minus`),
-    # traced on jax.lax directly; both of torch's branches
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal(1000).astype(np.float32)
-    b = rng.standard_normal(1000).astype(np.float32)
-    expected = torch.tensor(a).lerp_(torch.tensor(b), weight).numpy()
-    got = jax.jit(lambda x, y: numerics.lerp(x, y, np.asarray(weight, np.float32)))(a, b)
+    w = np.asarray(weight, np.float32)
+    got = jax.jit(lambda x, y: numerics.lerp(x, y, w))(a, b) if host else jax.jit(numerics.lerp)(a, b, w)
     np.testing.assert_array_equal(np.asarray(got), expected)
 
 
