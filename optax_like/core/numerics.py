@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import operator
 from typing import Any, Callable
 
 import jax
@@ -173,6 +174,8 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
     if precise is not None:
         return precise[0].astype(dtype)
     if is_host_scalar(x):
+        if isinstance(x, (float, int)):  # the common case: once per (value, dtype) per process
+            return _rounded_constant(1.0 - float(x), jnp.dtype(dtype).name, "1 - hyperparameter")
         check_representable(1.0 - np.float64(x), dtype, "1 - hyperparameter")
         return np.asarray(1.0 - np.float64(x), dtype=dtype)
     return (1 - jnp.asarray(plain(x))).astype(dtype)
@@ -181,17 +184,18 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
 def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
     if is_host_scalar(x):
-        if isinstance(x, (float, int)):  # the common case, once per (value, dtype) per process
-            return _rounded_constant(float(x), jnp.dtype(dtype).name)
+        if isinstance(x, (float, int)):  # the common case: once per (value, dtype) per process
+            return _rounded_constant(float(x), jnp.dtype(dtype).name, "hyperparameter")
         check_representable(x, dtype, "hyperparameter")
         return np.asarray(np.float64(x), dtype=dtype)
     return jnp.asarray(plain(x)).astype(dtype)
 
 
 @functools.lru_cache(maxsize=1024)
-def _rounded_constant(value: float, dtype_name: str) -> np.ndarray:
-    """`scalar` of a Python number (checked, rounded; read-only: one array serves every leaf)."""
-    check_representable(value, dtype_name, "hyperparameter")
+def _rounded_constant(value: float, dtype_name: str, name: str) -> np.ndarray:
+    """A float64 host value checked (`check_representable`, naming `name`) and rounded to a
+    0-d array, read-only: one array serves every leaf (`scalar`, `one_minus`)."""
+    check_representable(value, dtype_name, name)
     out = np.asarray(np.float64(value), dtype=jnp.dtype(dtype_name))
     out.flags.writeable = False
     return out
@@ -307,18 +311,16 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         else:          end - (end - start) * (1 - weight)
     """
     weight = plain(weight)
-    if isinstance(weight, (np.ndarray, np.generic)) and weight.dtype == start.dtype == end.dtype:
-        # a host constant of the operands' dtype: pick the branch now, on lax directly (the hot
-        # path of Adam-style moments; see `cast`)
-        diff = lax.sub(end, start)
-        if abs(float(weight)) < 0.5:
-            return lax.add(start, lax.mul(weight, diff))
-        return lax.sub(end, lax.mul(diff, 1 - weight))
-    diff = end - start
     if isinstance(weight, (np.ndarray, np.generic, float, int)):  # a host constant: pick the branch now
+        # on lax directly when the weight has the operands' dtype (the hot path of Adam-style
+        # moments, `one_minus`; see `cast`), else through jnp's promotion
+        exact = isinstance(weight, (np.ndarray, np.generic)) and weight.dtype == start.dtype == end.dtype
+        add, sub, mul = (lax.add, lax.sub, lax.mul) if exact else (operator.add, operator.sub, operator.mul)
+        diff = sub(end, start)
         if abs(float(weight)) < 0.5:
-            return start + weight * diff
-        return end - diff * (1 - weight)
+            return add(start, mul(weight, diff))
+        return sub(end, mul(diff, 1 - weight))
+    diff = end - start
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
 
 

@@ -9,8 +9,6 @@ rejected with an error that names its path, rather than failing deep inside jax.
 
 from __future__ import annotations
 
-import functools
-
 from typing import Any, Callable
 
 import jax
@@ -491,8 +489,7 @@ def zeros_like(params: Any, dtype=None) -> Any:
     so that layout and sharding rules live in one place. Each call returns fresh buffers
     (no two state leaves share one, as donation requires).
     """
-    leaves, treedef = jax.tree.flatten(params, is_leaf=is_none)
-    return treedef.unflatten(_filled_tree(leaves, 0, dtype))
+    return full_like(params, 0, dtype)
 
 
 def full_like(params: Any, value, dtype=None) -> Any:

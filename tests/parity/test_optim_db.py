@@ -376,6 +376,19 @@ def test_registry_covers_every_optimizer_config():
 # x64 is on) and the dtype its params compute in; otherwise torch's overflow error, naming it.
 
 
+def _first_step(view, name, params, **hyper):
+    """One update of `name` with gradients of ones: the factory's `update`, or the class's
+    construction, `backward` and `step` (so an error may come from any of them)."""
+    grads = [jnp.ones_like(p) for p in params]
+    if view == "functional":
+        tx = getattr(ol, name.lower())(**hyper)
+        tx.update(grads, tx.init(params), params)
+    else:
+        ours = getattr(optim, name)(params, **hyper)
+        ours.backward(grads)
+        ours.step()
+
+
 @pytest.mark.parametrize("view, x64", [("functional", False), ("class", False), ("functional", True), ("class", True)])
 def test_lr_beyond_float32_range_raises_like_torch_for_float32_params(view, x64):
     """torch: `SGD(lr=1e308)` constructs, and its step on float32 params raises RuntimeError('value
@@ -389,13 +402,7 @@ def test_lr_beyond_float32_range_raises_like_torch_for_float32_params(view, x64)
     with jax.enable_x64(x64):
         params = [jnp.ones(3, jnp.float32)]
         with pytest.raises(RuntimeError, match="value cannot be converted to type float32 without overflow"):
-            if view == "functional":
-                tx = ol.sgd(lr=1e308)
-                tx.update([jnp.ones(3, jnp.float32)], tx.init(params), params)
-            else:
-                ours = optim.SGD(params, lr=1e308)
-                ours.backward([jnp.ones(3, jnp.float32)])
-                ours.step()
+            _first_step(view, "SGD", params, lr=1e308)
 
 
 @pytest.mark.parametrize("view", ["functional", "class"])
@@ -407,11 +414,7 @@ def test_adagrad_lr_decay_beyond_float32_range_is_refused_for_float32_params(vie
     params = [jnp.ones(3, jnp.float32)]
     # the class names the group entry; the factory's host math names the value (1e+308)
     with pytest.raises(RuntimeError, match="without overflow: (lr_decay|hyperparameter)=1e\\+308"):
-        if view == "functional":
-            tx = ol.adagrad(lr_decay=1e308)
-            tx.update([jnp.ones(3, jnp.float32)], tx.init(params), params)
-        else:
-            optim.Adagrad(params, lr_decay=1e308)
+        _first_step(view, "Adagrad", params, lr_decay=1e308)
 
 
 @pytest.mark.parametrize("view, dtype", [("functional", "float64"), ("class", "float64")])
