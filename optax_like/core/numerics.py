@@ -284,6 +284,39 @@ def cast(x: Any, dtype) -> Any:
     return jax.lax.convert_element_type(x, dtype)
 
 
+def leaf_scalars(scalars: tuple, leaf: jax.Array) -> tuple[tuple, jax.Array]:
+    """`(scalars, leaf)`, the traced step scalars among `scalars` made this leaf's own copies.
+
+    Same values and the same compiled arithmetic; what changes is how XLA shares them. A step
+    scalar (a bias correction, a step size) is one value for all leaves, and XLA then shares its
+    broadcast by all leaves of a shape. That costs compile time and changes roundings:
+
+    - XLA:CPU's fusion pass fuses a kernel's operands latest-in-post-order first. The shared
+      broadcast comes after the first leaf's own operands in the post-order (a depth-first walk
+      from the outputs) and before every later leaf's, so the first leaf of each shape gets a
+      kernel with its operands in another order: one more kernel to compile per repeated leaf
+      shape (GPT-2 small's Adam: 37 distinct kernels against optax's 30).
+    - XLA's algebraic simplifier rewrites `x / broadcast(s)` into `x * broadcast(1 / s)` when
+      `s` has one use (a tree of one leaf), and `sqrt(v) / sqrt(bc2)` into `sqrt(v) *
+      rsqrt(bc2)`: a tree of one leaf would round differently from a tree of many.
+
+    The copies come out of an `optimization_barrier` with the leaf (so XLA cannot merge them
+    across leaves) and go into a second one with the leaf (a second use, so neither rewrite
+    applies). XLA expands both barriers before fusion; the kernels compute the same operations
+    in torch's order. Use the returned leaf in place of `leaf`: it carries the second use.
+    Host scalars (constants in the program) are returned as they are.
+    """
+    traced = [i for i, s in enumerate(scalars) if isinstance(s, (jax.Array, jax.core.Tracer))]
+    if not traced:
+        return scalars, leaf
+    own, _ = lax.optimization_barrier((tuple(scalars[i] for i in traced), leaf))
+    leaf, _ = lax.optimization_barrier((leaf, own))
+    result = list(scalars)
+    for i, s in zip(traced, own):
+        result[i] = s
+    return tuple(result), leaf
+
+
 def real_view(x: jax.Array) -> jax.Array:
     """A complex array as pairs of reals (torch's `view_as_real`); real arrays unchanged."""
     if jnp.iscomplexobj(x):
