@@ -12,7 +12,9 @@ lone float32 leaf rounded differently from the same leaf in a model (0.4% of the
 200,000-element leaf, at the first step). torch's result for a param never depends on its
 neighbours (its loops are per param), so ours must not either.
 
-The default run takes each optimizer's first configuration; `slow` runs all of them.
+The same holds for the adapter (`optax_like.optim.<Class>`, whose hyperparameters are traced
+scalars): a param alone in the optimizer and the same param beside two others. The default run
+takes each optimizer's first configuration; `slow` runs all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
+from optax_like import optim
 from tests.parity import test_optim_db as db
 
 SHAPE, OTHER = (6, 5), (4, 7)  # 2-D: Muon takes matrices only
@@ -83,3 +86,27 @@ def test_a_leaf_alone_gets_the_bits_it_gets_in_a_tree(name, desc):
         for (path1, x1), (path2, x2) in zip(_buffers_of(s1, "a"), _buffers_of(s2, "a"), strict=True):
             assert path1 == path2
             np.testing.assert_array_equal(x1, x2, err_msg=f"state {path1}, step {t + 1}")
+
+
+def _class_run(name, kwargs, params, grads):
+    opt = getattr(optim, name)(params, **kwargs)
+    history = []
+    for g in grads:
+        opt.zero_grad()
+        opt.backward(g)
+        opt.step()
+        history.append([np.asarray(p) for p in opt.params])
+    return history
+
+
+@pytest.mark.parametrize("name,desc", _cases())
+def test_adapter_a_param_alone_gets_the_bits_it_gets_beside_others(name, desc):
+    """The adapter's path: hyperparameters travel as traced scalars (`optax_like.optim`)."""
+    kwargs = db._our_kwargs(db._kwargs(name, desc))
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(np.float32) for s in (SHAPE, SHAPE, OTHER)]
+    grads = [[jnp.asarray(rng.standard_normal(np.shape(p)).astype(np.float32)) for p in params] for _ in range(STEPS)]
+    alone = _class_run(name, kwargs, [jnp.asarray(params[0])], [g[:1] for g in grads])
+    beside = _class_run(name, kwargs, [jnp.asarray(p) for p in params], grads)
+    for t, (one, many) in enumerate(zip(alone, beside)):
+        np.testing.assert_array_equal(one[0], many[0], err_msg=f"step {t + 1}")
