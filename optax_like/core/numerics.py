@@ -13,6 +13,7 @@ torch does, to float32 rounding:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import numbers
 import operator
@@ -284,37 +285,35 @@ def cast(x: Any, dtype) -> Any:
     return jax.lax.convert_element_type(x, dtype)
 
 
-def leaf_scalars(scalars: tuple, leaf: jax.Array) -> tuple[tuple, jax.Array]:
-    """`(scalars, leaf)`, the traced step scalars among `scalars` made this leaf's own copies.
+# The step scalars each leaf's math declared (`step_scalars`), while `per_param_update` traces it.
+_DECLARED: contextvars.ContextVar = contextvars.ContextVar("optax_like_step_scalars", default=None)
 
-    Same values and the same compiled arithmetic; what changes is how XLA shares them. A step
-    scalar (a bias correction, a step size) is one value for all leaves, and XLA then shares its
-    broadcast by all leaves of a shape. That costs compile time and changes roundings:
 
-    - XLA:CPU's fusion pass fuses a kernel's operands latest-in-post-order first. The shared
-      broadcast comes after the first leaf's own operands in the post-order (a depth-first walk
-      from the outputs) and before every later leaf's, so the first leaf of each shape gets a
-      kernel with its operands in another order: one more kernel to compile per repeated leaf
-      shape (GPT-2 small's Adam: 37 distinct kernels against optax's 30).
-    - XLA's algebraic simplifier rewrites `x / broadcast(s)` into `x * broadcast(1 / s)` when
-      `s` has one use (a tree of one leaf), and `sqrt(v) / sqrt(bc2)` into `sqrt(v) *
-      rsqrt(bc2)`: a tree of one leaf would round differently from a tree of many.
+def step_scalars(scalars: tuple) -> tuple:
+    """Declare the traced step scalars (bias corrections, step sizes) one leaf's math uses;
+    returns `scalars` unchanged.
 
-    The copies come out of an `optimization_barrier` with the leaf (so XLA cannot merge them
-    across leaves) and go into a second one with the leaf (a second use, so neither rewrite
-    applies). XLA expands both barriers before fusion; the kernels compute the same operations
-    in torch's order. Use the returned leaf in place of `leaf`: it carries the second use.
-    Host scalars (constants in the program) are returned as they are.
+    Why: XLA's algebraic simplifier (on CPU) rewrites `x / broadcast(s)` into `x * broadcast(1 /
+    s)`, and `sqrt(v) / sqrt(s)` into `sqrt(v) * rsqrt(s)`, when `s` has a single use. A step
+    scalar shared by many leaves has many uses and keeps torch's division; in a tree of one leaf,
+    for a leaf whose step counter is stored apart (`per_leaf_scalars`) or whose dtype no other
+    leaf has, it has one, and that leaf would round differently from the same leaf in a model.
+    `per_param_update` counts the declarations and gives each scalar that only one leaf
+    declared a second use (an `optimization_barrier` with that leaf's update, expanded by XLA
+    before fusion: nothing of it is left in the compiled step). Trees whose leaves share their
+    scalars get no barrier at all. tests/test_tree_independence.py checks the result: a leaf
+    alone, beside others and with its own counters, bit for bit.
+    Host scalars (constants in the program) need nothing and are not recorded.
     """
-    traced = [i for i, s in enumerate(scalars) if isinstance(s, (jax.Array, jax.core.Tracer))]
-    if not traced:
-        return scalars, leaf
-    own, _ = lax.optimization_barrier((tuple(scalars[i] for i in traced), leaf))
-    leaf, _ = lax.optimization_barrier((leaf, own))
-    result = list(scalars)
-    for i, s in zip(traced, own):
-        result[i] = s
-    return tuple(result), leaf
+    declared = _DECLARED.get()
+    if declared is not None:
+        declared.extend(s for s in scalars if isinstance(s, (jax.Array, jax.core.Tracer)))
+    return scalars
+
+
+def single_use_barrier(update: jax.Array, scalars: list) -> jax.Array:
+    """`update`, passed through an `optimization_barrier` with `scalars` (their second use)."""
+    return lax.optimization_barrier((update, tuple(scalars)))[0]
 
 
 def real_view(x: jax.Array) -> jax.Array:

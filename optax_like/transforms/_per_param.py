@@ -133,31 +133,59 @@ def per_param_update(
     reference = trees[0] if reference is None else reference
     n_buffers = len(buffers)
 
+    declarations = []  # (the leaf's update, the step scalars its math declared)
+
     def leaf_fn(g, ref, *rest):
         if check is not None:
             check(g)
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
-        if views:
-            out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
-        else:
-            out = math(leaf, g, *args, *extra)
+        token = numerics._DECLARED.set([])
+        try:
+            if views:
+                out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
+            else:
+                out = math(leaf, g, *args, *extra)
+            declared = numerics._DECLARED.get()
+        finally:
+            numerics._DECLARED.reset(token)
         if len(out) != 1 + n_buffers:
             raise ValueError(f"per-param math returned {len(out) - 1} buffers for {n_buffers} ({', '.join(buffers)})")
         u, new = out[0], out[1:]
         if views:
             u, new = leaf.emit(u), tuple(leaf.store(x) for x in new)
+        if declared:
+            declarations.append((u, declared))
         return (u, None, *new, *(None,) * len(inputs))
 
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
     results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
     new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
+    new_updates = _second_use_of_lone_scalars(new_updates, declarations)
     new_state = state._replace(
         **dict(zip(buffers, new_trees)),
         **{step_field: increment_counts(old_step, updates, reference)},
         schedule_count=numerics.safe_increment(state.schedule_count),
     )
     return new_updates, new_state
+
+
+def _second_use_of_lone_scalars(new_updates: Any, declarations: list) -> Any:
+    """`new_updates` with the update of every leaf that alone declared a step scalar passed
+    through a barrier with it (`numerics.step_scalars`: a second use, so that XLA keeps the
+    division by it that the same leaf gets in a tree whose leaves share the scalar)."""
+    users: dict = {}
+    for _, declared in declarations:
+        for s in {id(s): s for s in declared}.values():
+            users[id(s)] = users.get(id(s), 0) + 1
+    replaced = {}
+    for u, declared in declarations:
+        lone = list({id(s): s for s in declared if users[id(s)] == 1}.values())
+        if lone:
+            replaced[id(u)] = numerics.single_use_barrier(u, lone)
+    if not replaced:
+        return new_updates
+    return jax.tree.map(lambda u: replaced.get(id(u), u), new_updates)
 
 
 __all__ = ["LeafView", "hyperparams", "per_param_update"]

@@ -70,8 +70,8 @@ def scale_by_adamax(
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             u = lax.max(lax.mul(u, numerics.scalar(h.b2, dtype)), lax.add(lax.abs(g), numerics.scalar(h.eps, dtype)))
-            (bc1,), second = numerics.leaf_scalars((bias_correction1(t, dtype),), u)  # see numerics
-            return lax.div(lax.div(m, bc1), second), m, u
+            (bc1,) = numerics.step_scalars((bias_correction1(t, dtype),))  # lone leaf = in a tree
+            return lax.div(lax.div(m, bc1), u), m, u
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_inf"))
 

@@ -107,13 +107,12 @@ def scale_by_adam(
             # No optimization_barrier on the new moments (an earlier version had one): XLA:CPU
             # writes them in place and the params' kernel reads them either way (the compiled
             # step is the same program, checked on Adam/AdamW/AMSGrad).
-            # Per-leaf copies of the step scalars: one kernel per leaf shape, and the same
-            # roundings for a tree of one leaf as for many (`numerics.leaf_scalars`).
+            # Declared step scalars: a lone leaf rounds as in a tree (`numerics.step_scalars`).
             if differentiable_lr is not None:
-                (scale, shift), second = numerics.leaf_scalars(differentiable_scalars(t, dtype), vmax if amsgrad else v)
-                return m / (jnp.sqrt(second) / scale + shift), m, v, vmax
-            (bc1, bc2_sqrt), second = numerics.leaf_scalars(bias_corrections(t, dtype), vmax if amsgrad else v)
-            denom = lax.add(lax.div(lax.sqrt(second), bc2_sqrt), numerics.scalar(h.eps, dtype))
+                scale, shift = numerics.step_scalars(differentiable_scalars(t, dtype))
+                return m / (jnp.sqrt(vmax if amsgrad else v) / scale + shift), m, v, vmax
+            bc1, bc2_sqrt = numerics.step_scalars(bias_corrections(t, dtype))
+            denom = lax.add(lax.div(lax.sqrt(vmax if amsgrad else v), bc2_sqrt), numerics.scalar(h.eps, dtype))
             return lax.div(lax.div(m, bc1), denom), m, v, vmax
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))

@@ -131,9 +131,9 @@ def scale_by_nadam(
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
-            (bc2, coef_grad, coef_avg), second = numerics.leaf_scalars(  # one kernel per leaf shape
-                (bias_correction2(t, dtype), numerics.cast(coef_grad, dtype), numerics.cast(coef_avg, dtype)), v)
-            denom = lax.add(lax.sqrt(lax.div(second, bc2)), numerics.scalar(h.eps, dtype))
+            bc2, coef_grad, coef_avg = numerics.step_scalars(  # a lone leaf rounds as in a tree
+                (bias_correction2(t, dtype), numerics.cast(coef_grad, dtype), numerics.cast(coef_avg, dtype)))
+            denom = lax.add(lax.sqrt(lax.div(v, bc2)), numerics.scalar(h.eps, dtype))
             grad_part = lax.div(lax.mul(coef_grad, g), denom)
             return lax.add(grad_part, lax.div(lax.mul(coef_avg, m), denom)), m, v
 

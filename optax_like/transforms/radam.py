@@ -99,10 +99,10 @@ def scale_by_radam(
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
-            (bc1, bc2_sqrt, rect, rectified), second = numerics.leaf_scalars(  # one kernel per leaf shape
-                (bias_correction1(t, dtype), numerics.cast(bc2_sqrt, dtype), numerics.cast(rect, dtype), rectified), v)
+            bc1, bc2_sqrt, rect = numerics.step_scalars(  # a lone leaf rounds as in a tree
+                (bias_correction1(t, dtype), numerics.cast(bc2_sqrt, dtype), numerics.cast(rect, dtype)))
             corrected = lax.div(m, bc1)
-            adaptive = lax.div(bc2_sqrt, lax.add(lax.sqrt(second), numerics.scalar(h.eps, dtype)))
+            adaptive = lax.div(bc2_sqrt, lax.add(lax.sqrt(v), numerics.scalar(h.eps, dtype)))
             return jnp.where(rectified, lax.mul(lax.mul(corrected, adaptive), rect), corrected), m, v
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"))
