@@ -21,8 +21,9 @@ state donated, on the CPU device. Columns:
   function each time: no cache), `--compiles` (7) times per library (2 for the 2000-leaf tree,
   `--others-compiles` (1) for the other optimizers), the libraries alternated; medians. The
   "vs optax" column is the median of the per-round ratios (each round compiles both libraries
-  back to back, so a slow round from the machine's load hits both): on this 2-cpu machine
-  medians of 3 moved +-5-10% between runs, paired ratios of 7 rounds about +-3%.
+  back to back, so a slow round from the machine's load hits both). On this 2-cpu machine
+  single rows still move by up to 0.14 between two runs (session 6: ResNet-50 AdamW 1.01,
+  then 1.15): compare rows across runs, not one row of one run.
   Includes tracing and lowering of the step, not `init` (run eagerly once).
 - program stats, from the same lowering and compiled executable (deterministic): StableHLO ops
   per leaf, fusions and distinct kernels (fused computations that differ after renaming; XLA:CPU
