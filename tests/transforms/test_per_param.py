@@ -89,3 +89,34 @@ def test_per_param_update_inputs_reference_counts_and_check():
 def test_hyperparams_resolves_schedules_at_the_count():
     h = hyperparams(jnp.asarray(3), lr=lambda c: c * 0.5, b1=0.9, none=None)
     assert float(h.lr) == 1.5 and h.b1 == 0.9 and h.none is None
+
+
+def _barriers(tx, params):
+    """The optimization_barriers in the jaxpr of one `update` on `params`."""
+    state = tx.init(params)
+    jaxpr = jax.make_jaxpr(tx.update)(params, state, params)
+    return [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+
+
+def test_a_step_scalar_of_one_leaf_gets_a_second_use_and_shared_ones_get_none():
+    """`numerics.step_scalars`: a tree whose leaves share their step scalars traces no barrier
+    (its program is what it was without the declaration); a scalar only one leaf uses (one
+    leaf; per-leaf counters; the only leaf of a dtype) gets one barrier, with that leaf's
+    update. tests/test_tree_independence.py checks the numbers this is for."""
+    f32 = {"a": jnp.ones((3, 2)), "b": jnp.ones(4), "c": jnp.ones(())}
+    adam = ol.adam(1e-3)
+    assert _barriers(adam, f32) == []
+    one = _barriers(adam, {"a": jnp.ones((3, 2))})
+    assert len(one) == 1 and one[0].invars[0].aval.shape == (3, 2)  # the update goes through
+    # Counters stored per leaf: every leaf's scalars are its own.
+    state = ol.per_leaf_scalars(adam.init(f32))
+    jaxpr = jax.make_jaxpr(adam.update)(f32, state, f32)
+    assert sum(e.primitive.name == "optimization_barrier" for e in jaxpr.jaxpr.eqns) == 3
+    # Host-constant scalars (SGD's lr, momentum) are never declared.
+    assert _barriers(ol.sgd(1e-2, momentum=0.9), {"a": jnp.ones((3, 2))}) == []
+
+
+def test_a_step_scalar_of_the_only_leaf_of_a_dtype_gets_a_second_use(x64):
+    params = {"a": jnp.ones((3, 2), jnp.float32), "b": jnp.ones(4, jnp.float64), "c": jnp.ones(2, jnp.float64)}
+    barriers = _barriers(ol.adam(1e-3), params)
+    assert [e.invars[0].aval.dtype for e in barriers] == [jnp.float32]
