@@ -311,11 +311,6 @@ def step_scalars(scalars: tuple) -> tuple:
     return scalars
 
 
-def single_use_barrier(update: jax.Array, scalars: list) -> jax.Array:
-    """`update`, passed through an `optimization_barrier` with `scalars` (their second use)."""
-    return lax.optimization_barrier((update, tuple(scalars)))[0]
-
-
 def real_view(x: jax.Array) -> jax.Array:
     """A complex array as pairs of reals (torch's `view_as_real`); real arrays unchanged."""
     if jnp.iscomplexobj(x):

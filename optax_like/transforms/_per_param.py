@@ -21,6 +21,7 @@ types and their field names stay the transforms' own (torch's state keys).
 
 from __future__ import annotations
 
+import collections
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
@@ -154,8 +155,8 @@ def per_param_update(
         u, new = out[0], out[1:]
         if views:
             u, new = leaf.emit(u), tuple(leaf.store(x) for x in new)
-        if declared:
-            declarations.append((u, declared))
+        if declared:  # each scalar once per leaf
+            declarations.append((u, list({id(x): x for x in declared}.values())))
         return (u, None, *new, *(None,) * len(inputs))
 
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
@@ -174,15 +175,12 @@ def _second_use_of_lone_scalars(new_updates: Any, declarations: list) -> Any:
     """`new_updates` with the update of every leaf that alone declared a step scalar passed
     through a barrier with it (`numerics.step_scalars`: a second use, so that XLA keeps the
     division by it that the same leaf gets in a tree whose leaves share the scalar)."""
-    users: dict = {}
-    for _, declared in declarations:
-        for s in {id(s): s for s in declared}.values():
-            users[id(s)] = users.get(id(s), 0) + 1
+    users = collections.Counter(id(s) for _, declared in declarations for s in declared)
     replaced = {}
     for u, declared in declarations:
-        lone = list({id(s): s for s in declared if users[id(s)] == 1}.values())
+        lone = tuple(s for s in declared if users[id(s)] == 1)
         if lone:
-            replaced[id(u)] = numerics.single_use_barrier(u, lone)
+            replaced[id(u)] = jax.lax.optimization_barrier((u, lone))[0]
     if not replaced:
         return new_updates
     return jax.tree.map(lambda u: replaced.get(id(u), u), new_updates)
