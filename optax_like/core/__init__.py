@@ -15,6 +15,7 @@ from optax_like.core.base import (
     stateless,
     with_extra_args_support,
 )
+from optax_like.core.gradients import conjugate_complex, grad, value_and_grad
 from optax_like.core.tree import LeafScalars, per_leaf_scalars
 
 __all__ = [
@@ -29,8 +30,11 @@ __all__ = [
     "Schedule",
     "Updates",
     "apply_updates",
+    "conjugate_complex",
+    "grad",
     "identity",
     "per_leaf_scalars",
     "stateless",
+    "value_and_grad",
     "with_extra_args_support",
 ]

@@ -19,7 +19,6 @@ loaded by the names torch saved). A list of params in `model.parameters()` order
 
 from __future__ import annotations
 
-import collections
 import copy
 from typing import Any
 
@@ -67,27 +66,6 @@ def from_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     groups = [{k: plain(v) if isinstance(v, torch.Tensor) else convert(v) for k, v in group.items()}
               for group in state_dict["param_groups"]]
     return {"state": convert(state_dict["state"]), "param_groups": groups}
-
-
-def _sorted_dict_in(tree: Any) -> str | None:
-    """Where `tree` (a group's params structure) has a dict of several keys whose leaves JAX
-    numbers in sorted key order (plain dicts, defaultdicts; an OrderedDict keeps its order), or None."""
-
-    def walk(node, path):
-        if node is None:
-            return None
-        if isinstance(node, dict) and not isinstance(node, collections.OrderedDict) and len(node) > 1:
-            return f"the dict at {path!r}" if path else "the params dict"
-        children = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
-        if len(children) == 1 and children[0][0] == ():
-            return None  # a leaf
-        for key_path, child in children:
-            found = walk(child, f"{path}.{param_name(key_path)}" if path else param_name(key_path))
-            if found:
-                return found
-        return None
-
-    return walk(tree, "")
 
 
 def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]], dict[str, int] | None]:
@@ -184,10 +162,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             names.append([str(n) for n in group["param_names"]] if "param_names" in group else None)
     if target is None:
         for g, group in enumerate(groups):
-            if optimizer is not None and hasattr(optimizer, "_group_defs"):
-                treedef = optimizer._group_defs[g]
-                where = _sorted_dict_in(treedef.unflatten([0] * treedef.num_leaves))
-                why = where and f"{where} has its leaves numbered in sorted key order (JAX's)"
+            if optimizer is not None and hasattr(optimizer, "_order_issue"):
+                why = len(group["params"]) > 1 and optimizer._order_issue[g]
             else:
                 why = "param_names" in group and "it carries param_names (its order need not be torch's)"
             if why:

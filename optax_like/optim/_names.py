@@ -8,13 +8,15 @@ holds and what `load_state_dict` matches a saved state by.
 
 from __future__ import annotations
 
+import collections
+import weakref
 from typing import Any, Iterator
 
 import jax
 
 from optax_like.core.tree import is_none
 
-__all__ = ["named_parameters", "param_name"]
+__all__ = ["named_parameters", "order_issue", "param_name"]
 
 
 def _key_name(key) -> str:
@@ -49,11 +51,39 @@ def named_parameters(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     Groups of `(name, param)` pairs are accepted directly (torch >= 2.5); with `model=`, the
     loss receives the whole tree. Keep only the leaves to get torch's `parameters()` idiom:
     `[p for n, p in named_parameters(tree) if ...]`.
+
+    JAX's leaf order is not torch's registration order (a dict's keys are sorted: '10.weight'
+    before '2.weight'). The arrays yielded here are remembered as listed in JAX's order, so an
+    optimizer built from them, named or bare, never loads a state saved without names by
+    position: it asks for names instead (see `order_issue`).
     """
+    issue = order_issue(tree)
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]:
         if leaf is not None:
             name = param_name(path)
+            if issue is not None:
+                _remember_jax_order(leaf, issue)
             yield (f"{prefix}.{name}" if prefix and name else prefix or name), leaf
+
+
+# id(array) -> (weak reference, why its order is JAX's), for the arrays named_parameters listed.
+_listed_in_jax_order: dict[int, tuple[Any, str]] = {}
+
+
+def _remember_jax_order(leaf: Any, why: str) -> None:
+    key = id(leaf)
+    try:
+        ref = weakref.ref(leaf, lambda _, key=key: _listed_in_jax_order.pop(key, None))
+    except TypeError:
+        return  # not weak-referenceable (a NumPy scalar): nothing to remember it by
+    _listed_in_jax_order[key] = (ref, why)
+
+
+def _jax_order_origin(leaf: Any) -> str | None:
+    entry = _listed_in_jax_order.get(id(leaf))
+    if entry is None or entry[0]() is not leaf:
+        return None
+    return entry[1]
 
 
 def _is_named_pair(item: Any) -> bool:
@@ -74,31 +104,50 @@ def split_named(params: Any) -> tuple[Any, list[str] | None]:
     return [p for _, p in params], [n for n, _ in params]
 
 
-def dict_order_issue(tree: Any) -> str | None:
-    """Describes the first plain dict of `tree` with several keys, or None.
+def order_issue(tree: Any, leaves: Any = ()) -> str | None:
+    """Why the leaf order of a param group's `tree` may not be the order the user (and torch, the
+    saver) knows, or None when it is the user's own.
 
-    JAX numbers a dict's leaves in sorted key order; a torch model numbers its params in
-    registration order, which a dict's keys do not record (`{"bias": b, "weight": w}` is sorted,
-    but nn.Linear registers weight first). So a state saved without names cannot be matched to
-    such a tree by position, whatever order the dict was built in."""
+    The order is the user's where they listed it: lists, tuples, OrderedDicts (and namedtuples),
+    as torch's params are listed. It is JAX's where JAX chose it: a dict of several keys (its
+    leaves in sorted key order, `'10.weight'` before `'2.weight'`; a torch model registers
+    `weight` before `bias`), any other pytree node of several children (flax/equinox modules:
+    their flatten order), and arrays in `leaves` that `named_parameters` listed from such a tree.
+    A state saved without names cannot be matched to such a group by position, whatever order
+    the dict was built in."""
 
     def walk(node, path):
-        if type(node) is dict:
-            keys = list(node)
-            if len(keys) > 1:
-                where = f"the dict at {path!r}" if path else "the params dict"
-                shown = ", ".join(repr(k) for k in sorted(keys, key=str)[:4])
-                return (f"{where} has several keys, which JAX orders by sorted key ({shown}"
-                        f"{', ...' if len(keys) > 4 else ''}), not in the saver's (torch's: registration) order")
-            items = ((str(k), v) for k, v in node.items())
-        elif isinstance(node, (list, tuple)):
-            items = ((str(i), v) for i, v in enumerate(node))
-        else:
+        if node is None or _is_named_pair(node):
             return None
-        for key, child in items:
+        where = f"the {{}} at {path!r}" if path else "the params {}"
+        if isinstance(node, (list, tuple, collections.OrderedDict)):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            children = [(str(k), v) for k, v in items]
+        elif type(node) in (dict, collections.defaultdict):
+            if len(node) > 1:
+                shown = ", ".join(repr(k) for k in sorted(node, key=str)[:4])
+                return (f"{where.format('dict')} has several keys, which JAX orders by sorted key ({shown}"
+                        f"{', ...' if len(node) > 4 else ''}), not in the saver's (torch's: registration) order")
+            children = [(str(k), v) for k, v in node.items()]
+        else:
+            flat = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)[0]
+            if len(flat) == 1 and flat[0][0] == ():
+                return None  # a leaf
+            if len(flat) > 1:
+                return (f"{where.format(type(node).__name__)} is a pytree node whose leaves JAX orders "
+                        "by its flatten rule, which need not be the saver's (torch's: registration) order")
+            children = [(param_name(p), v) for p, v in flat]
+        for key, child in children:
             found = walk(child, f"{path}.{key}" if path else key)
             if found:
                 return found
         return None
 
-    return walk(tree, "")
+    found = walk(tree, "")
+    if found is not None:
+        return found
+    for leaf in leaves:
+        origin = _jax_order_origin(leaf) if leaf is not None else None
+        if origin is not None:
+            return f"its params were listed by optim.named_parameters in JAX's order ({origin})"
+    return None

@@ -83,6 +83,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from optax_like.core import hyperparams, numerics
+from optax_like.core.gradients import value_and_grad
 from optax_like.core.base import apply_updates
 from optax_like.core.tree import (
     LeafScalars, check_params, check_same_structure, is_leaf_scalars, is_none, path_str, per_leaf_scalars)
@@ -288,7 +289,7 @@ def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
         def loss_of(leaves):
             return split_aux(closure(_user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args))
 
-        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(opt_leaves)
+        (loss, aux), grads = value_and_grad(loss_of, has_aux=True)(opt_leaves)  # torch's convention for complex
     grads, grad_norm = _clip.apply_step_clip(clip, grads)
     def update(operands):
         opt_leaves, states, grads = operands
@@ -401,6 +402,8 @@ class Optimizer:
     _factory: Callable = None
     _static: tuple[str, ...] = ()
     _structural_zero: tuple[str, ...] = ()
+    # Group entries torch stores that are not factory arguments (AdamW's decoupled_weight_decay).
+    _constants: dict[str, Any] = {}
     # SparseAdam: sparse params are refused at construction, torch's check and message.
     _dense_params_only: bool = False
     _building = False
@@ -512,9 +515,8 @@ class Optimizer:
             group["param_names"] = given_names
         for name, default in self.defaults.items():
             group.setdefault(name, default)
-        unknown = set(group) - set(self.defaults) - {"params", "param_names"}
-        if unknown:
-            raise TypeError(f"{type(self).__name__} got unexpected param group entries {sorted(unknown)}")
+        # Entries the optimizer does not take are stored and never read, as torch does
+        # (Rprop's group with a `weight_decay`: torch keeps it, its step ignores it).
         self._factory(**{k: group[k] for k in self.defaults})  # torch's validation and messages
         leaves = self._without_duplicates(leaves)
         for named in self._named:
@@ -555,7 +557,7 @@ class Optimizer:
         self._param_ids.append(ids)
         self._param_names.append(names)
         self._named.append(given_names is not None)
-        self._order_issue.append(None if given_names is not None else _names.dict_order_issue(tree))
+        self._order_issue.append(_names.order_issue(tree, leaves))
         self._group_defs.append(treedef)
         self._positions.append(positions)
         self._opt_leaves.append(opt_leaves)
@@ -638,23 +640,38 @@ class Optimizer:
         return out
 
     def _saved_to_current_ids(self, saved_groups: list[dict]) -> dict[int, int]:
-        """Maps a loaded state dict's param ids to ours, group by group: by name where the
-        saved group carries `param_names` (torch's, or ours) and they are our params' names
-        (given names, or key paths such as "10.weight"); by position otherwise. Refuses, naming
-        the fix, where names are carried but differ from ours and ours cannot be trusted to be
-        in the saved order, or where none are carried and our order may not be the saver's
-        (a dict whose insertion order, torch's registration order, is not JAX's sorted order)."""
+        """Maps a loaded state dict's param ids to ours, group by group; never by a guess.
+
+        * The saved group carries `param_names` (torch's, saved by an optimizer built from
+          `named_parameters()`, or ours) and they are our params' names (given names, or key
+          paths such as "10.weight"): by name.
+        * Otherwise by position (torch's rule: saved ids in order against our params in order),
+          but only where our order is the one the user listed (a list or tuple of arrays or
+          `(name, param)` pairs, as torch's params are listed), or the group has one param.
+        * Everything else is refused, naming the group, why its order is unknown and the fix:
+          names carried that are not ours while we have names of our own, or no names while our
+          order is JAX's (a dict's sorted keys, a module's flatten order, arrays listed by
+          `optim.named_parameters`; see `_names.order_issue`), even where the shapes would fit.
+        """
         if len(self.param_groups) != len(saved_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
         if any(len(self._param_ids[g]) != len(s["params"]) for g, s in enumerate(saved_groups)):
             raise ValueError(
                 "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
             )
+        fix = (
+            "Load it with optax_like.interop.torch.load_torch_state_dict(optimizer, state_dict, "
+            "source=model) (the torch model, model.named_parameters(), or the names in its "
+            "parameters() order), or add the names in the saved order before loading: "
+            f"state_dict['param_groups'][{{g}}]['param_names'] = [...]; or build the optimizer from a "
+            "list of params (or (name, param) pairs) in the saver's order."
+        )
         id_map: dict[int, int] = {}
         for g, saved in enumerate(saved_groups):
             ids, names = self._param_ids[g], self._param_names[g]
             saved_ids = list(saved["params"])
             saved_names = saved.get("param_names")
+            issue = self._order_issue[g] if len(ids) > 1 else None
             if saved_names is not None:
                 saved_names = [str(n) for n in saved_names]
                 if len(saved_names) != len(saved_ids):
@@ -664,7 +681,7 @@ class Optimizer:
                     index = {name: i for i, name in enumerate(names)}
                     id_map.update((sid, ids[index[name]]) for sid, name in zip(saved_ids, saved_names))
                     continue
-                if self._named[g] or self._order_issue[g] is not None:
+                if self._named[g] or issue is not None:
                     unknown = [n for n in saved_names if n not in set(names)][:3]
                     raise ValueError(
                         f"loaded param group {g} names its params {saved_names[:4]}..., which are not "
@@ -673,16 +690,13 @@ class Optimizer:
                         f"(state_dict['param_groups'][{g}]['param_names']), or give the params in the "
                         "saved order (a list or named pairs) and delete 'param_names' to load by position."
                     )
-                # Our names are list positions: the order is the user's, as torch's is.
-            elif self._order_issue[g] is not None:
+                # Our names are list positions (or a single param): the order is the user's, as torch's is.
+            elif issue is not None:
                 raise ValueError(
                     f"cannot tell which saved state belongs to which param of group {g}: the loaded "
-                    f"param group carries no 'param_names' and {self._order_issue[g]}; the saver's "
-                    "order (torch's: registration order) need not be ours. Save names (torch: build "
-                    "the optimizer from model.named_parameters()), or add them before loading: "
-                    f"state_dict['param_groups'][{g}]['param_names'] = [name for name, _ in "
-                    "model.named_parameters()] (in the saved order); or give the params in the saved "
-                    "order (a list, or (name, param) pairs)."
+                    f"param group carries no 'param_names', and {issue}; the saver's order (torch's: "
+                    "registration order) need not be this one, and loading by position could put a "
+                    "param's state on another param of the same shape. " + fix.format(g=g)
                 )
             id_map.update(zip(saved_ids, ids))
         return id_map
@@ -989,15 +1003,24 @@ class Optimizer:
         saved_groups = copy.deepcopy(state_dict["param_groups"])
         id_map = self._saved_to_current_ids(saved_groups)
         by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
-        new_groups = []
-        for group, saved in zip(self.param_groups, saved_groups):
-            new_group = {k: _state_dict.plain(v) for k, v in saved.items() if k in self.defaults}
+        new_groups, new_names = [], []
+        for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            # torch's new group is the saved one (entries the optimizer does not take included)
+            # with the current params; the class's constants stay (AdamW's decoupled_weight_decay).
+            new_group = {k: (_state_dict.plain(v) if k in self.defaults else v)
+                         for k, v in saved.items() if k not in ("params", "param_names")}
             for k in self.defaults:
                 new_group.setdefault(k, group[k])
+            new_group.update(type(self)._constants)
             new_group = {"params": group["params"], **new_group}
-            if "param_names" in group:  # the state was matched by these names (or equal ones)
-                new_group["param_names"] = group["param_names"]
+            names = self._param_names[g]
+            saved_names = [str(n) for n in saved.get("param_names", names)]
+            if sorted(saved_names) != sorted(names):
+                names = saved_names  # loaded by position: torch keeps the saved names
+            if "param_names" in saved or "param_names" in group:
+                new_group["param_names"] = list(names)
             new_groups.append(new_group)
+            new_names.append(names)
         for g, (group, new_group) in enumerate(zip(self.param_groups, new_groups)):
             _state_dict.check_group(self._factory, new_group, group, list(self.defaults), g)
         new_specs = [self._spec(g) for g in new_groups]
@@ -1010,6 +1033,8 @@ class Optimizer:
             new_states.append(self._import_group(g, fresh, per_param))
         # Commit.
         self.param_groups[:] = new_groups
+        self._param_names = new_names
+        self._named = [named or "param_names" in group for named, group in zip(self._named, new_groups)]
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
         self._allow_pending_none_grads()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -1091,6 +1116,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_factory": staticmethod(factory),
         "_static": tuple(static),
         "_structural_zero": tuple(structural_zero),
+        "_constants": constants,
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

@@ -383,11 +383,30 @@ def test_bad_group_and_param_errors():
     opt = optim.SGD([jnp.zeros(2)])
     with pytest.raises(TypeError, match="param_group must be a dict"):
         opt.add_param_group([jnp.zeros(2)])
-    with pytest.raises(TypeError, match="unexpected param group entries"):
-        opt.add_param_group({"params": jnp.zeros(1), "lrr": 0.1})
     with pytest.raises(ValueError, match="Invalid learning rate"):
         opt.add_param_group({"params": jnp.zeros(1), "lr": -0.1})
     assert len(opt.param_groups) == 1 and opt.params[0].shape == (2,)
+
+
+def test_entries_the_optimizer_does_not_take_are_stored_and_ignored_as_torch():
+    # torch keeps any key in a group (Rprop with weight_decay; a user's own tag) and its step
+    # never reads it: same params as without it, and the key survives state_dict round trips.
+    groups = lambda: [{"params": [jnp.ones(3)], "weight_decay": 0.1, "tag": "head"}]
+    opt = optim.Rprop(groups(), lr=0.1)
+    plain = optim.Rprop([jnp.ones(3)], lr=0.1)
+    t = torch.ones(3, requires_grad=True)
+    topt = torch.optim.Rprop([{"params": [t], "weight_decay": 0.1, "tag": "head"}], lr=0.1)
+    for grad in (np.array([1.0, -2.0, 3.0]), np.array([0.5, 2.0, -3.0])):
+        opt.backward([[jnp.asarray(grad, jnp.float32)]])  # the list of group trees
+        plain.backward([jnp.asarray(grad, jnp.float32)])
+        t.grad = torch.tensor(grad, dtype=torch.float32)
+        opt.step(), plain.step(), topt.step()
+    np.testing.assert_array_equal(opt.params[0][0], plain.params[0])
+    np.testing.assert_allclose(opt.params[0][0], t.detach().numpy(), rtol=1e-6)
+    assert opt.param_groups[0]["tag"] == "head" and opt.state_dict()["param_groups"][0]["weight_decay"] == 0.1
+    fresh = optim.Rprop([jnp.ones(3)], lr=0.1)
+    fresh.load_state_dict(topt.state_dict())  # torch's extra keys load as torch's load keeps them
+    assert fresh.param_groups[0]["tag"] == "head"
 
 
 def _snapshot(opt):
