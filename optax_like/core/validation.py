@@ -7,11 +7,12 @@ checked; a schedule's values and traced values are the caller's responsibility.
 A jax.Array (or NumPy array) hyperparameter plays torch's Tensor hyperparameter: a value that
 can change without rebuilding the program. It must be a real 0-d array: more than one element
 raises torch's `ValueError("Tensor lr must be 1-element")`; a one-element array of higher rank
-(torch squeezes it) raises a ValueError here, as it would broadcast every update to its rank.
-Its value is checked like a float, and messages show a 0-d array as torch shows a 0-d Tensor
-(`float(x)`: `Invalid learning rate: -0.10000000149011612` for float32 -0.1). torch's
-kernel-specific Tensor rules (`lr as a Tensor is not supported for capturable=False and
-foreach=True`) do not apply: `foreach`/`capturable` are accepted and ignored here.
+raises a ValueError in the functional factories, as it would broadcast every update to its rank
+(the `optim` classes squeeze it first, as torch's `_to_scalar` does). Its value is checked like
+a float, and messages show a 0-d array as torch shows a 0-d Tensor (`float(x)`: `Invalid
+learning rate: -0.10000000149011612` for float32 -0.1). Of torch's kernel-specific Tensor rules,
+Adam/AdamW's constructor check is kept (`lr as a Tensor is not supported for capturable=False
+and foreach=True`): the same arguments fail the same way, although `foreach` picks no kernel here.
 Wrong types raise a TypeError that names the argument (torch raises an anonymous
 `'<=' not supported between ...`); pairs (`betas`, `etas`, ...) raise torch's IndexError
 when too short, a TypeError when too long (torch fails unpacking them at the first step).
@@ -98,6 +99,11 @@ def check_pair(value: Any, name: str, what: str, *, indexed: bool = True) -> Non
         raise IndexError(message)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(message)
+
+
+def is_concrete_array(x: Any) -> bool:
+    """Whether `x` is a concrete jax/NumPy array: what plays torch's Tensor hyperparameter."""
+    return isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer)
 
 
 def _is_precise(x: Any) -> bool:

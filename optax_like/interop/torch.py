@@ -259,6 +259,14 @@ def load_torch_state_dict(optimizer, state_dict: dict[str, Any], source: Any = N
     such as "10.weight", or the given names)."""
     converted = from_torch_state_dict(state_dict)
     if source is not None:
+        for g, positional in enumerate(getattr(optimizer, "_positional_names", ())):
+            if positional and len(optimizer._param_names[g]) > 1:
+                raise ValueError(
+                    f"load_torch_state_dict(..., source=...): the params of group {g} have no names (they "
+                    "were given as a list of arrays), so source= cannot match them by name. Give them "
+                    "names ((name, param) pairs, a params dict, or model=params), or load without "
+                    "source=: a list is loaded by position, torch's rule, and must then be in the saved "
+                    "(torch: model.parameters()) order.")
         ours = [list(names) for names in optimizer._param_names]
         torch_names, _ = _torch_order(source, ours)
         for g, (group, names) in enumerate(zip(converted["param_groups"], torch_names)):

@@ -149,7 +149,17 @@ def _is_number(x: Any) -> bool:
         return False
     if isinstance(x, (int, float, np.integer, np.floating)):
         return True
-    return isinstance(x, (jax.Array, np.ndarray)) and np.ndim(x) == 0 and not isinstance(x, jax.core.Tracer)
+    return isinstance(x, (jax.Array, np.ndarray)) and np.size(x) == 1 and not isinstance(x, jax.core.Tracer)
+
+
+def _to_scalar(x: Any) -> Any:
+    """torch's `optimizer._to_scalar`: a one-element array hyperparameter of any rank (lr of shape
+    (1,) or (1, 1)) is its 0-d value; pairs element by element; anything else as it is."""
+    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and x.ndim and x.size == 1:
+        return x.reshape(())
+    if isinstance(x, tuple) and any(isinstance(v, (jax.Array, np.ndarray)) for v in x):
+        return tuple(_to_scalar(v) for v in x)
+    return x
 
 
 def _is_group_list(params: Any) -> bool:
@@ -188,7 +198,7 @@ def _array_dtype(x: Any) -> str | None:
     """The floating dtype of a 0-d array hyperparameter (jax, NumPy or torch), else None."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and np.ndim(x) == 0:
+    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and np.size(x) == 1:
         dtype = np.dtype(x.dtype)
         if np.issubdtype(dtype, np.floating) and np.dtype(numerics.float_dtype()).itemsize >= dtype.itemsize:
             return dtype.name
@@ -452,6 +462,7 @@ class Optimizer:
         self._param_names: list[list[str]] = []  # their names (given, or key paths), see _names
         self._named: list[bool] = []  # whether the group was given as (name, param) pairs
         self._order_issue: list[str | None] = []  # why its leaf order may not be the user's
+        self._positional_names: list[bool] = []  # its names are list positions ("0", "1.2"), not names
         self._given: dict[int, Any] = {}  # id -> weakref of every array object handed over
         self._model_names = None
         if isinstance(params, collections.abc.Iterator):
@@ -558,6 +569,8 @@ class Optimizer:
         self._param_names.append(names)
         self._named.append(given_names is not None)
         self._order_issue.append(_names.order_issue(tree, leaves))
+        self._positional_names.append(given_names is None and self._mode != "model" and all(
+            isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path))
         self._group_defs.append(treedef)
         self._positions.append(positions)
         self._opt_leaves.append(opt_leaves)
@@ -639,8 +652,9 @@ class Optimizer:
             out.append(packed)
         return out
 
-    def _saved_to_current_ids(self, saved_groups: list[dict]) -> dict[int, int]:
+    def _saved_to_current_ids(self, saved_groups: list[dict]) -> tuple[dict[int, int], set[int]]:
         """Maps a loaded state dict's param ids to ours, group by group; never by a guess.
+        Returns the map and the groups (of several params) mapped by position.
 
         * The saved group carries `param_names` (torch's, saved by an optimizer built from
           `named_parameters()`, or ours) and they are our params' names (given names, or key
@@ -667,6 +681,7 @@ class Optimizer:
             "list of params (or (name, param) pairs) in the saver's order."
         )
         id_map: dict[int, int] = {}
+        by_position: set[int] = set()
         for g, saved in enumerate(saved_groups):
             ids, names = self._param_ids[g], self._param_names[g]
             saved_ids = list(saved["params"])
@@ -681,7 +696,7 @@ class Optimizer:
                     index = {name: i for i, name in enumerate(names)}
                     id_map.update((sid, ids[index[name]]) for sid, name in zip(saved_ids, saved_names))
                     continue
-                if self._named[g] or issue is not None:
+                if not self._positional_names[g] or issue is not None:
                     unknown = [n for n in saved_names if n not in set(names)][:3]
                     raise ValueError(
                         f"loaded param group {g} names its params {saved_names[:4]}..., which are not "
@@ -699,7 +714,9 @@ class Optimizer:
                     "param's state on another param of the same shape. " + fix.format(g=g)
                 )
             id_map.update(zip(saved_ids, ids))
-        return id_map
+            if len(ids) > 1:
+                by_position.add(g)
+        return id_map, by_position
 
     def _spec(self, group) -> _GroupSpec:
         static = tuple(
@@ -1001,7 +1018,7 @@ class Optimizer:
             if result is not None:
                 state_dict = result
         saved_groups = copy.deepcopy(state_dict["param_groups"])
-        id_map = self._saved_to_current_ids(saved_groups)
+        id_map, by_position = self._saved_to_current_ids(saved_groups)
         by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
         new_groups, new_names = [], []
         for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
@@ -1029,12 +1046,26 @@ class Optimizer:
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
             per_param = _state_dict.loaded_entries(by_id, self._ids(g))
-            self._check_state_keys(g, fresh, per_param)
-            new_states.append(self._import_group(g, fresh, per_param))
+            try:
+                self._check_state_keys(g, fresh, per_param)
+                new_states.append(self._import_group(g, fresh, per_param))
+            except ValueError as error:
+                if g not in by_position:
+                    raise
+                raise ValueError(
+                    f"{error}. Param group {g} was loaded by position (torch's rule for params given "
+                    "as a list, with no saved param_names), so its list must be in the saver's order "
+                    "(torch: model.parameters() order; jax.tree.leaves(params) is sorted by key, not "
+                    "that order). Give the params names ((name, param) pairs, a params dict or "
+                    "model=params) and load with optax_like.interop.torch.load_torch_state_dict("
+                    "optimizer, state_dict, source=model), or add the saved param_names."
+                ) from None
         # Commit.
         self.param_groups[:] = new_groups
         self._param_names = new_names
         self._named = [named or "param_names" in group for named, group in zip(self._named, new_groups)]
+        self._positional_names = [positional and "param_names" not in group
+                                  for positional, group in zip(self._positional_names, new_groups)]
         self._specs, self._states, self._hyper_cache = new_specs, new_states, None
         self._allow_pending_none_grads()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
@@ -1089,12 +1120,11 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     # would keep it. Crossing zero recompiles once.
     structural_zero = tuple(structural_zero) + (
         ("weight_decay",) if "weight_decay" in names and "weight_decay" not in tuple(structural_zero) else ())
-    if constants:
-        plain_factory = factory
+    plain_factory = factory
 
-        @functools.wraps(plain_factory)
-        def factory(**kwargs):
-            return plain_factory(**{k: v for k, v in kwargs.items() if k not in constants})
+    @functools.wraps(plain_factory)
+    def factory(**kwargs):
+        return plain_factory(**{k: _to_scalar(v) for k, v in kwargs.items() if k not in constants})
 
     def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
         bound = signature.bind(*args, **kwargs)

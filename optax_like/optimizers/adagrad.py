@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from optax_like.core import validation as v
-from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.transforms.adagrad import scale_by_adagrad
+from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
+from optax_like.transforms.adagrad import check_sparse_grads, has_sparse_grads, negate_sparse_aware, scale_by_adagrad
 from optax_like.transforms.combine import chain
 from optax_like.transforms.scaling import negate
 from optax_like.transforms.weight_decay import add_decayed_weights
+
+SPARSE_WEIGHT_DECAY_MESSAGE = "weight_decay option is not compatible with sparse gradients"
 
 
 def adagrad(
@@ -32,9 +34,16 @@ def adagrad(
 
     The chain is `negate -> add_decayed_weights -> scale_by_adagrad`; there is no trailing
     `scale_by_learning_rate` because torch's decayed rate depends on each param's step count
-    and is rounded once as `-clr` (see `scale_by_adagrad`). Differences from torch: sparse
-    gradients (torch's `grad.is_sparse` path) do not exist in JAX; `foreach`, `fused` and
-    `differentiable` select torch kernels and are accepted and ignored. torch counterpart:
+    and is rounded once as `-clr` (see `scale_by_adagrad`). `foreach`, `fused` and
+    `differentiable` select torch kernels and are accepted and ignored.
+
+    Sparse gradients: a gradient leaf may be a `jax.experimental.sparse.BCOO` (or an
+    `optax_like.RowSparseGrad`), torch's sparse COO `grad`; it takes torch's sparse branch (see
+    `scale_by_adagrad`: duplicates summed, only the touched entries of `sum` and the params
+    change). As in torch, a sparse gradient with a weight_decay that may be nonzero raises
+    `RuntimeError("weight_decay option is not compatible with sparse gradients")` (a traced
+    or scheduled weight_decay counts as nonzero; torch's raising step has already counted the
+    param's step and updated the params before it, ours changes nothing). torch counterpart:
     `torch.optim.Adagrad(params, lr=1e-2, lr_decay=0, weight_decay=0,
     initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
     differentiable=False, fused=None)`. lr, lr_decay, weight_decay and eps may be schedules
@@ -52,8 +61,26 @@ def adagrad(
     )
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
 
-    return chain(
+    decays = v.maybe_nonzero(weight_decay)
+    accumulate = scale_by_adagrad(lr, lr_decay, initial_accumulator_value, eps)
+    inner = chain(
         *([negate()] if maximize else []),
-        *([add_decayed_weights(weight_decay)] if v.maybe_nonzero(weight_decay) else []),
-        scale_by_adagrad(lr, lr_decay, initial_accumulator_value, eps),
+        *([add_decayed_weights(weight_decay)] if decays else []),
+        accumulate,
     )
+
+    def update(updates, state, params=None, **extra_args):
+        if not has_sparse_grads(updates):  # dense gradients: the chain, as it is
+            return inner.update(updates, state, params, **extra_args)
+        # torch's sparse branch: weight decay refused, `-grad` for maximize, then the accumulator
+        # (`negate` and the chain's checks would read a sparse leaf as its index and value arrays).
+        if decays:
+            raise RuntimeError(SPARSE_WEIGHT_DECAY_MESSAGE)
+        if params is not None:
+            check_sparse_grads(params, updates)
+        if maximize:
+            updates = negate_sparse_aware(updates)
+        updates, last = accumulate.update(updates, state[-1], params)
+        return updates, (*state[:-1], last)  # `negate` is stateless: its state is kept
+
+    return GradientTransformationExtraArgs(inner.init, update)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from optax_like.core import validation as v
-from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
+from optax_like.transforms.adagrad import check_sparse_grads, densify_sparse_grads, has_sparse_grads
 from optax_like.transforms.combine import chain
 from optax_like.transforms.momentum import trace
 from optax_like.transforms.scaling import negate, scale_by_learning_rate
 from optax_like.transforms.weight_decay import add_decayed_weights
+
+# torch's `grad.add(param, alpha=weight_decay)` on a sparse grad
+SPARSE_WEIGHT_DECAY_MESSAGE = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 
 
 def sgd(
@@ -36,6 +40,21 @@ def sgd(
     *, maximize=False, foreach=None, differentiable=False, fused=None)`. `foreach`, `fused` and
     `differentiable` select torch kernels; they are accepted and ignored (one XLA computation
     serves all). Any of lr, momentum, dampening, weight_decay may be a schedule `count -> value`.
+
+    Sparse gradients: a gradient leaf may be a `jax.experimental.sparse.BCOO` (or an
+    `optax_like.RowSparseGrad`), torch's sparse COO `grad`. It is summed into a dense gradient
+    (duplicate indices added, zeros elsewhere) and takes the rule above, which gives torch's
+    numbers: with momentum 0 only the touched entries of the params change (`p + (-0.0)`
+    elsewhere); with momentum, torch's sparse buffer is kept dense (the same values; its
+    untouched entries are zeros). As in torch, a sparse gradient with a weight_decay that may
+    be nonzero raises `RuntimeError("add(sparse, dense) is not supported. Use add(dense,
+    sparse) instead.")` (a traced or scheduled weight_decay counts as nonzero). Differences
+    from torch, which adds a sparse gradient's entries to the params (and a sparse buffer's
+    entries to each other) one by one: duplicate indices are summed first (an ulp apart);
+    torch's buffer is a sparse tensor when the first gradient was sparse, and torch then
+    refuses a later dense gradient, and a Nesterov step refuses a sparse gradient after a
+    dense first one (`add(sparse, dense) is not supported`): the dense buffer here takes
+    both (the state's structure cannot depend on which gradients came).
     """
     del foreach, differentiable, fused
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
@@ -47,9 +66,23 @@ def sgd(
         if (mu is not None and mu <= 0) or (damp is not None and damp != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    return chain(
+    decays = v.maybe_nonzero(weight_decay)
+    inner = chain(
         *([negate()] if maximize else []),
-        *([add_decayed_weights(weight_decay)] if v.maybe_nonzero(weight_decay) else []),
+        *([add_decayed_weights(weight_decay)] if decays else []),
         *([trace(momentum, dampening, nesterov)] if v.maybe_nonzero(momentum) else []),
         scale_by_learning_rate(lr),
     )
+
+    def update(updates, state, params=None, **extra_args):
+        if has_sparse_grads(updates):
+            if decays:
+                raise RuntimeError(SPARSE_WEIGHT_DECAY_MESSAGE)
+            if params is not None:
+                check_sparse_grads(params, updates)
+            # Zeros off the pattern that `negate` turns into +0.0: `(-lr) * (+0.0)` is -0.0 and
+            # `p + (-0.0)` is `p`, so untouched params keep every bit (-0.0 included).
+            updates = densify_sparse_grads(updates, params, negative_zero=maximize)
+        return inner.update(updates, state, params, **extra_args)
+
+    return GradientTransformationExtraArgs(inner.init, update)

@@ -2,6 +2,7 @@
 Optimizer's group handling): named params, param_names, duplicates, live group params, loading
 a state by name, and `step`'s (loss, aux)."""
 
+import copy
 import warnings
 
 import jax
@@ -260,3 +261,144 @@ def test_deepcopy_of_an_optimizer_keeps_its_own_live_groups():
     np.testing.assert_allclose(np.asarray(opt.params["w"]), [0.9, 0.9], rtol=1e-6)
     assert clone.param_groups[0]["params"][0] is clone.params["w"]
     assert isinstance(copy.deepcopy(opt.param_groups)[0]["params"], list)  # copies of the arrays, as torch
+
+
+class _TinyEncoder(torch.nn.Module):
+    """A BERT-like stack: 12 layers (`encoder.layer.10` sorts before `encoder.layer.2`), equal
+    shapes across layers (a misplaced state would fit), LayerNorms, frozen embeddings."""
+
+    def __init__(self, layers=12, width=4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embeddings = torch.nn.Embedding(7, width)
+        self.layer = torch.nn.ModuleList(
+            torch.nn.ModuleDict({"dense": torch.nn.Linear(width, width), "LayerNorm": torch.nn.LayerNorm(width)})
+            for _ in range(layers))
+        self.embeddings.weight.requires_grad_(False)
+        self.double()
+
+
+_NO_DECAY = ("bias", "LayerNorm.weight")
+
+
+def _hf_groups(pairs, named):
+    """Hugging Face Trainer's two AdamW groups from (name, param) pairs: bare params or named."""
+    item = (lambda n, p: (n, p)) if named else (lambda n, p: p)
+    return [
+        {"params": [item(n, p) for n, p in pairs if not any(nd in n for nd in _NO_DECAY)], "weight_decay": 0.01},
+        {"params": [item(n, p) for n, p in pairs if any(nd in n for nd in _NO_DECAY)], "weight_decay": 0.0},
+    ]
+
+
+def _torch_hf_run(model, steps):
+    pairs = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    topt = torch.optim.AdamW(_hf_groups(pairs, named=False), lr=0.01)
+    rng = np.random.default_rng(3)
+    grads = [{n: rng.standard_normal(tuple(p.shape)) for n, p in pairs} for _ in range(steps)]
+    return topt, pairs, grads
+
+
+def _torch_hf_step(pairs, topt, grads):
+    for n, p in pairs:
+        p.grad = torch.from_numpy(grads[n].copy())
+    topt.step()
+
+
+@pytest.mark.parametrize("spelling", ["bare", "named"])
+def test_hf_fine_tune_resumes_from_an_unnamed_torch_state_exactly_or_not_at_all(spelling, x64):
+    # The issue's silent wrong resume: HF's groups built from bare params save no param_names;
+    # ours, built the README's way (optim.named_parameters over the params dict, model=), list
+    # the params in JAX's sorted order. By position, 22 of 36 params took another's moments.
+    from optax_like.interop.torch import load_torch_state_dict
+
+    model = _TinyEncoder()
+    topt, pairs, grads = _torch_hf_run(model, 3)
+    _torch_hf_step(pairs, topt, grads[0])
+    saved = copy.deepcopy(topt.state_dict())
+    assert all("param_names" not in g for g in saved["param_groups"])
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+    trainable = {n: params[n] for n, _ in pairs}
+    groups = _hf_groups(list(optim.named_parameters(trainable)), named=spelling == "named")
+    opt = optim.AdamW(groups, lr=0.01, model=params)
+    before = opt.state_dict()
+    for load in (opt.load_state_dict, lambda sd: load_torch_state_dict(opt, sd)):
+        with pytest.raises(ValueError, match=r"group 0.*JAX's order.*source=model"):
+            load(saved)
+        after = opt.state_dict()
+        assert after["state"] == {} and after["param_groups"] == before["param_groups"]
+    load_torch_state_dict(opt, saved, source=model)
+    for g in grads[1:]:
+        _torch_hf_step(pairs, topt, g)
+        opt.zero_grad()
+        opt.backward({n: (jnp.asarray(g[n]) if n in g else None) for n in params})
+        opt.step()
+    for n, p in pairs:
+        np.testing.assert_allclose(np.asarray(opt.params[n]), p.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_params_listed_by_the_user_load_by_position_as_torch(x64):
+    # torch's contract for unnamed states: the order the params were listed in. A list in the
+    # model's registration order (dict insertion order here) loads and continues exactly.
+    model = _TinyEncoder(layers=3)
+    topt, pairs, grads = _torch_hf_run(model, 2)
+    _torch_hf_step(pairs, topt, grads[0])
+    saved = copy.deepcopy(topt.state_dict())
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters() if p.requires_grad}
+    opt = optim.AdamW(_hf_groups(list(params.items()), named=False), lr=0.01)
+    from optax_like.interop.torch import load_torch_state_dict
+
+    load_torch_state_dict(opt, saved)
+    _torch_hf_step(pairs, topt, grads[1])
+    groups = _hf_groups(list(params.items()), named=True)
+    opt.backward([[jnp.asarray(grads[1][n]) for n, _ in group["params"]] for group in groups])
+    opt.step()
+    ours = [leaf for group in opt.params for leaf in group]
+    theirs = [p for group in topt.param_groups for p in group["params"]]
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(np.asarray(a), t.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_loading_names_into_an_unnamed_optimizer_keeps_them_as_torch():
+    # torch keeps a loaded group's param_names (and then counts the optimizer as named).
+    opt = optim.SGD([jnp.ones(2), jnp.ones(3)], lr=0.1, momentum=0.9)
+    t = [torch.ones(2, requires_grad=True), torch.ones(3, requires_grad=True)]
+    topt = torch.optim.SGD([("w", t[0]), ("b", t[1])], lr=0.1, momentum=0.9)
+    opt.load_state_dict(topt.state_dict())
+    assert opt.param_groups[0]["param_names"] == ["w", "b"]
+    assert opt.state_dict()["param_groups"][0]["param_names"] == ["w", "b"]
+
+
+def test_adamw_loading_adams_state_keeps_decoupled_weight_decay():
+    t = torch.ones(2, requires_grad=True)
+    adam = torch.optim.Adam([t], lr=0.1)
+    opt = optim.AdamW([jnp.ones(2)], lr=0.1)
+    opt.load_state_dict(adam.state_dict())
+    assert opt.param_groups[0]["decoupled_weight_decay"] is True
+
+
+def test_complex_params_get_torchs_numbers_in_every_path(x64):
+    # torch's z.grad is dL/dx + i dL/dy; jax.grad returns its conjugate. step(loss_fn) and
+    # backward(optax_like.grad(...)) give torch's numbers; the functional core takes torch's.
+    z0 = np.array([1 + 1j, -0.5 + 2j])
+    loss = lambda ps: jnp.sum(jnp.abs(ps[0] - 0.3j) ** 2 + jnp.real(ps[0]) ** 3)
+    t = torch.tensor(z0, requires_grad=True)
+    topt = torch.optim.Adam([t], lr=0.1)
+    ours_step = optim.Adam([jnp.asarray(z0)], lr=0.1)
+    ours_backward = optim.Adam([jnp.asarray(z0)], lr=0.1)
+    tx = optax_like.adam(lr=0.1)
+    params = [jnp.asarray(z0)]
+    state = tx.init(params)
+    for _ in range(3):
+        topt.zero_grad()
+        (torch.sum(torch.abs(t - 0.3j) ** 2 + t.real ** 3)).backward()
+        topt.step()
+        ours_step.step(loss)
+        ours_backward.zero_grad()
+        ours_backward.backward(optax_like.grad(loss)(ours_backward.params))
+        ours_backward.step()
+        updates, state = tx.update(optax_like.grad(loss)(params), state, params)
+        params = optax_like.apply_updates(params, updates)
+    for ours in (ours_step.params[0], ours_backward.params[0], params[0]):
+        np.testing.assert_allclose(np.asarray(ours), t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(optax_like.grad(loss)(params)[0]),
+                                  np.conj(np.asarray(jax.grad(loss)(params)[0])))
