@@ -16,7 +16,7 @@ import jax
 
 from optax_like.core.tree import is_none
 
-__all__ = ["named_parameters", "order_issue", "param_name"]
+__all__ = ["listed_by_named_parameters", "named_parameters", "order_issue", "param_name"]
 
 
 def _key_name(key) -> str:
@@ -61,29 +61,33 @@ def named_parameters(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]:
         if leaf is not None:
             name = param_name(path)
-            if issue is not None:
-                _remember_jax_order(leaf, issue)
+            _remember_listed(leaf, issue)
             yield (f"{prefix}.{name}" if prefix and name else prefix or name), leaf
 
 
-# id(array) -> (weak reference, why its order is JAX's), for the arrays named_parameters listed.
-_listed_in_jax_order: dict[int, tuple[Any, str]] = {}
+# id(array) -> (weak reference, why its order is JAX's or None), for the arrays named_parameters listed.
+_listed: dict[int, tuple[Any, str | None]] = {}
 
 
-def _remember_jax_order(leaf: Any, why: str) -> None:
+def _remember_listed(leaf: Any, why: str | None) -> None:
     key = id(leaf)
     try:
-        ref = weakref.ref(leaf, lambda _, key=key: _listed_in_jax_order.pop(key, None))
+        ref = weakref.ref(leaf, lambda _, key=key: _listed.pop(key, None))
     except TypeError:
         return  # not weak-referenceable (a NumPy scalar): nothing to remember it by
-    _listed_in_jax_order[key] = (ref, why)
+    _listed[key] = (ref, why)
 
 
-def _jax_order_origin(leaf: Any) -> str | None:
-    entry = _listed_in_jax_order.get(id(leaf))
+def _listing(leaf: Any) -> tuple[bool, str | None]:
+    entry = _listed.get(id(leaf))
     if entry is None or entry[0]() is not leaf:
-        return None
-    return entry[1]
+        return False, None
+    return True, entry[1]
+
+
+def listed_by_named_parameters(leaves: Any) -> bool:
+    """Whether some of `leaves` were yielded by `named_parameters` (from a tree the user has)."""
+    return any(leaf is not None and _listing(leaf)[0] for leaf in leaves)
 
 
 def _is_named_pair(item: Any) -> bool:
@@ -147,7 +151,7 @@ def order_issue(tree: Any, leaves: Any = ()) -> str | None:
     if found is not None:
         return found
     for leaf in leaves:
-        origin = _jax_order_origin(leaf) if leaf is not None else None
+        origin = _listing(leaf)[1] if leaf is not None else None
         if origin is not None:
             return f"its params were listed by optim.named_parameters in JAX's order ({origin})"
     return None

@@ -384,3 +384,43 @@ def check_group(factory: Callable, group: dict, current: dict, names: Sequence[s
         except (ValueError, TypeError) as error:
             raise type(error)(f"loaded param_groups[{g}][{key!r}] = {group[key]!r}: {error}") from None
     raise type(first)(f"loaded param_groups[{g}]: {first}") from None
+
+
+def _pickled_by_torch_save() -> bool:
+    """Whether the pickling in progress is torch.save's (its Python frame sits just above the
+    C pickler that asks an object how to reduce itself)."""
+    import sys
+
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__") == "torch.serialization":
+            return True
+        frame = frame.f_back
+    return False
+
+
+class StateDict(dict):
+    """`optimizer.state_dict()`: a dict in torch's layout (JAX/NumPy arrays), which also saves
+    the torch way. `torch.save(optimizer.state_dict(), path)` writes torch's format (tensors,
+    float32 `step`s; `optax_like.interop.torch.to_torch_state_dict`), which
+    `torch.load(path, weights_only=True)` reads and torch's optimizers load; where that
+    conversion needs torch's param order (`target=`), torch.save raises its error, naming the
+    fix. Any other pickling (pickle, copy, deepcopy) keeps the arrays."""
+
+    def __reduce_ex__(self, protocol):
+        if _pickled_by_torch_save():
+            import collections
+
+            from optax_like.interop.torch import to_torch_state_dict
+
+            try:
+                converted = to_torch_state_dict(dict(self))
+            except ValueError as error:
+                raise ValueError(
+                    f"torch.save(optimizer.state_dict()) writes torch's format, but: {error} Save "
+                    "torch.save(optax_like.interop.torch.to_torch_state_dict(optimizer, target=model), "
+                    "path) instead (or optax_like.checkpoint.save for a JAX checkpoint).") from None
+            return collections.OrderedDict, (list(converted.items()),)
+        return super().__reduce_ex__(protocol)

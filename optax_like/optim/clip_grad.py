@@ -2,11 +2,12 @@
 
 torch clips the `.grad` of the params between `loss.backward()` and `optimizer.step()`; here
 the pending gradients live in the optimizer (`optimizer.backward(grads)`), so the functions
-take the optimizer:
+take the optimizer, or torch's spelling, the params (arrays the optimizer holds now):
 
     optimizer.zero_grad()
     optimizer.backward(grads)
     total_norm = optim.clip_grad_norm_(optimizer, max_norm=1.0)   # torch's number, on device
+    optim.clip_grad_norm_(optimizer.params, 0.25)                  # the same, torch's habit
     optimizer.step()
 
 With `step(loss_fn, *batch)` the gradients exist only inside the jitted step; clip them there
@@ -83,33 +84,79 @@ def _regroup(grads, flat):
     return tuple(tuple(next(it) for _ in group) for group in grads)
 
 
-def clip_grad_norm_(optimizer, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                    foreach: bool | None = None) -> jax.Array:
-    """torch.nn.utils.clip_grad_norm_ over `optimizer`'s pending gradients (from `backward`).
+def _pending(parameters) -> tuple[Any, tuple, list[list[bool]]]:
+    """(optimizer, its pending gradients per group, which of them `parameters` selects).
 
-    Scales them by `min(max_norm / (total_norm + 1e-6), 1)` and returns the total norm, a device
-    scalar (no host sync), in the gradients' dtype. `norm_type` may be `float('inf')`/'inf'.
-    With `error_if_nonfinite=True` a nan/inf total norm raises torch's RuntimeError (this reads
-    the norm on the host, as torch does) and leaves the gradients unchanged. `foreach` is
-    accepted and ignored (one XLA computation either way).
+    `parameters` is the optimizer itself (every gradient), or torch's spelling: the params
+    whose gradients to clip, i.e. arrays the optimizer holds now (`optimizer.params`, a
+    sub-tree of it, a live `param_groups[i]['params']`, a list of its arrays)."""
+    from optax_like.optim.optimizer import Optimizer, live_optimizers
+
+    if isinstance(parameters, Optimizer):
+        grads = tuple(tuple(group) for group in parameters._grads)
+        return parameters, grads, [[True] * len(group) for group in grads]
+    if isinstance(parameters, jax.Array):
+        parameters = [parameters]
+    arrays = [leaf for leaf in jax.tree.leaves(list(parameters) if not isinstance(parameters, (dict, list, tuple))
+                                               else parameters) if isinstance(leaf, jax.Array)]
+    wanted = {id(a) for a in arrays}
+    for optimizer in live_optimizers():
+        selected = [[leaf is not None and id(leaf) in wanted for leaf in group] for group in optimizer._opt_leaves]
+        frozen = {id(leaf) for leaf in optimizer._frozen if leaf is not None}  # model= leaves: no gradient
+        found = sum(map(sum, selected))
+        if found and found + len(wanted & frozen) == len(wanted):
+            return optimizer, tuple(tuple(group) for group in optimizer._grads), selected
+    deleted = any(a.is_deleted() for a in arrays)
+    raise TypeError(
+        "clip_grad_norm_/clip_grad_value_ clip the pending gradients of an optax_like.optim "
+        "optimizer: pass the optimizer (clip_grad_norm_(optimizer, max_norm)), or the params it "
+        "holds now (optimizer.params, read after the last step, or a part of it), whose gradients "
+        "are clipped as torch clips those params' .grad. "
+        + ("These arrays were donated to an earlier step: read optimizer.params again."
+           if deleted else f"Got {type(parameters).__name__}, whose arrays no live optimizer holds.")
+    )
+
+
+def _select(grads, selected):
+    return tuple(tuple(g if keep else None for g, keep in zip(group, keep_group))
+                 for group, keep_group in zip(grads, selected))
+
+
+def _merge(grads, clipped, selected):
+    return [tuple(c if keep else g for g, c, keep in zip(group, clipped_group, keep_group))
+            for group, clipped_group, keep_group in zip(grads, clipped, selected)]
+
+
+def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: bool | None = None) -> jax.Array:
+    """torch.nn.utils.clip_grad_norm_ over an optimizer's pending gradients (from `backward`).
+
+    `parameters`: the optimizer (all its gradients), or, as in torch, the params whose
+    gradients to clip (`optimizer.params` or a part of it: arrays the optimizer holds now).
+    Scales those gradients by `min(max_norm / (total_norm + 1e-6), 1)` and returns the total
+    norm, a device scalar (no host sync), in the gradients' dtype. `norm_type` may be
+    `float('inf')`/'inf'. With `error_if_nonfinite=True` a nan/inf total norm raises torch's
+    RuntimeError (this reads the norm on the host, as torch does) and leaves the gradients
+    unchanged. `foreach` is accepted and ignored (one XLA computation either way).
     """
     del foreach
     norm_type = float(norm_type)
-    grads = tuple(tuple(group) for group in optimizer._grads)
-    clipped, total = _jitted_clip_norm(grads, float(max_norm), norm_type)
+    optimizer, grads, selected = _pending(parameters)
+    clipped, total = _jitted_clip_norm(_select(grads, selected), float(max_norm), norm_type)
     if error_if_nonfinite and not bool(jnp.isfinite(total)):
         raise RuntimeError(_NONFINITE.format(norm_type))
-    optimizer._grads = [tuple(group) for group in clipped]
+    optimizer._grads = _merge(grads, clipped, selected)
     return total
 
 
-def clip_grad_value_(optimizer, clip_value: float, foreach: bool | None = None) -> None:
-    """torch.nn.utils.clip_grad_value_ over `optimizer`'s pending gradients: clamps each to
+def clip_grad_value_(parameters, clip_value: float, foreach: bool | None = None) -> None:
+    """torch.nn.utils.clip_grad_value_ over an optimizer's pending gradients (`parameters`: the
+    optimizer, or the params it holds, as in `clip_grad_norm_`): clamps each to
     `[-clip_value, clip_value]` (in place, as torch: returns None)."""
     del foreach
-    grads = tuple(tuple(group) for group in optimizer._grads)
-    clipped = _jitted_clip_value(grads, float(clip_value))
-    optimizer._grads = [tuple(group) for group in clipped]
+    optimizer, grads, selected = _pending(parameters)
+    clipped = _jitted_clip_value(_select(grads, selected), float(clip_value))
+    optimizer._grads = _merge(grads, clipped, selected)
 
 
 def _clip_norm_groups(grads, max_norm, norm_type):

@@ -122,6 +122,14 @@ class RemovableHandle:
         self.remove()
 
 
+_live_optimizers: "weakref.WeakSet[Optimizer]" = weakref.WeakSet()
+
+
+def live_optimizers() -> list["Optimizer"]:
+    """The optimizers alive in this process (clip_grad finds the one that holds given params)."""
+    return list(_live_optimizers)
+
+
 _global_optimizer_pre_hooks: "OrderedDict[int, Callable]" = OrderedDict()
 _global_optimizer_post_hooks: "OrderedDict[int, Callable]" = OrderedDict()
 
@@ -160,6 +168,21 @@ def _to_scalar(x: Any) -> Any:
     if isinstance(x, tuple) and any(isinstance(v, (jax.Array, np.ndarray)) for v in x):
         return tuple(_to_scalar(v) for v in x)
     return x
+
+
+def _check_not_donated(tree: Any, what: str, mine: Callable[[Any], bool] = lambda leaf: False) -> None:
+    """A ValueError naming the leaf and the optimizer it was donated to, instead of JAX's bare
+    'Array has been deleted' at the first use of an array that a step consumed."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]:
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted() and not mine(leaf):
+            owner = next((o for o in live_optimizers() if o._is_given(leaf)), None)
+            by = (f"was donated to a step of the {type(owner).__name__} optimizer at {id(owner):#x}, which "
+                  "updates its params in place as torch's step does" if owner is not None
+                  else "has been deleted (donated to a jitted step)")
+            raise ValueError(
+                f"{what} leaf {path_str(path)} {by}: read the current values from optimizer.params "
+                "after the step (copy them, e.g. jax.tree.map(jnp.copy, optimizer.params), to keep "
+                "a value across steps).")
 
 
 def _is_group_list(params: Any) -> bool:
@@ -421,6 +444,7 @@ class Optimizer:
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
                  skip_nonfinite: bool = False) -> None:
         self.defaults = defaults
+        _live_optimizers.add(self)
         # Not in torch: when True, a step whose gradients hold a nan/inf leaves params and state
         # unchanged and adds one to `skipped_steps` (decided on device: no host sync).
         self.skip_nonfinite = bool(skip_nonfinite)
@@ -500,6 +524,13 @@ class Optimizer:
                 self.add_param_group(dict(group))
         finally:
             self._building = False
+        if model is None and self._mode == "groups" and _names.listed_by_named_parameters(
+                leaf for leaves in self._opt_leaves for leaf in leaves):
+            warnings.warn(
+                f"{type(self).__name__}: the param groups list arrays from optim.named_parameters(tree) "
+                "but no model= was given, so optimizer.params (and the loss function's argument) is "
+                "the list of the groups' params, not your tree. Pass model=tree to get the tree "
+                "(leaves in no group are then frozen).", UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------------ groups and params
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -518,6 +549,7 @@ class Optimizer:
             tree = list(tree)
         tree, given_names = _names.split_named(tree)
         check_params(tree, "param group")
+        _check_not_donated(tree, "param group", self._is_given)  # (ours: torch's duplicate error below)
         paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
         leaves = [leaf for _, leaf in paths_leaves]
         # torch's key order: the user's (params first), param_names, then the defaults.
@@ -767,6 +799,7 @@ class Optimizer:
 
     @params.setter
     def params(self, value: Any) -> None:
+        _check_not_donated(value, "new params")
         new = self._split(value, "params")
         for g, leaves in enumerate(new):
             old = self._opt_leaves[g]
@@ -943,10 +976,21 @@ class Optimizer:
             self._grads = [(None,) * len(g) for g in self._grads]
         config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
                   tuple(self._specs), bool(self.skip_nonfinite), clip)
-        (loss, aux, grad_norm), leaves, states, skipped = _jitted_step(
-            config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
-            tuple(self._grads), args, self._skipped if self.skip_nonfinite else None,
-        )
+        try:
+            (loss, aux, grad_norm), leaves, states, skipped = _jitted_step(
+                config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
+                tuple(self._grads), args, self._skipped if self.skip_nonfinite else None,
+            )
+        except RuntimeError as error:
+            if "has been deleted" not in str(error):
+                raise
+            raise RuntimeError(
+                f"{type(self).__name__}.step(): {str(error).rstrip('.')}. An array given to this step (a batch "
+                "argument, a gradient, or an array the loss function captures) was donated to an "
+                "earlier step: params are updated in place, as torch's step does. Pass the params "
+                "through the loss function's first argument, and read optimizer.params after each "
+                "step (copy to keep a value)."
+            ) from None
         self._opt_leaves, self._states = list(leaves), list(states)
         if skipped is not None:
             self._skipped = skipped
@@ -1003,7 +1047,7 @@ class Optimizer:
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         state = self.state  # copies
-        state_dict = {"state": state, "param_groups": self._export_param_groups()}
+        state_dict = _state_dict.StateDict(state=state, param_groups=self._export_param_groups())
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:

@@ -21,6 +21,7 @@ from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, check_same_structure, init_counts, is_none, map_params, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
+from optax_like.transforms.line_search import rounded
 from optax_like.transforms.sparse_adam import RowSparseGrad, check_sparse_updates as _check_sparse_structure, coalesce
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
@@ -283,12 +284,15 @@ def scale_by_adagrad(
             dense = shape[k:]
             acc2 = acc.reshape((num_rows, *dense))
             old = acc2.at[rows].get(mode="fill", fill_value=0)
-            new = lax.add(old, lax.mul(g_rows, g_rows))  # state_sum.add_(sparse(values.pow(2)))
+            # state_sum.add_(sparse(values.pow(2))): the square rounded before the add (no FMA)
+            new = lax.add(old, rounded(lax.mul(g_rows, g_rows)))
             std = lax.add(lax.sqrt(new), numerics.cast(numerics.scalar(h.eps, real), dtype))
             u_rows = lax.mul(numerics.cast(-clr, dtype), lax.div(g_rows, std))  # add_(g / std, alpha=-clr)
-            u = outside.reshape((num_rows, *dense)).at[rows].set(u_rows, mode="drop")
+            # Scattered after rounding: `p + u` is never contracted into an FMA (see the docstring).
+            q = jnp.zeros((num_rows, *dense), dtype).at[rows].set(lax.div(g_rows, std), mode="drop")
+            u = lax.mul(numerics.cast(-clr, dtype), q.reshape(shape))
             acc2 = acc2.at[rows].set(new, mode="drop")
-            return u.reshape(shape), acc2.reshape(shape)
+            return u, acc2.reshape(shape)
 
         def mixed_math(leaf, g, acc, t):
             # `views=False`: each leaf arrives as stored; dense leaves get `math` as above.

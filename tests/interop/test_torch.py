@@ -1,7 +1,9 @@
 """Checkpoints move between torch.optim and optax_like.optim and training continues identically."""
 
 import io
+import pickle
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -265,3 +267,25 @@ def test_lbfgs_dict_state_is_permuted_to_torch_order_and_continues_in_torch(x64)
     for _ in range(2):
         topt.step(closure_of(model, topt))
     _assert_models_close(model, reference, 1e-10)
+
+
+def test_torch_save_of_a_state_dict_writes_torchs_format_or_names_the_fix(tmp_path):
+    # torch.save(opt.state_dict()) (how 3 of 3 ported scripts save) reads back with
+    # torch.load(weights_only=True), loads into torch's optimizer and back into ours.
+    opt = optim.Adam([jnp.ones(3), jnp.full(2, 2.0)], lr=0.1)
+    opt.step(lambda p: jnp.sum(p[0] ** 2) + jnp.sum(p[1]))
+    torch.save({"optimizer": opt.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    checkpoint = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    saved = checkpoint["optimizer"]
+    assert isinstance(saved["state"][0]["exp_avg"], torch.Tensor) and saved["state"][0]["step"].dtype == torch.float32
+    tparams = [torch.ones(3, requires_grad=True), torch.full((2,), 2.0, requires_grad=True)]
+    topt = torch.optim.Adam(tparams, lr=0.1)
+    topt.load_state_dict(saved)
+    np.testing.assert_array_equal(topt.state[tparams[0]]["exp_avg"].numpy(), np.asarray(opt.state[0]["exp_avg"]))
+    opt.load_state_dict(saved)
+    # Other pickling keeps the arrays (JAX checkpoints, deepcopy).
+    assert isinstance(pickle.loads(pickle.dumps(opt.state_dict()))["state"][0]["exp_avg"], jax.Array)
+    # A params dict: torch's order is unknown without a target; torch.save says so and how.
+    named = optim.Adam({"b": jnp.ones(2), "a": jnp.ones(3)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"torch.save\(optimizer.state_dict\(\)\).*to_torch_state_dict\(optimizer, target=model\)"):
+        torch.save(named.state_dict(), tmp_path / "named.pt")

@@ -131,3 +131,28 @@ def test_step_clip_grad_value_and_its_errors():
         b.step(_loss, x, clip_grad_value=0.5, clip_grad_norm=1.0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         b.step(_loss, x, clip=1.0)
+
+
+def test_params_spelling_clips_those_params_gradients_as_torch():
+    # torch's habit: clip_grad_norm_(model.parameters(), max_norm) -> here optimizer.params (or a
+    # part of it): the total norm and the scaling cover those params only.
+    params = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([1.0]), "frozen": jnp.array([2.0])}
+    opt = optim.SGD([params["a"], params["b"]], lr=0.1, model=params)
+    grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([12.0]), "frozen": None}
+    ta, tb = torch.tensor([3.0, 4.0], requires_grad=True), torch.tensor([1.0], requires_grad=True)
+    for part, torch_part in ((opt.params, [ta, tb]), (opt.params["a"], [ta])):
+        opt.zero_grad()
+        opt.backward(grads)
+        ta.grad, tb.grad = torch.tensor([3.0, 4.0]), torch.tensor([12.0])
+        total = optim.clip_grad_norm_(part, 0.25)
+        np.testing.assert_allclose(np.asarray(total), torch.nn.utils.clip_grad_norm_(torch_part, 0.25).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(opt.grad["a"]), ta.grad.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(opt.grad["b"]), tb.grad.numpy(), rtol=1e-6)
+    optim.clip_grad_value_(opt.params["b"], 0.5)
+    assert float(opt.grad["b"][0]) == 0.5
+    stale = opt.params
+    opt.step()
+    with pytest.raises(TypeError, match="donated to an earlier step: read optimizer.params again"):
+        optim.clip_grad_norm_(stale, 1.0)
+    with pytest.raises(TypeError, match="pass the optimizer"):
+        optim.clip_grad_norm_([jnp.ones(2)], 1.0)

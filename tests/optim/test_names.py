@@ -402,3 +402,33 @@ def test_complex_params_get_torchs_numbers_in_every_path(x64):
         np.testing.assert_allclose(np.asarray(ours), t.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(np.asarray(optax_like.grad(loss)(params)[0]),
                                   np.conj(np.asarray(jax.grad(loss)(params)[0])))
+
+
+def test_a_reused_donated_array_names_the_optimizer_and_the_fix():
+    params = {"w": jnp.ones(3)}
+    opt = optim.Adam(params, lr=0.1)
+    opt.step(lambda p: jnp.sum(p["w"] ** 2))
+    with pytest.raises(ValueError, match=r"leaf \['w'\] was donated to a step of the Adam optimizer.*optimizer.params"):
+        optim.SGD(params, lr=0.1)
+    with pytest.raises(ValueError, match=r"donated to a step of the Adam optimizer"):
+        opt.params = params
+    other = optim.SGD({"w": jnp.ones(3)}, lr=0.1)
+    stale = other.params["w"]
+    other.step(lambda p: jnp.sum(p["w"]))
+    with pytest.raises(RuntimeError, match=r"Adam.step\(\): Array has been deleted.*donated to an earlier step"):
+        opt.step(lambda p, x: jnp.sum(p["w"] * x), stale)
+    opt.step(lambda p, x: jnp.sum(p["w"] * x), jnp.ones(3))  # the optimizer is still usable
+
+
+def test_groups_from_named_parameters_without_model_warn_that_params_is_a_list():
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+    groups = [{"params": [(n, p) for n, p in optim.named_parameters(params) if n.endswith("kernel")]},
+              {"params": [(n, p) for n, p in optim.named_parameters(params) if n.endswith("bias")],
+               "weight_decay": 0.0}]
+    with pytest.warns(UserWarning, match="Pass model=tree"):
+        opt = optim.AdamW(groups, lr=0.1)
+    assert isinstance(opt.params, list)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt = optim.AdamW(groups, lr=0.1, model=params)
+    assert set(opt.params["dense"]) == {"kernel", "bias"}
