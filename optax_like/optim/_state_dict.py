@@ -424,3 +424,11 @@ class StateDict(dict):
                     "path) instead (or optax_like.checkpoint.save for a JAX checkpoint).") from None
             return collections.OrderedDict, (list(converted.items()),)
         return super().__reduce_ex__(protocol)
+
+
+# A pytree like a dict (jax.tree.map over a state dict, as over torch's plain dict).
+jax.tree_util.register_pytree_with_keys(
+    StateDict,
+    lambda d: (tuple((jax.tree_util.DictKey(k), v) for k, v in d.items()), tuple(d)),
+    lambda keys, values: StateDict(zip(keys, values)),
+)

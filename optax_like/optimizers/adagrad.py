@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
-from optax_like.transforms.adagrad import check_sparse_grads, has_sparse_grads, negate_sparse_aware, scale_by_adagrad
+from optax_like.transforms.adagrad import (
+    check_sparse_grads,
+    has_sparse_grads,
+    negate_sparse_aware,
+    refuse_sparse_weight_decay,
+    scale_by_adagrad,
+)
 from optax_like.transforms.combine import chain
 from optax_like.transforms.scaling import negate
 from optax_like.transforms.weight_decay import add_decayed_weights
@@ -61,11 +67,10 @@ def adagrad(
     )
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
 
-    decays = v.maybe_nonzero(weight_decay)
     accumulate = scale_by_adagrad(lr, lr_decay, initial_accumulator_value, eps)
     inner = chain(
         *([negate()] if maximize else []),
-        *([add_decayed_weights(weight_decay)] if decays else []),
+        *([add_decayed_weights(weight_decay)] if v.maybe_nonzero(weight_decay) else []),
         accumulate,
     )
 
@@ -74,8 +79,7 @@ def adagrad(
             return inner.update(updates, state, params, **extra_args)
         # torch's sparse branch: weight decay refused, `-grad` for maximize, then the accumulator
         # (`negate` and the chain's checks would read a sparse leaf as its index and value arrays).
-        if decays:
-            raise RuntimeError(SPARSE_WEIGHT_DECAY_MESSAGE)
+        refuse_sparse_weight_decay(weight_decay, SPARSE_WEIGHT_DECAY_MESSAGE)
         if params is not None:
             check_sparse_grads(params, updates)
         if maximize:

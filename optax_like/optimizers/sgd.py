@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
-from optax_like.transforms.adagrad import check_sparse_grads, densify_sparse_grads, has_sparse_grads
+from optax_like.transforms.adagrad import (
+    check_sparse_grads,
+    densify_sparse_grads,
+    has_sparse_grads,
+    refuse_sparse_weight_decay,
+)
 from optax_like.transforms.combine import chain
 from optax_like.transforms.momentum import trace
 from optax_like.transforms.scaling import negate, scale_by_learning_rate
@@ -66,18 +71,16 @@ def sgd(
         if (mu is not None and mu <= 0) or (damp is not None and damp != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    decays = v.maybe_nonzero(weight_decay)
     inner = chain(
         *([negate()] if maximize else []),
-        *([add_decayed_weights(weight_decay)] if decays else []),
+        *([add_decayed_weights(weight_decay)] if v.maybe_nonzero(weight_decay) else []),
         *([trace(momentum, dampening, nesterov)] if v.maybe_nonzero(momentum) else []),
         scale_by_learning_rate(lr),
     )
 
     def update(updates, state, params=None, **extra_args):
         if has_sparse_grads(updates):
-            if decays:
-                raise RuntimeError(SPARSE_WEIGHT_DECAY_MESSAGE)
+            refuse_sparse_weight_decay(weight_decay, SPARSE_WEIGHT_DECAY_MESSAGE)
             if params is not None:
                 check_sparse_grads(params, updates)
             # Zeros off the pattern that `negate` turns into +0.0: `(-lr) * (+0.0)` is -0.0 and

@@ -18,6 +18,7 @@ from jax import lax
 from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
+from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.tree import LeafScalars, check_same_structure, init_counts, is_none, map_params, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
@@ -94,6 +95,22 @@ def check_sparse_grads(params: Any, updates: Any) -> None:
 
     leaves = [placeholder(g, p) for g, p in zip(treedef.flatten_up_to(updates), treedef.flatten_up_to(params))]
     check_same_structure(params, treedef.unflatten(leaves), "params", "updates")
+
+
+def refuse_sparse_weight_decay(weight_decay: Any, message: str) -> None:
+    """torch's error for a sparse gradient with `weight_decay != 0` (`message`, a RuntimeError).
+
+    A traced or scheduled weight_decay (`inject_hyperparams`) cannot be read while tracing: it
+    is refused too, with a hint. A concrete zero passes."""
+    value = v.concrete_value(weight_decay)
+    if value is None and v.maybe_nonzero(weight_decay):
+        raise RuntimeError(
+            f"{message} (weight_decay is a traced value or a schedule here, so it may be nonzero: "
+            "give it as a Python number, e.g. inject_hyperparams(..., static_args=('weight_decay',)), "
+            "to step with sparse gradients)"
+        )
+    if value:
+        raise RuntimeError(message)
 
 
 def sparse_grad_parts(grad: Any, shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array, int]:
@@ -228,6 +245,12 @@ def scale_by_adagrad(
     dtype (complex params as complex numbers, as torch's sparse branch does: no real view). A
     gradient with no entries counts a step and changes nothing else. Which leaves are sparse is
     read from the gradient's type while tracing; the state is the same either way.
+    Every product is rounded before it is added (`g * g` before the add to `sum`; `u` before
+    `apply_updates` adds it), so the result does not depend on XLA's FMA contractions: `sum`
+    is torch's bit for bit, and the params are those of torch's portable kernels
+    (ATEN_CPU_CAPABILITY=default). torch's AVX2/AVX-512 kernels add `u` with a fused
+    multiply-add, and torch's CPU `sqrt` is not always correctly rounded (~0.5% of float64
+    values, measured), so the params there differ from ours by an ulp in some entries.
     """
 
     def init(params):
@@ -288,11 +311,10 @@ def scale_by_adagrad(
             new = lax.add(old, rounded(lax.mul(g_rows, g_rows)))
             std = lax.add(lax.sqrt(new), numerics.cast(numerics.scalar(h.eps, real), dtype))
             u_rows = lax.mul(numerics.cast(-clr, dtype), lax.div(g_rows, std))  # add_(g / std, alpha=-clr)
-            # Scattered after rounding: `p + u` is never contracted into an FMA (see the docstring).
-            q = jnp.zeros((num_rows, *dense), dtype).at[rows].set(lax.div(g_rows, std), mode="drop")
-            u = lax.mul(numerics.cast(-clr, dtype), q.reshape(shape))
+            # Scattered after rounding: `p + u` is never contracted into an FMA (see the docstring)
+            u = outside.reshape((num_rows, *dense)).at[rows].set(u_rows, mode="drop")
             acc2 = acc2.at[rows].set(new, mode="drop")
-            return u, acc2.reshape(shape)
+            return u.reshape(shape), acc2.reshape(shape)
 
         def mixed_math(leaf, g, acc, t):
             # `views=False`: each leaf arrives as stored; dense leaves get `math` as above.
@@ -313,6 +335,7 @@ __all__ = [
     "has_sparse_grads",
     "is_sparse_leaf",
     "negate_sparse_aware",
+    "refuse_sparse_weight_decay",
     "scale_by_adagrad",
     "sparse_grad_parts",
 ]
