@@ -299,8 +299,8 @@ def step_scalars(scalars: tuple) -> tuple:
     for a leaf whose step counter is stored apart (`per_leaf_scalars`) or whose dtype no other
     leaf has, it has one, and that leaf would round differently from the same leaf in a model.
     `per_param_update` counts the declarations and gives each scalar that only one leaf
-    declared a second use (an `optimization_barrier` with that leaf's update, expanded by XLA
-    before fusion: nothing of it is left in the compiled step). Trees whose leaves share their
+    declared a second use (one `optimization_barrier` with the step's new `schedule_count`, a
+    scalar output: scalars only, so no update is held in memory for it on any backend). Trees whose leaves share their
     scalars get no barrier at all. tests/test_tree_independence.py checks the result: a leaf
     alone, beside others and with its own counters, bit for bit.
     Host scalars (constants in the program) need nothing and are not recorded.

@@ -162,28 +162,27 @@ def per_param_update(
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
     results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
     new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
-    new_updates = _second_use_of_lone_scalars(new_updates, declarations)
+    schedule_count = _second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), declarations)
     new_state = state._replace(
         **dict(zip(buffers, new_trees)),
         **{step_field: increment_counts(old_step, updates, reference)},
-        schedule_count=numerics.safe_increment(state.schedule_count),
+        schedule_count=schedule_count,
     )
     return new_updates, new_state
 
 
-def _second_use_of_lone_scalars(new_updates: Any, declarations: list) -> Any:
-    """`new_updates` with the update of every leaf that alone declared a step scalar passed
-    through a barrier with it (`numerics.step_scalars`: a second use, so that XLA keeps the
-    division by it that the same leaf gets in a tree whose leaves share the scalar)."""
+def _second_use_of_lone_scalars(count: jax.Array, declarations: list) -> jax.Array:
+    """`count` (the new `schedule_count`, a scalar output of the step) passed through one
+    barrier with every step scalar that only one leaf declared (`numerics.step_scalars`): a
+    second use, so that XLA keeps the division by it that the same leaf gets in a tree whose
+    leaves share the scalar. Tied to a scalar output, not to the leaf's update: a barrier on the
+    update would make XLA:GPU write the update to memory before `p + u` (measured on an H200:
+    a one-leaf Adam step 1.14x optax's time)."""
     users = collections.Counter(id(s) for _, declared in declarations for s in declared)
-    replaced = {}
-    for u, declared in declarations:
-        lone = tuple(s for s in declared if users[id(s)] == 1)
-        if lone:
-            replaced[id(u)] = jax.lax.optimization_barrier((u, lone))[0]
-    if not replaced:
-        return new_updates
-    return jax.tree.map(lambda u: replaced.get(id(u), u), new_updates)
+    lone = tuple(s for _, declared in declarations for s in declared if users[id(s)] == 1)
+    if not lone:
+        return count
+    return jax.lax.optimization_barrier((count, lone))[0]
 
 
 __all__ = ["LeafView", "hyperparams", "per_param_update"]
