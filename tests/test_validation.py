@@ -23,11 +23,11 @@ What a jax.Array hyperparameter means (torch's Tensor lr/betas): a real 0-d arra
 can change without retracing (`inject_hyperparams`, the adapter). See core/validation.py.
 
 Deliberate differences (each has a test below that pins it):
-- torch's kernel rules `lr as a Tensor is not supported for capturable=False and foreach=True`
-  (and betas[i]): `foreach`/`capturable` select torch kernels and are ignored here, so these
-  configurations are accepted.
-- A one-element array of rank >= 1 (torch squeezes it): rejected with a ValueError naming the
-  argument, because it would broadcast every update to its rank.
+- A one-element array of rank >= 1 (torch squeezes it): the adapter squeezes it as torch does;
+  the functional factories reject it with a ValueError naming the argument, because it would
+  broadcast every update to its rank.
+(Adam/AdamW's kernel rules `lr as a Tensor is not supported for capturable=False and
+foreach=True`, and betas[i], are torch's in both views: the same arguments fail the same way.)
 - A two-element Tensor beta: torch's range check fails with `Boolean value of Tensor with more
   than one value is ambiguous` (RuntimeError); ours raises `Tensor betas[0] must be 1-element`
   (ValueError, torch's message for the check it makes after the range check).
@@ -182,10 +182,6 @@ FACTORY_NOT_APPLICABLE = {
 }
 # Records where both views differ from torch on purpose (each pinned by the test below).
 DELIBERATE = {
-    "lr as Tensor doesn't work with foreach & not capturable": (
-        "`foreach`/`capturable` select torch kernels and are ignored here: accepted"),
-    "betas\\[0\\] as a Tensor is not supported for capturable=False and foreach=True": (
-        "`foreach`/`capturable` select torch kernels and are ignored here: accepted"),
     "invalid param type": (
         "the adapter raises torch's TypeError with torch's opening words; the end of the message "
         "names what is accepted here (a pytree of arrays or a list of group dicts)"),
@@ -288,9 +284,7 @@ def test_torch_error_inputs(cls_name, index, view):
         return
     # A fresh record: torch's constructor edits the group dicts it is given (named params).
     ours = _our_record_error(view, cls_name, error_records(cls_name)[index])
-    if desc in DELIBERATE and "foreach" in DELIBERATE[desc]:
-        assert ours is None, f"{view}: {ours!r}"  # foreach/capturable are ignored: accepted
-    elif desc == "invalid param type":
+    if desc == "invalid param type":
         prefix = "params argument given to the optimizer should be "
         assert type(ours) is TypeError and str(ours).startswith(prefix), ours
     elif isinstance(theirs, Warning):
@@ -393,20 +387,21 @@ def test_schedule_betas_pair_with_floats():
     ids=["tensor-lr-foreach", "tensor-betas-foreach"],
 )
 @pytest.mark.parametrize("name", ["adam", "adamw"])
-def test_foreach_tensor_rules_do_not_apply(name, kwargs):
+def test_foreach_tensor_rules_are_torchs(name, kwargs):
     theirs = torch_error(name, kwargs)
     assert isinstance(theirs, ValueError) and "is not supported for capturable=False and foreach=True" in str(theirs)
-    assert factory_error(name, kwargs) is None
-    assert adapter_error(name, kwargs) is None
+    for ours in (factory_error(name, kwargs), adapter_error(name, kwargs)):
+        assert type(ours) is ValueError and str(ours) == str(theirs)
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_one_element_array_of_higher_rank_is_rejected(name):
+def test_one_element_array_of_higher_rank_is_squeezed_by_the_adapter_and_rejected_by_the_factory(name):
     kwargs = dict(lr=A([[0.01]]))
-    assert torch_error(name, kwargs) is None  # torch squeezes it
-    for ours in (factory_error(name, kwargs), adapter_error(name, kwargs)):
-        assert isinstance(ours, ValueError)
-        assert str(ours).startswith("lr must be a scalar (0-d) array, got shape (1, 1)")
+    assert torch_error(name, kwargs) is None  # torch squeezes it (optimizer._to_scalar)
+    assert adapter_error(name, kwargs) is None  # numbers: tests/optim/test_torch_optim_renewed.py::test_tensor_lr
+    ours = factory_error(name, kwargs)
+    assert isinstance(ours, ValueError)
+    assert str(ours).startswith("lr must be a scalar (0-d) array, got shape (1, 1)")
 
 
 def test_two_element_tensor_beta():

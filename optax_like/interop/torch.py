@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.optim._names import param_name
 from optax_like.optim._state_dict import host_array, plain
 
 _BFLOAT16 = np.dtype(jnp.bfloat16)
@@ -114,6 +113,16 @@ def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]],
     return out, sizes
 
 
+def _group_value(value: Any) -> Any:
+    """A param group entry for torch: arrays (a Tensor `lr`, array betas) as tensors, the rest
+    copied."""
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return _tensor(value)
+    if isinstance(value, tuple) and any(isinstance(v, (jax.Array, np.ndarray)) for v in value):
+        return tuple(_group_value(v) for v in value)
+    return copy.deepcopy(value)
+
+
 def _real_size(tensor: Any) -> int:
     return int(tensor.numel()) * (2 if tensor.is_complex() else 1)
 
@@ -164,6 +173,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
         for g, group in enumerate(groups):
             if optimizer is not None and hasattr(optimizer, "_order_issue"):
                 why = len(group["params"]) > 1 and optimizer._order_issue[g]
+            elif getattr(sd, "order_issues", None) is not None:  # declared by optimizer.state_dict()
+                why = len(group["params"]) > 1 and sd.order_issues[g]
             else:
                 why = "param_names" in group and "it carries param_names (its order need not be torch's)"
             if why:
@@ -214,7 +225,7 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
         for j, i in enumerate(order):
             if entries[i] is not None:
                 new_state[offset + j] = entries[i]
-        packed = copy.deepcopy({k: v for k, v in group.items() if k != "params"})
+        packed = {k: _group_value(v) for k, v in group.items() if k != "params"}
         if "param_names" in packed:
             packed["param_names"] = [names[g][i] for i in order] if names[g] else packed["param_names"]
         packed["params"] = list(range(offset, offset + n))

@@ -416,7 +416,7 @@ class StateDict(dict):
             from optax_like.interop.torch import to_torch_state_dict
 
             try:
-                converted = to_torch_state_dict(dict(self))
+                converted = to_torch_state_dict(self)
             except ValueError as error:
                 raise ValueError(
                     f"torch.save(optimizer.state_dict()) writes torch's format, but: {error} Save "

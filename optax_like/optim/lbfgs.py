@@ -16,7 +16,7 @@ import numpy as np
 
 from optax_like.core.base import apply_updates
 from optax_like.optim import optimizer as _base
-from optax_like.optim.optimizer import Optimizer
+from optax_like.optim.optimizer import Optimizer, class_factory
 from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, lbfgs
 
 __all__ = ["LBFGS"]
@@ -83,7 +83,7 @@ class LBFGS(Optimizer):
     tolerance_grad=1e-7, tolerance_change=1e-9, history_size=100, line_search_fn=None)`.
     """
 
-    _factory = staticmethod(lbfgs)
+    _factory = staticmethod(class_factory(lbfgs))
     _static = ("max_iter", "max_eval", "history_size")
 
     def __init__(
@@ -105,7 +105,7 @@ class LBFGS(Optimizer):
             lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
         )
-        lbfgs(**defaults)  # torch's validation and messages, before anything is built
+        self._factory(**defaults)  # torch's validation and messages, before anything is built
         self._constructing = True
         try:
             Optimizer.__init__(self, params, defaults, model=model)

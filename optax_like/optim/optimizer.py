@@ -170,6 +170,44 @@ def _to_scalar(x: Any) -> Any:
     return x
 
 
+class _StateView(dict):
+    """`optimizer.state`: a dict snapshot whose writes under keys other than param ids go to
+    the optimizer (torch's hooks keep notes there); see `Optimizer.state`."""
+
+    __slots__ = ("_optimizer",)
+
+    def __init__(self, optimizer: "Optimizer", entries: dict) -> None:
+        super().__init__(entries)
+        self._optimizer = optimizer
+
+    def __setitem__(self, key, value) -> None:
+        self._optimizer._set_extra_state(key, value)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key) -> None:
+        self._optimizer._set_extra_state(key, None, delete=True)
+        super().__delitem__(key)
+
+    def pop(self, key, *default):
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        return super().pop(key, *default)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __reduce_ex__(self, protocol):
+        return dict, (dict(self),)  # copies and pickles are plain dicts
+
+
 def _check_not_donated(tree: Any, what: str, mine: Callable[[Any], bool] = lambda leaf: False) -> None:
     """A ValueError naming the leaf and the optimizer it was donated to, instead of JAX's bare
     'Array has been deleted' at the first use of an array that a step consumed."""
@@ -451,6 +489,7 @@ class Optimizer:
         # The total gradient norm of the latest step(..., clip_grad_norm=...) (device scalar).
         self.last_grad_norm = None
         self._skipped = jnp.zeros((), jnp.int32)
+        self._extra_state: dict = {}  # optimizer.state entries under keys that are not param ids
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
         self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
@@ -493,8 +532,9 @@ class Optimizer:
             params = list(params)  # torch's `list(params)`: a generator of params or named params
         if isinstance(params, jax.Array) or (isinstance(params, np.ndarray)):
             raise TypeError(
-                "params argument given to the optimizer should be a pytree of arrays or a list "
-                f"of dicts, but got a bare {type(params).__name__}; wrap it in a list."
+                "params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                f"but got {type(params).__module__}.{type(params).__name__} (here: a pytree of "
+                "arrays, or a list of arrays or of dicts); wrap a single array in a list."
             )
         if model is not None:
             flat, self._root_def = jax.tree.flatten(model, is_leaf=is_none)
@@ -670,13 +710,29 @@ class Optimizer:
         """torch's integer ids of group g's params (numbered across groups, in leaf order)."""
         return list(self._param_ids[g])
 
+    def _own_groups(self) -> list[dict]:
+        """The groups this optimizer holds state for, in order: `param_groups` as built by the
+        constructor and `add_param_group` (a list the user extended with its own groups, torch's
+        `param_groups.extend(param_groups)`, keeps them first)."""
+        return self.param_groups[: len(self._param_ids)]
+
+    def _group_index(self, group: dict) -> int:
+        """The index of one of `param_groups`' dicts among this optimizer's own groups."""
+        for g, own in enumerate(self._own_groups()):
+            if own is group:
+                return g
+        raise ValueError(
+            "a param_groups entry is not one of this optimizer's groups (a dict put into "
+            "optimizer.param_groups by hand): add groups with add_param_group.")
+
     def _export_param_groups(self) -> list[dict]:
         """`state_dict()["param_groups"]`: torch's layout (copies; int ids under "params", last,
         as torch's `pack_group`; "param_names" for named groups). A group whose dict leaves JAX
         orders differently from their insertion order also saves its key-path names, so that
         loading it back maps by name (see `_saved_to_current_ids`)."""
         out = []
-        for g, group in enumerate(self.param_groups):
+        for group in self.param_groups:
+            g = self._group_index(group)
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
             if "param_names" not in packed and self._order_issue[g] is not None:
                 packed["param_names"] = list(self._param_names[g])
@@ -709,7 +765,7 @@ class Optimizer:
             "Load it with optax_like.interop.torch.load_torch_state_dict(optimizer, state_dict, "
             "source=model) (the torch model, model.named_parameters(), or the names in its "
             "parameters() order), or add the names in the saved order before loading: "
-            f"state_dict['param_groups'][{{g}}]['param_names'] = [...]; or build the optimizer from a "
+            "state_dict['param_groups'][{g}]['param_names'] = [...]; or build the optimizer from a "
             "list of params (or (name, param) pairs) in the saver's order."
         )
         id_map: dict[int, int] = {}
@@ -942,13 +998,13 @@ class Optimizer:
         return out
 
     def _hypers(self):
-        values = [self._group_values(g) for g in self.param_groups]
+        values = [self._group_values(g) for g in self._own_groups()]
         cache = self._hyper_cache
         if cache is not None and cache[0] == values:
             return cache[1]
         self._refresh_specs()
         hypers = jnp.asarray(
-            np.stack([self._hyper_array(g, leaves) for g, leaves in zip(self.param_groups, self._opt_leaves)]),
+            np.stack([self._hyper_array(g, leaves) for g, leaves in zip(self._own_groups(), self._opt_leaves)]),
             numerics.float_dtype()
         )
         self._hyper_cache = (copy.deepcopy(values), hypers)
@@ -956,7 +1012,7 @@ class Optimizer:
 
     def _refresh_specs(self) -> None:
         """Rebuilds the state of groups whose compile-time options were edited."""
-        for g, group in enumerate(self.param_groups):
+        for g, group in enumerate(self._own_groups()):
             spec = self._spec(group)
             if spec != self._specs[g]:
                 per_param = self._export_group(g)
@@ -1029,14 +1085,30 @@ class Optimizer:
             _state_dict.check_keys(self._ids(g), per_param, expected, type(self).__name__)
 
     @property
-    def state(self) -> dict[int, dict[str, Any]]:
+    def state(self) -> dict[Any, Any]:
         """Per-param state keyed by param id (torch's keys): a snapshot, whose arrays are copies
-        that stay valid after later steps (read it once, not per param: each read copies)."""
-        return _state_dict.copy_arrays(self._live_state())
+        that stay valid after later steps (read it once, not per param: each read copies).
+
+        Entries under other keys are the user's, as in torch's `optimizer.state`: writing
+        `optimizer.state['note'] = x` (hooks do) keeps it in the optimizer, in `state_dict()`
+        and through `load_state_dict`. A param's own entry is computed from the functional
+        state: writing it is a TypeError that names the way (`load_state_dict`)."""
+        return _StateView(self, {**_state_dict.copy_arrays(self._live_state()), **self._extra_state})
+
+    def _set_extra_state(self, key: Any, value: Any, delete: bool = False) -> None:
+        if isinstance(key, (int, np.integer)) and any(key in ids for ids in self._param_ids):
+            raise TypeError(
+                f"optimizer.state[{key}] is param {key}'s state, computed from the functional state "
+                "(a snapshot here): change it through a state dict, optimizer.load_state_dict(sd) "
+                "with sd = optimizer.state_dict() edited.")
+        if delete:
+            del self._extra_state[key]
+        else:
+            self._extra_state[key] = value
 
     def _live_state(self) -> dict[int, dict[str, Any]]:
         out = {}
-        for g in range(len(self.param_groups)):
+        for g in range(len(self._param_ids)):
             for pid, entry in zip(self._ids(g), self._export_group(g)):
                 if entry:
                     out[pid] = entry
@@ -1046,8 +1118,10 @@ class Optimizer:
         """torch's `{'state': {id: {...}}, 'param_groups': [{..., 'params': [ids]}]}` (copies)."""
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
-        state = self.state  # copies
+        state = dict(self.state)  # copies (a plain dict: hooks may edit it)
         state_dict = _state_dict.StateDict(state=state, param_groups=self._export_param_groups())
+        # Declared for torch.save's conversion: which groups' order is not the user's.
+        state_dict.order_issues = [self._order_issue[self._group_index(group)] for group in self.param_groups]
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -1105,6 +1179,7 @@ class Optimizer:
                     "optimizer, state_dict, source=model), or add the saved param_names."
                 ) from None
         # Commit.
+        self._extra_state = {k: v for k, v in state_dict["state"].items() if k not in id_map}  # torch keeps them
         self.param_groups[:] = new_groups
         self._param_names = new_names
         self._named = [named or "param_names" in group for named, group in zip(self._named, new_groups)]
@@ -1145,6 +1220,19 @@ class Optimizer:
         return "\n".join(lines)
 
 
+def class_factory(factory: Callable, constants: Iterable[str] = ()) -> Callable:
+    """`factory` as a class calls it: one-element array hyperparameters squeezed (torch's
+    `_to_scalar`) and the class's `constants` (group entries that are not factory arguments)
+    left out. Its signature is the factory's (`functools.wraps`)."""
+    constants = frozenset(constants)
+
+    @functools.wraps(factory)
+    def wrapped(**kwargs):
+        return factory(**{k: _to_scalar(v) for k, v in kwargs.items() if k not in constants})
+
+    return wrapped
+
+
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
                          doc: str | None = None) -> type:
@@ -1164,11 +1252,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     # would keep it. Crossing zero recompiles once.
     structural_zero = tuple(structural_zero) + (
         ("weight_decay",) if "weight_decay" in names and "weight_decay" not in tuple(structural_zero) else ())
-    plain_factory = factory
-
-    @functools.wraps(plain_factory)
-    def factory(**kwargs):
-        return plain_factory(**{k: _to_scalar(v) for k, v in kwargs.items() if k not in constants})
+    factory = class_factory(factory, constants)
 
     def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
         bound = signature.bind(*args, **kwargs)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
-from optax_like.transforms.adagrad import (
+from optax_like.transforms.sparse_grads import (
     check_sparse_grads,
     has_sparse_grads,
     negate_sparse_aware,
     refuse_sparse_weight_decay,
-    scale_by_adagrad,
 )
+from optax_like.transforms.adagrad import scale_by_adagrad
 from optax_like.transforms.combine import chain
 from optax_like.transforms.scaling import negate
 from optax_like.transforms.weight_decay import add_decayed_weights

@@ -46,8 +46,8 @@ def adam(
     `torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     amsgrad=False, *, foreach=None, maximize=False, capturable=False, differentiable=False,
     fused=None, decoupled_weight_decay=False)`; `foreach`, `capturable` and `fused` select
-    torch kernels and are accepted and ignored, except that an array `lr` with `foreach=True`
-    and `capturable=False` raises torch's ValueError, as torch's constructor does. `differentiable=True` reproduces torch's
+    torch kernels and are accepted and ignored, except that an array `lr` or beta with
+    `foreach=True` and `capturable=False` raises torch's ValueError, as torch's constructor does. `differentiable=True` reproduces torch's
     differentiable path, whose bias corrections come from its float32 `step` tensor (2e-10 to
     6e-7 relative from the default path in float64; `scale_by_adam(differentiable_lr=lr)`);
     `jax.grad` through `update` (w.r.t. params, lr and the other hyperparameters) works with
@@ -57,7 +57,8 @@ def adam(
     arrays; an int beta such as `betas=(0, 0.99)` is rejected as in torch; a schedule pairs with
     either kind).
     """
-    if foreach and not capturable and v.is_concrete_array(lr):
+    foreach_tensor_rule = bool(foreach) and not capturable
+    if foreach_tensor_rule and v.is_concrete_array(lr):
         # torch's foreach kernels take no Tensor lr; ours has one kernel path, but the same
         # arguments must fail the same way.
         raise ValueError("lr as a Tensor is not supported for capturable=False and foreach=True")
@@ -67,6 +68,9 @@ def adam(
     check_betas(betas)
     v.check(weight_decay, "weight_decay", v.nonnegative, "Invalid weight_decay value: {}")
     v.check_float_or_tensor_pair(betas)  # torch.optim.Adam/AdamW only (not Adamax/NAdam/RAdam)
+    for i, beta in enumerate(betas):
+        if foreach_tensor_rule and v.is_concrete_array(beta):
+            raise ValueError(f"betas[{i}] as a Tensor is not supported for capturable=False and foreach=True")
 
     decay = v.maybe_nonzero(weight_decay)
     return chain(

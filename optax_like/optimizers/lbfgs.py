@@ -531,7 +531,9 @@ def lbfgs(
         def loss_of(vec):
             loss = value_fn(unflatten(vec), **fn_kwargs)
             loss = jnp.asarray(loss)
-            if loss.shape != ():
+            if loss.size == 1:
+                loss = loss.reshape(())  # torch's float(closure()): a one-element loss is its value
+            else:
                 raise TypeError(f"value_fn must return a scalar loss, got shape {loss.shape}.")
             return loss.astype(dtype)
 

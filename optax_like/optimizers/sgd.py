@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule
-from optax_like.transforms.adagrad import (
+from optax_like.transforms.sparse_grads import (
     check_sparse_grads,
     densify_sparse_grads,
     has_sparse_grads,
@@ -46,20 +46,21 @@ def sgd(
     `differentiable` select torch kernels; they are accepted and ignored (one XLA computation
     serves all). Any of lr, momentum, dampening, weight_decay may be a schedule `count -> value`.
 
-    Sparse gradients: a gradient leaf may be a `jax.experimental.sparse.BCOO` (or an
-    `optax_like.RowSparseGrad`), torch's sparse COO `grad`. It is summed into a dense gradient
-    (duplicate indices added, zeros elsewhere) and takes the rule above, which gives torch's
-    numbers: with momentum 0 only the touched entries of the params change (`p + (-0.0)`
-    elsewhere); with momentum, torch's sparse buffer is kept dense (the same values; its
-    untouched entries are zeros). As in torch, a sparse gradient with a weight_decay that may
-    be nonzero raises `RuntimeError("add(sparse, dense) is not supported. Use add(dense,
-    sparse) instead.")` (a traced or scheduled weight_decay counts as nonzero). Differences
-    from torch, which adds a sparse gradient's entries to the params (and a sparse buffer's
-    entries to each other) one by one: duplicate indices are summed first (an ulp apart);
-    torch's buffer is a sparse tensor when the first gradient was sparse, and torch then
-    refuses a later dense gradient, and a Nesterov step refuses a sparse gradient after a
-    dense first one (`add(sparse, dense) is not supported`): the dense buffer here takes
-    both (the state's structure cannot depend on which gradients came).
+    Sparse gradients: a gradient leaf may be a `jax.experimental.sparse.BCOO` (no batch
+    dimensions) or an `optax_like.RowSparseGrad`, torch's sparse COO `grad`. It is summed into
+    a dense gradient (duplicate indices added, +0.0 elsewhere) that takes the rule above, which
+    is what torch's sparse arithmetic computes: with momentum 0 only the params at the
+    gradient's entries change (the others get `p + (-0.0)`: every bit kept); with momentum,
+    torch's buffer (a sparse tensor after a sparse first gradient) is held dense here, with
+    the same values (and `state_dict()` gives it dense). A weight_decay that may be nonzero
+    raises torch's `RuntimeError("add(sparse, dense) is not supported. Use add(dense, sparse)
+    instead.")` (a traced or scheduled one counts as nonzero; torch's raising step has already
+    updated the params before the sparse one, ours changes nothing). Differences from torch:
+    torch adds duplicate entries (and the entries of its sparse buffer) to the params one at a
+    time, ours sums them first (an ulp apart); after a sparse first gradient torch refuses a
+    dense one, and with `nesterov` it refuses a sparse gradient after a dense first one (both
+    `add(sparse, dense) is not supported`): the dense buffer here takes both, since the state's
+    structure cannot depend on which gradients came.
     """
     del foreach, differentiable, fused
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")

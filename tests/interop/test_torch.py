@@ -206,8 +206,10 @@ def test_to_torch_state_dict_refuses_an_ambiguous_order_and_names_the_fix(x64):
             to_torch_state_dict(opt)
     opt = optim.Adam(_params_dict(_sequential(), "torch"), lr=0.01)
     opt.step(_jax_loss)
+    with pytest.raises(ValueError, match="sorted key"):
+        to_torch_state_dict(opt.state_dict())  # the optimizer's state_dict declares why
     with pytest.raises(ValueError, match="carries param_names"):
-        to_torch_state_dict(opt.state_dict())  # a saved dict with names: its order is in question
+        to_torch_state_dict(dict(opt.state_dict()))  # a saved dict with names: its order is in question
     model = _model_with(opt.params)
     with pytest.raises(ValueError, match="carry no param_names"):
         to_torch_state_dict(opt, target=torch.optim.Adam(model.parameters()))

@@ -53,7 +53,11 @@ from torch import nn
 import optax_like.optim as optim
 from optax_like.interop.torch import from_torch_state_dict, load_torch_state_dict
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),  # tests/conftest.py
+    # Groups from optim.named_parameters without model= warn (tested in test_names.py).
+    pytest.mark.filterwarnings("ignore:.*the param groups list arrays from optim.named_parameters"),
+]
 
 WIDTH = 4
 LAYERS = 11  # Linear(4, 4) layers '0'..'10', then LayerNorm '11'
