@@ -86,6 +86,9 @@ class TorchLayout:
         state yet, torch before the first step); `load(fresh, entry) -> state` writes a loaded
         entry (`{}`: none) into `fresh` (an init state), pure, raising ValueError/TypeError that
         name the key. The entry's keys are the function's to check.
+    flat_keys: (global form) the entry's keys that hold vectors over all the group's params,
+        one entry per real number, in param order (torch's `_gather_flat_grad`), or lists of
+        such vectors: what a change of param order permutes (torch's order <-> ours).
     """
 
     buffers: tuple[str, ...] = ()
@@ -95,6 +98,7 @@ class TorchLayout:
     construction_args: tuple[str, ...] = ()
     export: Callable[[Any], dict] | None = None
     load: Callable[[Any, dict], Any] | None = None
+    flat_keys: tuple[str, ...] = ()
 
     @property
     def is_global(self) -> bool:
@@ -118,16 +122,17 @@ def declare_torch_state(
     construction_args: tuple[str, ...] = (),
     export: Callable[[Any], dict] | None = None,
     load: Callable[[Any, dict], Any] | None = None,
+    flat_keys: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
     Raises a TypeError at import time when the declaration does not name every field of the
     state exactly once, names an unknown kind or rule, or `started` is not a counter field.
     `started` is required unless `construction_args` says the state exists from construction.
-    The global form gives `export` and `load` together and nothing else.
+    The global form gives `export` and `load` together (and `flat_keys`) and nothing else.
     """
     layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args),
-                         export, load)
+                         export, load, tuple(flat_keys))
     fields = getattr(state_type, "_fields", None)
     name = getattr(state_type, "__name__", repr(state_type))
     if fields is None:

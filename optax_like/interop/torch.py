@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.optim._state_dict import host_array, plain
+from optax_like.optim._state_dict import host_array, permute_flat_entry, plain
+from optax_like.optimizers.lbfgs import LBFGSState
+
+_LBFGS_FLAT_KEYS = LBFGSState.__torch_layout__.flat_keys  # declared with the state
 
 _BFLOAT16 = np.dtype(jnp.bfloat16)
 
@@ -127,13 +130,6 @@ def _real_size(tensor: Any) -> int:
     return int(tensor.numel()) * (2 if tensor.is_complex() else 1)
 
 
-def _permute_flat(value: Any, sizes: list[int], order: list[int]) -> np.ndarray:
-    """A flat vector over params (LBFGS's), segments of `sizes` in our order, in torch's `order`."""
-    arr = np.asarray(value)
-    bounds = np.cumsum([0, *sizes])
-    return np.concatenate([arr[bounds[i]:bounds[i + 1]] for i in order])
-
-
 def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dict[str, Any]:
     """An optax_like optimizer's state dict as torch expects it: tensors of the arrays' dtypes
     (bfloat16 included), float32 `step` scalars (Python ints stay ints: torch's SparseAdam
@@ -213,13 +209,7 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
         first = entries[0] if entries else None
         if not identity and first and "func_evals" in first:  # torch's LBFGS: one dict, flat vectors
             sizes = _lbfgs_sizes(optimizer, g, names[g], sizes_by_name)
-            first = dict(first)
-            for key in ("d", "prev_flat_grad"):
-                if key in first:
-                    first[key] = _permute_flat(first[key], sizes, order)
-            for key in ("old_dirs", "old_stps"):
-                if key in first:
-                    first[key] = [_permute_flat(v, sizes, order) for v in first[key]]
+            first = permute_flat_entry(first, _LBFGS_FLAT_KEYS, sizes, order)
             entries = [first] + [None] * (n - 1)
             order = list(range(n))
         for j, i in enumerate(order):

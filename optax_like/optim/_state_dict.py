@@ -277,6 +277,34 @@ def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence
             )
 
 
+def global_flat_keys(fresh: Any) -> tuple[str, ...] | None:
+    """The declared `flat_keys` of a group's global state (torch's LBFGS), None when the state
+    is per param."""
+    for _, layout in _declared_nodes(fresh):
+        if layout.is_global:
+            return layout.flat_keys
+    return None
+
+
+def permute_flat_entry(entry: dict, flat_keys: Sequence[str], sizes: Sequence[int], order: Sequence[int]) -> dict:
+    """A global entry whose flat vectors hold the params' segments (`sizes`, in the entry's
+    param order) rearranged so that position j holds the segment of param `order[j]`."""
+    bounds = np.cumsum([0, *sizes])
+
+    def permute(value):
+        arr = host_array(value, "flat state vector")
+        if arr.ndim != 1 or arr.shape[0] != bounds[-1]:
+            return value  # the declared load names the size error
+        return np.concatenate([arr[bounds[i]:bounds[i + 1]] for i in order]) if len(order) else arr
+
+    out = dict(entry)
+    for key in flat_keys:
+        if key in out and out[key] is not None:
+            value = out[key]
+            out[key] = [permute(v) for v in value] if isinstance(value, (list, tuple)) else permute(value)
+    return out
+
+
 def loaded_entries(by_id: dict, ids: Sequence[int]) -> list[dict]:
     """The loaded entry of each param (empty: no state), None values dropped."""
     out = []

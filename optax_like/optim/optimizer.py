@@ -806,6 +806,22 @@ class Optimizer:
                 by_position.add(g)
         return id_map, by_position
 
+    def _global_entry_in_our_order(self, g: int, saved: dict, id_map: dict, per_param: list[dict],
+                                   flat_keys: tuple[str, ...]) -> list[dict]:
+        """Group g's loaded entries with a global state (torch's LBFGS: one dict under the first
+        param, flat vectors over the params in the saver's order) in our order: when the load
+        matched the params by name in another order, the entry moves to our first param and its
+        declared flat vectors are permuted segment by segment."""
+        ids = self._ids(g)
+        ours = [ids.index(id_map[sid]) for sid in saved["params"]]  # saved position -> ours
+        if ours == list(range(len(ids))) or any(e for i, e in enumerate(per_param) if i != ours[0]):
+            return per_param  # same order; or entries elsewhere, which the declared load refuses
+        leaves = [leaf for leaf in self._opt_leaves[g] if leaf is not None]
+        sizes = [int(np.size(leaf)) * (2 if jnp.iscomplexobj(leaf) else 1) for leaf in leaves]
+        moved = _state_dict.permute_flat_entry(
+            per_param[ours[0]], flat_keys, [sizes[i] for i in ours], [ours.index(i) for i in range(len(ids))])
+        return [moved] + [{} for _ in ids[1:]]
+
     def _spec(self, group) -> _GroupSpec:
         static = tuple(
             (k, hyperparams.as_flag(group[k], k) if k in self._flag_names else _hashable(group[k], k))
@@ -1164,6 +1180,9 @@ class Optimizer:
             params = self._group_defs[g].unflatten(self._opt_leaves[g])
             fresh = self._init_state(spec, params, group)
             per_param = _state_dict.loaded_entries(by_id, self._ids(g))
+            flat_keys = _state_dict.global_flat_keys(fresh)
+            if flat_keys is not None:  # torch's LBFGS: one entry, vectors in the saver's param order
+                per_param = self._global_entry_in_our_order(g, saved_groups[g], id_map, per_param, flat_keys)
             try:
                 self._check_state_keys(g, fresh, per_param)
                 new_states.append(self._import_group(g, fresh, per_param))

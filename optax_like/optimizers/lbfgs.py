@@ -191,7 +191,8 @@ def _from_torch_entry(fresh: LBFGSState, entry: dict) -> LBFGSState:
 
 
 # torch keeps LBFGS's whole state as one dict under the first param.
-declare_torch_state(LBFGSState, export=_torch_entry, load=_from_torch_entry)
+declare_torch_state(LBFGSState, export=_torch_entry, load=_from_torch_entry,
+                    flat_keys=("d", "prev_flat_grad", "old_dirs", "old_stps"))
 
 
 def lbfgs_history(state: LBFGSState):

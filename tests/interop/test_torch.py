@@ -1,5 +1,6 @@
 """Checkpoints move between torch.optim and optax_like.optim and training continues identically."""
 
+import copy
 import io
 import pickle
 
@@ -291,3 +292,41 @@ def test_torch_save_of_a_state_dict_writes_torchs_format_or_names_the_fix(tmp_pa
     named = optim.Adam({"b": jnp.ones(2), "a": jnp.ones(3)}, lr=0.1)
     with pytest.raises(ValueError, match=r"torch.save\(optimizer.state_dict\(\)\).*to_torch_state_dict\(optimizer, target=model\)"):
         torch.save(named.state_dict(), tmp_path / "named.pt")
+
+
+def test_a_torch_lbfgs_state_loads_into_a_params_dict_by_name_with_its_flat_vectors_permuted(x64):
+    """torch's LBFGS keeps one dict under its first param, flat vectors in registration order.
+    Loaded by name into a params dict (JAX's sorted order), the entry moves to our first param
+    and the declared flat vectors (LBFGSState's flat_keys) are permuted: the run continues as
+    torch's; without names it is refused."""
+    kwargs = dict(lr=0.5, max_iter=4, history_size=3)
+
+    def closure_of(model, topt):
+        def closure():
+            topt.zero_grad()
+            loss = _torch_loss(model)
+            loss.backward()
+            return loss
+        return closure
+
+    model = _sequential()
+    topt = torch.optim.LBFGS(model.named_parameters(), **kwargs)
+    for _ in range(2):
+        topt.step(closure_of(model, topt))
+    saved = copy.deepcopy(topt.state_dict())
+    params = _params_dict(model, "torch")
+    for load in (lambda o: o.load_state_dict(saved), lambda o: load_torch_state_dict(o, saved, source=model)):
+        opt = optim.LBFGS(_params_dict(model, "torch"), **kwargs)
+        load(opt)
+        for _ in range(2):
+            opt.step(_jax_loss)
+        reference = copy.deepcopy(model)
+        ropt = torch.optim.LBFGS(reference.parameters(), **kwargs)
+        ropt.load_state_dict(saved)
+        for _ in range(2):
+            ropt.step(closure_of(reference, ropt))
+        _assert_models_close(_model_with(opt.params), reference, 1e-10)
+    unnamed = copy.deepcopy(saved)
+    del unnamed["param_groups"][0]["param_names"]
+    with pytest.raises(ValueError, match="source=model"):
+        optim.LBFGS(params, **kwargs).load_state_dict(unnamed)
