@@ -8,25 +8,22 @@
     optax_like.checkpoint.save_state_dict("adam.safetensors", optimizer)  # optax_like.optim adapter
     optimizer.load_state_dict(optax_like.checkpoint.load_state_dict("adam.safetensors"))
 
-A file is a standard safetensors file (https://github.com/huggingface/safetensors): any
-safetensors reader (`safetensors.numpy.load_file`, `safetensors.torch.load_file`, Rust, JS)
-opens it. Tensors are named by their tree path (`state/0/exp_avg`, `0/exp_avg/w`); the file's
-string metadata holds:
+A file is a standard safetensors file (https://github.com/huggingface/safetensors), written and
+validated by the `safetensors` package. Tensors are named by their tree path (`state/0/exp_avg`,
+`0/exp_avg/w`); the file's string metadata holds:
 
     "format"   "optax_like.checkpoint"
-    "version"  "2"
+    "version"  "3" (version 2 files are read too)
     "tree"     JSON description of the tree (below); array leaves name their tensor
     "sha256"   JSON object {tensor name: sha256 hex of its bytes}
-    "digest"   sha256 of the tensor table, "tree" and "sha256" (so that any corrupted header
-               byte is detected too; like the per-tensor digests, a check against accidents,
-               not a signature)
+    "digest"   sha256 of the tensor table (names, dtypes, shapes; version 2: offsets too),
+               "tree" and "sha256" (so that any corrupted header byte is detected too; like the
+               per-tensor digests, a check against accidents, not a signature)
 
-Complex arrays (which safetensors cannot hold in every version) are stored as real pairs: a
-float32/float64 tensor with a trailing dimension of 2 (torch's `view_as_real` layout), restored
-exactly. Reading and writing are done here, not through the safetensors package: writes stream
-the arrays into an anonymous file (`O_TMPFILE`) that is linked in place only once complete, and
-reads validate everything the header claims against the file's real size, and every tensor's
-sha256 (streamed, in bounded memory), before any array is allocated.
+Complex arrays are stored as real pairs: a float32/float64 tensor with a trailing dimension of
+2 (torch's `view_as_real` layout), restored exactly. Here: atomic writes (fsync, os.replace),
+and on reading what the package does not check (duplicate JSON keys, NumPy's limits, the tree
+description and its counts, the sha256 digests, streamed), before any array is allocated.
 
 Tree description: one JSON object per node, `{"t": kind, ...}` with kind `array` (`"k"`: its
 tensor, `"scalar": true` for a NumPy scalar, `"complex": true` for a real pair), `none`, `bool`,
@@ -41,10 +38,12 @@ holding one scalar for n params).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import struct
 from typing import Any
@@ -53,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from optax_like.core.tree import LeafScalars, is_leaf_scalars, leaf_scalars_like
 
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 FORMAT = "optax_like.checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # NumPy dtype name <-> safetensors dtype code. complex64/complex128 are stored as F32/F64 pairs.
 _CODES = {
@@ -80,9 +81,10 @@ _DTYPES = {code: np.dtype(getattr(ml_dtypes, name, None) or name) for name, code
 _COMPLEX = {"complex64": "float32", "complex128": "float64"}
 
 # Bounds on what a file may claim, checked before anything is allocated.
-MAX_HEADER_BYTES = 64 << 20  # the safetensors reference reader allows 100 MB
+MAX_HEADER_BYTES = 64 << 20  # the safetensors package allows 100 MB
 MAX_DEPTH = 200  # nesting of the tree description (a pytree deeper than this is not a state)
 MAX_NDIM = 64  # NumPy's limit
+_MAX_BYTES = np.iinfo(np.intp).max  # NumPy's limit on an array's bytes (zero-size arrays included)
 _CHUNK = 8 << 20  # bytes hashed per read
 
 
@@ -126,7 +128,7 @@ def _decode_float(s: Any) -> float:
         raise CheckpointError(f"malformed metadata: bad float {s[:100]!r}.") from e
 
 
-def _encode_scalar(x: Any) -> dict | None:
+def _encode_scalar(x: Any, path: str) -> dict | None:
     """The node of a Python scalar (also used for dict keys); None when `x` is not one."""
     if x is None:
         return {"t": "none"}
@@ -140,12 +142,16 @@ def _encode_scalar(x: Any) -> dict | None:
     if type(x) is complex:
         return {"t": "complex", "v": [_encode_float(x.real), _encode_float(x.imag)]}
     if type(x) is str:
+        try:
+            x.encode("utf-8")
+        except UnicodeError:  # (JSON readers refuse lone surrogates)
+            raise TypeError(f"checkpoint: the str {x[:40]!r} at {_display(path)} is not valid Unicode (a lone surrogate).") from None
         return {"t": "str", "v": x}
     return None
 
 
 def _encode_key(key: Any, path: str) -> dict:
-    node = _encode_scalar(key)
+    node = _encode_scalar(key, path)
     if node is not None and "hex" not in node:
         return node
     if type(key) is tuple:
@@ -237,7 +243,7 @@ class _Encoder:
     def encode(self, x: Any, path: str, name: tuple = (), depth: int = 0) -> dict:
         if depth > MAX_DEPTH:
             raise TypeError(f"checkpoint: the tree is nested deeper than {MAX_DEPTH} levels at {_display(path)}.")
-        node = _encode_scalar(x)
+        node = _encode_scalar(x, path)
         if node is not None:
             return node
         if isinstance(x, (jax.Array, np.ndarray)):
@@ -287,75 +293,41 @@ def _key_value(key: Any) -> Any:
     return str(key)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows (no race with threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # (not every platform or file system syncs a directory)
         pass
-    finally:
-        os.close(fd)
 
 
 def _dumps(x: Any) -> str:
     return json.dumps(x, separators=(",", ":"), allow_nan=False)
 
 
-def _digest(tensors: dict, tree: str, sha: str) -> str:
-    """sha256 of the header's content in a canonical form (independent of JSON spacing/order)."""
-    table = sorted((k, v["dtype"], v["shape"], v["data_offsets"]) for k, v in tensors.items() if k != "__metadata__")
+def _digest(tensors: dict, tree: str, sha: str, version: int = FORMAT_VERSION) -> str:
+    """sha256 of the header's content in a canonical form (independent of JSON spacing/order).
+    Version 2 also digested the data offsets; version 3 leaves them to the safetensors package,
+    which lays the tensors out and checks that the offsets tile the data (a swapped pair of
+    offsets fails the tensors' sha256)."""
+    table = sorted((k, v["dtype"], v["shape"], *([v["data_offsets"]] if version == 2 else []))
+                   for k, v in tensors.items() if k != "__metadata__")
     return hashlib.sha256(_dumps([table, tree, sha]).encode("utf-8")).hexdigest()
 
 
-def _serialize(tree: Any) -> tuple[bytes, list[np.ndarray]]:
-    """The safetensors header (length prefix included, padded to 8 bytes) and the arrays to
-    write after it, in order. Raises TypeError for unsupported leaves (nothing written yet)."""
+def _serialize(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors ({name: little-endian C-contiguous array}) and the string metadata of the
+    file. Raises TypeError for unsupported leaves (nothing written yet)."""
     encoder = _Encoder()
-    tree_node = encoder.encode(tree, "")
-    # Largest items first, after an 8-byte aligned header: every tensor starts aligned to its
-    # item size (zero-copy readers need it), as the reference writer lays them out.
-    order = sorted(encoder.arrays, key=lambda a: -a[1].dtype.itemsize)
-    header: dict = {}
-    sha: dict = {}
-    offset = 0
-    for tensor, arr in order:
-        raw = arr.reshape(-1).view(np.uint8)
-        header[tensor] = {"dtype": _CODES[arr.dtype.name], "shape": list(arr.shape),
-                          "data_offsets": [offset, offset + raw.size]}
-        sha[tensor] = hashlib.sha256(raw).hexdigest()
-        offset += raw.size
-    tree_str, sha_str = _dumps(tree_node), _dumps(sha)
-    header["__metadata__"] = {"format": FORMAT, "version": str(FORMAT_VERSION), "tree": tree_str,
-                              "sha256": sha_str, "digest": _digest(header, tree_str, sha_str)}
-    raw_header = _dumps(header).encode("utf-8")
-    raw_header += b" " * (-len(raw_header) % 8)
-    return struct.pack("<Q", len(raw_header)) + raw_header, [a for _, a in order]
-
-
-def _write_all(fd: int, header: bytes, arrays: list[np.ndarray]) -> None:
-    with os.fdopen(fd, "wb", closefd=False) as f:
-        f.write(header)
-        for arr in arrays:
-            f.write(arr.reshape(-1).view(np.uint8).data)
-        f.flush()
-        os.fsync(f.fileno())
+    tree_str = _dumps(encoder.encode(tree, ""))
+    tensors = dict(encoder.arrays)
+    table = {k: {"dtype": _CODES[a.dtype.name], "shape": list(a.shape)} for k, a in tensors.items()}
+    sha_str = _dumps({k: hashlib.sha256(a.reshape(-1).view(np.uint8)).hexdigest() for k, a in tensors.items()})
+    return tensors, {"format": FORMAT, "version": str(FORMAT_VERSION), "tree": tree_str, "sha256": sha_str,
+                     "digest": _digest(table, tree_str, sha_str)}
 
 
 def _temp_prefix(path: str) -> str:
@@ -363,9 +335,8 @@ def _temp_prefix(path: str) -> str:
 
 
 def _remove_stale_temps(path: str) -> None:
-    """Removes temporary files that crashed `save`s of `path` on this host left behind (their
-    writer's pid is gone): only a crash between linking a finished file and renaming it, or on
-    file systems without O_TMPFILE, leaves one."""
+    """Removes the temporary directories (files, from earlier versions) that crashed `save`s of
+    `path` on this host left behind: those whose writer's pid is gone."""
     directory, prefix = os.path.dirname(os.path.abspath(path)), _temp_prefix(path)
     try:
         names = [n for n in os.listdir(directory) if n.startswith(prefix) and n.endswith(".tmp")]
@@ -382,10 +353,14 @@ def _remove_stale_temps(path: str) -> None:
             pass
         except OSError:
             continue  # alive, another user's
-        try:
-            os.unlink(os.path.join(directory, name))
-        except OSError:
-            pass
+        _remove_quietly(os.path.join(directory, name))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    except OSError:
+        pass
 
 
 def save(path: str | os.PathLike, tree: Any) -> None:
@@ -398,91 +373,90 @@ def save(path: str | os.PathLike, tree: Any) -> None:
     NamedTuples or other registered pytree nodes. Bytes are stored exactly (NaN payloads, -0.0,
     bfloat16 included); Python floats and ints of any size exactly too.
 
-    The file is written to an anonymous temporary file in the same directory, flushed,
-    fsync'ed, and only then linked and renamed over `path` (`os.replace`): a crash or an error
-    mid-write leaves any previous file at `path` intact, no partial file and no temporary file
-    (a crash between link and rename leaves one, removed by the next `save` to `path`).
-    Unsupported leaves raise TypeError naming their path before anything is written.
+    The safetensors package writes the file into a private temporary directory beside `path`;
+    it is fsync'ed and only then renamed over `path` (`os.replace`), and the directory is
+    fsync'ed: a crash or an error mid-write leaves any previous file at `path` intact and no
+    partial file (a crash leaves the temporary directory, which the next `save` to `path`
+    removes). Unsupported leaves raise TypeError naming their path before anything is written.
     """
     path = os.fspath(path)
-    header, arrays = _serialize(tree)
+    tensors, metadata = _serialize(tree)
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temps(path)
+    tmp_dir = os.path.join(directory, f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    os.mkdir(tmp_dir)  # (its mode shows the umask: no os.umask call, which would race with threads)
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~_umask()
-    tmp = os.path.join(directory, f"{_temp_prefix(path)}{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    linked = False
-    try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600)
-    except (AttributeError, OSError):  # no O_TMPFILE (not Linux, some file systems)
-        fd = None
-    if fd is not None:
-        try:  # an anonymous file: a crash before the link leaves nothing behind
-            _write_all(fd, header, arrays)
-            os.fchmod(fd, mode)
-            try:
-                os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
-                linked = True
-            except OSError:  # no /proc to link through: write a named file below
-                pass
-        finally:
-            os.close(fd)
-    if not linked:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _write_all(fd, header, arrays)
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = os.stat(tmp_dir).st_mode & 0o666
+        os.chmod(tmp_dir, 0o700)
+        tmp = os.path.join(tmp_dir, "checkpoint.safetensors")
+        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            if struct.unpack("<Q", os.pread(fd, 8, 0))[0] > MAX_HEADER_BYTES:  # (what `load` would refuse)
+                raise ValueError(f"checkpoint: the tree's description exceeds the {MAX_HEADER_BYTES}-byte header "
+                                 "limit of a checkpoint file (too many leaves or too long strings).")
             os.fchmod(fd, mode)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+            os.fsync(fd)
         finally:
             os.close(fd)
-    try:
         os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    finally:
+        _remove_quietly(tmp_dir)
     _fsync_dir(directory)
 
 
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 # ---------------------------------------------------------------------------------------------
-# Load: validate every claim of the header against the file before allocating anything
+# Load: the safetensors package validates the layout, then every claim is checked before
+# anything is allocated
 # ---------------------------------------------------------------------------------------------
 
 
-class _Entry:
-    __slots__ = ("name", "dtype", "shape", "begin", "end")
+_Entry = collections.namedtuple("_Entry", "name dtype shape begin end")  # a tensor of the header
 
-    def __init__(self, name, dtype, shape, begin, end):
-        self.name, self.dtype, self.shape, self.begin, self.end = name, dtype, shape, begin, end
+
+def _unique_keys(pairs: list) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        raise ValueError(f"duplicate key {next(k for k, _ in pairs if k in seen or seen.add(k))[:100]!r}")
+    return out
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _json(raw: bytes | str, what: str, path: str) -> Any:
+    """Strict JSON, as the reference reader parses it: UTF-8 only, no duplicate keys, no
+    NaN/Infinity, no lone surrogate escapes."""
     try:
-        return json.loads(raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_not_json)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be encoded
+        return value
     except RecursionError:
         raise CheckpointError(f"checkpoint {path} has a malformed {what}: nested too deeply.") from None
-    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, ints over 4300 digits
+    except ValueError as e:  # JSONDecodeError, UnicodeError, duplicates, ints over 4300 digits
         raise CheckpointError(f"checkpoint {path} has a malformed {what}: {str(e)[:200]}.") from None
 
 
+def _uints(x: Any, n: int | None = None) -> bool:
+    return type(x) is list and (n is None or len(x) == n) and all(type(d) is int and 0 <= d < 2**64 for d in x)
+
+
 def _read_header(f, size: int, path: str) -> tuple[int, dict, list[_Entry], dict]:
-    """(data start, metadata, tensor entries sorted by offset, {name: sha256}), all checked."""
+    """(data start, metadata, tensor entries sorted by offset, {name: sha256}), all checked: each
+    entry here (naming its tensor), the layout by the safetensors package (offsets that tile the
+    data up to the file's end)."""
     def bad(msg):
         raise CheckpointError(f"checkpoint {path} has a malformed header: {msg}.")
 
-    if size < 8:
-        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, not a safetensors file.")
     prefix = f.read(8)
+    if len(prefix) < 8:
+        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, not a safetensors file.")
     if prefix == b"\x93OLCKPT\n":
         raise CheckpointError(
             f"checkpoint {path} has the earlier optax_like format (version 1, never released), which "
@@ -494,61 +468,54 @@ def _read_header(f, size: int, path: str) -> tuple[int, dict, list[_Entry], dict
             f"checkpoint {path} is not a safetensors file, or is corrupted: its header claims "
             f"{n} bytes (the limit is {MAX_HEADER_BYTES})."
         )
-    if 8 + n > size:
-        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, the header alone needs {8 + n}.")
-    raw = f.read(n)
+    raw = f.read(n) if 8 + n <= size else b""  # (no allocation for a claim the file cannot hold)
     if len(raw) != n:
-        raise CheckpointError(f"checkpoint {path} is truncated: the header needs {n} bytes, got {len(raw)}.")
+        raise CheckpointError(f"checkpoint {path} is truncated: {size} bytes, the header alone needs {8 + n}.")
     if not raw.startswith(b"{"):
         raise CheckpointError(f"checkpoint {path} is not a safetensors file (its header is not a JSON object).")
     header = _json(raw, "header", path)
-    if not isinstance(header, dict):
-        bad("not a JSON object")
     meta = header.pop("__metadata__", None)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is a safetensors file but not an optax_like checkpoint (no '{FORMAT}' metadata).")
-    if meta.get("version") != str(FORMAT_VERSION):
+    if meta.get("version") not in ("2", str(FORMAT_VERSION)):
         raise CheckpointError(
-            f"checkpoint {path} has format version {str(meta.get('version'))[:20]!r}; this optax_like reads version {FORMAT_VERSION}."
+            f"checkpoint {path} has format version {str(meta.get('version'))[:20]!r}; this optax_like reads "
+            f"versions 2 and {FORMAT_VERSION}."
         )
     if not all(type(v) is str for v in meta.values()) or not all(k in meta for k in ("tree", "sha256", "digest")):
         bad("the metadata must be strings, with 'tree', 'sha256' and 'digest'")
     entries = []
     for name, e in header.items():
-        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
-            bad(f"tensor {name[:100]!r} is not {{dtype, shape, data_offsets}}")
-        dtype, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
-        if type(dtype) is not str or dtype not in _DTYPES:
-            bad(f"tensor {name[:100]!r} has unsupported dtype {str(dtype)[:40]!r}")
-        if type(shape) is not list or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
-            bad(f"tensor {name[:100]!r} has a bad shape {str(shape)[:100]}")
-        if type(offsets) is not list or len(offsets) != 2 or not all(type(o) is int and o >= 0 for o in offsets):
-            bad(f"tensor {name[:100]!r} has bad data_offsets {str(offsets)[:100]}")
-        nbytes = math.prod(shape) * _DTYPES[dtype].itemsize  # Python ints: no overflow
-        if offsets[1] - offsets[0] != nbytes:
-            bad(f"tensor {name[:100]!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} bytes, "
-                f"{dtype}{shape} needs {nbytes}")
-        entries.append(_Entry(name, _DTYPES[dtype], tuple(shape), offsets[0], offsets[1]))
-    if _digest(header, meta["tree"], meta["sha256"]) != meta["digest"]:
-        raise CheckpointError(f"checkpoint {path} is corrupted: its header fails its sha256 digest.")
+        if not (isinstance(e, dict) and _uints(e.get("shape")) and _uints(e.get("data_offsets"), 2)):
+            bad(f"tensor {name[:100]!r} is not {{dtype, shape, data_offsets}}: {str(e)[:200]}")
+        dtype, shape, (begin, end) = _DTYPES.get(str(e.get("dtype"))), e["shape"], e["data_offsets"]
+        if dtype is None:
+            bad(f"tensor {name[:100]!r} has unsupported dtype {str(e.get('dtype'))[:40]!r}")
+        if len(shape) > MAX_NDIM or math.prod(d for d in shape if d) * dtype.itemsize > _MAX_BYTES:
+            bad(f"tensor {name[:100]!r} has a shape {str(shape)[:100]} that NumPy cannot hold")
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            bad(f"tensor {name[:100]!r}: data_offsets {[begin, end]} hold {end - begin} bytes, "
+                f"{e['dtype']}{shape} needs {math.prod(shape) * dtype.itemsize}")
+        entries.append(_Entry(name, dtype, tuple(shape), begin, end))
     entries.sort(key=lambda e: (e.begin, e.end))
-    end = 0
-    for e in entries:
-        if e.begin != end:
-            bad(f"tensor {e.name[:100]!r} starts at byte {e.begin}, expected {end} (tensors must be contiguous)")
-        end = e.end
     data_start = 8 + n
-    if data_start + end != size:
-        if data_start + end > size:
-            missing = [e.name for e in entries if data_start + e.end > size]
-            raise CheckpointError(
-                f"checkpoint {path} is truncated: {size} bytes, expected {data_start + end} "
-                f"(tensors incomplete: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})."
-            )
+    try:  # the reference reader: the header again, and offsets that tile the data up to the file's end
+        fd_path = f"/proc/self/fd/{f.fileno()}"  # (this file even if `path` is replaced meanwhile)
+        with safetensors.safe_open(fd_path if os.path.exists(fd_path) else path, framework="numpy"):
+            pass
+    except Exception as error:  # safetensors.SafetensorError
+        end = data_start + max((e.end for e in entries), default=0)
+        if "incomplete metadata" not in str(error) or end == size:
+            bad(str(error).removeprefix("Error while deserializing header: ")[:300])
+        if end < size:
+            raise CheckpointError(f"checkpoint {path} is corrupted: {size} bytes, expected {end} ({size - end} trailing bytes).") from None
+        missing = [e.name for e in entries if data_start + e.end > size]
         raise CheckpointError(
-            f"checkpoint {path} is corrupted: {size} bytes, expected {data_start + end} "
-            f"({size - data_start - end} trailing bytes)."
-        )
+            f"checkpoint {path} is truncated: {size} bytes, expected {end} "
+            f"(tensors incomplete: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})."
+        ) from None
+    if _digest(header, meta["tree"], meta["sha256"], int(meta["version"])) != meta["digest"]:
+        raise CheckpointError(f"checkpoint {path} is corrupted: its header fails its sha256 digest.")
     sha = _json(meta["sha256"], "metadata (sha256)", path)
     if not isinstance(sha, dict) or set(sha) != {e.name for e in entries} or not all(
         type(v) is str and len(v) == 64 for v in sha.values()
@@ -585,7 +552,7 @@ def _read_array(f, data_start: int, e: _Entry, path: str) -> np.ndarray:
 
 
 def _bad_node(node: Any) -> CheckpointError:
-    return CheckpointError(f"checkpoint has malformed metadata: bad tree node {str(node)[:200]}.")
+    return CheckpointError(f"malformed metadata: bad tree node {str(node)[:200]}.")
 
 
 def _decode_scalar(node: dict) -> Any:
@@ -632,9 +599,11 @@ _SCALARS = ("none", "bool", "int", "float", "complex", "str")
 class _Decoder:
     """Walks the tree description; array leaves refer to the header's tensors by name."""
 
-    def __init__(self, entries: dict[str, _Entry]):
+    def __init__(self, entries: dict[str, _Entry], budget: int | None):
         self.entries = entries
         self.used: set[str] = set()
+        self.paths: set[str] = set()
+        self.size = self.budget = budget  # bytes `plain` may build from shared per-param scalars: the file's size
 
     def tensor(self, node: dict) -> tuple[str, tuple, np.dtype, bool]:
         """(name, shape, dtype, scalar) of an array node, as the template sees it (complex)."""
@@ -658,36 +627,39 @@ class _Decoder:
         t, items = node.get("t"), node.get("items")
         if not isinstance(items, list) or depth > MAX_DEPTH:
             raise _bad_node(node) if depth <= MAX_DEPTH else CheckpointError(
-                f"checkpoint has malformed metadata: the tree is nested deeper than {MAX_DEPTH} levels.")
+                f"malformed metadata: the tree is nested deeper than {MAX_DEPTH} levels.")
         if t in ("list", "tuple"):
             return [(i, f"[{i}]", c) for i, c in enumerate(items)]
         if t == "dict":
-            out = []
-            for pair in items:
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise _bad_node(node)
-                k = _decode_key(pair[0])
-                out.append((k, f"[{k!r}]", pair[1]))
-            return out
-        if t == "namedtuple":
+            if not all(isinstance(pair, list) and len(pair) == 2 for pair in items):
+                raise _bad_node(node)
+            out = [(k, f"[{k!r}]", v) for k, v in ((_decode_key(k), v) for k, v in items)]
+        elif t == "namedtuple":
             fields = node.get("fields")
             if not isinstance(fields, list) or len(fields) != len(items) or not all(type(f) is str for f in fields):
                 raise _bad_node(node)
-            return [(f, f".{f}", c) for f, c in zip(fields, items)]
-        if t == "node":
-            out = []
-            for item in items:
-                if not isinstance(item, dict) or type(item.get("piece")) is not str:
-                    raise _bad_node(node)
-                out.append((_decode_key(item.get("key")), item["piece"], item.get("value")))
-            return out
-        raise _bad_node(node)
+            out = [(f, f".{f}", c) for f, c in zip(fields, items)]
+        elif t == "node":
+            if not all(isinstance(item, dict) and type(item.get("piece")) is str for item in items):
+                raise _bad_node(node)
+            out = [(_decode_key(item.get("key")), item["piece"], item.get("value")) for item in items]
+        else:
+            raise _bad_node(node)
+        keys = set()
+        for k, _, _ in out:  # equal keys (1, 1.0 and True) would merge
+            if k in keys:
+                raise CheckpointError(f"malformed metadata: a {t} holds the key {repr(k)[:100]} twice (or keys equal in Python, as 1 and True).")
+            keys.add(k)
+        return out
 
     def walk(self, node: Any, path: str, leaves: dict, info: dict, depth: int = 0) -> None:
         """Fills `leaves` {jax key path: ('array', tensor, scalar) | ('scalar', value, False)} and
         `info` {path: ('namedtuple', type name) | ('shared', n) | ('per_leaf', n)}."""
         if not isinstance(node, dict):
             raise _bad_node(node)
+        if path in self.paths:  # e.g. node pieces that repeat
+            raise CheckpointError(f"malformed metadata: two entries at the path {_display(path)[:100]}.")
+        self.paths.add(path)
         t = node.get("t")
         if t == "array":
             leaves[path] = ("array", self.tensor(node), False)
@@ -698,13 +670,22 @@ class _Decoder:
         kids = self.children(node, depth)
         if t == "namedtuple":
             info[path] = ("namedtuple", str(node.get("type", "")).rsplit(".", 1)[-1])
-        if t == "node" and str(node.get("type", "")).endswith(".LeafScalars"):
-            shared = node.get("shared")
-            if shared is not None and (type(shared) is not int or shared < 1 or len(kids) != 1):
-                raise _bad_node(node)
-            info[path] = ("shared", shared) if shared is not None else ("per_leaf", len(kids))
+        leaf_scalars = t == "node" and str(node.get("type", "")).endswith(".LeafScalars")
+        n = node.get("shared")
+        if n is not None and not (leaf_scalars and node.get("seq") is True and type(n) is int and n >= 1 and len(kids) == 1):
+            raise _bad_node(node)
+        if leaf_scalars:
+            info[path] = ("shared", n) if n is not None else ("per_leaf", len(kids))
         for _, piece, child in kids:
             self.walk(child, path + piece, leaves, info, depth + 1)
+        if n is not None and self.budget is not None:  # `plain` builds n copies of the scalar
+            kind, value, _ = leaves.get(path + kids[0][1], (None, None, None))
+            self.budget -= n * max(1, math.prod(value[1]) * value[2].itemsize if kind == "array" else 1)
+            if self.budget < 0:
+                raise CheckpointError(
+                    f"malformed metadata: the per-param scalars at {_display(path)} claim {n} params, more "
+                    f"copies than the file's {self.size} bytes hold (with like=, the template bounds them)."
+                )
 
     def plain(self, node: Any, arrays: dict, depth: int = 0) -> Any:
         """Nested dicts/lists/tuples: NamedTuples and other nodes become dicts."""
@@ -720,7 +701,7 @@ class _Decoder:
         values = [(k, self.plain(c, arrays, depth + 1)) for k, _, c in kids]
         if t == "list" or (t == "node" and node.get("seq") is True):
             out = [v for _, v in values]
-            if type(node.get("shared")) is int:
+            if "shared" in node:  # (checked by `walk`)
                 out = [out[0].copy() if isinstance(out[0], np.ndarray) else out[0] for _ in range(node["shared"])]
             return out
         if t == "tuple":
@@ -795,12 +776,13 @@ def _is_sharding(x: Any) -> bool:
 def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) -> Any:
     """Reads a checkpoint written by `save`; every byte is checked before anything is returned.
 
-    Before any array is allocated, the header's claims are checked against the file: dtypes,
-    shapes, offsets that tile the data exactly up to the file's size, the metadata's tree (each
-    tensor used once) and, with `like`, the template's structure, shapes and dtypes; then every
-    tensor's bytes are streamed through sha256 and compared. So a file cannot make `load`
-    allocate more than the file holds (with `like`, more than the template's arrays). Any
-    problem raises `CheckpointError` (a ValueError) saying what, and where.
+    Before any array is allocated, the header's claims are checked against the file (by the
+    safetensors package: offsets that tile the data exactly up to the file's size; here: strict
+    JSON, each tensor's dtype, shape and size), then the metadata's tree (each tensor used once,
+    no entry twice, counts bounded by the file) and, with `like`, the template's structure,
+    shapes and dtypes; then every tensor's bytes are streamed through sha256 and compared. So a
+    file cannot make `load` allocate more than the file holds (with `like`, more than the
+    template's arrays). Any problem raises `CheckpointError` (a ValueError) saying what, and where.
 
     Without `like`: nested plain containers. dicts (key types and order kept), lists and tuples
     come back as they were saved; NamedTuples and other pytree nodes (HyperparamsDict, ...)
@@ -832,12 +814,12 @@ def load(path: str | os.PathLike, like: Any = None, *, shardings: Any = None) ->
         data_start, meta, entries, sha = _read_header(f, size, path)
         tree = _json(meta["tree"], "metadata (tree)", path)
         by_name = {e.name: e for e in entries}
-        decoder = _Decoder(by_name)
+        decoder = _Decoder(by_name, budget=size if like is None else None)
         saved, info = {}, {}
         try:
             decoder.walk(tree, "", saved, info)
         except CheckpointError as e:
-            raise CheckpointError(f"checkpoint {path}: {e}") from None
+            raise CheckpointError(f"checkpoint {path} has {e}") from None
         except RecursionError:
             raise CheckpointError(f"checkpoint {path} has malformed metadata: the tree is nested too deeply.") from None
         if decoder.used != set(by_name):
@@ -975,7 +957,7 @@ def save_state_dict(path: str | os.PathLike, optimizer_or_state_dict: Any) -> No
             "save_state_dict expects an optimizer or a state dict {'state': {...}, 'param_groups': [...]}, "
             f"got {type(sd).__name__}."
         )
-    save(path, sd)
+    save(path, dict(sd))  # (optimizer.state_dict() is a dict subclass: stored as a plain dict)
 
 
 def load_state_dict(path: str | os.PathLike) -> dict:

@@ -268,7 +268,7 @@ def test_files_are_safetensors_files_any_reader_opens(tmp_path):
     assert arrays["n/0"].shape == () and arrays["n/0"] == 3
     with safetensors.safe_open(path, "np") as f:
         meta = f.metadata()
-    assert meta["format"] == "optax_like.checkpoint" and meta["version"] == "2"
+    assert meta["format"] == "optax_like.checkpoint" and meta["version"] == "3"
     digests = json.loads(meta["sha256"])
     assert digests["w"] == hashlib.sha256(tree["w"].tobytes()).hexdigest()
     data = path.read_bytes()
@@ -321,8 +321,10 @@ def _split(data):
 
 
 def _digest(header):
+    """The header's digest: names, dtypes, shapes (version 2: offsets too), tree and sha256."""
     meta = header["__metadata__"]
-    table = sorted((k, v["dtype"], v["shape"], v["data_offsets"]) for k, v in header.items() if k != "__metadata__")
+    v2 = meta.get("version") == "2"
+    table = sorted((k, v["dtype"], v["shape"], *([v["data_offsets"]] if v2 else [])) for k, v in header.items() if k != "__metadata__")
     return hashlib.sha256(json.dumps([table, meta["tree"], meta["sha256"]], separators=(",", ":")).encode()).hexdigest()
 
 
@@ -384,8 +386,8 @@ def test_corruption_messages_say_what_is_wrong(tmp_path):
     corrupt(8 + n + begin + 1)
     with pytest.raises(CheckpointError, match=r"tensor c/0 \(bfloat16\[2\]\) fails its sha256"):
         ck.load(path)
-    path.write_bytes(_craft({**header, "__metadata__": {**header["__metadata__"], "version": "3"}}, body))
-    with pytest.raises(CheckpointError, match="format version '3'; this optax_like reads version 2"):
+    path.write_bytes(_craft({**header, "__metadata__": {**header["__metadata__"], "version": "4"}}, body))
+    with pytest.raises(CheckpointError, match="format version '4'; this optax_like reads versions 2 and 3"):
         ck.load(path)
     safetensors.numpy.save_file({"x": np.ones(2, np.float32)}, path)
     with pytest.raises(CheckpointError, match="safetensors file but not an optax_like checkpoint"):
@@ -406,11 +408,11 @@ def _sha_of(body, header, name):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("nbytes_float", "bad data_offsets"),
-    ("dtype_list", "unsupported dtype"),
+    ("nbytes_float", "tensor 'a' is not {dtype, shape, data_offsets}"),
+    ("dtype_list", "tensor 'a' has unsupported dtype"),
     ("dtype_object", "unsupported dtype 'object'"),
-    ("shape_65_dims", "bad shape"),
-    ("offsets_gap", "must be contiguous"),
+    ("shape_65_dims", "tensor 'a' has a shape .* that NumPy cannot hold"),
+    ("offsets_gap", "invalid offset for tensor `[bc]/0`"),
     ("size_lies", "hold 8 bytes, F32\\[3\\] needs 12"),
     ("no_tree", "'tree', 'sha256' and 'digest'"),
     ("tree_deep", "nested deeper than 200 levels"),
@@ -481,7 +483,7 @@ def test_sparse_file_claiming_gigabytes_allocates_nothing(tmp_path):
     apparent size, so only the sha256 (streamed in bounded memory) refutes it; a template refutes
     it before anything is read. Nothing near the claimed size is ever allocated."""
     claimed = 256 << 20
-    header = {"__metadata__": {"format": "optax_like.checkpoint", "version": "2", "sha256": json.dumps({"x": "0" * 64}),
+    header = {"__metadata__": {"format": "optax_like.checkpoint", "version": "3", "sha256": json.dumps({"x": "0" * 64}),
                                "tree": json.dumps({"t": "dict", "items": [[{"t": "str", "v": "x"}, {"t": "array", "k": "x"}]]})},
               "x": {"dtype": "F32", "shape": [claimed // 4], "data_offsets": [0, claimed]}}
     path = tmp_path / "sparse.ckpt"
@@ -499,6 +501,266 @@ def test_sparse_file_claiming_gigabytes_allocates_nothing(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 32 << 20, peak
+
+
+# ------------------------------------------------------------------------------ adversarial files
+# Crafted files whose sha256s and digest are computed as a writer would: only their claims lie.
+
+_ST_CODES = {"float32": "F32", "int32": "I32"}
+
+
+def _file(tree, tensors, meta=None):
+    """A version 3 checkpoint's bytes: the tree description `tree` (a JSON value, or its text) and
+    `tensors` ({name: array, or (dtype code, shape, bytes)}), with consistent digests."""
+    header, sha, body = {}, {}, b""
+    for name, t in tensors.items():
+        code, shape, raw = t if isinstance(t, tuple) else (_ST_CODES[t.dtype.name], list(t.shape), t.tobytes())
+        header[name] = {"dtype": code, "shape": shape, "data_offsets": [len(body), len(body) + len(raw)]}
+        sha[name], body = hashlib.sha256(raw).hexdigest(), body + raw
+    header["__metadata__"] = {"format": "optax_like.checkpoint", "version": "3", "sha256": json.dumps(sha),
+                              "tree": tree if isinstance(tree, str) else json.dumps(tree), **(meta or {})}
+    return _craft(header, body)
+
+
+def _array(k):
+    return {"t": "array", "k": k}
+
+
+def _shared(n, child=None, t="node"):
+    """A `LeafScalars` node holding one scalar for n params, as `save` writes it."""
+    return {"t": t, "type": "optax_like.core.tree.LeafScalars", "seq": True, "shared": n,
+            "items": [{"key": {"t": "int", "v": 0}, "piece": "[0]", "value": child or _array("s")}]}
+
+
+def test_shared_scalars_claiming_more_params_than_the_file_holds(tmp_path):
+    """A ~500-byte file whose `LeafScalars` node claims to be shared by 10**6 (10**12) params made
+    `load` build 10**6 arrays (436 MB; 10**12: out of memory). Without a template, the copies it
+    builds are bounded by the file's size; with one, by the template."""
+    path = tmp_path / "shared.ckpt"
+    step = np.array(7, np.int32)
+    for n in (10**6, 10**12):
+        path.write_bytes(_file(_shared(n), {"s": step}))
+        assert os.path.getsize(path) < 600
+        tracemalloc.start()
+        try:
+            with pytest.raises(CheckpointError, match=rf"per-param scalars at <root> claim {n} params, more copies than the file.s 5.. bytes hold"):
+                ck.load(path)
+            with pytest.raises(CheckpointError, match=rf"per-param scalars for {n} params at <root>, the template 3"):
+                ck.load(path, like=LeafScalars.shared(np.int32(0), 3))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, peak
+    # The bound counts the bytes of the copies: a 16-byte scalar may not be repeated as often.
+    path.write_bytes(_file(_shared(60), {"s": step}))
+    assert ck.load(path) == [7] * 60
+    path.write_bytes(_file(_shared(60), {"s": np.zeros(4, np.float32)}))
+    with pytest.raises(CheckpointError, match="claim 60 params"):
+        ck.load(path)
+    # `shared` anywhere else is malformed (a list, a node of another type, two children).
+    two = _shared(3)
+    two["items"].append({"key": {"t": "int", "v": 1}, "piece": "[1]", "value": _array("t")})
+    for tree in (_shared(3, t="list"), {**_shared(3), "type": "x.Other"}, {**_shared(3), "seq": False}, two,
+                 {**_shared(3), "shared": 0}, {**_shared(3), "shared": 3.0}):
+        path.write_bytes(_file(tree, {"s": step, "t": step}))
+        with pytest.raises(CheckpointError, match="bad tree node"):
+            ck.load(path)
+    # As `save` writes it: a shared file loads into either form of template, or without one.
+    ck.save(path, LeafScalars.shared(np.int32(5), 3))
+    assert ck.load(path) == [5, 5, 5]
+    assert ck.load(path, like=LeafScalars([np.int32(0)] * 3)).values == (5, 5, 5)
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62], [0, 2**63 - 1], [0, 2**64 - 1], [2**40, 0, 2**40], [0] * 65])
+def test_zero_size_tensor_with_huge_dimensions(tmp_path, shape):
+    """A zero-size tensor (0 bytes: the layout holds) whose other dimensions NumPy cannot hold
+    raised NumPy's ValueError; now a CheckpointError naming the tensor, before anything is read."""
+    path = tmp_path / "z.ckpt"
+    path.write_bytes(_file(_array("z"), {"z": ("F32", shape, b"")}))
+    with pytest.raises(CheckpointError, match=r"tensor 'z' has a shape \[.* that NumPy cannot hold"):
+        ck.load(path)
+    with pytest.raises(CheckpointError, match=r"tensor 'z' has a shape"):
+        ck.load(path, like=jax.ShapeDtypeStruct((0, 4), jnp.float32))
+
+
+def test_zero_size_tensors_numpy_can_hold_load(tmp_path):
+    path = tmp_path / "z.ckpt"
+    path.write_bytes(_file({"t": "list", "items": [_array("z"), _array("y")]},
+                           {"z": ("F32", [0, 2**40], b""), "y": ("I32", [2**20, 0, 3], b"")}))
+    z, y = ck.load(path)
+    assert z.shape == (0, 2**40) and z.dtype == np.float32 and y.shape == (2**20, 0, 3)
+    path.write_bytes(_file(_array("z"), {"z": ("F32", [0, 2**64], b"")}))  # beyond the format's u64
+    with pytest.raises(CheckpointError, match=r"tensor 'z' is not \{dtype, shape, data_offsets\}"):
+        ck.load(path)
+
+
+def _raw_file(header_text, body):
+    raw = header_text if isinstance(header_text, bytes) else header_text.encode()
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+@pytest.mark.parametrize("case, match", [
+    ("utf32", "malformed header"),
+    ("utf32_be", "not a safetensors file"),
+    ("utf16", "malformed header"),
+    ("latin1", "malformed header: 'utf-8' codec can't decode"),
+    ("lone_surrogate_metadata", "malformed header: .*surrogates not allowed"),
+    ("lone_surrogate_name", "malformed header: .*surrogates not allowed"),
+    ("duplicate_tensor", "malformed header: duplicate key 'a'"),
+    ("duplicate_metadata_key", "malformed header: duplicate key 'tree'"),
+    ("duplicate_field", "malformed header: duplicate key 'dtype'"),
+    ("duplicate_metadata", "malformed header: duplicate key '__metadata__'"),
+    ("nan", "malformed header: NaN is not JSON"),
+])
+def test_headers_the_reference_reader_refuses_are_refused(tmp_path, case, match):
+    """Headers that loaded before although the reference reader (the safetensors package) refuses
+    them, or that a JSON parser may read two ways (duplicate keys: the package keeps the last),
+    each with consistent digests: the header is parsed as the package parses it (UTF-8 only, no
+    lone surrogates, no NaN), and more strictly (no duplicate keys)."""
+    path, data, _ = _small_file(tmp_path)
+    header, body = _split(data)
+    text = json.dumps(header)  # (ASCII: non-ASCII and lone surrogates as \u escapes)
+    a = json.dumps(header["a"])
+    raw = {
+        "utf32": lambda: text.encode("utf-32-le"),
+        "utf32_be": lambda: text.encode("utf-32-be"),
+        "utf16": lambda: text.encode("utf-16-le"),
+        "latin1": lambda: text.replace("optax_like.checkpoint", "optax_l\u00efke.checkpoint").encode("latin-1"),
+        "lone_surrogate_metadata": lambda: json.dumps({**header, "__metadata__": {**header["__metadata__"], "x": "\ud800"}}),
+        "lone_surrogate_name": lambda: text.replace('"a": {', '"\\udc00": {', 1),
+        "duplicate_tensor": lambda: text[:-1] + ', "a": ' + a + "}",
+        "duplicate_metadata_key": lambda: text.replace('"__metadata__": {', '"__metadata__": {"tree": "{}", ', 1),
+        "duplicate_field": lambda: text.replace(a, a[:-1] + ', "dtype": "F32"}', 1),
+        "duplicate_metadata": lambda: text[:-1] + ', "__metadata__": ' + json.dumps(header["__metadata__"]) + "}",
+        "nan": lambda: text.replace(a, a.replace('"shape": [2, 3]', '"shape": [2, NaN]'), 1),
+    }[case]()
+    path.write_bytes(_raw_file(raw, body))
+    with pytest.raises(CheckpointError, match=match):
+        ck.load(path)
+
+
+def _two(tree):
+    return _file(tree, {"a": np.ones(2, np.float32), "b": np.zeros(2, np.float32)})
+
+
+_FLOAT_ONE = {"t": "float", "v": float.hex(1.0)}
+
+
+@pytest.mark.parametrize("case, tree, match", [
+    ("dict_1_True", {"t": "dict", "items": [[{"t": "int", "v": 1}, _array("a")], [{"t": "bool", "v": True}, _array("b")]]},
+     "a dict holds the key True twice"),
+    ("dict_1_1.0", {"t": "dict", "items": [[{"t": "int", "v": 1}, _array("a")], [_FLOAT_ONE, _array("b")]]},
+     "a dict holds the key 1.0 twice"),
+    ("dict_0_False", {"t": "dict", "items": [[{"t": "bool", "v": False}, _array("a")], [{"t": "int", "v": 0}, _array("b")]]},
+     "a dict holds the key 0 twice"),
+    ("dict_tuple_keys", {"t": "dict", "items": [[{"t": "tuple", "items": [{"t": "int", "v": 1}]}, _array("a")],
+                                                 [{"t": "tuple", "items": [{"t": "bool", "v": True}]}, _array("b")]]},
+     r"a dict holds the key \(True,\) twice"),
+    ("node_keys", {"t": "node", "type": "x.Y", "items": [{"key": {"t": "int", "v": 1}, "piece": "[1]", "value": _array("a")},
+                                                         {"key": {"t": "bool", "v": True}, "piece": "[True]", "value": _array("b")}]},
+     "a node holds the key True twice"),
+    ("node_pieces", {"t": "node", "type": "x.Y", "items": [{"key": {"t": "str", "v": "p"}, "piece": ".p", "value": _array("a")},
+                                                           {"key": {"t": "str", "v": "q"}, "piece": ".p", "value": _array("b")}]},
+     r"two entries at the path \.p"),
+    ("node_empty_piece", {"t": "node", "type": "x.Y", "items": [{"key": {"t": "str", "v": "p"}, "piece": "", "value": _array("a")},
+                                                                {"key": {"t": "str", "v": "q"}, "piece": ".q", "value": _array("b")}]},
+     "two entries at the path <root>"),
+    ("namedtuple_fields", {"t": "namedtuple", "type": "x.T", "fields": ["x", "x"], "items": [_array("a"), _array("b")]},
+     "a namedtuple holds the key 'x' twice"),
+    ("json_key_in_tree", '{"t": "list", "items": [{"t": "array", "k": "b", "k": "a"}, {"t": "array", "k": "b"}]}',
+     r"malformed metadata \(tree\): duplicate key 'k'"),
+    ("lone_surrogate_in_tree", '{"t": "dict", "items": [[{"t": "str", "v": "\\udc00"}, {"t": "array", "k": "a"}], '
+                               '[{"t": "str", "v": "b"}, {"t": "array", "k": "b"}]]}',
+     r"malformed metadata \(tree\): .*surrogates not allowed"),
+])
+def test_tree_entries_never_merge(tmp_path, case, tree, match):
+    """Tree descriptions whose entries merged silently (dict keys equal in Python: 1, 1.0 and
+    True; duplicate JSON keys; repeated jax key path pieces): refused, with or without a template."""
+    path = tmp_path / "t.ckpt"
+    path.write_bytes(_two(tree))
+    with pytest.raises(CheckpointError, match=match):
+        ck.load(path)
+    with pytest.raises(CheckpointError, match=match):
+        ck.load(path, like={1: np.ones(2, np.float32), 2: np.zeros(2, np.float32)})
+
+
+def test_duplicate_keys_in_the_sha256_metadata_are_refused(tmp_path):
+    a = np.ones(2, np.float32)
+    good = hashlib.sha256(a.tobytes()).hexdigest()
+    sha = '{"a": "%s", "a": "%s"}' % ("0" * 64, good)
+    path = tmp_path / "s.ckpt"
+    path.write_bytes(_file(_array("a"), {"a": a}, meta={"sha256": sha}))
+    with pytest.raises(CheckpointError, match=r"malformed metadata \(sha256\): duplicate key 'a'"):
+        ck.load(path)
+
+
+def test_strings_json_readers_refuse_are_not_saved(tmp_path):
+    with pytest.raises(TypeError, match=r"the str '\\udc00' at \['k'\]\[0\] is not valid Unicode"):
+        ck.save(tmp_path / "x.ckpt", {"k": ["\udc00"]})
+    with pytest.raises(TypeError, match=r"the str 'a\\ud800' at \['d'\] is not valid Unicode"):
+        ck.save(tmp_path / "x.ckpt", {"d": {"a\ud800": 1}})
+    assert os.listdir(tmp_path) == []
+    tree = {"😀": ["non-BMP \U0001f600 and \u00e9"]}  # (written as \u escapes: a surrogate pair)
+    ck.save(tmp_path / "x.ckpt", tree)
+    assert ck.load(tmp_path / "x.ckpt") == tree
+
+
+# A version 2 file, written by the previous optax_like (its own safetensors writer): float32,
+# bfloat16, complex64 (real pairs), float8, a shared LeafScalars, big ints, tuples, int keys.
+_V2_FILE = (
+    "eNqNVdtu4zYQdW/obwR6rZDl/ZKXFgW6QIH2qY+xYZDDYW3EiVxJ2TgIgvWfNZ/WEbVryHFiVLJAcobnzI1D73+cleepkh92"
+    "1dVTlfrHLVZX1UejqrrqVmFYXS/qKoU+LJucO+w7krDaLZ7r6uEII8UEI2p5CnO1FAMOzuHEKU6KWhWDXY/bD2yK/v0IfQpV"
+    "rtbF5mqK+vUjNxPYG65qUetiMrsjZ93yN/WnnGDVG1hXm2JzubzFPhTtcmDJTXsbeqJptn3YLTfrG7yEFcLNtlnf9UT6Cdtu"
+    "3dzRjiGqvsXB5tO86ufV1bxKa6BJPa/WPd52JLq+Pui6vi2qT2X1MK+e64MutG14LNqbg3ZRv4ddncWuzmLhLBbKHJrb7QZ3"
+    "JOnbezxDlt1ZtqJ+Hz0clSP8XZOw6IdSFsm0Ck2Ll0O+L//AkP+CsAltd5xrIrpBcuDqwEg1OxhkzzTZrhFG6mu2GFVhc49T"
+    "zOsoxhNdBF2x+jUvFBqJ8J8v62GxCi0mWsszYW8fj4LerLv+JIxT7/kE8lW+KjWaV2yn2OvnyEbeNKGfuMB2/NJNd29/Oga8"
+    "KtSrKt3hkaC/p9PyTgixaTYHpvE0DW/9dpBywvr/W2l39hDSvflG7RaL4TdeEkKbsYfLVoJoCCFE1CwFa7P2WSkXJaZsSGRc"
+    "jhBsdNpJz4xRIDQHLaLMSrvgHB+b6GHMtKQ3uugtN1wnbnRwTGTDBCSusyQ0CJktz6SLAX3ykXkITivaYNzYj4VKxSiAp8xQ"
+    "AUewmoqeuUkiau+FBuLy4KMgdUzAvVcOTADDtDFgkxiz8OUwE5/QXkUTvMCYIwcpuUgYbWIcGLkWvUafI/qYbAQTtbAhM+u4"
+    "JNvR87EjVmPCZBRJB7QgyCedjGSIjCklnc0+BW0pPC6txywwBWE5zzrQtesMkcpUqIbbYsiYVpiQAmWCdhmhMiYGlHKfVPYU"
+    "c6QEeA5KWiVCFqAjo2LFzMB7loYrh8qa1n9jN9zjGjkVKbIEjuKIlFiMTEgHyoPhMkNg0plkJfWDTMBoj+bWCkpz5lSB6vn5"
+    "gp7xX/j7X2azi5fZ7OVfWgzfzzSn74LkexpnNM72NLz8MCua/f7z7Jtvv/sPp+9KvA=="
+)
+
+
+def test_version_2_files_still_load(tmp_path):
+    import base64
+    import zlib
+
+    data = zlib.decompress(base64.b64decode(_V2_FILE))
+    path = tmp_path / "v2.safetensors"
+    path.write_bytes(data)
+    expected = {"w": np.arange(6, dtype=np.float32).reshape(2, 3) - 2.5,
+                "h": np.array([1.5, -0.0, np.inf], ml_dtypes.bfloat16), "c": np.array([1 + 2j, -3j], np.complex64),
+                "f8": np.arange(4, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn),
+                "step": LeafScalars.shared(np.int32(5), 3), "py": [1, 2**70, 1.5, "s", None, (True,)], 3: {"x": np.float64(2.5)}}
+    plain = ck.load(path)
+    assert list(plain) == list(expected) and plain["py"] == expected["py"] and plain["step"] == [5, 5, 5]
+    for key in ("w", "h", "c", "f8"):
+        assert plain[key].dtype == expected[key].dtype
+        np.testing.assert_array_equal(bits(plain[key]), bits(expected[key]))
+    # Its digest (version 2's, over the offsets too) is checked: one that a version 3 writer would
+    # compute fails, the version 2 one recomputed passes.
+    header, body = _split(data)
+    v3 = {**header, "__metadata__": {**header["__metadata__"], "version": "3"}}
+    path.write_bytes(_craft({**header, "__metadata__": {**header["__metadata__"], "digest": _digest(v3)}}, body, fix_digest=False))
+    with pytest.raises(CheckpointError, match="header fails its sha256 digest"):
+        ck.load(path)
+    path.write_bytes(_craft(header, body))
+    assert ck.load(path)["py"] == expected["py"]
+
+
+def test_files_go_through_the_safetensors_package(tmp_path, monkeypatch):
+    """`save` writes with `safetensors.numpy.save_file`; `load` has `safetensors.safe_open`
+    validate the very file it reads."""
+    calls = []
+    real_save, real_open = safetensors.numpy.save_file, safetensors.safe_open
+    monkeypatch.setattr(safetensors.numpy, "save_file", lambda *a, **k: calls.append("save_file") or real_save(*a, **k))
+    monkeypatch.setattr(safetensors, "safe_open", lambda p, *a, **k: calls.append(os.path.realpath(p)) or real_open(p, *a, **k))
+    path = tmp_path / "x.ckpt"
+    ck.save(path, {"x": np.ones(3, np.float32)})
+    assert ck.load(path)["x"].tolist() == [1, 1, 1]
+    assert calls == ["save_file", str(path)]
 
 
 _json_values = st.recursive(
@@ -644,39 +906,20 @@ def test_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch, failing)
     def boom(*args, **kwargs):
         raise OSError("simulated crash")
 
-    big = {"v": np.ones(1 << 16, np.float32), "w": np.ones(1 << 16, np.float32)}
-    if failing == "write":  # a crash after part of the data reached the temp file
-        real_fdopen = os.fdopen
-        written = []
+    def crashing_writer(tensors, filename, metadata=None):  # part of the data written, then the crash
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 1000)
+        raise OSError("simulated crash")
 
-        class Crashing:
-            def __init__(self, f):
-                self.f = f
-
-            def write(self, data):
-                written.append(len(data))
-                if len(written) == 3:  # header, first array: then the crash
-                    raise OSError("simulated crash")
-                return self.f.write(data)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.f.close()
-
-            def __getattr__(self, name):
-                return getattr(self.f, name)
-
-        monkeypatch.setattr(os, "fdopen", lambda *a, **k: Crashing(real_fdopen(*a, **k)))
+    if failing == "write":
+        monkeypatch.setattr(safetensors.numpy, "save_file", crashing_writer)
     else:
         monkeypatch.setattr(os, failing, boom)
     with pytest.raises(OSError, match="simulated crash"):
-        ck.save(path, big)
-    assert failing != "write" or written == [written[0], 1 << 18, 1 << 18]
+        ck.save(path, {"v": np.ones(1 << 16, np.float32), "w": np.ones(1 << 16, np.float32)})
     monkeypatch.undo()
     assert path.read_bytes() == old
-    assert os.listdir(tmp_path) == ["state.ckpt"]  # the temp file is removed
+    assert os.listdir(tmp_path) == ["state.ckpt"]  # the temporary directory is removed
     np.testing.assert_array_equal(ck.load(path)["v"], np.arange(3, dtype=np.float32))
 
 
@@ -722,17 +965,20 @@ def test_many_kills_during_save(tmp_path):
     _kill_during_saves(tmp_path, kills=20)
 
 
-def test_without_o_tmpfile_a_named_temporary_file_is_used_and_cleaned(tmp_path, monkeypatch):
-    """Where the anonymous file cannot be linked (no /proc) the temporary file is written by
-    name; temporary files of crashed saves (their pid gone) are removed by the next save, those
-    of live processes are left alone."""
+def test_temporaries_of_crashed_saves_are_removed_by_the_next_save(tmp_path, monkeypatch):
+    """The safetensors package writes into a private temporary directory beside the target: a
+    crash mid-write leaves it behind, and the next save to the same path removes it (and the
+    temporary files of earlier versions) once its writer's pid is gone; those of live processes
+    are left alone."""
     path = tmp_path / "state.ckpt"
     prefix = f".state.ckpt.{socket.gethostname()}."
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale, live = tmp_path / f"{prefix}{int(dead.stdout)}.ab.tmp", tmp_path / f"{prefix}{os.getppid()}.cd.tmp"
-    stale.write_bytes(b"left by a crash")
-    live.write_bytes(b"a concurrent save")
-    monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no /proc")))
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    stale_dir, stale_file = tmp_path / f"{prefix}{dead}.ab.tmp", tmp_path / f"{prefix}{dead}.cd.tmp"
+    stale_dir.mkdir()
+    (stale_dir / "checkpoint.safetensors").write_bytes(b"left by a crash")
+    stale_file.write_bytes(b"left by a crash of an earlier version")
+    live = tmp_path / f"{prefix}{os.getppid()}.ef.tmp"
+    live.mkdir()
     ck.save(path, {"v": np.arange(3, dtype=np.float32)})
     np.testing.assert_array_equal(ck.load(path)["v"], np.arange(3, dtype=np.float32))
     assert sorted(os.listdir(tmp_path)) == sorted([live.name, "state.ckpt"])
@@ -750,6 +996,21 @@ def test_save_overwrites_and_keeps_permissions(tmp_path):
     ck.save(str(path), [2])
     assert ck.load(path) == [2]
     assert os.stat(path).st_mode & 0o777 == 0o640
+    for mask in (0o022, 0o027):  # a new file: the umask's permissions (the package writes 0o600)
+        old = os.umask(mask)
+        try:
+            ck.save(tmp_path / f"new{mask}.ckpt", [1])
+        finally:
+            os.umask(old)
+        assert os.stat(tmp_path / f"new{mask}.ckpt").st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_header_over_the_limit_load_enforces_is_not_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(ck, "MAX_HEADER_BYTES", 4096)
+    ck.save(tmp_path / "ok.ckpt", ["x" * 1000])
+    with pytest.raises(ValueError, match="exceeds the 4096-byte header limit"):
+        ck.save(tmp_path / "big.ckpt", ["x" * 5000])
+    assert os.listdir(tmp_path) == ["ok.ckpt"]
 
 
 # ------------------------------------------------------------------------------ optax_like.optim state dicts
