@@ -107,36 +107,17 @@ def check_dense_real_params(params: Any) -> None:
 
 
 def _coo_parts(grad: Any, shape: tuple[int, ...]):
-    """(indices (nnz, k), values (nnz, *shape[k:]), k) of a sparse gradient for a param of `shape`."""
-    if isinstance(grad, jsparse.BCOO):
-        if grad.n_batch != 0:
-            raise ValueError(
-                f"SparseAdam takes BCOO gradients without batch dimensions, got n_batch={grad.n_batch} "
-                "(use bcoo_update_layout(g, n_batch=0))."
-            )
-        if tuple(grad.shape) != tuple(shape):
-            raise ValueError(f"sparse gradient of shape {tuple(grad.shape)} for a param of shape {tuple(shape)}.")
-        return grad.indices, grad.data, grad.n_sparse
-    if isinstance(grad, RowSparseGrad):
-        indices = jnp.asarray(grad.indices)
-        values = jnp.asarray(grad.values)
-        if not jnp.issubdtype(indices.dtype, jnp.integer):
-            raise TypeError(f"RowSparseGrad indices must be integers, got dtype {indices.dtype}.")
-        if indices.ndim == 1:
-            indices = indices[:, None]
-        if indices.ndim != 2 or not 1 <= indices.shape[1] <= len(shape):
-            raise ValueError(
-                f"RowSparseGrad indices must have shape (nnz,) or (nnz, k) with 1 <= k <= {len(shape)}, "
-                f"got {tuple(grad.indices.shape)}."
-            )
-        k = indices.shape[1]
-        expected = (indices.shape[0], *shape[k:])
-        if tuple(values.shape) != expected:
-            raise ValueError(
-                f"RowSparseGrad values must have shape {expected} for a param of shape {tuple(shape)}, "
-                f"got {tuple(values.shape)}."
-            )
-        return indices, values, k
+    """(indices (nnz, k), values (nnz, *shape[k:]), k) of a sparse gradient for a param of `shape`
+    (`transforms.sparse_grads.sparse_grad_parts`, with SparseAdam's messages)."""
+    from optax_like.transforms.sparse_grads import sparse_grad_parts  # (that module imports this one)
+
+    if isinstance(grad, jsparse.BCOO) and grad.n_batch != 0:
+        raise ValueError(
+            f"SparseAdam takes BCOO gradients without batch dimensions, got n_batch={grad.n_batch} "
+            "(use bcoo_update_layout(g, n_batch=0))."
+        )
+    if isinstance(grad, (jsparse.BCOO, RowSparseGrad)):
+        return sparse_grad_parts(grad, shape)
     if isinstance(grad, jsparse.JAXSparse):
         raise TypeError(f"SparseAdam takes BCOO or RowSparseGrad gradients, got {type(grad).__name__}.")
     raise RuntimeError(DENSE_GRAD_MESSAGE)

@@ -242,6 +242,16 @@ def test_torch_state_loads_into_a_params_dict_by_name_with_source(x64):
         np.testing.assert_allclose(np.asarray(opt.params[name]), p.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
+def _closure_of(model, topt):
+    """torch's LBFGS closure over `model`'s loss."""
+    def closure():
+        topt.zero_grad()
+        loss = _torch_loss(model)
+        loss.backward()
+        return loss
+    return closure
+
+
 def test_lbfgs_dict_state_is_permuted_to_torch_order_and_continues_in_torch(x64):
     """LBFGS's flat vectors and history follow our leaf order (sorted names): converted with a
     target they are permuted to torch's param order and the entry moves to torch's first param."""
@@ -249,16 +259,9 @@ def test_lbfgs_dict_state_is_permuted_to_torch_order_and_continues_in_torch(x64)
     reference = _sequential()
     ropt = torch.optim.LBFGS(reference.parameters(), **kwargs)
 
-    def closure_of(model, topt):
-        def closure():
-            topt.zero_grad()
-            loss = _torch_loss(model)
-            loss.backward()
-            return loss
-        return closure
 
     for _ in range(4):
-        ropt.step(closure_of(reference, ropt))
+        ropt.step(_closure_of(reference, ropt))
     opt = optim.LBFGS(_params_dict(_sequential(), "torch"), **kwargs)
     for _ in range(2):
         opt.step(_jax_loss)
@@ -268,7 +271,7 @@ def test_lbfgs_dict_state_is_permuted_to_torch_order_and_continues_in_torch(x64)
     assert list(saved["state"]) == [0]
     topt.load_state_dict(saved)
     for _ in range(2):
-        topt.step(closure_of(model, topt))
+        topt.step(_closure_of(model, topt))
     _assert_models_close(model, reference, 1e-10)
 
 
@@ -301,18 +304,11 @@ def test_a_torch_lbfgs_state_loads_into_a_params_dict_by_name_with_its_flat_vect
     torch's; without names it is refused."""
     kwargs = dict(lr=0.5, max_iter=4, history_size=3)
 
-    def closure_of(model, topt):
-        def closure():
-            topt.zero_grad()
-            loss = _torch_loss(model)
-            loss.backward()
-            return loss
-        return closure
 
     model = _sequential()
     topt = torch.optim.LBFGS(model.named_parameters(), **kwargs)
     for _ in range(2):
-        topt.step(closure_of(model, topt))
+        topt.step(_closure_of(model, topt))
     saved = copy.deepcopy(topt.state_dict())
     params = _params_dict(model, "torch")
     for load in (lambda o: o.load_state_dict(saved), lambda o: load_torch_state_dict(o, saved, source=model)):
@@ -324,7 +320,7 @@ def test_a_torch_lbfgs_state_loads_into_a_params_dict_by_name_with_its_flat_vect
         ropt = torch.optim.LBFGS(reference.parameters(), **kwargs)
         ropt.load_state_dict(saved)
         for _ in range(2):
-            ropt.step(closure_of(reference, ropt))
+            ropt.step(_closure_of(reference, ropt))
         _assert_models_close(_model_with(opt.params), reference, 1e-10)
     unnamed = copy.deepcopy(saved)
     del unnamed["param_groups"][0]["param_names"]
