@@ -7,7 +7,7 @@ with, and the configurations it reads (`optim_inputs_func(device="cpu")`, or
 `_get_optim_inputs_including_global_cliquey_kwargs` with the same `skip`), filtered as the torch
 method filters them. Cases are (method x optimizer x configuration); a configuration also
 carries the torch method's own `@parametrize` values (`num_dim`, `contiguous`, `with_lrsched`,
-`is_named_optim*`). The default run keeps the first configuration of each method for every fourth
+`is_named_optim*`). The default run keeps the first configuration of each method for every sixth
 optimizer of its list (rotating, see `DEFAULT_SHARE`); the rest are marked `slow` (`-m ''` runs
 them all). Ids: `<optimizer>-<config index>[-tags]`.
 Configurations torch's database itself skips on CPU (`DecorateInfo(unittest.skip(...))`, e.g.
@@ -474,7 +474,7 @@ CONFIGS = {}
 # method, so every optimizer meets a share of the methods), first configuration only; the full
 # matrix (every optimizer, every configuration) is `slow`. Keeps CI's default run within budget
 # (all 5,352 cases: about 5 minutes on 2 cores).
-DEFAULT_SHARE = 4
+DEFAULT_SHARE = 6
 
 
 def _cases(method):

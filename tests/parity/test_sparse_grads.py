@@ -228,7 +228,7 @@ def _default_first(cases):
     return out
 
 
-@pytest.mark.parametrize("duplicates", [False, True], ids=["unique", "duplicates"])
+@pytest.mark.parametrize("duplicates", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["unique", "duplicates"])
 @pytest.mark.parametrize("name, config", _default_first(CASES))
 def test_functional_matches_torch(name, config, duplicates, parity_dtype):
     ours, torch_opt, torch_params, worst = run_against_torch(
