@@ -14,6 +14,7 @@ from optax_like.transforms import *  # noqa: F401,F403
 from optax_like import schedules  # noqa: F401  (optax_like.schedules.one_cycle_lr, ...)
 from optax_like import sharding  # noqa: F401  (optax_like.sharding.state_shardings, zero1_shardings, ...)
 from optax_like import checkpoint  # noqa: F401  (optax_like.checkpoint.save, load, save_state_dict, ...)
+from optax_like import registry  # noqa: F401  (optax_like.registry.OPTIMIZERS: one record per optimizer)
 
 __version__ = "0.1.0"
 

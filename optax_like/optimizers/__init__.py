@@ -5,6 +5,7 @@ from optax_like.optimizers.adagrad import adagrad
 from optax_like.optimizers.adam import adam
 from optax_like.optimizers.adamax import adamax
 from optax_like.optimizers.adamw import adamw
+from optax_like.optimizers.lion import lion
 from optax_like.optimizers.lbfgs import LBFGSState, lbfgs, lbfgs_history
 from optax_like.optimizers.nadam import nadam
 from optax_like.optimizers.radam import radam
@@ -27,6 +28,7 @@ __all__ = [
     "LBFGSState",
     "lbfgs",
     "lbfgs_history",
+    "lion",
     "nadam",
     "radam",
     "asgd",

@@ -1,0 +1,352 @@
+"""The registry of optimizers: one record per optimizer (the project's `OptimizerInfo`).
+
+Every generic test suite (parity against the reference, properties, state contract, validation,
+state_dict round trips, tree independence), the README's optimizer table and the benchmarks
+read this table; an optimizer is added by writing its transform, its alias, one record here and
+its export lines (CONTRIBUTING.md).
+
+    from optax_like import registry
+    info = registry.OPTIMIZERS["adamax"]
+    tx = info.factory(**info.example)                # optax_like.adamax(lr=0.01, ...)
+    cls = info.adapter_class()                       # optax_like.optim.Adamax
+    ref = info.reference_class()                     # torch.optim.Adamax
+
+A record says what the reference does not: the configurations we test by default and the ones
+that give every state entry, the ranges of valid values the property tests draw from, argument
+sets the reference rejects, the layouts and dtypes we support, and our known deviations with
+their reasons. torch's own configurations and error inputs stay in torch's `optim_db`
+(torch/testing/_internal/common_optimizers.py), which tests/parity/test_optim_db.py reads for
+every record whose reference is a torch.optim class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any, Callable, Mapping
+
+from optax_like import optimizers as _opt
+
+__all__ = ["Interval", "OptimizerInfo", "OPTIMIZERS", "by_class", "markdown_table"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """Valid float values `lo <= x <= hi` (and 0.0 when `or_zero`) that the generic tests draw.
+
+    Ranges stop short of values where the reference itself is not finite on finite input (each
+    such bound carries a comment at its record)."""
+
+    lo: float
+    hi: float
+    or_zero: bool = False
+
+
+def _frozen(mapping: Mapping | None = None) -> Mapping:
+    return types.MappingProxyType(dict(mapping or {}))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OptimizerInfo:
+    """One optimizer: its functional factory, adapter class, reference and test metadata.
+
+    name: the functional alias (`optax_like.<name>`); cls: the adapter class
+    (`optax_like.optim.<cls>`, built from the `adapter` options (optim/__init__.py) unless
+    `custom_class`); reference: the dotted path of the implementation we reproduce (torch's
+    class, or another package's for optimizers torch lacks); summary: the README table's note.
+    example: a representative configuration (default test runs, benchmarks); full: options that
+    give the state every entry it can have. valid: argument -> `Interval` (or a tuple of them for
+    pairs) the property tests draw from; flags: compile-time options -> values to try; variants:
+    named configurations (fixed values, or `Interval`s replacing `valid`'s) the generic suites
+    run beside the plain one. invalid: argument sets the reference rejects (our error must be
+    its error, type and message). layout: "any", "matrix" (2-D params only) or "sparse" (row-sparse
+    gradients); closure: a step evaluates a loss (LBFGS); groups: several param groups allowed.
+    rtol32: float32 parity tolerance when the default does not hold (bf16 inner math).
+    optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
+    none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
+    bound). deviations: known differences from the reference, each with its reason.
+    """
+
+    name: str
+    cls: str
+    reference: str
+    summary: str
+    example: Mapping = dataclasses.field(default_factory=_frozen)
+    full: Mapping = dataclasses.field(default_factory=_frozen)
+    valid: Mapping = dataclasses.field(default_factory=_frozen)
+    flags: Mapping = dataclasses.field(default_factory=_frozen)
+    variants: Mapping = dataclasses.field(default_factory=_frozen)
+    invalid: tuple = ()
+    layout: str = "any"
+    complex: bool = True
+    closure: bool = False
+    groups: bool = True
+    rtol32: float | None = None
+    shapes: tuple = ((4, 3), (5,), ())
+    adapter: Mapping = dataclasses.field(default_factory=_frozen)
+    custom_class: bool = False
+    optax: str | None = None
+    optax_note: str = ""
+    fused: bool = False
+    moved_per_param: int = 5
+    deviations: tuple = ()
+    extra_functions: tuple = ()
+
+    def __post_init__(self):
+        for field in ("example", "full", "valid", "flags", "variants", "adapter"):
+            object.__setattr__(self, field, _frozen(getattr(self, field)))
+        if self.layout not in ("any", "matrix", "sparse"):
+            raise ValueError(f"{self.name}: layout must be 'any', 'matrix' or 'sparse', got {self.layout!r}")
+
+    @property
+    def factory(self) -> Callable:
+        """The functional factory, `optax_like.<name>`."""
+        return getattr(_opt, self.name)
+
+    def adapter_class(self) -> type:
+        """The stateful class, `optax_like.optim.<cls>`."""
+        from optax_like import optim
+
+        return getattr(optim, self.cls)
+
+    @property
+    def reference_package(self) -> str:
+        return self.reference.split(".", 1)[0]
+
+    def reference_class(self) -> type:
+        """The reference implementation's class (imports torch, or timm, schedulefree, ...)."""
+        module, _, attr = self.reference.rpartition(".")
+        return getattr(import_reference_module(module), attr)
+
+
+def import_reference_module(module: str):
+    """`importlib.import_module(module)`, without running the `__init__` of a package whose
+    import pulls in what cannot load here: timm's imports torchvision (CUDA wheels on the
+    package index). The package becomes a bare namespace over its files; its submodules import
+    normally (timm.optim.lion needs only torch)."""
+    if module.startswith("timm.") and "timm" not in sys.modules:
+        for package in ("timm", "timm.optim"):
+            spec = importlib.util.find_spec(package) if package == "timm" else None
+            if package == "timm":
+                if spec is None:
+                    raise ModuleNotFoundError("No module named 'timm' (pip install --no-deps timm==1.0.31)")
+                locations = list(spec.submodule_search_locations)
+            else:
+                locations = [f"{locations[0]}/optim"]
+            stub = types.ModuleType(package)
+            stub.__path__ = locations
+            stub.__package__ = package
+            sys.modules[package] = stub
+    return importlib.import_module(module)
+
+
+_ADAM_VALID = dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), weight_decay=Interval(1e-4, 0.1, or_zero=True))
+_WD = dict(weight_decay=Interval(1e-4, 0.1, or_zero=True))
+_MAXIMIZE = dict(maximize=(False, True))
+_BAD_EPS = dict(eps=-1e-8)
+_BAD_BETAS = (dict(betas=(0.5, 1.0)), dict(betas=(-0.1, 0.5)))
+_BAD_WD = dict(weight_decay=-1e-3)
+_BAD_LR = dict(lr=-0.5)
+
+_RECORDS = [
+    OptimizerInfo(
+        "sgd", "SGD", "torch.optim.SGD",
+        "buffer starts at the first gradient; dampening; nesterov",
+        example=dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+        full=dict(momentum=0.9, weight_decay=0.1),
+        valid=dict(lr=Interval(0.0, 1.0), **_WD),
+        flags=_MAXIMIZE,
+        variants=dict(
+            momentum=dict(momentum=Interval(0.01, 0.99), dampening=Interval(0.0, 1.0)),
+            nesterov=dict(nesterov=True, dampening=0.0, momentum=Interval(0.01, 0.99)),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, dict(nesterov=True), dict(momentum=0.9, dampening=0.1, nesterov=True)),
+        adapter=dict(structural_zero=("momentum",)),
+        optax="optax.sgd({lr}, momentum=0.9)", fused=True, moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "adam", "Adam", "torch.optim.Adam",
+        "AMSGrad on the raw second moment; `decoupled_weight_decay`",
+        example=dict(lr=0.01, weight_decay=0.1, amsgrad=True),
+        full=dict(amsgrad=True, weight_decay=0.1),
+        valid=_ADAM_VALID,
+        flags=dict(amsgrad=(False, True), maximize=(False, True), decoupled_weight_decay=(False, True)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS, dict(betas=(0, 0.99))),
+        optax="optax.adam({lr})", fused=True, moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "adamw", "AdamW", "torch.optim.AdamW",
+        "`p *= 1 - lr*wd` before the moments; default `weight_decay=1e-2`",
+        example=dict(lr=0.01),
+        full=dict(amsgrad=True),
+        valid=_ADAM_VALID,
+        flags=dict(amsgrad=(False, True), maximize=(False, True)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        adapter=dict(constants={"decoupled_weight_decay": True}),
+        optax="optax.adamw({lr}, weight_decay=1e-2)", fused=True, moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "adamax", "Adamax", "torch.optim.Adamax",
+        "`max(beta2*u, abs(g) + eps)`",
+        example=dict(lr=0.01, weight_decay=0.1),
+        valid=_ADAM_VALID,
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        optax="optax.adamax({lr})", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "nadam", "NAdam", "torch.optim.NAdam",
+        "`mu_t` schedule and running `mu_product`; `decoupled_weight_decay`",
+        example=dict(lr=0.01, weight_decay=0.1, momentum_decay=0.01),
+        valid=dict(_ADAM_VALID, momentum_decay=Interval(0.0, 1e-2)),
+        flags=dict(decoupled_weight_decay=(False, True), maximize=(False, True)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        optax="optax.nadam({lr})", optax_note="other momentum schedule", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "radam", "RAdam", "torch.optim.RAdam",
+        "`rho_t > 5` switch at torch's exact step",
+        example=dict(lr=0.01, betas=(0.9, 0.7)),
+        valid=_ADAM_VALID,
+        flags=dict(decoupled_weight_decay=(False, True), maximize=(False, True)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        optax="optax.radam({lr})", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "adagrad", "Adagrad", "torch.optim.Adagrad",
+        "`lr_decay`, `initial_accumulator_value`, eps outside the sqrt",
+        example=dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+        valid=dict(lr=Interval(1e-4, 1.0), lr_decay=Interval(1e-4, 0.1, or_zero=True),
+                   initial_accumulator_value=Interval(1e-3, 1.0, or_zero=True), eps=Interval(1e-10, 1e-3), **_WD),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(initial_accumulator_value=-1)),
+        optax="optax.adagrad({lr}, initial_accumulator_value=0.0, eps=1e-10)", fused=True, moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "adadelta", "Adadelta", "torch.optim.Adadelta",
+        "eps inside both square roots",
+        example=dict(lr=1.0, weight_decay=0.1),
+        valid=dict(lr=Interval(0.0, 1.0), rho=Interval(0.0, 1.0), eps=Interval(1e-6, 1e-2), **_WD),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(rho=-0.1)),
+        optax="optax.adadelta({lr}, rho=0.9, eps=1e-6)", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "rmsprop", "RMSprop", "torch.optim.RMSprop",
+        "`centered`; momentum buffer starts at zero",
+        example=dict(lr=0.01, momentum=0.5, centered=True),
+        full=dict(momentum=0.9, centered=True),
+        # alpha >= 0.5: centered RMSprop takes sqrt(square_avg - grad_avg^2), which rounds
+        # negative (NaN, as in torch) when alpha * (1 - alpha) is below the dtype's resolution.
+        valid=dict(lr=Interval(1e-4, 0.1), alpha=Interval(0.5, 0.99), eps=Interval(1e-8, 1e-3),
+                   momentum=Interval(0.01, 0.9), **_WD),
+        flags=dict(centered=(True, False), maximize=(False, True)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(alpha=-1)),
+        adapter=dict(structural_zero=("momentum",)),
+        optax="optax.rmsprop({lr}, decay=0.99, eps=1e-8)", moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "asgd", "ASGD", "torch.optim.ASGD",
+        "`eta`, `mu`, averaged params `ax`",
+        example=dict(lr=0.01, t0=2.0, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), lambd=Interval(0.0, 1e-2), alpha=Interval(0.0, 1.0),
+                   t0=Interval(0.0, 3.0), **_WD),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, _BAD_WD),
+        moved_per_param=5, extra_functions=("asgd_averaged_params",),
+    ),
+    OptimizerInfo(
+        "rprop", "Rprop", "torch.optim.Rprop",
+        "sign logic, clamped step sizes starting at `lr`",
+        example=dict(lr=0.01),
+        valid=dict(lr=Interval(1e-4, 1.0), etas=(Interval(0.1, 0.9), Interval(1.1, 3.0)),
+                   step_sizes=(Interval(1e-6, 1e-3), Interval(1.0, 50.0))),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, dict(etas=(0.5, 1.0)), dict(etas=(0.0, 1.2))),
+        moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "sparse_adam", "SparseAdam", "torch.optim.SparseAdam",
+        "row-sparse gradients (BCOO or indices/values); untouched rows stay bit-identical",
+        example=dict(lr=0.01),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3)),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, *_BAD_BETAS, dict(lr=0.0), dict(eps=0.0)),
+        layout="sparse", complex=False, shapes=((6, 3), (5,)),
+        adapter=dict(dense_params_only=True),
+        moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "adafactor", "Adafactor", "torch.optim.Adafactor",
+        "torch's variant: factored second moment, `beta2_decay`, `d`",
+        example=dict(lr=0.01),
+        valid=dict(lr=Interval(1e-4, 0.1), beta2_decay=Interval(-1.0, 0.0),
+                   # eps1 >= 1e-18: the clamp is eps1**2, which flushes to 0 in float32 below
+                   # ~1e-19 and then a zero gradient gives 0 * rsqrt(0) = NaN (torch too).
+                   eps=(Interval(1e-18, 1e-6), Interval(1e-4, 1e-2)),
+                   d=Interval(1.0, 5.0), **_WD),
+        flags=_MAXIMIZE,
+        invalid=(_BAD_LR, _BAD_WD, dict(eps=(None, -1.0))),
+        complex=False, shapes=((4, 3), (5,), (2, 3, 4), ()),
+        optax="optax.adafactor({lr})", optax_note="other algorithm (Shazeer's)", moved_per_param=3,
+    ),
+    OptimizerInfo(
+        "muon", "Muon", "torch.optim.Muon",
+        "2-D params, Newton-Schulz in bfloat16, `adjust_lr_fn`",
+        example=dict(lr=0.02),
+        valid=dict(lr=Interval(1e-4, 0.02), weight_decay=Interval(0.0, 0.1), momentum=Interval(0.0, 0.99)),
+        flags=dict(nesterov=(True, False), adjust_lr_fn=(None, "original", "match_rms_adamw")),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=-1), dict(adjust_lr_fn="match_rms")),
+        layout="matrix", complex=False, shapes=((4, 3), (3, 5)),
+        rtol32=1e-3,  # bf16 Newton-Schulz on both sides, gemm accumulation order (test_muon.py)
+        adapter=dict(static=("ns_steps",)),
+        optax="optax.contrib.muon({lr})", optax_note="other algorithm details", moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "lbfgs", "LBFGS", "torch.optim.LBFGS",
+        "one jitted `lax.while_loop` per torch `step(closure)`; strong Wolfe",
+        example=dict(lr=1.0, history_size=5, max_iter=5, line_search_fn="strong_wolfe"),
+        valid=dict(lr=Interval(0.1, 1.0)),
+        flags=dict(line_search_fn=(None, "strong_wolfe")),
+        invalid=(_BAD_LR,),
+        closure=True, groups=False, shapes=((4, 3), (5,)), custom_class=True,
+        extra_functions=("lbfgs_history",),
+    ),
+    OptimizerInfo(
+        "lion", "Lion", "timm.optim.lion.Lion",
+        "`sign(lerp(m, g, 1 - beta1))`, decoupled decay; `caution`, `corrected_weight_decay`",
+        example=dict(lr=1e-3, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)), **_WD),
+        flags=dict(caution=(False, True), maximize=(False, True)),
+        variants=dict(caution=dict(caution=True), corrected=dict(corrected_weight_decay=True, weight_decay=0.1)),
+        invalid=(_BAD_LR, *_BAD_BETAS),
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.lion({lr})", moved_per_param=5,
+    ),
+]
+
+OPTIMIZERS: Mapping[str, OptimizerInfo] = _frozen({info.name: info for info in _RECORDS})
+
+
+def by_class(cls_name: str) -> OptimizerInfo:
+    """The record whose adapter class is `optax_like.optim.<cls_name>`."""
+    for info in OPTIMIZERS.values():
+        if info.cls == cls_name:
+            return info
+    raise KeyError(cls_name)
+
+
+def markdown_table() -> str:
+    """The README's optimizer table, generated from the records (tests/test_registry.py checks
+    that README.md contains it)."""
+    rows = ["| reference | functional (`optax_like.`) | stateful (`optax_like.optim.`) | notes |",
+            "|---|---|---|---|"]
+    for info in OPTIMIZERS.values():
+        functional = f"`{info.name}`" + "".join(f" (+ `{f}`)" for f in info.extra_functions)
+        rows.append(f"| `{info.reference}` | {functional} | `{info.cls}` | {info.summary} |")
+    return "\n".join(rows)
