@@ -2,29 +2,34 @@
 
 Functional core (optax style): `optax_like.sgd(...)`, `optax_like.adam(...)`, ... return
 `GradientTransformation(init, update)` pairs over pytrees, built with `chain` from the blocks in
-`optax_like.transforms`; they reproduce torch.optim's numbers.
+`optax_like.transforms`; they reproduce torch.optim's numbers (and timm's for its optimizers).
 
-Stateful torch.optim surface: `optax_like.optim.Adam(params, lr=...)` (loaded on first use).
+Stateful torch.optim surface: `optax_like.optim.Adam(params, lr=...)` (imported on first use).
+One record per optimizer: `optax_like.registry.OPTIMIZERS`.
 """
 
+from optax_like import core, optimizers, transforms
 from optax_like.core import *  # noqa: F401,F403
-from optax_like.core import __all__ as _core_all
 from optax_like.optimizers import *  # noqa: F401,F403
 from optax_like.transforms import *  # noqa: F401,F403
-from optax_like import schedules  # noqa: F401  (optax_like.schedules.one_cycle_lr, ...)
-from optax_like import sharding  # noqa: F401  (optax_like.sharding.state_shardings, zero1_shardings, ...)
-from optax_like import checkpoint  # noqa: F401  (optax_like.checkpoint.save, load, save_state_dict, ...)
-from optax_like import registry  # noqa: F401  (optax_like.registry.OPTIMIZERS: one record per optimizer)
+from optax_like import checkpoint, registry, schedules, sharding
 
 __version__ = "0.1.0"
+
+_MODULES = ["checkpoint", "core", "optim", "optimizers", "registry", "schedules", "sharding", "transforms"]
+__all__ = sorted(set(core.__all__) | set(optimizers.__all__) | set(transforms.__all__)) + _MODULES
 
 
 def __getattr__(name):
     # `optax_like.optim` (torch.optim's classes) after a plain `import optax_like`, as
-    # `torch.optim` after `import torch`; imported on first use (measured: +0.11 s on a 3.5 s
-    # import, 2 shared cores), so the functional API does not pay for it.
+    # `torch.optim` after `import torch`: imported on first use, so that the functional API
+    # does not pay for the adapter's import.
     if name == "optim":
         import importlib
 
         return importlib.import_module("optax_like.optim")
     raise AttributeError(f"module 'optax_like' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"optim"})
