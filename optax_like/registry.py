@@ -328,6 +328,20 @@ _RECORDS = [
         adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
         optax="optax.lion({lr})", moved_per_param=5,
     ),
+    OptimizerInfo(
+        "adopt", "Adopt", "timm.optim.adopt.Adopt",
+        "second moment one step behind; clipped normalised gradient; `decoupled`, `caution`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.9999)),
+                   eps=Interval(1e-8, 1e-3), clip_exp=Interval(0.1, 0.5), **_WD),
+        flags=dict(decoupled=(False, True), caution=(False, True), maximize=(False, True)),
+        variants=dict(decoupled=dict(decoupled=True, weight_decay=0.1), caution=dict(caution=True),
+                      corrected=dict(decoupled=True, corrected_weight_decay=True, weight_decay=0.1),
+                      no_clip=dict(clip_exp=None)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.contrib.adopt({lr})", moved_per_param=7,
+    ),
 ]
 
 OPTIMIZERS: Mapping[str, OptimizerInfo] = _frozen({info.name: info for info in _RECORDS})

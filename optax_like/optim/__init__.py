@@ -77,9 +77,10 @@ SparseAdam = _from_registry("SparseAdam")
 Adafactor = _from_registry("Adafactor")
 Muon = _from_registry("Muon")
 Lion = _from_registry("Lion")
+Adopt = _from_registry("Adopt")
 
 __all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
-            "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion"]
+            "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion", "Adopt"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 

@@ -6,6 +6,7 @@ from optax_like.optimizers.adam import adam
 from optax_like.optimizers.adamax import adamax
 from optax_like.optimizers.adamw import adamw
 from optax_like.optimizers.lion import lion
+from optax_like.optimizers.adopt import adopt
 from optax_like.optimizers.lbfgs import LBFGSState, lbfgs, lbfgs_history
 from optax_like.optimizers.nadam import nadam
 from optax_like.optimizers.radam import radam
@@ -29,6 +30,7 @@ __all__ = [
     "lbfgs",
     "lbfgs_history",
     "lion",
+    "adopt",
     "nadam",
     "radam",
     "asgd",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from optax_like.core import numerics
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.optimizers._timm import decay_lr
 from optax_like.optimizers.adam import check_betas
 from optax_like.transforms.combine import chain
 from optax_like.transforms.lion import scale_by_lion
@@ -44,33 +44,11 @@ def lion(
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")
-    decay_lr = lr
-    if corrected_weight_decay:
-        if max_lr_snapshot is None:
-            max_lr_snapshot = v.concrete_value(lr)
-            if max_lr_snapshot is None:
-                raise ValueError(
-                    "corrected_weight_decay=True with a schedule or traced lr needs max_lr_snapshot= "
-                    "(timm's snapshot of the constructor's peak lr)")
-        max_lr = float(numerics.plain(max_lr_snapshot))
-        if max_lr <= 0:
-            raise ValueError(
-                f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
-                "optimizer with the peak lr.")
-        decay_lr = _corrected(lr, max_lr)
+    decay = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)
     return chain(
         *([negate()] if maximize else []),
         scale_by_lion(betas[0], betas[1], caution=caution),
         scale_by_learning_rate(lr),
-        *([add_decoupled_weight_decay(decay_lr, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
+        *([add_decoupled_weight_decay(decay, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
     )
 
-
-def _corrected(lr, max_lr: float):
-    """timm's `lr ** 2 / max_lr` (float64 host math for a number lr)."""
-    value = v.concrete_value(lr)
-    if value is not None and not callable(lr):
-        return value ** 2 / max_lr
-    if callable(lr):
-        return lambda count: numerics.plain(lr(count)) ** 2 / max_lr
-    return numerics.plain(lr) ** 2 / max_lr

@@ -13,6 +13,7 @@ from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.torch_layout import STARTED, STEPS_TAKEN, declare_torch_state
 from optax_like.core.tree import LeafScalars, init_counts, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
+from optax_like.transforms.caution import cautious
 
 
 class ScaleByLionState(NamedTuple):
@@ -61,9 +62,7 @@ def scale_by_lion(
             dtype = leaf.dtype
             u = lax.sign(numerics.lerp(m, g, numerics.one_minus(h.b1, dtype)))
             if caution:
-                mask = numerics.cast(lax.gt(lax.mul(u, g), jnp.zeros((), dtype)), dtype)
-                kept = jnp.maximum(jnp.mean(mask), jnp.asarray(1e-3, dtype))
-                u = lax.mul(u, lax.div(mask, kept))
+                u = cautious(u, g)
             return u, numerics.lerp(m, g, numerics.one_minus(h.b2, dtype))
 
         return per_param_update(state, updates, math, buffers=("exp_avg",))

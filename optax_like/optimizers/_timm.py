@@ -1,0 +1,34 @@
+"""What timm's optimizers share beyond their math: corrected weight decay's learning rate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optax_like.core import numerics
+from optax_like.core import validation as v
+
+
+def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any) -> Any:
+    """The learning rate that scales timm's decoupled weight decay: `lr`, or with
+    `corrected_weight_decay` (Defazio et al., 2025) `lr ** 2 / max_lr` where `max_lr` is timm's
+    `max_lr_snapshot` (the constructor's lr, a float; required for a schedule or traced lr).
+    Host numbers use timm's float64 math; schedules give a schedule."""
+    if not corrected_weight_decay:
+        return lr
+    if max_lr_snapshot is None:
+        max_lr_snapshot = v.concrete_value(lr)
+        if max_lr_snapshot is None or callable(lr):
+            raise ValueError(
+                "corrected_weight_decay=True with a schedule or traced lr needs max_lr_snapshot= "
+                "(timm's snapshot of the constructor's peak lr)")
+    max_lr = float(numerics.plain(max_lr_snapshot))
+    if max_lr <= 0:  # timm's _max_lr_snapshot
+        raise ValueError(
+            f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
+            "optimizer with the peak lr.")
+    if callable(lr):
+        return lambda count: numerics.plain(lr(count)) ** 2 / max_lr
+    value = v.concrete_value(lr)
+    if value is not None:
+        return value ** 2 / max_lr
+    return numerics.plain(lr) ** 2 / max_lr

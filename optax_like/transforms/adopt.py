@@ -1,0 +1,102 @@
+"""`scale_by_adopt`: timm.optim.Adopt's whole step (ADOPT, Taniguchi et al., 2024)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from optax_like.core import numerics
+from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.torch_layout import STEP, STEPS_TAKEN, declare_torch_state
+from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
+from optax_like.transforms.caution import cautious
+
+
+class ScaleByAdoptState(NamedTuple):
+    exp_avg: Any  # first moment of the normalised gradient, params-shaped
+    exp_avg_sq: Any  # second moment of the gradient
+    step: LeafScalars  # per-leaf step count (timm's state['step'])
+    schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
+
+
+declare_torch_state(
+    ScaleByAdoptState,
+    buffers=("exp_avg", "exp_avg_sq"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+)
+
+
+def scale_by_adopt(
+    lr: ScalarOrSchedule = 1e-3,
+    b1: ScalarOrSchedule = 0.9,
+    b2: ScalarOrSchedule = 0.9999,
+    eps: ScalarOrSchedule = 1e-6,
+    clip_exp: ScalarOrSchedule | None = 0.333,
+    *,
+    decay_lr: ScalarOrSchedule = 0.0,
+    weight_decay: ScalarOrSchedule = 0.0,
+    caution: bool = False,
+) -> GradientTransformation:
+    """ADOPT's step, learning rate and decoupled decay included, in timm's order of operations:
+
+        t   <- t + 1
+        t == 1:  v_1 = g * g; the param does not move (nor decay)
+        else:    p   <- p - decay_lr * weight_decay * p           (decoupled decay; 0: none)
+                 n    = clamp(g / max(sqrt(v), eps), -c, c),  c = (t - 1) ** clip_exp
+                 m_t  = lerp(m, n, 1 - b1)
+                 p   <- p - lr * m_t                             (m_t masked if caution)
+                 v_t  = b2 * v + (1 - b2) * g * g
+
+    The block emits the whole step (no `scale_by_learning_rate` after it) because ADOPT's first
+    step of a param skips its decay too. `clip_exp=None`: no clamp. `c` is timm's float64 host
+    value where x64 is on; in float32 it is computed in float32 (an ulp or two of `c`, which
+    only matters for clamped entries). Complex params are pairs of reals (timm's
+    `view_as_real`). A leaf whose update is None is skipped with its state untouched.
+    """
+    caution = bool(caution)
+
+    def init(params):
+        return ScaleByAdoptState(exp_avg=zeros_like(params), exp_avg_sq=zeros_like(params),
+                                 step=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_by_adopt needs the params: call update(updates, state, params).")
+        h = hyperparams(state.schedule_count, lr=lr, b1=b1, b2=b2, eps=eps, clip_exp=clip_exp,
+                        decay_lr=decay_lr, weight_decay=weight_decay)
+        decays = numerics.plain(h.weight_decay) is not None and not (
+            numerics.is_host_scalar(h.weight_decay) and float(h.weight_decay) == 0.0)
+
+        def decay_alpha(dtype):  # timm's `-wd_scale * weight_decay`, float64 for host numbers
+            if numerics.is_host_scalar(h.decay_lr) and numerics.is_host_scalar(h.weight_decay):
+                return numerics.scalar(-(float(h.decay_lr) * float(h.weight_decay)), dtype)
+            return -(numerics.scalar(h.decay_lr, dtype) * numerics.scalar(h.weight_decay, dtype))
+
+        def math(leaf, g, m, v, p, t):
+            dtype = leaf.dtype
+            first = lax.eq(t, jnp.ones_like(t))
+            moved = lax.add(p, lax.mul(decay_alpha(dtype), p)) if decays else p
+            denom = lax.max(lax.sqrt(v), numerics.scalar(h.eps, dtype))
+            normed = lax.div(g, denom)
+            if numerics.plain(h.clip_exp) is not None:
+                wide = numerics.float_dtype()
+                c = lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide))
+                c = lax.convert_element_type(c, dtype)
+                normed = lax.clamp(lax.neg(c), normed, c)
+            m_new = numerics.lerp(m, normed, numerics.one_minus(h.b1, dtype))
+            step = cautious(m_new, g) if caution else m_new
+            moved = lax.add(moved, lax.mul(numerics.scalar(h.lr, dtype), lax.neg(step)))
+            gg = lax.mul(g, g)
+            v_new = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
+            u = jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p))
+            return u, jnp.where(first, m, m_new), jnp.where(first, lax.add(v, gg), v_new)
+
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,))
+
+    return GradientTransformation(init, update)
