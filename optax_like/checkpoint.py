@@ -31,7 +31,7 @@ tensor, `"scalar": true` for a NumPy scalar, `"complex": true` for a real pair),
 `complex`, `str`, `list`, `tuple`, `dict` (a list of [key, value] pairs: key types and
 insertion order are kept, e.g. the int param ids of a torch state dict), `namedtuple` (type
 name, fields, values) and `node` (any other registered pytree node, e.g. `HyperparamsDict` or
-`core.tree.LeafScalars`: its type name and its children with their keys and jax key path
+`core.leaf_scalars.LeafScalars`: its type name and its children with their keys and jax key path
 pieces; `"seq": true` when every key is a `SequenceKey`; `"shared": n` for a `LeafScalars`
 holding one scalar for n params).
 """
@@ -55,7 +55,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from optax_like.core.tree import LeafScalars, is_leaf_scalars, leaf_scalars_like
+from optax_like.core.leaf_scalars import LeafScalars, is_leaf_scalars, leaf_scalars_like
 
 __all__ = [
     "CheckpointError",
@@ -280,7 +280,7 @@ class _Encoder:
                           "value": self.encode(child, path + str(key), (*name, _name_piece(value)), d)})
         node = {"t": "node", "type": _type_name(type(x)), "items": items}
         if all(isinstance(key, jax.tree_util.SequenceKey) for (key,), _ in children):
-            node["seq"] = True  # read back as a list without `like` (e.g. core.tree.LeafScalars)
+            node["seq"] = True  # read back as a list without `like` (e.g. core.leaf_scalars.LeafScalars)
         if isinstance(x, LeafScalars) and x.is_shared:
             node["shared"] = len(x)
         return node
@@ -729,7 +729,7 @@ def _namedtuple_paths(tree: Any, path: str, out: dict) -> None:
 
 
 def _match_leaf_scalars(like: Any, saved: dict, info: dict, path: str) -> tuple[set, list]:
-    """Per-param scalars (`core.tree.LeafScalars`) are shared or per leaf from `init` on. A
+    """Per-param scalars (`core.leaf_scalars.LeafScalars`) are shared or per leaf from `init` on. A
     shared one loads into a per-leaf template (each leaf gets the value: exact; `saved` gets the
     template's paths); per-leaf values into a shared template are refused. Returns the saved
     paths to leave out of the structure comparison and the errors to raise if the structures

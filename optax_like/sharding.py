@@ -36,7 +36,7 @@ from jax.extend import core as jex_core
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from optax_like.core.base import GradientTransformation
-from optax_like.core.tree import leaf_scalars_like
+from optax_like.core.leaf_scalars import leaf_scalars_like
 
 __all__ = [
     "abstract_state",
@@ -322,7 +322,7 @@ def abstract_state(tx: GradientTransformation, params: Any, shardings: Any) -> A
     """`jax.ShapeDtypeStruct`s of `tx.init(params)` carrying `shardings` (from
     `state_shardings`/`zero1_shardings`): the restore target for orbax
     (`checkpointer.restore(path, abstract_state(...))`) or for `jax.make_array_from_callback`.
-    Per-param scalars (`core.tree.LeafScalars`) take the form of `shardings`: pass
+    Per-param scalars (`core.leaf_scalars.LeafScalars`) take the form of `shardings`: pass
     `optax_like.per_leaf_scalars(shardings)` for a state made with `per_leaf_scalars`.
     """
     shapes = jax.eval_shape(_init_fn(tx), jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params))
@@ -346,7 +346,7 @@ def constrain(tree: Any, shardings: Any) -> Any:
     Uses `jax.sharding.reshard` where the sharding names Explicit mesh axes (there a
     sharding constraint would be a type error) and `jax.lax.with_sharding_constraint` on Auto
     axes. `shardings` is a tree with `tree`'s structure (None leaves of `tree` stay None), or
-    one sharding for every leaf. Per-param scalars (`core.tree.LeafScalars`) may be shared in one
+    one sharding for every leaf. Per-param scalars (`core.leaf_scalars.LeafScalars`) may be shared in one
     and per leaf in the other (a state after a step that skipped a param, with the shardings of
     its init state).
     """

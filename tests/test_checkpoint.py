@@ -27,7 +27,7 @@ import optax_like as ol
 import optax_like.optim as optim
 from optax_like import checkpoint as ck
 from optax_like.checkpoint import CheckpointError
-from optax_like.core.tree import LeafScalars
+from optax_like.core.leaf_scalars import LeafScalars
 
 IS_NONE = lambda x: x is None  # noqa: E731
 

@@ -16,7 +16,7 @@ from optax_like.core.base import (
     with_extra_args_support,
 )
 from optax_like.core.gradients import conjugate_complex, grad, value_and_grad
-from optax_like.core.tree import LeafScalars, per_leaf_scalars
+from optax_like.core.leaf_scalars import LeafScalars, per_leaf_scalars
 
 __all__ = [
     "EmptyState",

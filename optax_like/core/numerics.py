@@ -13,7 +13,6 @@ torch does, to float32 rounding:
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import numbers
 import operator
@@ -52,21 +51,6 @@ def compute_dtype(dtype) -> jnp.dtype:
     return dtype
 
 
-def as_hyperparam(value: Any, dtype=None) -> jax.Array:
-    """A hyperparameter as a non-weak scalar array (so edits never change a jit signature).
-
-    Python scalars and bools get the default float dtype (`float_dtype()`) unless `dtype` is
-    given; arrays keep their own float dtype unless `dtype` is given.
-    """
-    if isinstance(value, jax.Array) and dtype is None and not value.weak_type:
-        if jnp.issubdtype(value.dtype, jnp.floating):
-            return value
-    if dtype is None:
-        src = getattr(value, "dtype", None)
-        dtype = src if src is not None and jnp.issubdtype(src, jnp.floating) else float_dtype()
-    return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
-
-
 def check_representable(value: Any, dtype, name: str) -> None:
     """Raises torch's overflow RuntimeError, naming `name`, when a finite host `value` becomes
     inf in `dtype` (e.g. lr=1e308 as float32): never a silent inf in the step's math."""
@@ -101,8 +85,8 @@ def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
 # float32 arrays; `1 - float32(0.999)` is off by 1.3e-5 relative from torch's float64 `1 - 0.999`.
 # So the adapter passes each numeric hyperparameter to the factory as a `PreciseScalar`: the
 # traced value together with its host-computed (float64, then rounded) `1 - x` and `log(x)`.
-# `one_minus`, `bias_correction`, `power` and `radam_rho` use them instead of deriving them
-# from the rounded `x`; every other use sees the value. An explicit value, not a context: the
+# `one_minus`, `bias_correction`, `power` (and RAdam's rho, transforms/radam.py) use them instead
+# of deriving them from the rounded `x`; every other use sees the value. An explicit value, not a context: the
 # same factory call gives the same program wherever it is traced.
 # ---------------------------------------------------------------------------------------------
 
@@ -205,9 +189,10 @@ def _rounded_constant(value: float, dtype_name: str, name: str) -> np.ndarray:
 def once_per_step(fn: Callable) -> Callable:
     """`fn(t, *keys)` traced once per distinct step array `t` (by identity) and hashable `keys`
     (a dtype, ...). Make one inside each `update`: while the per-parameter steps are stored
-    shared (`core.tree.LeafScalars`) every leaf passes the same `t`, so scalar work such as bias
-    corrections is traced once, not once per leaf (XLA would merge the copies, but tracing and
-    compiling them costs time on trees of many leaves)."""
+    shared (`core.leaf_scalars.LeafScalars`) every leaf passes the same `t`, so scalar work such
+    as bias corrections is traced once, not once per leaf (XLA would merge the copies, but
+    tracing and compiling them costs time on trees of many leaves). `per_param_update` calls
+    its `step_scalars` through one."""
     memo: dict = {}
 
     def cached(t, *keys):
@@ -218,11 +203,6 @@ def once_per_step(fn: Callable) -> Callable:
         return hit[1]
 
     return cached
-
-
-def bias_correction_per_step(beta: Any) -> Callable:
-    """`(t, dtype) -> bias_correction(beta, t, dtype)`, traced once per step value (`once_per_step`)."""
-    return once_per_step(lambda t, dtype: bias_correction(beta, t, dtype))
 
 
 def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
@@ -285,32 +265,6 @@ def cast(x: Any, dtype) -> Any:
     return jax.lax.convert_element_type(x, dtype)
 
 
-# The step scalars each leaf's math declared (`step_scalars`), while `per_param_update` traces it.
-_DECLARED: contextvars.ContextVar = contextvars.ContextVar("optax_like_step_scalars", default=None)
-
-
-def step_scalars(scalars: tuple) -> tuple:
-    """Declare the traced step scalars (bias corrections, step sizes) one leaf's math uses;
-    returns `scalars` unchanged.
-
-    Why: XLA's algebraic simplifier (on CPU) rewrites `x / broadcast(s)` into `x * broadcast(1 /
-    s)`, and `sqrt(v) / sqrt(s)` into `sqrt(v) * rsqrt(s)`, when `s` has a single use. A step
-    scalar shared by many leaves has many uses and keeps torch's division; in a tree of one leaf,
-    for a leaf whose step counter is stored apart (`per_leaf_scalars`) or whose dtype no other
-    leaf has, it has one, and that leaf would round differently from the same leaf in a model.
-    `per_param_update` counts the declarations and gives each scalar that only one leaf
-    declared a second use (one `optimization_barrier` with the step's new `schedule_count`, a
-    scalar output: scalars only, so no update is held in memory for it on any backend). Trees whose leaves share their
-    scalars get no barrier at all. tests/test_tree_independence.py checks the result: a leaf
-    alone, beside others and with its own counters, bit for bit.
-    Host scalars (constants in the program) need nothing and are not recorded.
-    """
-    declared = _DECLARED.get()
-    if declared is not None:
-        declared.extend(s for s in scalars if isinstance(s, (jax.Array, jax.core.Tracer)))
-    return scalars
-
-
 def real_view(x: jax.Array) -> jax.Array:
     """A complex array as pairs of reals (torch's `view_as_real`); real arrays unchanged."""
     if jnp.iscomplexobj(x):
@@ -351,165 +305,9 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
 
 
-# ---------------------------------------------------------------------------------------------
-# RAdam's length of the approximated simple moving average (rho), without cancellation.
-#
-# torch computes, in float64 on the host,
-#     rho_inf = 2 / (1 - beta2) - 1
-#     rho_t   = rho_inf - 2 t beta2^t / (1 - beta2^t)
-# which for beta2 near 1 and small t subtracts two numbers near rho_inf ~ 2000 to get ~t: fine
-# in float64 (it loses three of sixteen digits), but in float32 rho_t would keep about four
-# digits. With L = -log(beta2), x = t L and D(y) = (y/2) coth(y/2) - 1 (smooth, D(y) ~ y^2/12),
-# the identities rho_inf = (2/L)(1 + D(L)) and 2 t beta2^t / (1 - beta2^t) = (2/L)(1 + D(x) - x/2)
-# give the cancellation-free form
-#     rho_t = t - (2/L) (D(x) - D(L))              (used for x < 1/2; D by its Bernoulli series)
-#     rho_t = rho_inf - 2 t / expm1(x)             (used for x >= 1/2, where rho_t >= rho_inf/5)
-# ---------------------------------------------------------------------------------------------
-
-# (y/2) coth(y/2) - 1 = sum_n B_2n y^2n / (2n)!  (|y| < 2 pi); 8 terms: < 1e-18 relative at y = 1/2.
-_HALF_COTH_SERIES = (
-    1.0 / 12.0,
-    -1.0 / 720.0,
-    1.0 / 30240.0,
-    -1.0 / 1209600.0,
-    1.0 / 47900160.0,
-    -691.0 / 1307674368000.0,
-    1.0 / 74724249600.0,
-    -3617.0 / 10670622842880000.0,
-)
-_HALF_COTH_SWITCH = 0.5
-
-
-def _half_coth_minus_one_host(y: float) -> float:
-    """`(y/2) coth(y/2) - 1` in float64 on the host, accurate for every y >= 0."""
-    if y < _HALF_COTH_SWITCH:
-        y2 = y * y
-        acc = 0.0
-        for c in reversed(_HALF_COTH_SERIES):
-            acc = acc * y2 + c
-        return acc * y2
-    return float((y / 2.0) / np.tanh(y / 2.0) - 1.0)
-
-
-def _half_coth_minus_one(y: jax.Array) -> jax.Array:
-    """`(y/2) coth(y/2) - 1` in the graph (y >= 0, may be +inf), accurate to a few ulps."""
-    small = y < _HALF_COTH_SWITCH
-    ys = jnp.where(small, y, 0)
-    y2 = ys * ys
-    acc = jnp.zeros_like(y2)
-    for c in reversed(_HALF_COTH_SERIES):
-        acc = acc * y2 + c
-    yl = jnp.where(small, 1, y)
-    return jnp.where(small, acc * y2, (yl / 2) / jnp.tanh(yl / 2) - 1)
-
-
-def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-    """RAdam's `(rho_inf, rho_t)` for step `count`, accurate to a few ulps of `dtype`.
-
-        rho_inf = 2 / (1 - beta2) - 1,   rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
-
-    computed without the cancellation of the formula as written (see the note above); for a
-    host `beta2` the constants (`rho_inf`, `log(beta2)`, ...) are float64 on the host. `beta2 = 0`
-    gives (1, 1), as torch's formula does.
-    """
-    count = jnp.asarray(count)
-    if is_host_scalar(beta2):
-        b = float(np.float64(beta2))
-        wide = jnp.promote_types(dtype, jnp.float32)
-        if b == 0.0:
-            one = jnp.ones(jnp.shape(count), wide).astype(dtype)
-            return jnp.ones((), wide).astype(dtype), one
-        big_l = -float(np.log(b))
-        rho_inf_host = 2.0 / (1.0 - b) - 1.0
-        rho_inf = jnp.asarray(rho_inf_host, wide)
-        big_l_w = jnp.asarray(big_l, wide)
-        two_over_l = jnp.asarray(2.0 / big_l, wide)
-        d_l = jnp.asarray(_half_coth_minus_one_host(big_l), wide)
-    else:
-        precise = _precise(beta2)  # the adapter's host-computed 1 - beta2 and log(beta2)
-        beta2 = jnp.asarray(plain(beta2))
-        wide = jnp.promote_types(jnp.promote_types(dtype, beta2.dtype), jnp.float32)
-        if precise is not None:
-            c = precise[0].astype(wide)
-            big_l_w = -precise[1].astype(wide)
-        else:
-            c = 1 - beta2.astype(wide)
-            big_l_w = -jnp.log1p(-c)
-        rho_inf = 2 / c - 1
-        two_over_l = 2 / big_l_w
-        d_l = _half_coth_minus_one(big_l_w)
-    t = count.astype(wide)
-    x = t * big_l_w
-    small = x < _HALF_COTH_SWITCH
-    series = t - two_over_l * (_half_coth_minus_one(jnp.where(small, x, 0)) - d_l)
-    direct = rho_inf - 2 * t / jnp.expm1(jnp.where(small, 1, x))
-    rho_t = jnp.where(small, series, direct)
-    return rho_inf.astype(dtype), rho_t.astype(dtype)
-
-
-def radam_first_rectified_step(beta2: Any) -> int | None:
-    """The first step t at which torch's RAdam rectifies (`rho_t > 5`), for a host `beta2`.
-
-    Evaluates torch's own float64 expression (`rho_inf - 2 * step * (beta2**step) / (1 -
-    beta2**step)` with Python floats), so the switch happens at exactly torch's step; rho_t
-    increases with t, so a doubling then bisection search finds it. None when rho_t never
-    exceeds 5 (rho_inf <= 5, i.e. beta2 <= 2/3) within the int32 step range.
-    """
-    b = float(np.float64(beta2))
-    rho_inf = 2 / (1 - b) - 1
-    if not rho_inf > 5:
-        return None
-
-    def rectified(step: int) -> bool:
-        step = float(step)
-        bias_correction2 = 1 - b**step
-        return rho_inf - 2 * step * (b**step) / bias_correction2 > 5.0
-
-    limit = int(np.iinfo(np.int32).max)
-    hi = 1
-    while not rectified(hi):
-        if hi >= limit:
-            return None
-        hi = min(2 * hi, limit)
-    lo = hi // 2  # not rectified (or 0)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if rectified(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
-# ---------------------------------------------------------------------------------------------
-# torch's `differentiable=True` scalar math (Adam/AdamW; added for issue 15.3). On that path
-# torch forms the bias corrections from its float32 `step` tensor, `1 - beta ** step`, so they
-# are float32 tensors (rounded at each op), not the Python floats of the default path.
-# ---------------------------------------------------------------------------------------------
-
-
 def is_python_number(x: Any) -> bool:
     """True for a hyperparameter that torch would hold as a Python number: a host scalar, or a
-    traced value the adapter passes for one (`PreciseScalar`); False for an array (a Tensor)."""
+    traced value the adapter passes for one (`PreciseScalar`); False for an array (a Tensor).
+    torch rounds a step scalar formed with a Tensor lr in the lr's dtype (Adam's and NAdam's
+    `differentiable=True` paths, SparseAdam)."""
     return is_host_scalar(x) or isinstance(x, PreciseScalar)
-
-
-def float32_step_bias_correction(beta: Any, count: jax.Array) -> jax.Array:
-    """torch's `1 - beta ** step` with `step` its float32 state tensor: `float32(beta) **
-    float32(step)` rounded to float32 (computed in float64 where available, so correctly
-    rounded but for ties), then `1 - that` in float32. Returns a float32 0-d array."""
-    f32 = jnp.dtype(jnp.float32)
-    wide = jnp.promote_types(float_dtype(), f32)
-    b = jnp.asarray(scalar(beta, f32)).astype(wide)
-    t = jnp.asarray(count).astype(f32).astype(wide)
-    return 1 - jnp.power(b, t).astype(f32)
-
-
-def float32_product(a: jax.Array, b: Any) -> jax.Array:
-    """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
-    when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which
-    skips the product's rounding (one float32 ulp off torch's `1 - (a * b)`). The product goes
-    through a select (`x == x`, NaN kept) that the contraction cannot see through."""
-    f32 = jnp.dtype(jnp.float32)
-    product = jnp.asarray(a).astype(f32) * jnp.asarray(scalar(b, f32)).astype(f32)
-    return jnp.where(product == product, product, jnp.full((), jnp.nan, f32))

@@ -52,7 +52,7 @@ __all__ = [
     "torch_layout_of",
 ]
 
-# How a per-param scalar (a `core.tree.LeafScalars` field) appears in torch's state dict, and what
+# How a per-param scalar (a `core.leaf_scalars.LeafScalars` field) appears in torch's state dict, and what
 # a loaded value must be.
 STEP = "step"  # a 0-d float32 tensor holding a step count (torch's `state['step']`); loads: an integer in [0, 2**31)
 INT_STEP = "int_step"  # a Python int step count (torch's SparseAdam); loads as STEP

@@ -40,7 +40,7 @@ from optax_like.core.torch_layout import (
     host_array,
     torch_layout_of,
 )
-from optax_like.core.tree import LeafScalars, leaf_scalars_like
+from optax_like.core.leaf_scalars import LeafScalars, leaf_scalars_like
 
 __all__ = [
     "check_group",

@@ -93,7 +93,7 @@ def _pending(parameters) -> tuple[Any, tuple, list[list[bool]]]:
     from optax_like.optim.optimizer import Optimizer, live_optimizers
 
     if isinstance(parameters, Optimizer):
-        grads = tuple(tuple(group) for group in parameters._grads)
+        grads = tuple(group.grads for group in parameters._groups)
         return parameters, grads, [[True] * len(group) for group in grads]
     if isinstance(parameters, jax.Array):
         parameters = [parameters]
@@ -101,11 +101,11 @@ def _pending(parameters) -> tuple[Any, tuple, list[list[bool]]]:
                                                else parameters) if isinstance(leaf, jax.Array)]
     wanted = {id(a) for a in arrays}
     for optimizer in live_optimizers():
-        selected = [[leaf is not None and id(leaf) in wanted for leaf in group] for group in optimizer._opt_leaves]
+        selected = [[leaf is not None and id(leaf) in wanted for leaf in group.leaves] for group in optimizer._groups]
         frozen = {id(leaf) for leaf in optimizer._frozen if leaf is not None}  # model= leaves: no gradient
         found = sum(map(sum, selected))
         if found and found + len(wanted & frozen) == len(wanted):
-            return optimizer, tuple(tuple(group) for group in optimizer._grads), selected
+            return optimizer, tuple(group.grads for group in optimizer._groups), selected
     deleted = any(a.is_deleted() for a in arrays)
     raise TypeError(
         "clip_grad_norm_/clip_grad_value_ clip the pending gradients of an optax_like.optim "
@@ -122,9 +122,10 @@ def _select(grads, selected):
                  for group, keep_group in zip(grads, selected))
 
 
-def _merge(grads, clipped, selected):
-    return [tuple(c if keep else g for g, c, keep in zip(group, clipped_group, keep_group))
-            for group, clipped_group, keep_group in zip(grads, clipped, selected)]
+def _merge(optimizer, grads, clipped, selected) -> None:
+    """Writes the clipped gradients into the optimizer's pending ones."""
+    for group, group_grads, clipped_group, keep_group in zip(optimizer._groups, grads, clipped, selected):
+        group.grads = tuple(c if keep else g for g, c, keep in zip(group_grads, clipped_group, keep_group))
 
 
 def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
@@ -145,7 +146,7 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
     clipped, total = _jitted_clip_norm(_select(grads, selected), float(max_norm), norm_type)
     if error_if_nonfinite and not bool(jnp.isfinite(total)):
         raise RuntimeError(_NONFINITE.format(norm_type))
-    optimizer._grads = _merge(grads, clipped, selected)
+    _merge(optimizer, grads, clipped, selected)
     return total
 
 
@@ -156,7 +157,7 @@ def clip_grad_value_(parameters, clip_value: float, foreach: bool | None = None)
     del foreach
     optimizer, grads, selected = _pending(parameters)
     clipped = _jitted_clip_value(_select(grads, selected), float(clip_value))
-    optimizer._grads = _merge(grads, clipped, selected)
+    _merge(optimizer, grads, clipped, selected)
 
 
 def _clip_norm_groups(grads, max_norm, norm_type):

@@ -11,26 +11,25 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-import jax
 import numpy as np
 
 from optax_like.core.base import apply_updates
-from optax_like.optim import optimizer as _base
+from optax_like.optim import _step
 from optax_like.optim.optimizer import Optimizer, class_factory
 from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, lbfgs
 
 __all__ = ["LBFGS"]
 
 
-def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
-    _base.TRACE_COUNT[0] += 1
-    closure, mode, root_def, positions, group_defs, specs = config
-    (spec,), (treedef,) = specs, group_defs
+def lbfgs_update(config: _step.Config, opt_leaves, states, frozen, hypers, grads, args, skipped):
+    """LBFGS's rule for the adapter's jitted step (optim/_step.py): one torch `step(closure)`,
+    the functional update evaluating the closure as often as torch's; no pending gradients."""
+    (spec,), (treedef,) = config.specs, config.layout.group_defs
     tx = spec.build(hypers[0])
 
     def evaluate(params):
         leaves = (tuple(treedef.flatten_up_to(params)),)
-        return _base.split_aux(closure(_base._user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args))
+        return _step.split_aux(config.closure(_step.user_tree(config.layout, leaves, frozen), *args))
 
     def value_fn(params):
         return evaluate(params)[0]
@@ -41,10 +40,7 @@ def _lbfgs_step_impl(config, opt_leaves, states, frozen, hypers, args):
     aux = evaluate(params)[1]
     updates, state = tx.update(None, states[0], params, value_fn=value_fn)
     params = apply_updates(params, updates)
-    return (state.orig_loss, aux), (tuple(treedef.flatten_up_to(params)),), (state,)
-
-
-_jitted_lbfgs_step = jax.jit(_lbfgs_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
+    return (state.orig_loss, aux, None), (tuple(treedef.flatten_up_to(params)),), (state,), skipped
 
 
 class LBFGS(Optimizer):
@@ -105,18 +101,13 @@ class LBFGS(Optimizer):
             lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
             tolerance_change=tolerance_change, history_size=history_size, line_search_fn=line_search_fn,
         )
-        self._factory(**defaults)  # torch's validation and messages, before anything is built
-        self._constructing = True
-        try:
-            Optimizer.__init__(self, params, defaults, model=model)
-        finally:
-            self._constructing = False
+        Optimizer.__init__(self, params, defaults, model=model)
         if len(self.param_groups) != 1:
             raise ValueError(PARAM_GROUPS_ERROR)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's; LBFGS has exactly one group, so a second one raises torch's ValueError."""
-        if self.param_groups and not getattr(self, "_constructing", False):
+        if self.param_groups and not self._constructing:
             raise ValueError(PARAM_GROUPS_ERROR)
         super().add_param_group(param_group)
 
@@ -133,12 +124,4 @@ class LBFGS(Optimizer):
             raise TypeError("'NoneType' object is not callable")  # torch's message
         if not callable(closure):
             raise TypeError(f"{type(closure).__name__!r} object is not callable")
-        hypers = self._hypers()
-        self._grads = [(None,) * len(g) for g in self._grads]
-        config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
-                  tuple(self._specs))
-        (loss, aux), leaves, states = _jitted_lbfgs_step(
-            config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers, args,
-        )
-        self._opt_leaves, self._states = list(leaves), list(states)
-        return loss if aux is None else (loss, aux[0])
+        return self._run_step(lbfgs_update, self._hypers(), closure, args)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -73,7 +74,6 @@ import math
 import operator
 import warnings
 import weakref
-from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 import jax
@@ -83,13 +83,14 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from optax_like.core import hyperparams, numerics
-from optax_like.core.gradients import value_and_grad
-from optax_like.core.base import apply_updates
-from optax_like.core.tree import (
-    LeafScalars, check_params, check_same_structure, is_leaf_scalars, is_none, path_str, per_leaf_scalars)
+from optax_like.core.leaf_scalars import LeafScalars, is_leaf_scalars, per_leaf_scalars
+from optax_like.core.tree import check_params, check_same_structure, is_none, path_str
 from optax_like.optim import _names
-from optax_like.optim import clip_grad as _clip
 from optax_like.optim import _state_dict
+from optax_like.optim import _step
+from optax_like.optim import clip_grad as _clip
+from optax_like.optim.hooks import (  # (re-exported: optax_like.optim imports them from here)
+    OptimizerHooks, RemovableHandle, register_optimizer_step_post_hook, register_optimizer_step_pre_hook)  # noqa: F401
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = [
@@ -99,57 +100,12 @@ __all__ = [
     "make_optimizer_class",
 ]
 
-# Number of times the jitted step has been traced (one per compilation); tests read it.
-TRACE_COUNT = [0]
-
-
-class RemovableHandle:
-    """A handle that removes a registered hook (torch.utils.hooks.RemovableHandle's surface)."""
-
-    _next_id = itertools.count()
-
-    def __init__(self, hooks_dict: "OrderedDict[int, Callable]"):
-        self.hooks_dict = hooks_dict
-        self.id = next(RemovableHandle._next_id)
-
-    def remove(self) -> None:
-        self.hooks_dict.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
-
-
 _live_optimizers: "weakref.WeakSet[Optimizer]" = weakref.WeakSet()
 
 
 def live_optimizers() -> list["Optimizer"]:
     """The optimizers alive in this process (clip_grad finds the one that holds given params)."""
     return list(_live_optimizers)
-
-
-_global_optimizer_pre_hooks: "OrderedDict[int, Callable]" = OrderedDict()
-_global_optimizer_post_hooks: "OrderedDict[int, Callable]" = OrderedDict()
-
-
-def _register(hooks: "OrderedDict[int, Callable]", hook: Callable, prepend: bool = False) -> RemovableHandle:
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    if prepend:
-        hooks.move_to_end(handle.id, last=False)
-    return handle
-
-
-def register_optimizer_step_pre_hook(hook: Callable) -> RemovableHandle:
-    """A pre hook `hook(optimizer, args, kwargs) -> None | (args, kwargs)` for every optimizer."""
-    return _register(_global_optimizer_pre_hooks, hook)
-
-
-def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
-    """A post hook `hook(optimizer, args, kwargs) -> None` for every optimizer."""
-    return _register(_global_optimizer_post_hooks, hook)
 
 
 def _is_number(x: Any) -> bool:
@@ -278,131 +234,6 @@ def _precise_triple(x: float) -> tuple[float, float, float]:
     return x, 1.0 - x, (math.log(x) if x > 0 else math.nan)
 
 
-class _GroupSpec:
-    """What the jitted step needs to know about one group at trace time (hashable)."""
-
-    def __init__(self, factory, static_items, hyper_layout, zero_structural):
-        self.factory = factory
-        self.static_items = static_items  # tuple of (name, value)
-        self.hyper_layout = hyper_layout  # tuple of (name, arity or 0 for scalars, array dtype or None)
-        self.zero_structural = zero_structural  # tuple of names whose value is exactly 0
-        self.key = (factory, static_items, hyper_layout, zero_structural)
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, _GroupSpec) and self.key == other.key
-
-    def build(self, hyper_rows):
-        """The group's functional optimizer, with traced hyperparameters from `hyper_rows`: each
-        a `numerics.PreciseScalar` (x with its host-computed float64 1 - x and log x, rounded),
-        so the traced step reproduces torch's float64 scalar math."""
-        kwargs, row = dict(self.static_items), 0
-        for name, arity, array_dtype in self.hyper_layout:
-            values = []
-            for _ in range(max(arity, 1)):
-                if array_dtype is not None:
-                    # torch keeps a Tensor hyperparameter (lr=torch.tensor(0.01)) a tensor: its math
-                    # runs in the tensor's dtype (SparseAdam's step_size), so ours gets an array of
-                    # that dtype, not a float64-backed PreciseScalar.
-                    values.append(hyper_rows[row, 0].astype(array_dtype))
-                else:
-                    values.append(numerics.PreciseScalar(hyper_rows[row, 0], hyper_rows[row, 1], hyper_rows[row, 2]))
-                row += 1
-            if name in self.zero_structural:
-                kwargs[name] = 0.0
-            else:
-                kwargs[name] = tuple(values) if arity else values[0]
-        return self.factory(**kwargs)
-
-
-def _assemble(root_def, positions, opt_leaves, frozen):
-    """The user's tree from per-group optimized leaves and the frozen leaves."""
-    flat = list(frozen)
-    for group_positions, leaves in zip(positions, opt_leaves):
-        for pos, leaf in zip(group_positions, leaves):
-            if pos >= 0:  # -1: a None leaf of the group's tree (no position in `model`)
-                flat[pos] = leaf
-    return root_def.unflatten(flat)
-
-
-def _user_tree(mode, root_def, positions, group_defs, per_group_leaves, frozen):
-    """Per-group leaves in the user's structure: the params tree (mode "tree"), the list of
-    group trees ("groups"), or the whole model with `frozen` leaves elsewhere ("model")."""
-    if mode == "model":
-        return _assemble(root_def, positions, per_group_leaves, frozen)
-    trees = [d.unflatten(l) for d, l in zip(group_defs, per_group_leaves)]
-    return trees[0] if mode == "tree" else trees
-
-
-def _all_finite(grad) -> jax.Array:
-    if isinstance(grad, RowSparseGrad):
-        grad = grad.values
-    elif isinstance(grad, jsparse.JAXSparse):
-        grad = grad.data
-    return jnp.all(jnp.isfinite(grad))
-
-
-def split_aux(out):
-    """A closure's output as (loss, aux): a `(loss, aux)` pair carries aux (any pytree), wrapped
-    in a 1-tuple so that an aux of None is told from no aux; a bare loss has aux None."""
-    if isinstance(out, (tuple, list)) and len(out) == 2:
-        return out[0], (out[1],)
-    return out, None
-
-
-def _step_impl(config, opt_leaves, states, frozen, hypers, grads, args, skipped):
-    TRACE_COUNT[0] += 1
-    closure, mode, root_def, positions, group_defs, specs, skip_nonfinite, clip = config
-    loss = aux = None
-    if closure is not None:
-        def loss_of(leaves):
-            return split_aux(closure(_user_tree(mode, root_def, positions, group_defs, leaves, frozen), *args))
-
-        (loss, aux), grads = value_and_grad(loss_of, has_aux=True)(opt_leaves)  # torch's convention for complex
-    grads, grad_norm = _clip.apply_step_clip(clip, grads)
-    def update(operands):
-        opt_leaves, states, grads = operands
-        new_leaves, new_states = [], []
-        for g, (spec, treedef) in enumerate(zip(specs, group_defs)):
-            tx = spec.build(hypers[g])
-            params = treedef.unflatten(opt_leaves[g])
-            updates = treedef.unflatten(grads[g])
-            updates, state = tx.update(updates, states[g], params)
-            params = apply_updates(params, updates)
-            new_leaves.append(tuple(treedef.flatten_up_to(params)))
-            new_states.append(state)
-        return tuple(new_leaves), tuple(new_states)
-
-    operands = (tuple(opt_leaves), tuple(states), tuple(grads))
-    if not skip_nonfinite:
-        new_leaves, new_states = update(operands)
-    else:
-        # One flag for the whole step (all groups), as torch.amp.GradScaler skips a step: params
-        # and state are kept bit-for-bit when any gradient has a nan or inf. A `cond`, not a
-        # select: a skipped step runs no update kernels, a taken one no extra pass.
-        finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
-                                   or [jnp.asarray(True)]))
-        def keep(ops):
-            return ops[0], ops[1]
-
-        new_leaves, new_states = jax.lax.cond(finite, update, keep, operands)
-        skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
-    return (loss, aux, grad_norm), new_leaves, new_states, skipped
-
-
-# `skipped` is None unless skip_nonfinite: a non-donated scalar passed straight through the step
-# made every step several times slower on CPU (measured: 26 -> 104 us for a 4-leaf SGD step).
-_jitted_step = jax.jit(_step_impl, static_argnums=(0,), donate_argnums=(1, 2))
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _jitted_init(spec, hyper_rows, params):
-    # Traced hyperparameters give the chain the same blocks as in the step (a concrete 0 would
-    # drop a block); init reads no values.
-    return spec.build(hyper_rows).init(params)
-
 
 def _is_grad_leaf(x) -> bool:
     return x is None or isinstance(x, (RowSparseGrad, jsparse.JAXSparse))
@@ -430,6 +261,27 @@ _DUPLICATE_WARNING = (
 )
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class _Group:
+    """One param group as the optimizer holds it (`param_groups[i]` is its user-facing dict)."""
+
+    treedef: Any  # of the group's tree
+    positions: tuple[int, ...]  # root flat positions of its leaves (see _step.Layout)
+    leaves: tuple  # current optimized leaves (None: a leaf that is not optimized)
+    state: Any  # the functional state
+    spec: _step.GroupSpec
+    grads: tuple  # pending gradients (None = no gradient)
+    ids: list[int]  # torch's integer ids of its params
+    names: list[str]  # their names (given, or key paths), see _names
+    named: bool  # given as (name, param) pairs
+    order_issue: str | None  # why its leaf order may not be the user's
+    positional_names: bool  # its names are list positions ("0", "1.2"), not names
+
+
+# A group's step arguments (a C-level getter: read for every group at every step).
+_STEP_ARGS = operator.attrgetter("leaves", "state", "grads", "spec")
+
+
 class _GroupParams(collections.abc.Sequence):
     """A live param group's 'params' (torch: the group's tensors): the group's current param
     arrays in id order, read-only. Each step donates them: read again after a step."""
@@ -440,10 +292,10 @@ class _GroupParams(collections.abc.Sequence):
         self._optimizer, self._group = optimizer, group
 
     def _arrays(self) -> list:
-        return [leaf for leaf in self._optimizer._opt_leaves[self._group] if leaf is not None]
+        return [leaf for leaf in self._optimizer._groups[self._group].leaves if leaf is not None]
 
     def __len__(self) -> int:
-        return len(self._optimizer._param_ids[self._group])
+        return len(self._optimizer._groups[self._group].ids)
 
     def __getitem__(self, index):
         return self._arrays()[index]
@@ -461,7 +313,7 @@ class _GroupParams(collections.abc.Sequence):
         return [jnp.array(a, copy=True) for a in self._arrays()]  # torch: copies of the tensors
 
 
-class Optimizer:
+class Optimizer(OptimizerHooks):
     """Base class of the stateful optimizers (torch.optim.Optimizer's surface).
 
     Subclasses set `_factory` (a functional optimizer factory), and optionally `_static`
@@ -477,10 +329,11 @@ class Optimizer:
     _constants: dict[str, Any] = {}
     # SparseAdam: sparse params are refused at construction, torch's check and message.
     _dense_params_only: bool = False
-    _building = False
+    _constructing = False  # True while the constructor adds its groups
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
                  skip_nonfinite: bool = False) -> None:
+        self._factory(**defaults)  # torch's validation and messages, before anything is built
         self.defaults = defaults
         _live_optimizers.add(self)
         # Not in torch: when True, a step whose gradients hold a nan/inf leaves params and state
@@ -490,12 +343,7 @@ class Optimizer:
         self.last_grad_norm = None
         self._skipped = jnp.zeros((), jnp.int32)
         self._extra_state: dict = {}  # optimizer.state entries under keys that are not param ids
-        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._init_hooks()
         # The factory's declared argument kinds (core.hyperparams), not the values' Python types:
         # numbers travel as traced floats (an int default such as weight_decay=0 included),
         # flags are compile-time bools (amsgrad=1 is True, as in torch).
@@ -513,19 +361,10 @@ class Optimizer:
         self._group_values = operator.itemgetter(*names) if len(names) > 1 else (
             lambda group, _names=names: tuple(group[k] for k in _names))
         self.param_groups: list[dict[str, Any]] = []
-        self._group_defs: list = []  # treedef of each group's tree
-        self._positions: list[tuple[int, ...]] = []  # root flat positions of each group's leaves
-        self._opt_leaves: list[tuple] = []  # current optimized leaves, per group
-        self._avals: list[tuple] | None = None  # their (shape, dtype), see _leaf_avals
-        self._states: list = []  # functional state, per group
-        self._specs: list[_GroupSpec] = []
-        self._grads: list[tuple] = []  # pending gradients per group (None = no gradient)
+        self._groups: list[_Group] = []  # what the optimizer holds for each group, in order
+        self._layout: _step.Layout | None = None  # how the groups' leaves make the user's structure
+        self._avals: list[tuple] | None = None  # the leaves' (shape, dtype), see _leaf_avals
         self._hyper_cache = None
-        self._param_ids: list[list[int]] = []  # torch's integer ids of each group's params
-        self._param_names: list[list[str]] = []  # their names (given, or key paths), see _names
-        self._named: list[bool] = []  # whether the group was given as (name, param) pairs
-        self._order_issue: list[str | None] = []  # why its leaf order may not be the user's
-        self._positional_names: list[bool] = []  # its names are list positions ("0", "1.2"), not names
         self._given: dict[int, Any] = {}  # id -> weakref of every array object handed over
         self._model_names = None
         if isinstance(params, collections.abc.Iterator):
@@ -558,19 +397,28 @@ class Optimizer:
                 if not isinstance(x, str)) if isinstance(leaf, jsparse.JAXSparse)]
             if sparse:
                 raise ValueError(f"Sparse params at indices {sparse}: SparseAdam requires dense parameter tensors")
-        self._building = True
+        self._constructing = True
         try:
             for group in groups:
                 self.add_param_group(dict(group))
         finally:
-            self._building = False
+            self._constructing = False
         if model is None and self._mode == "groups" and _names.listed_by_named_parameters(
-                leaf for leaves in self._opt_leaves for leaf in leaves):
+                leaf for group in self._groups for leaf in group.leaves):
             warnings.warn(
                 f"{type(self).__name__}: the param groups list arrays from optim.named_parameters(tree) "
                 "but no model= was given, so optimizer.params (and the loss function's argument) is "
                 "the list of the groups' params, not your tree. Pass model=tree to get the tree "
                 "(leaves in no group are then frozen).", UserWarning, stacklevel=3)
+
+    # Per-group columns for readers outside optim/ (interop/torch.py, tests): read-only lists.
+    _param_names = property(lambda self: [group.names for group in self._groups])
+    _order_issue = property(lambda self: [group.order_issue for group in self._groups])
+    _positional_names = property(lambda self: [group.positional_names for group in self._groups])
+    _opt_leaves = property(lambda self: [group.leaves for group in self._groups])
+    _states = property(lambda self: [group.state for group in self._groups])
+    _specs = property(lambda self: [group.spec for group in self._groups])
+    _group_defs = property(lambda self: [group.treedef for group in self._groups])
 
     # ------------------------------------------------------------------ groups and params
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -599,23 +447,24 @@ class Optimizer:
         for name, default in self.defaults.items():
             group.setdefault(name, default)
         # Entries the optimizer does not take are stored and never read, as torch does
-        # (Rprop's group with a `weight_decay`: torch keeps it, its step ignores it).
-        self._factory(**{k: group[k] for k in self.defaults})  # torch's validation and messages
+        # (Rprop's group with a `weight_decay`: torch keeps it, its step ignores it). torch's
+        # validation and messages; the constructor validated its defaults already.
+        if not (self._constructing and all(group[k] is v for k, v in self.defaults.items())):
+            self._factory(**{k: group[k] for k in self.defaults})
         leaves = self._without_duplicates(leaves)
-        for named in self._named:
-            if named != (given_names is not None):
+        for other in self._groups:
+            if other.named != (given_names is not None):
                 raise ValueError(
                     "all optimizer param groups should be with/without names. cannot add param group "
                     f"{'with names' if given_names is not None else 'without names'} to the optimizer"
                 )
-        current = {id(leaf) for group in self._opt_leaves for leaf in group if leaf is not None}
+        current = {id(leaf) for other in self._groups for leaf in other.leaves if leaf is not None}
         if any(leaf is not None and (id(leaf) in current or self._is_given(leaf)) for leaf in leaves):
             raise ValueError("some parameters appear in more than one parameter group")
 
-        positions = self._place(tree, leaves)
+        mode, positions = self._place(tree, leaves)
         present = [i for i, leaf in enumerate(leaves) if leaf is not None]
-        first_id = sum(len(ids) for ids in self._param_ids)
-        ids = list(range(first_id, first_id + len(present)))
+        first_id = sum(len(other.ids) for other in self._groups)
         if given_names is not None:
             names = [given_names[i] for i in present]
         elif self._mode == "model":
@@ -637,33 +486,29 @@ class Optimizer:
                 pass  # not weak-referenceable (a NumPy scalar): copied by jnp.asarray anyway
         group["params"] = _GroupParams(self, len(self.param_groups))
         self.param_groups.append(group)
-        self._param_ids.append(ids)
-        self._param_names.append(names)
-        self._named.append(given_names is not None)
-        self._order_issue.append(_names.order_issue(tree, leaves))
-        self._positional_names.append(given_names is None and self._mode != "model" and all(
-            isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path))
-        self._group_defs.append(treedef)
-        self._positions.append(positions)
-        self._opt_leaves.append(opt_leaves)
+        self._groups.append(_Group(
+            treedef=treedef, positions=positions, leaves=opt_leaves, state=state, spec=spec,
+            grads=(None,) * len(leaves), ids=list(range(first_id, first_id + len(present))), names=names,
+            named=given_names is not None, order_issue=_names.order_issue(tree, leaves),
+            positional_names=given_names is None and mode != "model" and all(
+                isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path)))
+        self._mode = mode
+        self._layout = _step.Layout(mode, self._root_def, tuple(g.positions for g in self._groups),
+                                    tuple(g.treedef for g in self._groups))
         self._avals = None
-        self._states.append(state)
-        self._specs.append(spec)
-        self._grads.append((None,) * len(leaves))
         self._hyper_cache = None
 
-    def _place(self, tree, leaves) -> tuple[int, ...]:
-        """Root positions of a new group's leaves (and the root update, for non-model modes)."""
+    def _place(self, tree, leaves) -> tuple[str, tuple[int, ...]]:
+        """The mode with the new group (a second group turns a single tree into a list of group
+        trees) and the root positions of the group's leaves."""
         if self._mode != "model":
-            if self._mode == "tree" and self.param_groups:
-                self._mode = "groups"  # a second group turns the root into a list of group trees
-            start = sum(len(p) for p in self._positions)
-            return tuple(range(start, start + len(leaves)))
+            start = sum(len(group.positions) for group in self._groups)
+            return ("groups" if self.param_groups else self._mode), tuple(range(start, start + len(leaves)))
         by_id: dict[int, list[int]] = {}
         for pos, leaf in enumerate(self._frozen):
             if leaf is not None:
                 by_id.setdefault(id(leaf), []).append(pos)
-        owned = {id(leaf) for g in self._opt_leaves for leaf in g if leaf is not None}
+        owned = {id(leaf) for group in self._groups for leaf in group.leaves if leaf is not None}
         positions, seen = [], set()
         paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]
         for (path, _), leaf in zip(paths, leaves):
@@ -682,7 +527,7 @@ class Optimizer:
                 )
             seen.add(id(leaf))
             positions.append(found[0])
-        return tuple(positions)
+        return "model", tuple(positions)
 
     def _without_duplicates(self, leaves: list) -> list:
         """torch's UserWarning for an array object given twice in one group. In a tree, the
@@ -706,15 +551,11 @@ class Optimizer:
         return ref is not None and ref() is leaf
 
     # ------------------------------------------------------------------ ids and names (state_dict)
-    def _ids(self, g: int) -> list[int]:
-        """torch's integer ids of group g's params (numbered across groups, in leaf order)."""
-        return list(self._param_ids[g])
-
     def _own_groups(self) -> list[dict]:
         """The groups this optimizer holds state for, in order: `param_groups` as built by the
         constructor and `add_param_group` (a list the user extended with its own groups, torch's
         `param_groups.extend(param_groups)`, keeps them first)."""
-        return self.param_groups[: len(self._param_ids)]
+        return self.param_groups[: len(self._groups)]
 
     def _group_index(self, group: dict) -> int:
         """The index of one of `param_groups`' dicts among this optimizer's own groups."""
@@ -732,11 +573,11 @@ class Optimizer:
         loading it back maps by name (see `_saved_to_current_ids`)."""
         out = []
         for group in self.param_groups:
-            g = self._group_index(group)
+            record = self._groups[self._group_index(group)]
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
-            if "param_names" not in packed and self._order_issue[g] is not None:
-                packed["param_names"] = list(self._param_names[g])
-            packed["params"] = self._ids(g)
+            if "param_names" not in packed and record.order_issue is not None:
+                packed["param_names"] = list(record.names)
+            packed["params"] = list(record.ids)
             out.append(packed)
         return out
 
@@ -757,7 +598,7 @@ class Optimizer:
         """
         if len(self.param_groups) != len(saved_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
-        if any(len(self._param_ids[g]) != len(s["params"]) for g, s in enumerate(saved_groups)):
+        if any(len(self._groups[g].ids) != len(s["params"]) for g, s in enumerate(saved_groups)):
             raise ValueError(
                 "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"
             )
@@ -771,10 +612,11 @@ class Optimizer:
         id_map: dict[int, int] = {}
         by_position: set[int] = set()
         for g, saved in enumerate(saved_groups):
-            ids, names = self._param_ids[g], self._param_names[g]
+            record = self._groups[g]
+            ids, names = record.ids, record.names
             saved_ids = list(saved["params"])
             saved_names = saved.get("param_names")
-            issue = self._order_issue[g] if len(ids) > 1 else None
+            issue = record.order_issue if len(ids) > 1 else None
             if saved_names is not None:
                 saved_names = [str(n) for n in saved_names]
                 if len(saved_names) != len(saved_ids):
@@ -784,7 +626,7 @@ class Optimizer:
                     index = {name: i for i, name in enumerate(names)}
                     id_map.update((sid, ids[index[name]]) for sid, name in zip(saved_ids, saved_names))
                     continue
-                if not self._positional_names[g] or issue is not None:
+                if not record.positional_names or issue is not None:
                     unknown = [n for n in saved_names if n not in set(names)][:3]
                     raise ValueError(
                         f"loaded param group {g} names its params {saved_names[:4]}..., which are not "
@@ -806,23 +648,23 @@ class Optimizer:
                 by_position.add(g)
         return id_map, by_position
 
-    def _global_entry_in_our_order(self, g: int, saved: dict, id_map: dict, per_param: list[dict],
+    def _global_entry_in_our_order(self, group: _Group, saved: dict, id_map: dict, per_param: list[dict],
                                    flat_keys: tuple[str, ...]) -> list[dict]:
-        """Group g's loaded entries with a global state (torch's LBFGS: one dict under the first
+        """A group's loaded entries with a global state (torch's LBFGS: one dict under the first
         param, flat vectors over the params in the saver's order) in our order: when the load
         matched the params by name in another order, the entry moves to our first param and its
         declared flat vectors are permuted segment by segment."""
-        ids = self._ids(g)
+        ids = group.ids
         ours = [ids.index(id_map[sid]) for sid in saved["params"]]  # saved position -> ours
         if ours == list(range(len(ids))) or any(e for i, e in enumerate(per_param) if i != ours[0]):
             return per_param  # same order; or entries elsewhere, which the declared load refuses
-        leaves = [leaf for leaf in self._opt_leaves[g] if leaf is not None]
+        leaves = [leaf for leaf in group.leaves if leaf is not None]
         sizes = [int(np.size(leaf)) * (2 if jnp.iscomplexobj(leaf) else 1) for leaf in leaves]
         moved = _state_dict.permute_flat_entry(
             per_param[ours[0]], flat_keys, [sizes[i] for i in ours], [ours.index(i) for i in range(len(ids))])
         return [moved] + [{} for _ in ids[1:]]
 
-    def _spec(self, group) -> _GroupSpec:
+    def _spec(self, group) -> _step.GroupSpec:
         static = tuple(
             (k, hyperparams.as_flag(group[k], k) if k in self._flag_names else _hashable(group[k], k))
             for k in self.defaults
@@ -833,7 +675,7 @@ class Optimizer:
             for k in self._hyper_names
         )
         zero = tuple(k for k in self._structural_zero if _float(group[k], k) == 0.0)
-        return _GroupSpec(type(self)._factory, static, layout, zero)
+        return _step.GroupSpec(type(self)._factory, static, layout, zero)
 
     def _hyper_array(self, group, leaves=()) -> np.ndarray:
         """The group's numeric hyperparameters as (x, 1 - x, log x) float64 rows. Each value must
@@ -852,48 +694,47 @@ class Optimizer:
                 rows.append(_precise_triple(x))
         return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
-    def _init_state(self, spec: _GroupSpec, params, group):
+    def _init_state(self, spec: _step.GroupSpec, params, group):
         # Some states start from a hyperparameter (Rprop's step_size = lr, ASGD's eta = lr).
         rows = jnp.asarray(self._hyper_array(group, jax.tree.leaves(params)), numerics.float_dtype())
-        state = _jitted_init(spec, rows, params)
+        state = _step.init_state(spec, rows, params)
         # A state declared to exist from construction takes these from the constructor's values
         # for the constructor's groups (torch's Adagrad; core.torch_layout.TorchLayout).
-        args = _state_dict.construction_args(state) if self._building else ()
+        args = _state_dict.construction_args(state) if self._constructing else ()
         if any(group[k] is not self.defaults[k] for k in args):
             group = {**group, **{k: self.defaults[k] for k in args}}
-            state = _jitted_init(spec, jnp.asarray(self._hyper_array(group), numerics.float_dtype()), params)
+            state = _step.init_state(spec, jnp.asarray(self._hyper_array(group), numerics.float_dtype()), params)
         return state
 
     @property
     def params(self) -> Any:
         """Current params in the user's structure (valid until the next step: copy to keep)."""
-        return _user_tree(self._mode, self._root_def, self._positions, self._group_defs, self._opt_leaves, self._frozen)
+        return _step.user_tree(self._layout, [group.leaves for group in self._groups], self._frozen)
 
     @params.setter
     def params(self, value: Any) -> None:
         _check_not_donated(value, "new params")
         new = self._split(value, "params")
-        for g, leaves in enumerate(new):
-            old = self._opt_leaves[g]
-            for a, b in zip(old, leaves):
+        for group, leaves in zip(self._groups, new):
+            for a, b in zip(group.leaves, leaves):
                 if (a is None) != (b is None) or (a is not None and jnp.shape(a) != jnp.shape(b)):
                     raise ValueError("new params must have the structure and shapes of optimizer.params")
+        new = [tuple(None if b is None else jnp.asarray(b, a.dtype) for a, b in zip(group.leaves, leaves))
+               for group, leaves in zip(self._groups, new)]
         self._avals = None
-        self._opt_leaves = [
-            tuple(None if b is None else jnp.asarray(b, a.dtype) for a, b in zip(old, leaves))
-            for old, leaves in zip(self._opt_leaves, new)
-        ]
+        for group, leaves in zip(self._groups, new):
+            group.leaves = leaves
 
     def _split(self, tree, what) -> list[tuple]:
         """A tree in the user's structure -> per-group leaf tuples (None allowed)."""
         if self._mode == "model":
             flat = self._root_def.flatten_up_to(tree)
-            return [tuple(flat[p] if p >= 0 else None for p in pos) for pos in self._positions]
+            return [tuple(flat[p] if p >= 0 else None for p in group.positions) for group in self._groups]
         trees = [tree] if self._mode == "tree" else list(tree)
-        if len(trees) != len(self._group_defs):
-            raise ValueError(f"{what} must be a list of {len(self._group_defs)} group trees")
+        if len(trees) != len(self._groups):
+            raise ValueError(f"{what} must be a list of {len(self._groups)} group trees")
         try:
-            return [tuple(d.flatten_up_to(t)) for d, t in zip(self._group_defs, trees)]
+            return [tuple(group.treedef.flatten_up_to(t)) for group, t in zip(self._groups, trees)]
         except (ValueError, TypeError) as e:
             raise ValueError(f"{what} do not have the structure of optimizer.params: {e}") from None
 
@@ -901,33 +742,38 @@ class Optimizer:
     @property
     def grad(self) -> Any:
         """Pending (accumulated) gradients in the params' structure; None = no gradient."""
-        return _user_tree(self._mode, self._root_def, self._positions, self._group_defs, self._grads,
-                          [None] * len(self._frozen))
+        return _step.user_tree(self._layout, [group.grads for group in self._groups], [None] * len(self._frozen))
 
     @grad.setter
     def grad(self, value: Any) -> None:
-        self._grads = self._check_grads(value)
-        self._allow_none_grads(self._grads)
+        self._set_grads(self._check_grads(value))
 
-    def _allow_none_grads(self, grads: list[tuple]) -> None:
-        """Switches the state of each group whose pending gradients miss some optimized leaf to
-        per-leaf scalars (`core.tree.per_leaf_scalars`): torch skips a param whose grad is None,
-        and a functional update only accepts that on such a state. The state's structure changes
-        here, between steps, once per group (the jitted step compiles once more), never inside a
-        step."""
-        for g, (group_grads, leaves) in enumerate(zip(grads, self._opt_leaves)):
-            if any(gr is None and p is not None for gr, p in zip(group_grads, leaves)):
-                state = self._states[g]
+    def _set_grads(self, grads: list[tuple]) -> None:
+        """New pending gradients, per group. Switches the state of each group whose gradients
+        miss some optimized leaf to per-leaf scalars (`core.leaf_scalars.per_leaf_scalars`):
+        torch skips a param whose grad is None, and a functional update only accepts that on
+        such a state. The state's structure changes here, between steps, once per group (the
+        jitted step compiles once more), never inside a step."""
+        for group, group_grads in zip(self._groups, grads):
+            group.grads = group_grads
+            if any(map(operator.is_, group_grads, itertools.repeat(None))) and any(  # (C-level first: every step)
+                    gr is None and p is not None for gr, p in zip(group_grads, group.leaves)):
                 if any(isinstance(n, LeafScalars) and n.is_shared
-                       for n in jax.tree.leaves(state, is_leaf=is_leaf_scalars)):
-                    self._states[g] = per_leaf_scalars(state)
+                       for n in jax.tree.leaves(group.state, is_leaf=is_leaf_scalars)):
+                    group.state = per_leaf_scalars(group.state)
+
+    def _allow_pending_none_grads(self) -> None:
+        """After the state was rebuilt (a load, an option edit): pending gradients set with a
+        None leaf need per-leaf scalars (none pending: the next `backward`/`grad` decides)."""
+        if any(gr is not None for group in self._groups for gr in group.grads):
+            self._set_grads([group.grads for group in self._groups])
 
     def _leaf_avals(self) -> list[tuple]:
         """(shape, dtype) of each optimized leaf, per group (None: not optimized). Cached: a step
         returns leaves of the same shapes and dtypes; adding a group or setting params resets it."""
         if self._avals is None:
-            self._avals = [tuple(None if p is None else (p.shape, p.dtype) for p in group)
-                           for group in self._opt_leaves]
+            self._avals = [tuple(None if p is None else (p.shape, p.dtype) for p in group.leaves)
+                           for group in self._groups]
         return self._avals
 
     def _check_grads(self, grads) -> list[tuple]:
@@ -963,23 +809,19 @@ class Optimizer:
             stray = True
         if not stray:
             return new
-        return [tuple(None if p is None else g for g, p in zip(l, ps)) for l, ps in zip(new, self._opt_leaves)]
+        return [tuple(None if p is None else g for g, p in zip(l, group.leaves)) for l, group in zip(new, self._groups)]
 
     def backward(self, grads: Any) -> None:
         """Accumulates `grads` into the pending gradients, as `loss.backward()` adds to `.grad`."""
         new = self._check_grads(grads)
-        if all(g is None for group in self._grads for g in group):
-            self._grads = new
-        else:
-            self._grads = list(_accumulate(tuple(self._grads), tuple(new)))
-        self._allow_none_grads(self._grads)
+        old = tuple(group.grads for group in self._groups)
+        self._set_grads(new if all(g is None for group in old for g in group) else list(_accumulate(old, tuple(new))))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drops the pending gradients (or zeroes those that exist, as torch does)."""
-        if set_to_none:
-            self._grads = [(None,) * len(g) for g in self._grads]
-        else:
-            self._grads = [tuple(None if g is None else jnp.zeros_like(g) for g in group) for group in self._grads]
+        for group in self._groups:
+            group.grads = ((None,) * len(group.grads) if set_to_none
+                           else tuple(None if g is None else jnp.zeros_like(g) for g in group.grads))
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any):
@@ -995,23 +837,9 @@ class Optimizer:
         Runs the global and own step pre hooks (which may replace args/kwargs), the step, then
         the own and global post hooks, in torch's order.
         """
-        if not (_global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
-                or self._optimizer_step_post_hooks or _global_optimizer_post_hooks):
+        if not self._has_step_hooks():
             return self._step(closure, *args, **kwargs)
-        args = (closure, *args)
-        for pre_hook in itertools.chain(_global_optimizer_pre_hooks.values(), self._optimizer_step_pre_hooks.values()):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{self.step} must return None or a tuple of (new_args, new_kwargs), but got {result}."
-                    )
-        out = self._step(*args, **kwargs)
-        for post_hook in itertools.chain(self._optimizer_step_post_hooks.values(), _global_optimizer_post_hooks.values()):
-            post_hook(self, args, kwargs)
-        return out
+        return self._step_with_hooks(self._step, (closure, *args), kwargs)
 
     def _hypers(self):
         values = [self._group_values(g) for g in self._own_groups()]
@@ -1020,7 +848,7 @@ class Optimizer:
             return cache[1]
         self._refresh_specs()
         hypers = jnp.asarray(
-            np.stack([self._hyper_array(g, leaves) for g, leaves in zip(self._own_groups(), self._opt_leaves)]),
+            np.stack([self._hyper_array(g, record.leaves) for g, record in zip(self._own_groups(), self._groups)]),
             numerics.float_dtype()
         )
         self._hyper_cache = (copy.deepcopy(values), hypers)
@@ -1028,14 +856,14 @@ class Optimizer:
 
     def _refresh_specs(self) -> None:
         """Rebuilds the state of groups whose compile-time options were edited."""
-        for g, group in enumerate(self._own_groups()):
+        for group, record in zip(self._own_groups(), self._groups):
             spec = self._spec(group)
-            if spec != self._specs[g]:
-                per_param = self._export_group(g)
-                params = self._group_defs[g].unflatten(self._opt_leaves[g])
+            if spec != record.spec:
+                per_param = self._export_group(record)
+                params = record.treedef.unflatten(record.leaves)
                 fresh = self._init_state(spec, params, group)
-                self._states[g] = self._import_group(g, fresh, per_param)
-                self._specs[g] = spec
+                record.state = self._import_group(record, fresh, per_param)
+                record.spec = spec
                 self._allow_pending_none_grads()
 
     def _step(self, closure=None, *args, **kwargs):
@@ -1044,15 +872,8 @@ class Optimizer:
         if kwargs:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
         hypers = self._hypers()
-        if closure is not None:
-            self._grads = [(None,) * len(g) for g in self._grads]
-        config = (closure, self._mode, self._root_def, tuple(self._positions), tuple(self._group_defs),
-                  tuple(self._specs), bool(self.skip_nonfinite), clip)
         try:
-            (loss, aux, grad_norm), leaves, states, skipped = _jitted_step(
-                config, tuple(self._opt_leaves), tuple(self._states), tuple(self._frozen), hypers,
-                tuple(self._grads), args, self._skipped if self.skip_nonfinite else None,
-            )
+            return self._run_step(_step.gradient_update, hypers, closure, args, clip, bool(self.skip_nonfinite))
         except RuntimeError as error:
             if "has been deleted" not in str(error):
                 raise
@@ -1063,7 +884,21 @@ class Optimizer:
                 "through the loss function's first argument, and read optimizer.params after each "
                 "step (copy to keep a value)."
             ) from None
-        self._opt_leaves, self._states = list(leaves), list(states)
+
+    def _run_step(self, update: Callable, hypers, closure, args: tuple, clip=None, skip_nonfinite: bool = False):
+        """The jitted step (optim/_step.py) with the rule `update` (LBFGS's step passes its own):
+        a closure discards the pending gradients; returns the loss, or (loss, aux)."""
+        groups = self._groups
+        if closure is not None:
+            for group in groups:
+                group.grads = (None,) * len(group.grads)
+        leaves, states, grads, specs = zip(*map(_STEP_ARGS, groups))
+        (loss, aux, grad_norm), leaves, states, skipped = _step.jitted_step(
+            _step.Config(update, closure, self._layout, specs, skip_nonfinite, clip), leaves, states,
+            tuple(self._frozen), hypers, grads, args, self._skipped if skip_nonfinite else None,
+        )
+        for group, group_leaves, state in zip(groups, leaves, states):
+            group.leaves, group.state = group_leaves, state
         if skipped is not None:
             self._skipped = skipped
         self.last_grad_norm = grad_norm
@@ -1076,29 +911,20 @@ class Optimizer:
         return self._skipped
 
     # ------------------------------------------------------------------ state and state_dict
-    def _export_group(self, g: int) -> list[dict]:
-        """Per-param torch-style state dicts for group g (live arrays; empty = not stepped)."""
-        return _state_dict.export_state(self._states[g], self._group_defs[g], self._opt_leaves[g])
+    def _export_group(self, group: _Group) -> list[dict]:
+        """Per-param torch-style state dicts of a group (live arrays; empty = not stepped)."""
+        return _state_dict.export_state(group.state, group.treedef, group.leaves)
 
-    def _expected_state_keys(self, g: int, fresh) -> list[set] | None:
-        """The state keys each param of group g has once it has stepped (None: not checked)."""
-        return _state_dict.expected_keys(fresh, self._group_defs[g], self._opt_leaves[g])
-
-    def _import_group(self, g: int, fresh, per_param: list[dict]):
+    def _import_group(self, group: _Group, fresh, per_param: list[dict]):
         """`fresh` (an init state) with torch-style per-param entries written in (pure, checked;
         see optim/_state_dict.py), each leaf placed like `fresh`'s (the params' shardings)."""
-        return _state_dict.import_state(fresh, per_param, self._group_defs[g], self._opt_leaves[g], self._ids(g))
+        return _state_dict.import_state(fresh, per_param, group.treedef, group.leaves, list(group.ids))
 
-    def _allow_pending_none_grads(self) -> None:
-        """After the state was rebuilt (a load, an option edit): pending gradients set with a
-        None leaf need per-leaf scalars (none pending: the next `backward`/`grad` decides)."""
-        if any(gr is not None for group in self._grads for gr in group):
-            self._allow_none_grads(self._grads)
-
-    def _check_state_keys(self, g: int, fresh, per_param: list[dict]) -> None:
-        expected = self._expected_state_keys(g, fresh)
+    def _check_state_keys(self, group: _Group, fresh, per_param: list[dict]) -> None:
+        """Each loaded entry has the state keys a stepped param of the group has (if declared)."""
+        expected = _state_dict.expected_keys(fresh, group.treedef, group.leaves)
         if expected is not None:
-            _state_dict.check_keys(self._ids(g), per_param, expected, type(self).__name__)
+            _state_dict.check_keys(list(group.ids), per_param, expected, type(self).__name__)
 
     @property
     def state(self) -> dict[Any, Any]:
@@ -1112,7 +938,7 @@ class Optimizer:
         return _StateView(self, {**_state_dict.copy_arrays(self._live_state()), **self._extra_state})
 
     def _set_extra_state(self, key: Any, value: Any, delete: bool = False) -> None:
-        if isinstance(key, (int, np.integer)) and any(key in ids for ids in self._param_ids):
+        if isinstance(key, (int, np.integer)) and any(key in group.ids for group in self._groups):
             raise TypeError(
                 f"optimizer.state[{key}] is param {key}'s state, computed from the functional state "
                 "(a snapshot here): change it through a state dict, optimizer.load_state_dict(sd) "
@@ -1124,8 +950,8 @@ class Optimizer:
 
     def _live_state(self) -> dict[int, dict[str, Any]]:
         out = {}
-        for g in range(len(self._param_ids)):
-            for pid, entry in zip(self._ids(g), self._export_group(g)):
+        for group in self._groups:
+            for pid, entry in zip(group.ids, self._export_group(group)):
                 if entry:
                     out[pid] = entry
         return out
@@ -1137,7 +963,7 @@ class Optimizer:
         state = dict(self.state)  # copies (a plain dict: hooks may edit it)
         state_dict = _state_dict.StateDict(state=state, param_groups=self._export_param_groups())
         # Declared for torch.save's conversion: which groups' order is not the user's.
-        state_dict.order_issues = [self._order_issue[self._group_index(group)] for group in self.param_groups]
+        state_dict.order_issues = [self._groups[self._group_index(group)].order_issue for group in self.param_groups]
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -1155,7 +981,7 @@ class Optimizer:
         id_map, by_position = self._saved_to_current_ids(saved_groups)
         by_id = {id_map[k]: v for k, v in state_dict["state"].items() if k in id_map}
         new_groups, new_names = [], []
-        for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+        for group, record, saved in zip(self.param_groups, self._groups, saved_groups):
             # torch's new group is the saved one (entries the optimizer does not take included)
             # with the current params; the class's constants stay (AdamW's decoupled_weight_decay).
             new_group = {k: (_state_dict.plain(v) if k in self.defaults else v)
@@ -1164,7 +990,7 @@ class Optimizer:
                 new_group.setdefault(k, group[k])
             new_group.update(type(self)._constants)
             new_group = {"params": group["params"], **new_group}
-            names = self._param_names[g]
+            names = record.names
             saved_names = [str(n) for n in saved.get("param_names", names)]
             if sorted(saved_names) != sorted(names):
                 names = saved_names  # loaded by position: torch keeps the saved names
@@ -1174,18 +1000,17 @@ class Optimizer:
             new_names.append(names)
         for g, (group, new_group) in enumerate(zip(self.param_groups, new_groups)):
             _state_dict.check_group(self._factory, new_group, group, list(self.defaults), g)
-        new_specs = [self._spec(g) for g in new_groups]
+        new_specs = [self._spec(group) for group in new_groups]
         new_states = []
-        for g, (group, spec) in enumerate(zip(new_groups, new_specs)):
-            params = self._group_defs[g].unflatten(self._opt_leaves[g])
-            fresh = self._init_state(spec, params, group)
-            per_param = _state_dict.loaded_entries(by_id, self._ids(g))
+        for g, (record, group, spec) in enumerate(zip(self._groups, new_groups, new_specs)):
+            fresh = self._init_state(spec, record.treedef.unflatten(record.leaves), group)
+            per_param = _state_dict.loaded_entries(by_id, list(record.ids))
             flat_keys = _state_dict.global_flat_keys(fresh)
             if flat_keys is not None:  # torch's LBFGS: one entry, vectors in the saver's param order
-                per_param = self._global_entry_in_our_order(g, saved_groups[g], id_map, per_param, flat_keys)
+                per_param = self._global_entry_in_our_order(record, saved_groups[g], id_map, per_param, flat_keys)
             try:
-                self._check_state_keys(g, fresh, per_param)
-                new_states.append(self._import_group(g, fresh, per_param))
+                self._check_state_keys(record, fresh, per_param)
+                new_states.append(self._import_group(record, fresh, per_param))
             except ValueError as error:
                 if g not in by_position:
                     raise
@@ -1200,33 +1025,14 @@ class Optimizer:
         # Commit.
         self._extra_state = {k: v for k, v in state_dict["state"].items() if k not in id_map}  # torch keeps them
         self.param_groups[:] = new_groups
-        self._param_names = new_names
-        self._named = [named or "param_names" in group for named, group in zip(self._named, new_groups)]
-        self._positional_names = [positional and "param_names" not in group
-                                  for positional, group in zip(self._positional_names, new_groups)]
-        self._specs, self._states, self._hyper_cache = new_specs, new_states, None
+        for record, group, names, spec, state in zip(self._groups, new_groups, new_names, new_specs, new_states):
+            record.names, record.spec, record.state = names, spec, state
+            record.named = record.named or "param_names" in group
+            record.positional_names = record.positional_names and "param_names" not in group
+        self._hyper_cache = None
         self._allow_pending_none_grads()
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
-
-    # ------------------------------------------------------------------ hooks
-    def register_step_pre_hook(self, hook: Callable) -> RemovableHandle:
-        return _register(self._optimizer_step_pre_hooks, hook)
-
-    def register_step_post_hook(self, hook: Callable) -> RemovableHandle:
-        return _register(self._optimizer_step_post_hooks, hook)
-
-    def register_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        return _register(self._optimizer_state_dict_pre_hooks, hook, prepend)
-
-    def register_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        return _register(self._optimizer_state_dict_post_hooks, hook, prepend)
-
-    def register_load_state_dict_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        return _register(self._optimizer_load_state_dict_pre_hooks, hook, prepend)
-
-    def register_load_state_dict_post_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
-        return _register(self._optimizer_load_state_dict_post_hooks, hook, prepend)
 
     def __repr__(self) -> str:
         lines = [type(self).__name__ + " ("]
@@ -1278,7 +1084,6 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         bound.apply_defaults()
         defaults = {k: bound.arguments[k] for k in names}
         defaults.update(constants)
-        factory(**defaults)  # torch's validation and messages, before anything is built
         Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),

@@ -17,6 +17,12 @@ hands it the math of one leaf:
 and gets back `(updates, state)` with the buffers stored (complex view, the param's dtype),
 `step` counted for the leaves that had a gradient and `schedule_count` advanced. The state
 types and their field names stay the transforms' own (torch's state keys).
+
+Traced scalars that depend on the step and enter the per-leaf math (bias corrections, step
+sizes) are computed by a `step_scalars(count, dtype)` function given to `per_param_update`,
+not inside `math`: `per_param_update` computes them once per distinct (count, dtype), hands
+them to `math`, and gives a scalar that only one leaf uses a second use (see
+`per_param_update`), so that a leaf rounds alone as it does in a model.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core import numerics
-from optax_like.core.tree import increment_counts, next_counts, update_leaves
+from optax_like.core.leaf_scalars import increment_counts, next_counts
+from optax_like.core.tree import update_leaves
 
 
 def hyperparams(count: jax.Array, **values: Any) -> SimpleNamespace:
@@ -97,6 +104,7 @@ def per_param_update(
     inputs: Sequence[Any] = (),
     reference: Any = None,
     counts: Any = "step",
+    step_scalars: Callable | None = None,
     step_field: str = "step",
     check: Callable | None = None,
     views: bool = True,
@@ -105,11 +113,11 @@ def per_param_update(
 
     Args:
       state: a NamedTuple with the fields named in `buffers` (params-shaped trees), a
-        `step_field` (`core.tree.LeafScalars` step counts) and `schedule_count`.
+        `step_field` (`core.leaf_scalars.LeafScalars` step counts) and `schedule_count`.
       updates: the gradient tree; a None leaf is skipped, its state untouched (torch's
         `p.grad is None`), and its step is not counted.
-      math: `math(leaf, g, *buffers, *inputs[, count])` for one leaf, with `leaf` its
-        `LeafView`; returns `(u, *new_buffers)`. With `views` (the default) every array
+      math: `math(leaf, g, *buffers, *inputs[, count][, scalars])` for one leaf, with `leaf`
+        its `LeafView`; returns `(u, *new_buffers)`. With `views` (the default) every array
         argument arrives as `leaf.load(x)` and the results are in `leaf.dtype`: `u` goes out
         through `leaf.emit`, buffers through `leaf.store`. With `views=False` leaves arrive
         and return as they are (SparseAdam's sparse gradients).
@@ -117,52 +125,65 @@ def per_param_update(
       inputs: further params-shaped trees `math` reads (e.g. the params), after the buffers.
       reference: the tree that names the leaves (structure, `LeafView.like`, which leaves
         are counted); default the first buffer.
-      counts: what `math` receives last: "step" (default) the leaf's step number for this
+      counts: what `math` receives after the inputs: "step" (default) the leaf's step number for this
         update (`next_counts(state.step)`), None nothing, else a sequence with one entry per
         non-None leaf (`LeafScalars`, e.g. per-leaf tuples of scalars).
+      step_scalars: `step_scalars(count, dtype) -> tuple` of the traced step scalars the leaf
+        math uses (bias corrections, step sizes: what it divides or multiplies by), given the
+        leaf's count (as `math` receives it) and compute dtype; `math` receives the tuple last.
+        Called once per distinct (count, dtype) (leaves whose counts are stored shared share
+        one call). XLA (on CPU) rewrites `x / broadcast(s)` into `x * broadcast(1 / s)` and
+        `sqrt(v) / sqrt(s)` into `sqrt(v) * rsqrt(s)` when `s` has a single use: in a tree of
+        one leaf, for counters stored per leaf (`per_leaf_scalars`) or for the only leaf of a
+        dtype, the leaf would round differently from the same leaf in a model. So every
+        scalar of the tuple (jax arrays; host constants need nothing) that only one leaf uses
+        gets a second use: one `optimization_barrier` with the new `schedule_count` (a scalar
+        output: scalars only, so no update is held in memory for it on any backend). Trees
+        whose leaves share their scalars get no barrier. tests/test_tree_independence.py
+        checks every optimizer.
       step_field: the name of the per-leaf counter field.
       check: called with each raw gradient leaf before it is read (torch's per-step errors).
 
     Returns `(new_updates, new_state)`: `state` with the buffers replaced, the counter of
-    every leaf with an update advanced (`core.tree.increment_counts`) and `schedule_count`
-    advanced once.
+    every leaf with an update advanced (`core.leaf_scalars.increment_counts`) and
+    `schedule_count` advanced once (through the barrier of `step_scalars`, when one is needed).
     """
     old_step = getattr(state, step_field)
     if isinstance(counts, str) and counts == "step":
         counts = next_counts(old_step)
+    if step_scalars is not None and counts is None:
+        raise ValueError("per_param_update: step_scalars needs counts")
     trees = tuple(getattr(state, name) for name in buffers) + tuple(inputs)
     reference = trees[0] if reference is None else reference
     n_buffers = len(buffers)
-
-    declarations = []  # (the leaf's update, the step scalars its math declared)
+    # once per distinct (count, dtype): a count stored shared is one object for every leaf
+    scalars_of = None if step_scalars is None else numerics.once_per_step(lambda c, dtype: tuple(step_scalars(c, dtype)))
+    used = []  # per leaf: the traced step scalars its math received
 
     def leaf_fn(g, ref, *rest):
         if check is not None:
             check(g)
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
-        token = numerics._DECLARED.set([])
-        try:
-            if views:
-                out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
-            else:
-                out = math(leaf, g, *args, *extra)
-            declared = numerics._DECLARED.get()
-        finally:
-            numerics._DECLARED.reset(token)
+        if scalars_of is not None:
+            scalars = scalars_of(extra[0], leaf.dtype)
+            extra = (*extra, scalars)
+            used.append(scalars)
+        if views:
+            out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
+        else:
+            out = math(leaf, g, *args, *extra)
         if len(out) != 1 + n_buffers:
             raise ValueError(f"per-param math returned {len(out) - 1} buffers for {n_buffers} ({', '.join(buffers)})")
         u, new = out[0], out[1:]
         if views:
             u, new = leaf.emit(u), tuple(leaf.store(x) for x in new)
-        if declared:  # each scalar once per leaf
-            declarations.append((u, list({id(x): x for x in declared}.values())))
         return (u, None, *new, *(None,) * len(inputs))
 
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
     results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
     new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
-    schedule_count = _second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), declarations)
+    schedule_count = _second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), used)
     new_state = state._replace(
         **dict(zip(buffers, new_trees)),
         **{step_field: increment_counts(old_step, updates, reference)},
@@ -171,15 +192,17 @@ def per_param_update(
     return new_updates, new_state
 
 
-def _second_use_of_lone_scalars(count: jax.Array, declarations: list) -> jax.Array:
+def _second_use_of_lone_scalars(count: jax.Array, used: list) -> jax.Array:
     """`count` (the new `schedule_count`, a scalar output of the step) passed through one
-    barrier with every step scalar that only one leaf declared (`numerics.step_scalars`): a
-    second use, so that XLA keeps the division by it that the same leaf gets in a tree whose
-    leaves share the scalar. Tied to a scalar output, not to the leaf's update: a barrier on the
-    update would make XLA:GPU write the update to memory before `p + u` (measured on an H200:
-    a one-leaf Adam step 1.14x optax's time)."""
-    users = collections.Counter(id(s) for _, declared in declarations for s in declared)
-    lone = tuple(s for _, declared in declarations for s in declared if users[id(s)] == 1)
+    barrier with every step scalar that only one leaf used (`per_param_update`'s
+    `step_scalars`): a second use, so that XLA keeps the division by it that the same leaf gets
+    in a tree whose leaves share the scalar. Tied to a scalar output, not to the leaf's update: a
+    barrier on the update would make XLA:GPU write the update to memory before `p + u`
+    (measured on an H200: a one-leaf Adam step 1.14x optax's time)."""
+    per_leaf = [list({id(s): s for s in scalars if isinstance(s, (jax.Array, jax.core.Tracer))}.values())
+                for scalars in used]  # each traced scalar once per leaf
+    users = collections.Counter(id(s) for scalars in per_leaf for s in scalars)
+    lone = tuple(s for scalars in per_leaf for s in scalars if users[id(s)] == 1)
     if not lone:
         return count
     return jax.lax.optimization_barrier((count, lone))[0]

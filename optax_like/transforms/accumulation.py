@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
-from optax_like.core.tree import map_params, select_param_state, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, raise_needs_per_leaf_scalars
+from optax_like.core.tree import is_none, map_params, zeros_like
 
 
 class MultiStepsState(NamedTuple):
@@ -36,7 +37,7 @@ class MultiSteps:
     none is skipped (its state untouched, a zero update). Whether a leaf without a gradient in
     the k-th call had one earlier is known only at run time: such leaves are stepped, then
     each one without a gradient in the window gets its old state back
-    (`core.tree.select_param_state`). An inner state that must skip some leaves needs
+    (`select_param_state`). An inner state that must skip some leaves needs
     per-leaf scalars: `per_leaf_scalars(opt.init(params))`.
     """
 
@@ -122,3 +123,57 @@ class MultiSteps:
     def has_updated(self, state: MultiStepsState) -> jax.Array:
         """True right after a call that applied the inner optimizer."""
         return jnp.logical_and(state.mini_step == 0, state.gradient_step > 0)
+
+
+def select_param_state(keep: list, new: Any, old: Any, reference: Any) -> Any:
+    """Per params leaf: the state of `new` where `keep` (a Python bool or a traced 0-d bool per
+    leaf of `reference`'s structure, None leaves included), else `old`'s: for combinators that
+    decide at run time whether a param takes part in a step (`MultiSteps`: did it get a
+    gradient in the window?).
+
+    Per-param state is recognised by structure: a sub-tree with `reference`'s structure (a
+    params-shaped buffer, of any leaf shapes) and the entries of a per-leaf `LeafScalars`.
+    Everything else (global counters, hyperparameters) is taken from `new`. A shared
+    `LeafScalars` cannot differ per leaf: it is refused unless `keep` is static and uniform.
+    """
+    treedef = jax.tree.structure(reference, is_leaf=is_none)
+    present = [k for k, r in zip(keep, treedef.flatten_up_to(reference)) if r is not None]
+
+    def pick(k, n, o):
+        if k is True:
+            return n
+        if k is False:
+            return o
+        return jnp.where(k, n, o)
+
+    def visit(n, o):
+        if isinstance(n, LeafScalars):
+            if n.is_shared:
+                if all(k is True for k in present):
+                    return n
+                if all(k is False for k in present):
+                    return o
+                raise_needs_per_leaf_scalars(
+                    treedef.unflatten([None if k is not True else r for k, r in zip(keep, treedef.flatten_up_to(reference))]),
+                    reference)
+            return LeafScalars(pick(k, a, b) for k, a, b in zip(present, n.values, o.values))
+        if _has_structure(n, treedef):
+            n_l, o_l = treedef.flatten_up_to(n), treedef.flatten_up_to(o)
+            return treedef.unflatten([
+                a if a is None else pick(k, a, b) for k, a, b in zip(keep, n_l, o_l)])
+        children_n, def_n = jax.tree_util.tree_flatten(n, is_leaf=lambda x: x is not n and (
+            isinstance(x, LeafScalars) or _has_structure(x, treedef)))
+        if len(children_n) == 1 and children_n[0] is n:
+            return n  # a leaf that is not per-param state
+        children_o = def_n.flatten_up_to(o)
+        return def_n.unflatten([visit(a, b) for a, b in zip(children_n, children_o)])
+
+    return visit(new, old)
+
+
+def _has_structure(x: Any, treedef) -> bool:
+    try:
+        return x is not None and jax.tree.structure(x, is_leaf=is_none) == treedef
+    except Exception:
+        return False
+

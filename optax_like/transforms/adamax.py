@@ -10,7 +10,8 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts
+from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
@@ -64,15 +65,15 @@ def scale_by_adamax(
     def update(updates, state, params=None):
         del params
         h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
-        bias_correction1 = numerics.bias_correction_per_step(h.b1)
 
-        def math(leaf, g, m, u, t):
+        def math(leaf, g, m, u, _t, scalars):
+            (bc1,) = scalars
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             u = lax.max(lax.mul(u, numerics.scalar(h.b2, dtype)), lax.add(lax.abs(g), numerics.scalar(h.eps, dtype)))
-            (bc1,) = numerics.step_scalars((bias_correction1(t, dtype),))  # lone leaf = in a tree
             return lax.div(lax.div(m, bc1), u), m, u
 
-        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_inf"))
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_inf"),
+                                step_scalars=lambda t, dtype: (numerics.bias_correction(h.b1, t, dtype),))
 
     return GradientTransformation(init, update)

@@ -10,15 +10,8 @@ import numpy as np
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import (
-    LeafScalars,
-    check_same_structure,
-    init_counts,
-    is_none,
-    leaf_scalars,
-    select_present,
-    zeros_like,
-)
+from optax_like.core.leaf_scalars import LeafScalars, init_counts, leaf_scalars, select_present
+from optax_like.core.tree import check_same_structure, is_none, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
@@ -116,7 +109,7 @@ def scale_by_asgd(
             counts=state.eta.map(lambda eta, mu: (eta, mu), state.mu),
         )
         wide = _wide_dtype(ETA_MU_DTYPE)
-        # Once for a shared step count, else per leaf (see `core.tree.LeafScalars`).
+        # Once for a shared step count, else per leaf (see `core.leaf_scalars.LeafScalars`).
         eta_mu = new_state.step.map(lambda t: _eta_mu(t.astype(wide), h.lr, h.lambd, h.alpha, h.t0, wide))
         eta = select_present(eta_mu.map(lambda pair: pair[0]), state.eta, updates, state.ax)
         mu = select_present(eta_mu.map(lambda pair: pair[1]), state.mu, updates, state.ax)

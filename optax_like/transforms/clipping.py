@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, stateless
-from optax_like.core.tree import global_norm_sq, map_params
+from optax_like.core.tree import map_params
+
+
+def global_norm_sq(tree: Any) -> jax.Array:
+    """Sum of squared magnitudes of every element of every leaf, accumulated in >= float32."""
+    parts = []
+    for x in jax.tree.leaves(tree):
+        x = jnp.asarray(x)
+        acc = jnp.promote_types(jnp.real(x).dtype, jnp.float32)
+        parts.append(jnp.sum(jnp.abs(x).astype(acc) ** 2) if jnp.iscomplexobj(x) else jnp.sum(jnp.square(x.astype(acc))))
+    if not parts:
+        return jnp.zeros((), jnp.float32)
+    return sum(parts[1:], parts[0])
 
 
 def clip(max_delta) -> GradientTransformation:

@@ -15,6 +15,21 @@ from optax_like.core import hyperparams, numerics
 from optax_like.core.base import GradientTransformationExtraArgs, with_extra_args_support
 
 
+def as_hyperparam(value: Any, dtype=None) -> jax.Array:
+    """A hyperparameter as a non-weak scalar array (so edits never change a jit signature).
+
+    Python scalars and bools get the default float dtype (`numerics.float_dtype()`) unless `dtype` is
+    given; arrays keep their own float dtype unless `dtype` is given.
+    """
+    if isinstance(value, jax.Array) and dtype is None and not value.weak_type:
+        if jnp.issubdtype(value.dtype, jnp.floating):
+            return value
+    if dtype is None:
+        src = getattr(value, "dtype", None)
+        dtype = src if src is not None and jnp.issubdtype(src, jnp.floating) else numerics.float_dtype()
+    return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
+
+
 def _is_numeric(x: Any) -> bool:
     if isinstance(x, (bool, np.bool_)):
         return False
@@ -152,7 +167,7 @@ def inject_hyperparams(
             if isinstance(v, (tuple, list)):
                 return tuple(to_array(x, name) for x in v)
             numerics.check_representable(v, dtype or numerics.float_dtype(), name)
-            return numerics.as_hyperparam(v, dtype)
+            return as_hyperparam(v, dtype)
 
         def hyperparams_at(count, stored):
             values = dict(stored)

@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs
-from optax_like.core.tree import LeafScalars, check_params, is_leaf_scalars, is_none
+from optax_like.core.leaf_scalars import LeafScalars, is_leaf_scalars
+from optax_like.core.tree import check_params, is_none
 
 
 def _sharding_key(x: Any):

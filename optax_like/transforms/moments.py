@@ -10,7 +10,8 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, init_counts, map_params, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts
+from optax_like.core.tree import map_params, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
@@ -30,6 +31,17 @@ declare_torch_state(
     internal={"schedule_count": STEPS_TAKEN},
     started="step",
 )
+
+
+def float32_step_bias_correction(beta: Any, count: jax.Array) -> jax.Array:
+    """torch's `1 - beta ** step` with `step` its float32 state tensor: `float32(beta) **
+    float32(step)` rounded to float32 (computed in float64 where available, so correctly
+    rounded but for ties), then `1 - that` in float32. Returns a float32 0-d array."""
+    f32 = jnp.dtype(jnp.float32)
+    wide = jnp.promote_types(numerics.float_dtype(), f32)
+    b = jnp.asarray(numerics.scalar(beta, f32)).astype(wide)
+    t = jnp.asarray(count).astype(f32).astype(wide)
+    return 1 - jnp.power(b, t).astype(f32)
 
 
 def scale_by_adam(
@@ -74,16 +86,16 @@ def scale_by_adam(
     def update(updates, state, params=None):
         del params
         h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=differentiable_lr)
-        bias_corrections = numerics.once_per_step(lambda t, dtype: (
-            numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(numerics.bias_correction(h.b2, t, dtype))))
 
-        @numerics.once_per_step
+        def bias_corrections(t, dtype):
+            return numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(numerics.bias_correction(h.b2, t, dtype))
+
         def differentiable_scalars(t, dtype):
             """torch's `sqrt(bc2) * -step_size` and `eps / -step_size`, as its differentiable
             path rounds them (float32 bias corrections; the lr's own dtype for an array lr)."""
             f32 = jnp.dtype(jnp.float32)
-            bc1 = numerics.float32_step_bias_correction(h.b1, t)
-            bc2 = numerics.float32_step_bias_correction(h.b2, t)
+            bc1 = float32_step_bias_correction(h.b1, t)
+            bc2 = float32_step_bias_correction(h.b2, t)
             if numerics.is_python_number(h.lr):
                 kind = f32  # Python float / float32 tensor: `bc1.reciprocal() * lr`
                 step_size = (1 / bc1) * numerics.scalar(h.lr, f32)
@@ -96,7 +108,7 @@ def scale_by_adam(
             shift = (1 / negative) * numerics.scalar(h.eps, kind)  # Python eps / tensor
             return scale.astype(dtype), shift.astype(dtype)
 
-        def math(leaf, g, m, v, vmax, t):
+        def math(leaf, g, m, v, vmax, _t, scalars):
             # On `jax.lax` directly, not jnp: same jaxpr, a third of the tracing time (jnp's
             # per-op dispatch is most of a step's trace on a tree of many leaves).
             dtype = leaf.dtype
@@ -107,14 +119,16 @@ def scale_by_adam(
             # No optimization_barrier on the new moments (an earlier version had one): XLA:CPU
             # writes them in place and the params' kernel reads them either way (the compiled
             # step is the same program, checked on Adam/AdamW/AMSGrad).
-            # Declared step scalars: a lone leaf rounds as in a tree (`numerics.step_scalars`).
             if differentiable_lr is not None:
-                scale, shift = numerics.step_scalars(differentiable_scalars(t, dtype))
+                scale, shift = scalars
                 return m / (jnp.sqrt(vmax if amsgrad else v) / scale + shift), m, v, vmax
-            bc1, bc2_sqrt = numerics.step_scalars(bias_corrections(t, dtype))
+            bc1, bc2_sqrt = scalars
             denom = lax.add(lax.div(lax.sqrt(vmax if amsgrad else v), bc2_sqrt), numerics.scalar(h.eps, dtype))
             return lax.div(lax.div(m, bc1), denom), m, v, vmax
 
-        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+        return per_param_update(
+            state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+            step_scalars=bias_corrections if differentiable_lr is None else differentiable_scalars,
+        )
 
     return GradientTransformation(init, update)

@@ -11,7 +11,8 @@ import numpy as np
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, full_like, increment_counts, init_counts, map_params, update_leaves
+from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts
+from optax_like.core.tree import full_like, map_params, update_leaves
 from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
 
 

@@ -13,7 +13,8 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import init_counts, is_none, zeros_like
+from optax_like.core.leaf_scalars import init_counts
+from optax_like.core.tree import is_none, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
 

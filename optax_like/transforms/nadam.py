@@ -10,7 +10,8 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, init_counts, leaf_scalars, next_counts, select_present, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts, leaf_scalars, next_counts, select_present
+from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, FLOAT32, STEP, STEPS_TAKEN
 
@@ -34,6 +35,16 @@ declare_torch_state(
     internal={"schedule_count": STEPS_TAKEN},
     started="step",
 )
+
+
+def float32_product(a: jax.Array, b: Any) -> jax.Array:
+    """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
+    when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which
+    skips the product's rounding (one float32 ulp off torch's `1 - (a * b)`). The product goes
+    through a select (`x == x`, NaN kept) that the contraction cannot see through."""
+    f32 = jnp.dtype(jnp.float32)
+    product = jnp.asarray(a).astype(f32) * jnp.asarray(numerics.scalar(b, f32)).astype(f32)
+    return jnp.where(product == product, product, jnp.full((), jnp.nan, f32))
 
 
 def _mu(beta1, t, momentum_decay, wide):
@@ -96,14 +107,14 @@ def scale_by_nadam(
         steps = next_counts(state.step)
         wide = numerics.float_dtype()  # float64 under x64: torch's host float math
 
-        # Per-leaf scalars (shared while the steps are, see `core.tree.LeafScalars`).
+        # Per-leaf scalars (shared while the steps are, see `core.leaf_scalars.LeafScalars`).
         mu = steps.map(lambda t: _mu(h.b1, t, h.momentum_decay, wide))
         mu_next = steps.map(lambda t: _mu(h.b1, t + 1, h.momentum_decay, wide))
         # torch: float32 tensor *= mu
         if differentiable_lr is None:
             product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
         else:  # the product feeds `1 - product` below: rounded on its own, as torch's tensor
-            product = state.mu_product.map(numerics.float32_product, mu)
+            product = state.mu_product.map(float32_product, mu)
 
         def coefficients(t, p, m, m_next):
             if differentiable_lr is not None:
@@ -115,7 +126,7 @@ def scale_by_nadam(
             """torch's differentiable path: Python-float numerators over float32 tensors
             (`x / tensor` is `tensor.reciprocal() * x`), or tensors of an array lr's dtype."""
             f32 = jnp.dtype(MU_PRODUCT_DTYPE)
-            p_next = numerics.float32_product(p, m_next)  # float32 tensor * Python float
+            p_next = float32_product(p, m_next)  # float32 tensor * Python float
             if numerics.is_python_number(h.lr):
                 lr = numerics.scalar(h.lr, wide)
                 return tuple((1 / (1 - q)) * (-lr * x).astype(f32) for q, x in ((p, 1.0 - m), (p_next, m_next)))
@@ -124,22 +135,22 @@ def scale_by_nadam(
             lr = numerics.scalar(h.lr, kind)
             return tuple((-lr * x.astype(kind)) / (1 - q).astype(kind) for q, x in ((p, 1.0 - m), (p_next, m_next)))
 
-        bias_correction2 = numerics.bias_correction_per_step(h.b2)
+        def step_scalars(count, dtype):
+            t, coef_grad, coef_avg = count
+            return numerics.bias_correction(h.b2, t, dtype), numerics.cast(coef_grad, dtype), numerics.cast(coef_avg, dtype)
 
-        def math(leaf, g, m, v, scalars):
-            t, coef_grad, coef_avg = scalars
+        def math(leaf, g, m, v, _count, scalars):
+            bc2, coef_grad, coef_avg = scalars
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
-            bc2, coef_grad, coef_avg = numerics.step_scalars(  # a lone leaf rounds as in a tree
-                (bias_correction2(t, dtype), numerics.cast(coef_grad, dtype), numerics.cast(coef_avg, dtype)))
             denom = lax.add(lax.sqrt(lax.div(v, bc2)), numerics.scalar(h.eps, dtype))
             grad_part = lax.div(lax.mul(coef_grad, g), denom)
             return lax.add(grad_part, lax.div(lax.mul(coef_avg, m), denom)), m, v
 
         new_updates, new_state = per_param_update(
             state, updates, math, buffers=("exp_avg", "exp_avg_sq"),
-            counts=steps.map(coefficients, product, mu, mu_next),
+            counts=steps.map(coefficients, product, mu, mu_next), step_scalars=step_scalars,
         )
         mu_product = select_present(product, state.mu_product, updates, state.exp_avg)
         return new_updates, new_state._replace(mu_product=mu_product)

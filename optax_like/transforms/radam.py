@@ -6,15 +6,147 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts
+from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, STEP, STEPS_TAKEN
 
 RECTIFY_THRESHOLD = 5.0  # torch rectifies when rho_t > 5
+
+
+# ---------------------------------------------------------------------------------------------
+# RAdam's length of the approximated simple moving average (rho), without cancellation.
+#
+# torch computes, in float64 on the host,
+#     rho_inf = 2 / (1 - beta2) - 1
+#     rho_t   = rho_inf - 2 t beta2^t / (1 - beta2^t)
+# which for beta2 near 1 and small t subtracts two numbers near rho_inf ~ 2000 to get ~t: fine
+# in float64 (it loses three of sixteen digits), but in float32 rho_t would keep about four
+# digits. With L = -log(beta2), x = t L and D(y) = (y/2) coth(y/2) - 1 (smooth, D(y) ~ y^2/12),
+# the identities rho_inf = (2/L)(1 + D(L)) and 2 t beta2^t / (1 - beta2^t) = (2/L)(1 + D(x) - x/2)
+# give the cancellation-free form
+#     rho_t = t - (2/L) (D(x) - D(L))              (used for x < 1/2; D by its Bernoulli series)
+#     rho_t = rho_inf - 2 t / expm1(x)             (used for x >= 1/2, where rho_t >= rho_inf/5)
+# ---------------------------------------------------------------------------------------------
+
+# (y/2) coth(y/2) - 1 = sum_n B_2n y^2n / (2n)!  (|y| < 2 pi); 8 terms: < 1e-18 relative at y = 1/2.
+_HALF_COTH_SERIES = (
+    1.0 / 12.0,
+    -1.0 / 720.0,
+    1.0 / 30240.0,
+    -1.0 / 1209600.0,
+    1.0 / 47900160.0,
+    -691.0 / 1307674368000.0,
+    1.0 / 74724249600.0,
+    -3617.0 / 10670622842880000.0,
+)
+_HALF_COTH_SWITCH = 0.5
+
+
+def _half_coth_minus_one_host(y: float) -> float:
+    """`(y/2) coth(y/2) - 1` in float64 on the host, accurate for every y >= 0."""
+    if y < _HALF_COTH_SWITCH:
+        y2 = y * y
+        acc = 0.0
+        for c in reversed(_HALF_COTH_SERIES):
+            acc = acc * y2 + c
+        return acc * y2
+    return float((y / 2.0) / np.tanh(y / 2.0) - 1.0)
+
+
+def _half_coth_minus_one(y: jax.Array) -> jax.Array:
+    """`(y/2) coth(y/2) - 1` in the graph (y >= 0, may be +inf), accurate to a few ulps."""
+    small = y < _HALF_COTH_SWITCH
+    ys = jnp.where(small, y, 0)
+    y2 = ys * ys
+    acc = jnp.zeros_like(y2)
+    for c in reversed(_HALF_COTH_SERIES):
+        acc = acc * y2 + c
+    yl = jnp.where(small, 1, y)
+    return jnp.where(small, acc * y2, (yl / 2) / jnp.tanh(yl / 2) - 1)
+
+
+def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+    """RAdam's `(rho_inf, rho_t)` for step `count`, accurate to a few ulps of `dtype`.
+
+        rho_inf = 2 / (1 - beta2) - 1,   rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+
+    computed without the cancellation of the formula as written (see the note above); for a
+    host `beta2` the constants (`rho_inf`, `log(beta2)`, ...) are float64 on the host. `beta2 = 0`
+    gives (1, 1), as torch's formula does.
+    """
+    count = jnp.asarray(count)
+    if numerics.is_host_scalar(beta2):
+        b = float(np.float64(beta2))
+        wide = jnp.promote_types(dtype, jnp.float32)
+        if b == 0.0:
+            one = jnp.ones(jnp.shape(count), wide).astype(dtype)
+            return jnp.ones((), wide).astype(dtype), one
+        big_l = -float(np.log(b))
+        rho_inf_host = 2.0 / (1.0 - b) - 1.0
+        rho_inf = jnp.asarray(rho_inf_host, wide)
+        big_l_w = jnp.asarray(big_l, wide)
+        two_over_l = jnp.asarray(2.0 / big_l, wide)
+        d_l = jnp.asarray(_half_coth_minus_one_host(big_l), wide)
+    else:
+        precise = beta2 if isinstance(beta2, numerics.PreciseScalar) else None
+        beta2 = jnp.asarray(numerics.plain(beta2))
+        wide = jnp.promote_types(jnp.promote_types(dtype, beta2.dtype), jnp.float32)
+        if precise is not None:  # the adapter's host-computed 1 - beta2 and log(beta2)
+            c = precise.one_minus_value.astype(wide)
+            big_l_w = -precise.log_value.astype(wide)
+        else:
+            c = 1 - beta2.astype(wide)
+            big_l_w = -jnp.log1p(-c)
+        rho_inf = 2 / c - 1
+        two_over_l = 2 / big_l_w
+        d_l = _half_coth_minus_one(big_l_w)
+    t = count.astype(wide)
+    x = t * big_l_w
+    small = x < _HALF_COTH_SWITCH
+    series = t - two_over_l * (_half_coth_minus_one(jnp.where(small, x, 0)) - d_l)
+    direct = rho_inf - 2 * t / jnp.expm1(jnp.where(small, 1, x))
+    rho_t = jnp.where(small, series, direct)
+    return rho_inf.astype(dtype), rho_t.astype(dtype)
+
+
+def radam_first_rectified_step(beta2: Any) -> int | None:
+    """The first step t at which torch's RAdam rectifies (`rho_t > 5`), for a host `beta2`.
+
+    Evaluates torch's own float64 expression (`rho_inf - 2 * step * (beta2**step) / (1 -
+    beta2**step)` with Python floats), so the switch happens at exactly torch's step; rho_t
+    increases with t, so a doubling then bisection search finds it. None when rho_t never
+    exceeds 5 (rho_inf <= 5, i.e. beta2 <= 2/3) within the int32 step range.
+    """
+    b = float(np.float64(beta2))
+    rho_inf = 2 / (1 - b) - 1
+    if not rho_inf > 5:
+        return None
+
+    def rectified(step: int) -> bool:
+        step = float(step)
+        bias_correction2 = 1 - b**step
+        return rho_inf - 2 * step * (b**step) / bias_correction2 > 5.0
+
+    limit = int(np.iinfo(np.int32).max)
+    hi = 1
+    while not rectified(hi):
+        if hi >= limit:
+            return None
+        hi = min(2 * hi, limit)
+    lo = hi // 2  # not rectified (or 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if rectified(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 class ScaleByRadamState(NamedTuple):
@@ -54,8 +186,8 @@ def scale_by_radam(
 
     eps is added to sqrt(v_t) *before* the bias correction (`sqrt(bc2) / (sqrt(v) + eps)`),
     unlike Adam's `sqrt(v) / sqrt(bc2) + eps`. For a concrete `b2` the switch step is found on
-    the host with torch's own float64 expression (`numerics.radam_first_rectified_step`), so it
-    happens at exactly torch's step; rho_t itself comes from `numerics.radam_rho`, which avoids
+    the host with torch's own float64 expression (`radam_first_rectified_step`), so it
+    happens at exactly torch's step; rho_t itself comes from `radam_rho`, which avoids
     the cancellation of the formula above (it matters in float32). With b2 <= 2/3, rho_inf <= 5
     and the step is never rectified. Complex params are pairs of reals; a None update leaf is
     skipped with its state untouched.
@@ -77,9 +209,9 @@ def scale_by_radam(
         @numerics.once_per_step
         def scalars(t):
             """The leaf's rectification terms for its step `t` (host-style float math, in `wide`)."""
-            rho_inf, rho_t = numerics.radam_rho(h.b2, t, wide)
+            rho_inf, rho_t = radam_rho(h.b2, t, wide)
             if numerics.is_host_scalar(h.b2):
-                first = numerics.radam_first_rectified_step(h.b2)
+                first = radam_first_rectified_step(h.b2)
                 rectified = jnp.zeros(jnp.shape(t), bool) if first is None else t >= first
             else:
                 rectified = rho_t > RECTIFY_THRESHOLD
@@ -92,19 +224,20 @@ def scale_by_radam(
             bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(h.b2, t, wide)), jnp.shape(t))
             return rectified, rect, bc2_sqrt
 
-        bias_correction1 = numerics.bias_correction_per_step(h.b1)
+        def step_scalars(t, dtype):
+            _, rect, bc2_sqrt = scalars(t)
+            return numerics.bias_correction(h.b1, t, dtype), numerics.cast(bc2_sqrt, dtype), numerics.cast(rect, dtype)
 
-        def math(leaf, g, m, v, t):
-            rectified, rect, bc2_sqrt = scalars(t)
+        def math(leaf, g, m, v, t, step):
+            rectified = scalars(t)[0]
+            bc1, bc2_sqrt, rect = step
             dtype = leaf.dtype
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
-            bc1, bc2_sqrt, rect = numerics.step_scalars(  # a lone leaf rounds as in a tree
-                (bias_correction1(t, dtype), numerics.cast(bc2_sqrt, dtype), numerics.cast(rect, dtype)))
             corrected = lax.div(m, bc1)
             adaptive = lax.div(bc2_sqrt, lax.add(lax.sqrt(v), numerics.scalar(h.eps, dtype)))
             return jnp.where(rectified, lax.mul(lax.mul(corrected, adaptive), rect), corrected), m, v
 
-        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"))
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), step_scalars=step_scalars)
 
     return GradientTransformation(init, update)

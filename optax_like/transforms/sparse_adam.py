@@ -29,7 +29,8 @@ from jax.experimental import sparse as jsparse
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import LeafScalars, check_same_structure, init_counts, is_none, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts
+from optax_like.core.tree import check_same_structure, is_none, zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.core.torch_layout import declare_torch_state, INT_STEP, STEPS_TAKEN
 

@@ -80,8 +80,3 @@ def test_real_view_round_trip():
     x = jnp.ones(3)
     assert numerics.real_view(x) is x
 
-
-def test_as_hyperparam_is_never_weak():
-    for value in (0.1, np.float32(0.1), np.float64(0.1), jnp.asarray(0.1)):
-        h = numerics.as_hyperparam(value)
-        assert not h.weak_type and h.dtype == jnp.float32

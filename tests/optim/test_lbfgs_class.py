@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import optax_like.optim as optim
-from optax_like.optim import optimizer as om
+from tests.optim.trace_count import step_traces
 from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR
 
 RTOL = 1e-8
@@ -210,7 +210,7 @@ def test_lr_edit_is_traced_and_max_iter_edit_recompiles_once(x64):
     tp, topt, closure = _torch(config)
     opt = _ours(config)
     _step_both(opt, topt, tp, closure, "step 1")
-    traces = om.TRACE_COUNT[0]
+    traces = step_traces()
     for k, lr in enumerate((0.1, 0.05, 0.3)):
         for o in (opt, topt):
             o.param_groups[0]["lr"] = lr
@@ -218,12 +218,12 @@ def test_lr_edit_is_traced_and_max_iter_edit_recompiles_once(x64):
     for o in (opt, topt):
         o.param_groups[0]["tolerance_change"] = 1e-7
     _step_both(opt, topt, tp, closure, "tolerance_change edit")
-    assert om.TRACE_COUNT[0] == traces  # traced hyperparameters: no recompile
+    assert step_traces() == traces  # traced hyperparameters: no recompile
     for o in (opt, topt):
         o.param_groups[0]["max_iter"] = 5
     _step_both(opt, topt, tp, closure, "max_iter=5")
     _step_both(opt, topt, tp, closure, "max_iter=5 again")
-    assert om.TRACE_COUNT[0] == traces + 1  # static: one recompile, state carried over
+    assert step_traces() == traces + 1  # static: one recompile, state carried over
 
 
 def test_construction_errors_match_torch():

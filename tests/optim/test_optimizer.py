@@ -12,6 +12,7 @@ import torch
 import optax_like as ol
 import optax_like.optim as optim
 from optax_like.optim import optimizer as om
+from tests.optim.trace_count import clear_step_cache, step_traces
 from tests.parity.harness import TOLERANCE, assert_close, make_problem
 
 SGD_CONFIGS = [
@@ -196,9 +197,9 @@ def test_lr_edits_do_not_recompile_and_match_torch():
         opt.grad = [jnp.asarray(g) for g in grads]
         opt.step()
         if t == 0:
-            traces = om.TRACE_COUNT[0]
+            traces = step_traces()
         assert_close(opt.params, tp, "float32", t + 1)
-    assert om.TRACE_COUNT[0] == traces
+    assert step_traces() == traces
 
 
 def test_add_param_group_recompiles_once_and_matches_torch():
@@ -210,7 +211,7 @@ def test_add_param_group_recompiles_once_and_matches_torch():
         if t == 3:
             topt.add_param_group({"params": extra, "lr": 0.01, "momentum": 0.8})
             opt.add_param_group({"params": jnp.asarray(params_np[2]), "lr": 0.01, "momentum": 0.8})
-            before = om.TRACE_COUNT[0]
+            before = step_traces()
         _feed(tp, grads[:2])
         if t >= 3:
             extra.grad = torch.tensor(grads[2])
@@ -220,7 +221,7 @@ def test_add_param_group_recompiles_once_and_matches_torch():
         else:
             opt.grad = [[jnp.asarray(g) for g in grads[:2]], jnp.asarray(grads[2])]
         opt.step()
-    assert om.TRACE_COUNT[0] == before + 1
+    assert step_traces() == before + 1
     assert_close([*opt.params[0], opt.params[1]], [*tp, extra], "float32", 8)
     drop = lambda groups: [{k: v for k, v in g.items() if k != "foreach"} for g in groups]
     assert drop(opt.state_dict()["param_groups"]) == drop(topt.state_dict()["param_groups"])
@@ -261,7 +262,7 @@ def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
         topt.step()
         opt.grad = [jnp.asarray(g) for g in grads]
         opt.step()
-        traces.append(om.TRACE_COUNT[0])
+        traces.append(step_traces())
         assert_close(opt.params, tp, "float32", t + 1)
     assert "weight_decay" not in opt._specs[0].zero_structural
     # At most one compilation when crossing zero (none if an identical step was compiled
@@ -541,7 +542,7 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
     """Per-param steps stay in the shared form while equal (core.tree.LeafScalars): loading a
     torch state whose steps are all equal reuses the compiled step; unequal steps (a param
     skipped a step) use the per-param form, compiled once, and follow torch."""
-    om._jitted_step.clear_cache()  # count this test's compiles only (other tests share shapes)
+    clear_step_cache()  # count this test's compiles only (other tests share shapes)
     params_np, grads_np = make_problem("float32", steps=8)
     tp, topt = _torch_run("Adam", dict(lr=0.1), params_np, None)
     for grads in grads_np[:3]:
@@ -550,7 +551,7 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
     opt = optim.Adam([jnp.asarray(p) for p in params_np], lr=0.1)
     opt.grad = [jnp.asarray(g) for g in grads_np[0]]
     opt.step()  # compiles the step for the fresh (shared) state
-    traces = om.TRACE_COUNT[0]
+    traces = step_traces()
     opt.params = [jnp.asarray(p.detach().numpy()) for p in tp]
     opt.load_state_dict(topt.state_dict())  # torch's equal steps (and its `foreach: False` group)
     for grads in grads_np[3:5]:
@@ -558,7 +559,7 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
         topt.step()
         opt.grad = [jnp.asarray(g) for g in grads]
         opt.step()
-    assert om.TRACE_COUNT[0] == traces
+    assert step_traces() == traces
     assert_close(opt.params, tp, "float32", 5)
     # Both skip the first param once: its step lags, the steps split into the per-param form.
     skip = [None, *grads_np[5][1:]]
@@ -566,7 +567,7 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
     topt.step()
     opt.grad = [None if g is None else jnp.asarray(g) for g in skip]
     opt.step()
-    assert om.TRACE_COUNT[0] == traces + 1
+    assert step_traces() == traces + 1
     assert [int(s["step"]) for s in opt.state_dict()["state"].values()] == [5, 6, 6]
     # A fresh optimizer (shared form) loads torch's unequal steps and follows torch.
     fresh = optim.Adam([jnp.asarray(p.detach().numpy()) for p in tp], lr=0.1)
@@ -578,7 +579,7 @@ def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torc
             o.grad = [jnp.asarray(g) for g in grads]
             o.step()
     # one more compile: full gradients with the per-param form (`fresh` reuses it)
-    assert om.TRACE_COUNT[0] == traces + 2
+    assert step_traces() == traces + 2
     for o in (opt, fresh):
         assert_close(o.params, tp, "float32", 8)
         assert [int(s["step"]) for s in o.state_dict()["state"].values()] == [7, 8, 8]

@@ -114,12 +114,13 @@ def test_float32_scalars_round_like_torch_tensors(x64):
     """The float32 scalar helpers give torch's float32 tensor results under jit: the product
     survives XLA:CPU's multiply-add contraction (`1 - p * m` here is a rounding tie where the
     contracted form lands on the other float32), and `1 - beta ** step` is torch's."""
-    from optax_like.core import numerics
+    from optax_like.transforms.moments import float32_step_bias_correction
+    from optax_like.transforms.nadam import float32_product
 
     p, m = np.float32(0.4500734806060791), 0.9 * (1 - 0.5 * 0.96 ** (2 * 4e-3))
     torch_value = (1 - torch.tensor(p) * m).item()
-    assert float(jax.jit(lambda p, m: 1 - numerics.float32_product(p, m))(jnp.float32(p), m)) == torch_value
+    assert float(jax.jit(lambda p, m: 1 - float32_product(p, m))(jnp.float32(p), m)) == torch_value
     steps = np.arange(1, 2000, 37)
     torch_bc = (1 - 0.999 ** torch.tensor(steps, dtype=torch.float32)).numpy()
-    ours = jax.jit(jax.vmap(lambda t: numerics.float32_step_bias_correction(0.999, t)))(jnp.asarray(steps))
+    ours = jax.jit(jax.vmap(lambda t: float32_step_bias_correction(0.999, t)))(jnp.asarray(steps))
     np.testing.assert_array_equal(np.asarray(ours), torch_bc)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from optax_like.core.tree import LeafScalars
+from optax_like.core.leaf_scalars import LeafScalars
 from tests.parity.harness import assert_close, make_problem, run_parity
 
 SHAPES = ((4, 3), (5,), (4, 3), (), (5,), (4, 3))

@@ -28,7 +28,7 @@ from jax.experimental import sparse as jsparse
 from torch.testing._internal.common_optimizers import _get_optim_inputs_including_global_cliquey_kwargs, optim_db
 
 import optax_like as ol
-import optax_like.optim.optimizer as om
+from tests.optim.trace_count import step_traces
 from optax_like.transforms.combine import chain
 from optax_like.transforms.adagrad import scale_by_adagrad
 from optax_like.transforms.momentum import trace
@@ -541,7 +541,7 @@ def test_state_structure_and_compilations():
             opt.backward([g, jnp.ones(4)])
             opt.step()
             opt.zero_grad()
-            traces.append(om.TRACE_COUNT[0])
+            traces.append(step_traces())
         # one trace for the sparse layout, one for the dense one, then none
         assert traces[1] == traces[0] and traces[3] == traces[2] == traces[0] + 1 and traces[5] == traces[2]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
-from optax_like.core.tree import LeafScalars
+from optax_like.core.leaf_scalars import LeafScalars
 
 PARAMS = {"a": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.asarray([0.5, -2.0]), "frozen": jnp.ones(2)}
 

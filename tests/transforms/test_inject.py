@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
+from optax_like.transforms.inject import as_hyperparam
 
 
 def counting_step(tx):
@@ -67,3 +68,9 @@ def test_static_args_and_bools_stay_static():
     tx = ol.inject_hyperparams(ol.sgd, static_args=("momentum",))(lr=0.1, momentum=0.9, nesterov=True)
     state = tx.init({"w": jnp.ones(2)})
     assert set(state.hyperparams) == {"lr", "dampening", "weight_decay"}
+
+
+def test_as_hyperparam_is_never_weak():
+    for value in (0.1, np.float32(0.1), np.float64(0.1), jnp.asarray(0.1)):
+        h = as_hyperparam(value)
+        assert not h.weak_type and h.dtype == jnp.float32

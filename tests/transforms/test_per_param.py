@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import optax_like as ol
-from optax_like.core.tree import LeafScalars, init_counts, zeros_like
+from optax_like.core.leaf_scalars import LeafScalars, init_counts
+from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import LeafView, hyperparams, per_param_update
 
 
@@ -109,8 +110,8 @@ def _lone_scalars(barriers):
 
 
 def test_a_step_scalar_of_one_leaf_gets_a_second_use_and_shared_ones_get_none():
-    """`numerics.step_scalars`: a tree whose leaves share their step scalars traces no barrier
-    (its program is what it was without the declaration); the scalars only one leaf uses (one
+    """`per_param_update(step_scalars=...)`: a tree whose leaves share their step scalars
+    traces no barrier (its program is what it was without one); the scalars only one leaf uses (one
     leaf; per-leaf counters; the only leaf of a dtype) get one barrier, with the new
     schedule count (a scalar output: never with a leaf's update, which XLA:GPU would then
     write out before `p + u`). tests/test_tree_independence.py checks the numbers this is for."""
