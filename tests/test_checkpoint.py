@@ -146,7 +146,7 @@ def test_restored_state_continues_identically(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["adam", "nadam"])
 def test_shared_counters_load_into_a_per_param_template(name, tmp_path):
-    """Per-param steps keep the form `init` gave them (core.tree.LeafScalars): shared, or one per
+    """Per-param steps keep the form `init` gave them (core.leaf_scalars.LeafScalars): shared, or one per
     param after `optax_like.per_leaf_scalars`. A shared file loads into a per-param template (each
     param gets the value, exactly); a per-param file into a shared template is refused, with the fix."""
     tx = OPTIMIZERS[name]()

@@ -1,4 +1,5 @@
-"""What each argument of an optimizer factory is: a number, a flag, or a compile-time option.
+"""What each argument of an optimizer factory is: a number, a flag, or a compile-time option;
+and what kind of value a hyperparameter is (the one classifier of values).
 
 torch's optimizers take three kinds of arguments, and every view of a factory (the function
 itself, `inject_hyperparams`, the `optim` classes) must treat them alike:
@@ -16,25 +17,113 @@ itself, `inject_hyperparams`, the `optim` classes) must treat them alike:
   not a number (None, strings, callables, tuples holding None).
 
 The kind is read from the factory's signature (its defaults) and its `integer_args`
-declaration, never from the value a user passes.
+declaration, never from the value a user passes. `split_arguments` then sorts the values of one
+call into traced numbers, compile-time options and schedules, for `inject_hyperparams` and the
+`optim` adapter alike.
+
+Kinds of values. Every "what is this value" question of the library is answered by the
+predicates below (validation, numerics and the adapter re-export or call them). The callers
+differ on purpose in what they count, and the differences live here, as parameters:
+
+- `is_number(x)`: a real Python/NumPy scalar, never a bool; no arrays, complex values,
+  tracers or tensors (`argument_kinds` reading defaults, `as_flag`, `check_hyperparam`).
+- `is_number(x, arrays="0d", complex=True)`: also complex scalars and 0-d non-bool arrays,
+  concrete or traced, but no array of higher rank (`inject_hyperparams`: what it stores).
+- `is_number(x, arrays="one")`: also a concrete one-element array of any rank and dtype and a
+  torch tensor, no tracers (the adapter: an entry fed to its step as a float, which `as_number`
+  then reads or refuses).
+- `is_number_tuple(x, **same)`: a non-empty tuple or list of those.
+- `is_host_scalar(x)`: every Python/NumPy scalar, bools and complex included, and every NumPy
+  array: host values, whose math may run in float64 (`numerics`); no jax arrays or tracers.
+- `is_python_number(x)`: `is_host_scalar`, or the adapter's `PreciseScalar` (torch would hold a
+  Python number there, not a Tensor).
+- `concrete_value(x)`: `float(x)` for a bool, a real scalar or a concrete one-element real array;
+  None for complex values, tracers, schedules, tensors.
+- `is_array(x)` (`concrete=True`: not a tracer) and `is_precise(x)` (`numerics.PreciseScalar`).
+
+("real scalar": Python int/float and `numbers.Real` types, NumPy integer and floating scalars.)
 """
 
 from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Optional
 
 import jax
 import numpy as np
 
-from optax_like.core import validation
-
 NUMBER, FLAG, STATIC = "number", "flag", "static"
 
 _INTEGER_ARGS = "__optax_like_integer_args__"
+_REAL = (numbers.Real, np.integer, np.floating)
+_SCALAR = (numbers.Number, np.number)
+_ARRAYS = (jax.Array, np.ndarray)
+_HOST = (numbers.Number, np.number, np.ndarray, np.bool_)
 
 
+# --------------------------------------------------------------------------- kinds of values
+def is_number(x: Any, *, arrays: Optional[str] = None, complex: bool = False) -> bool:
+    """Whether `x` is a number (never a bool): a real Python/NumPy scalar (`complex`: any
+    scalar); `arrays="0d"`: also a 0-d non-bool array, concrete or traced; `arrays="one"`: also
+    a concrete one-element array or a torch tensor. See the table in the module docstring."""
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, _SCALAR if complex else _REAL):
+        return True
+    if arrays == "0d":
+        return isinstance(x, _ARRAYS) and np.ndim(x) == 0 and x.dtype != bool
+    if arrays == "one":
+        return hasattr(x, "detach") or (is_array(x, concrete=True) and np.size(x) == 1)
+    return False
+
+
+def is_number_tuple(x: Any, **kind: Any) -> bool:
+    """Whether `x` is a non-empty tuple or list of numbers (`is_number(v, **kind)` each)."""
+    return isinstance(x, (tuple, list)) and len(x) > 0 and all(is_number(v, **kind) for v in x)
+
+
+def is_array(x: Any, *, concrete: bool = False) -> bool:
+    """Whether `x` is a jax or NumPy array (`concrete`: not a tracer); a concrete array plays
+    torch's Tensor hyperparameter."""
+    return isinstance(x, _ARRAYS) and not (concrete and isinstance(x, jax.core.Tracer))
+
+
+def is_precise(x: Any) -> bool:
+    """Whether `x` is a `numerics.PreciseScalar` (a traced hyperparameter fed by the adapter)."""
+    from optax_like.core.numerics import PreciseScalar  # numerics imports this module
+
+    return isinstance(x, PreciseScalar)
+
+
+def is_host_scalar(x: Any) -> bool:
+    """True for Python/NumPy scalars and NumPy arrays (host values, whose arithmetic may be done
+    in float64 before casting); False for jax arrays and tracers."""
+    return isinstance(x, _HOST) and not isinstance(x, jax.Array)
+
+
+def is_python_number(x: Any) -> bool:
+    """True for a hyperparameter that torch would hold as a Python number: a host scalar, or a
+    traced value the adapter passes for one (`PreciseScalar`); False for an array (a Tensor).
+    torch rounds a step scalar formed with a Tensor lr in the lr's dtype (Adam's and NAdam's
+    `differentiable=True` paths, SparseAdam)."""
+    return is_host_scalar(x) or is_precise(x)
+
+
+def concrete_value(x: Any) -> Optional[float]:
+    """`float(x)` for a concrete real scalar (bools, one-element real arrays included), None for
+    schedules, tracers and complex values.
+
+    Raises a TypeError naming nothing for non-numeric input; callers use `check_hyperparam`.
+    """
+    if isinstance(x, (bool, np.bool_)) or is_number(x):
+        return float(x)
+    if is_array(x, concrete=True) and np.size(x) == 1 and not np.iscomplexobj(x):
+        return float(np.asarray(x).reshape(()))
+    return None
+
+
+# --------------------------------------------------------------------------- kinds of arguments
 def integer_args(*names: str) -> Callable:
     """Declares integer arguments of an optimizer factory that are compile-time constants
     (iteration counts: the program's shape depends on them), so views never trace them."""
@@ -44,12 +133,6 @@ def integer_args(*names: str) -> Callable:
         return factory
 
     return mark
-
-
-def _is_number(x: Any) -> bool:
-    if isinstance(x, (bool, np.bool_)):
-        return False
-    return isinstance(x, (numbers.Real, np.integer, np.floating))
 
 
 def argument_kinds(factory: Callable) -> dict[str, str]:
@@ -65,9 +148,7 @@ def argument_kinds(factory: Callable) -> dict[str, str]:
             kinds[name] = STATIC
         elif isinstance(default, bool):
             kinds[name] = FLAG
-        elif _is_number(default) or (
-            isinstance(default, tuple) and default and all(_is_number(v) for v in default)
-        ):
+        elif is_number(default) or (isinstance(default, tuple) and is_number_tuple(default)):
             kinds[name] = NUMBER
         else:
             kinds[name] = STATIC
@@ -76,6 +157,32 @@ def argument_kinds(factory: Callable) -> dict[str, str]:
     except (AttributeError, TypeError):
         pass
     return kinds
+
+
+def split_arguments(factory: Callable, arguments: dict[str, Any], static: Iterable[str] = (), *,
+                    arrays: str = "0d") -> tuple[dict, dict, dict]:
+    """One call's `arguments` as `(numbers, others, schedules)`: the values to trace (a NUMBER
+    argument whose value is a number or a tuple of numbers, `is_number(v, arrays=arrays)`), the
+    compile-time ones (names in `static`, flags as `as_flag` bools, everything else) and the
+    schedules (callables). `inject_hyperparams` passes its `static_args` and counts 0-d arrays,
+    tracers and complex scalars (`arrays="0d"`); the adapter passes its class's `_static` and counts one-element
+    arrays and torch tensors (`arrays="one"`) and compiles schedules in."""
+    kinds, static = argument_kinds(factory), frozenset(static)
+    numbers_, others, schedules = {}, {}, {}
+    for name, value in arguments.items():
+        kind = kinds.get(name, STATIC)
+        if name in static:
+            others[name] = value
+        elif kind == FLAG:
+            others[name] = as_flag(value, name)
+        elif callable(value) and not isinstance(value, jax.Array):
+            schedules[name] = value
+        elif kind == NUMBER and (is_number(value, arrays=arrays, complex=arrays == "0d")
+                                 or is_number_tuple(value, arrays=arrays, complex=arrays == "0d")):
+            numbers_[name] = value
+        else:
+            others[name] = value
+    return numbers_, others, schedules
 
 
 def as_flag(value: Any, name: str) -> bool:
@@ -89,9 +196,9 @@ def as_flag(value: Any, name: str) -> bool:
             f"{name} is a compile-time flag (it chooses the program), but got a traced value; "
             f"pass a Python bool (e.g. {name}=True)."
         )
-    if _is_number(value):
+    if is_number(value):
         return bool(value)
-    if isinstance(value, (jax.Array, np.ndarray)) and np.size(value) == 1 and (
+    if is_array(value) and np.size(value) == 1 and (
             np.issubdtype(np.asarray(value).dtype, np.number) or np.asarray(value).dtype == bool):
         return bool(np.asarray(value).reshape(()))
     raise TypeError(f"{name} must be a bool (a flag), but got {value!r} of type {type(value).__name__}.")
@@ -99,17 +206,17 @@ def as_flag(value: Any, name: str) -> bool:
 
 def as_number(value: Any, name: str) -> float:
     """A concrete numeric argument as a Python float (float64); TypeError naming it otherwise.
-    Scalars are read by `validation.concrete_value`; this adds torch tensors and the errors."""
+    Scalars are read by `concrete_value`; this adds torch tensors and the errors."""
     if hasattr(value, "detach"):  # a torch tensor, e.g. lr=torch.tensor(0.01) in a loaded group
         value = value.detach().cpu().numpy()
-    if isinstance(value, (jax.Array, np.ndarray)):
+    if is_array(value):
         dtype = np.dtype(value.dtype)
         if np.size(value) == 1 and np.issubdtype(dtype, np.complexfloating):
             raise TypeError(f"{name} must be a real number, but got the complex value {value!r}.")
         numeric = np.issubdtype(dtype, np.number) or dtype == bool
     else:
         numeric = True
-    number = validation.concrete_value(value) if numeric else None
+    number = concrete_value(value) if numeric else None
     if number is None:
         raise TypeError(f"{name} must be a real number, but got {value!r} of type {type(value).__name__}.")
     return number

@@ -14,7 +14,6 @@ torch does, to float32 rounding:
 from __future__ import annotations
 
 import functools
-import numbers
 import operator
 from typing import Any, Callable
 
@@ -23,15 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from optax_like.core import hyperparams
 from optax_like.core.base import ScalarOrSchedule
 
-# Host scalar types: values whose arithmetic we may do in float64 before casting.
-_HOST_SCALARS = (numbers.Number, np.number, np.ndarray, np.bool_)
-
-
-def is_host_scalar(x: Any) -> bool:
-    """True for Python/NumPy scalars (host values); False for jax arrays and tracers."""
-    return isinstance(x, _HOST_SCALARS) and not isinstance(x, jax.Array)
+# Kinds of values (core.hyperparams, the one classifier): host values, whose arithmetic we may
+# do in float64 before casting, and what torch would hold as a Python number.
+is_host_scalar = hyperparams.is_host_scalar
+is_python_number = hyperparams.is_python_number
 
 
 def float_dtype() -> jnp.dtype:
@@ -303,11 +300,3 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         return sub(end, mul(diff, 1 - weight))
     diff = end - start
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
-
-
-def is_python_number(x: Any) -> bool:
-    """True for a hyperparameter that torch would hold as a Python number: a host scalar, or a
-    traced value the adapter passes for one (`PreciseScalar`); False for an array (a Tensor).
-    torch rounds a step scalar formed with a Tensor lr in the lr's dtype (Adam's and NAdam's
-    `differentiable=True` paths, SparseAdam)."""
-    return is_host_scalar(x) or isinstance(x, PreciseScalar)

@@ -20,26 +20,14 @@ when too short, a TypeError when too long (torch fails unpacking them at the fir
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-
-def concrete_value(x: Any) -> Optional[float]:
-    """`float(x)` for a concrete real scalar, None for schedules and tracers.
-
-    Raises a TypeError naming nothing for non-numeric input; callers use `check_hyperparam`.
-    """
-    if isinstance(x, (bool, np.bool_)):
-        return float(x)
-    if isinstance(x, (numbers.Real, np.integer, np.floating)):
-        return float(x)
-    if isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer):
-        if np.size(x) == 1 and not np.iscomplexobj(x):
-            return float(np.asarray(x).reshape(()))
-    return None
+from optax_like.core import hyperparams
+# The kinds of values (one classifier, core.hyperparams); re-exported for the factories.
+from optax_like.core.hyperparams import concrete_value, is_array, is_precise
 
 
 def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> None:
@@ -48,11 +36,11 @@ def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> N
         if allow_schedule:
             return
         raise TypeError(f"{name} must be a number, not a schedule ({value!r}).")
-    if isinstance(value, jax.core.Tracer) or _is_precise(value):
+    if isinstance(value, jax.core.Tracer) or is_precise(value):
         if value.ndim != 0:
             raise TypeError(f"{name} must be a scalar, got a traced array of shape {value.shape}.")
         return
-    if isinstance(value, (np.ndarray, jax.Array)):
+    if is_array(value):
         if np.size(value) != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
         if np.iscomplexobj(value) or not np.issubdtype(np.asarray(value).dtype, np.number):
@@ -63,7 +51,7 @@ def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> N
                 f"{name}.reshape(()) (a one-element array of higher rank would broadcast the updates)."
             )
         return
-    if isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (str, bytes)):
+    if hyperparams.is_number(value) or isinstance(value, bool):
         return
     raise TypeError(f"{name} must be a real number{' or a schedule' if allow_schedule else ''}, got {type(value).__name__} {value!r}.")
 
@@ -82,7 +70,7 @@ def check(value: Any, name: str, predicate: Callable[[float], bool], message: st
 
 def display(value: Any) -> Any:
     """`value` as torch's f-string shows it: a 0-d array as its Python scalar (Tensor.__format__)."""
-    if isinstance(value, (np.ndarray, jax.Array)) and not isinstance(value, jax.core.Tracer) and np.ndim(value) == 0:
+    if is_array(value, concrete=True) and np.ndim(value) == 0:
         return np.asarray(value).item()
     return value
 
@@ -103,17 +91,7 @@ def check_pair(value: Any, name: str, what: str, *, indexed: bool = True) -> Non
 
 def is_concrete_array(x: Any) -> bool:
     """Whether `x` is a concrete jax/NumPy array: what plays torch's Tensor hyperparameter."""
-    return isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer)
-
-
-def _is_precise(x: Any) -> bool:
-    from optax_like.core.numerics import PreciseScalar  # numerics imports nothing from here
-
-    return isinstance(x, PreciseScalar)
-
-
-def _is_tensor_like(x: Any) -> bool:
-    return isinstance(x, (jax.Array, np.ndarray)) or _is_precise(x)
+    return is_array(x, concrete=True)
 
 
 def check_float_or_tensor_pair(values: Any) -> None:
@@ -125,9 +103,10 @@ def check_float_or_tensor_pair(values: Any) -> None:
     """
     kinds = set()
     for x in values:
-        if callable(x) and not _is_tensor_like(x):
+        tensor_like = is_array(x) or is_precise(x)
+        if callable(x) and not tensor_like:
             continue
-        if _is_tensor_like(x):
+        if tensor_like:
             kinds.add("tensor")
         elif isinstance(x, (float, np.floating)):
             kinds.add("float")
@@ -153,6 +132,6 @@ def maybe_nonzero(value: Any) -> bool:
     the adapter build the chain once with concrete arrays (init) and once with tracers (update),
     and both must give the same state structure.
     """
-    if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, jax.Array):
+    if hyperparams.is_number(value, complex=True) or isinstance(value, bool):
         return float(value) != 0
     return True

@@ -159,16 +159,17 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
     sd = source.state_dict() if optimizer is not None else source
     groups = sd["param_groups"]
     state = dict(sd["state"])
+    held = getattr(optimizer, "_groups", None)  # an optax_like.optim optimizer's groups
     names: list[list[str] | None] = []
     for g, group in enumerate(groups):
-        if optimizer is not None and hasattr(optimizer, "_param_names"):
-            names.append(list(optimizer._param_names[g]))
+        if held is not None:
+            names.append(list(held[g].names))
         else:
             names.append([str(n) for n in group["param_names"]] if "param_names" in group else None)
     if target is None:
         for g, group in enumerate(groups):
-            if optimizer is not None and hasattr(optimizer, "_order_issue"):
-                why = len(group["params"]) > 1 and optimizer._order_issue[g]
+            if held is not None:
+                why = len(group["params"]) > 1 and held[g].order_issue
             elif getattr(sd, "order_issues", None) is not None:  # declared by optimizer.state_dict()
                 why = len(group["params"]) > 1 and sd.order_issues[g]
             else:
@@ -238,8 +239,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
 
 def _lbfgs_sizes(optimizer: Any, g: int, names: list[str], sizes_by_name: dict | None) -> list[int]:
     """The real element count of each param of group g, in our order (LBFGS's flat segments)."""
-    if optimizer is not None and hasattr(optimizer, "_opt_leaves"):
-        leaves = [leaf for leaf in optimizer._opt_leaves[g] if leaf is not None]
+    if optimizer is not None and hasattr(optimizer, "_groups"):
+        leaves = [leaf for leaf in optimizer._groups[g].leaves if leaf is not None]
         return [int(np.size(leaf)) * (2 if jnp.iscomplexobj(leaf) else 1) for leaf in leaves]
     if sizes_by_name is not None:
         return [sizes_by_name[n] for n in names]
@@ -260,15 +261,15 @@ def load_torch_state_dict(optimizer, state_dict: dict[str, Any], source: Any = N
     such as "10.weight", or the given names)."""
     converted = from_torch_state_dict(state_dict)
     if source is not None:
-        for g, positional in enumerate(getattr(optimizer, "_positional_names", ())):
-            if positional and len(optimizer._param_names[g]) > 1:
+        for g, group in enumerate(optimizer._groups):
+            if group.positional_names and len(group.names) > 1:
                 raise ValueError(
                     f"load_torch_state_dict(..., source=...): the params of group {g} have no names (they "
                     "were given as a list of arrays), so source= cannot match them by name. Give them "
                     "names ((name, param) pairs, a params dict, or model=params), or load without "
                     "source=: a list is loaded by position, torch's rule, and must then be in the saved "
                     "(torch: model.parameters()) order.")
-        ours = [list(names) for names in optimizer._param_names]
+        ours = [list(group.names) for group in optimizer._groups]
         torch_names, _ = _torch_order(source, ours)
         for g, (group, names) in enumerate(zip(converted["param_groups"], torch_names)):
             if "param_names" not in group:

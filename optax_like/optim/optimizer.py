@@ -108,18 +108,10 @@ def live_optimizers() -> list["Optimizer"]:
     return list(_live_optimizers)
 
 
-def _is_number(x: Any) -> bool:
-    if isinstance(x, (bool, np.bool_)):
-        return False
-    if isinstance(x, (int, float, np.integer, np.floating)):
-        return True
-    return isinstance(x, (jax.Array, np.ndarray)) and np.size(x) == 1 and not isinstance(x, jax.core.Tracer)
-
-
 def _to_scalar(x: Any) -> Any:
     """torch's `optimizer._to_scalar`: a one-element array hyperparameter of any rank (lr of shape
     (1,) or (1, 1)) is its 0-d value; pairs element by element; anything else as it is."""
-    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and x.ndim and x.size == 1:
+    if hyperparams.is_array(x, concrete=True) and x.ndim and x.size == 1:
         return x.reshape(())
     if isinstance(x, tuple) and any(isinstance(v, (jax.Array, np.ndarray)) for v in x):
         return tuple(_to_scalar(v) for v in x)
@@ -199,7 +191,7 @@ def _hashable(x: Any, name: str = "") -> Any:
         return tuple(_hashable(v, name) for v in x)
     if isinstance(x, dict):
         return tuple(sorted((k, _hashable(v, name)) for k, v in x.items()))
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)) and not isinstance(x, jax.core.Tracer) and np.size(x) == 1:
+    if (hyperparams.is_array(x, concrete=True) or isinstance(x, np.generic)) and np.size(x) == 1:
         return np.asarray(x).reshape(()).item()
     try:
         hash(x)
@@ -215,7 +207,7 @@ def _array_dtype(x: Any) -> str | None:
     """The floating dtype of a 0-d array hyperparameter (jax, NumPy or torch), else None."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    if isinstance(x, (jax.Array, np.ndarray)) and not isinstance(x, jax.core.Tracer) and np.size(x) == 1:
+    if hyperparams.is_array(x, concrete=True) and np.size(x) == 1:
         dtype = np.dtype(x.dtype)
         if np.issubdtype(dtype, np.floating) and np.dtype(numerics.float_dtype()).itemsize >= dtype.itemsize:
             return dtype.name
@@ -347,14 +339,13 @@ class Optimizer(OptimizerHooks):
         # The factory's declared argument kinds (core.hyperparams), not the values' Python types:
         # numbers travel as traced floats (an int default such as weight_decay=0 included),
         # flags are compile-time bools (amsgrad=1 is True, as in torch).
+        # Split once, from the defaults (`hyperparams.split_arguments`, as inject_hyperparams
+        # splits): a group's entry under a number's name is then read as a float or refused.
+        # Schedules are compile-time options here.
         kinds = hyperparams.argument_kinds(type(self)._factory)
         self._flag_names = frozenset(k for k in defaults if kinds.get(k) == hyperparams.FLAG)
-        self._hyper_names = tuple(
-            name for name, value in defaults.items()
-            if name not in self._static and kinds.get(name) == hyperparams.NUMBER and (
-                _is_number(value) or hasattr(value, "detach") or (
-                    isinstance(value, (tuple, list)) and value and all(_is_number(x) for x in value)))
-        )
+        self._hyper_names = tuple(hyperparams.split_arguments(type(self)._factory, {
+            k: v for k, v in defaults.items() if k not in self._flag_names}, self._static, arrays="one")[0])
         # Reads every group's hyperparameters, then its compile-time options, as one tuple (per
         # step: a C-level getter instead of a generator over names).
         names = self._hyper_names + tuple(k for k in defaults if k not in self._hyper_names)
@@ -411,13 +402,10 @@ class Optimizer(OptimizerHooks):
                 "the list of the groups' params, not your tree. Pass model=tree to get the tree "
                 "(leaves in no group are then frozen).", UserWarning, stacklevel=3)
 
-    # Per-group columns for readers outside optim/ (interop/torch.py, tests): read-only lists.
-    _param_names = property(lambda self: [group.names for group in self._groups])
-    _order_issue = property(lambda self: [group.order_issue for group in self._groups])
-    _positional_names = property(lambda self: [group.positional_names for group in self._groups])
+    # Per-group columns still read by tests/optim/test_state_dict.py (read-only lists; other
+    # readers use `_groups[i].<field>`): remove once it does too.
     _opt_leaves = property(lambda self: [group.leaves for group in self._groups])
     _states = property(lambda self: [group.state for group in self._groups])
-    _specs = property(lambda self: [group.spec for group in self._groups])
     _group_defs = property(lambda self: [group.treedef for group in self._groups])
 
     # ------------------------------------------------------------------ groups and params

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from optax_like.core import hyperparams, numerics
 from optax_like.core.base import GradientTransformationExtraArgs, with_extra_args_support
@@ -28,20 +26,6 @@ def as_hyperparam(value: Any, dtype=None) -> jax.Array:
         src = getattr(value, "dtype", None)
         dtype = src if src is not None and jnp.issubdtype(src, jnp.floating) else numerics.float_dtype()
     return jnp.asarray(value, dtype=jax.dtypes.canonicalize_dtype(dtype))
-
-
-def _is_numeric(x: Any) -> bool:
-    if isinstance(x, (bool, np.bool_)):
-        return False
-    if isinstance(x, (numbers.Number, np.number)):
-        return True
-    if isinstance(x, (jax.Array, np.ndarray)):
-        return np.ndim(x) == 0 and x.dtype != bool
-    return False
-
-
-def _is_numeric_tuple(x: Any) -> bool:
-    return isinstance(x, (tuple, list)) and len(x) > 0 and all(_is_numeric(v) for v in x)
 
 
 def _normalize(value: Any, like: Any, name: str = "hyperparameter") -> Any:
@@ -135,7 +119,7 @@ def inject_hyperparams(
     an error naming the argument.
     The factory is called once with the given values to validate them up front.
     """
-    static_args = set(static_args)
+    static_args = frozenset(static_args)
     signature = inspect.signature(factory)
 
     @functools.wraps(factory)
@@ -146,20 +130,7 @@ def inject_hyperparams(
         factory(**arguments)  # validates with torch's messages, on the values as given
 
         dtype = jnp.dtype(hyperparam_dtype) if hyperparam_dtype is not None else None
-        kinds = hyperparams.argument_kinds(factory)
-        static, numeric, schedules = {}, {}, {}
-        for name, value in arguments.items():
-            kind = kinds.get(name, hyperparams.STATIC)
-            if name in static_args:
-                static[name] = value
-            elif kind == hyperparams.FLAG:
-                static[name] = hyperparams.as_flag(value, name)
-            elif callable(value) and not isinstance(value, jax.Array):
-                schedules[name] = value
-            elif kind == hyperparams.NUMBER and (_is_numeric(value) or _is_numeric_tuple(value)):
-                numeric[name] = value
-            else:
-                static[name] = value
+        numeric, static, schedules = hyperparams.split_arguments(factory, arguments, static_args)
 
         def to_array(v, name):
             # Every numeric slot is a non-weak float, whatever the default's Python type: an

@@ -153,7 +153,7 @@ def test_own_round_trip_continues_identically(x64):
 
 
 def _snapshot(opt):
-    return [np.asarray(x).copy() for x in jax.tree.leaves(opt._states)], repr(opt.param_groups)
+    return [np.asarray(x).copy() for x in jax.tree.leaves([group.state for group in opt._groups])], repr(opt.param_groups)
 
 
 @pytest.mark.parametrize("corrupt, error, match", [

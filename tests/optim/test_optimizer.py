@@ -251,7 +251,7 @@ def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
     tp, topt = _torch_run(cls, dict(lr=0.1, weight_decay=0.0), params_np, None)
     opt = getattr(optim, cls)([jnp.asarray(p) for p in params_np], lr=0.1, weight_decay=0.0)
     traces = []
-    assert "weight_decay" in opt._specs[0].zero_structural  # the decay block is compiled out
+    assert "weight_decay" in opt._groups[0].spec.zero_structural  # the decay block is compiled out
     for t, grads in enumerate(grads_np):
         if t == 3:
             for o in (topt, opt):
@@ -264,7 +264,7 @@ def test_weight_decay_crossing_zero_recompiles_once_and_matches_torch(cls):
         opt.step()
         traces.append(step_traces())
         assert_close(opt.params, tp, "float32", t + 1)
-    assert "weight_decay" not in opt._specs[0].zero_structural
+    assert "weight_decay" not in opt._groups[0].spec.zero_structural
     # At most one compilation when crossing zero (none if an identical step was compiled
     # before in this process: jit's cache is global), none for edits on either side of it.
     assert traces[2] == traces[0] and traces[3] - traces[2] <= 1 and traces[5] == traces[3]
@@ -411,7 +411,7 @@ def test_entries_the_optimizer_does_not_take_are_stored_and_ignored_as_torch():
 
 
 def _snapshot(opt):
-    return jax.tree.map(np.array, (opt.params, opt._states))
+    return jax.tree.map(np.array, (opt.params, [group.state for group in opt._groups]))
 
 
 def test_nonfinite_gradients_propagate_like_torch_by_default():
@@ -539,7 +539,7 @@ def test_skip_nonfinite_works_for_every_class(name):
 
 
 def test_loaded_equal_steps_keep_the_compiled_step_and_unequal_steps_follow_torch():
-    """Per-param steps stay in the shared form while equal (core.tree.LeafScalars): loading a
+    """Per-param steps stay in the shared form while equal (core.leaf_scalars.LeafScalars): loading a
     torch state whose steps are all equal reuses the compiled step; unequal steps (a param
     skipped a step) use the per-param form, compiled once, and follow torch."""
     clear_step_cache()  # count this test's compiles only (other tests share shapes)

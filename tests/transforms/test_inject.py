@@ -74,3 +74,21 @@ def test_as_hyperparam_is_never_weak():
     for value in (0.1, np.float32(0.1), np.float64(0.1), jnp.asarray(0.1)):
         h = as_hyperparam(value)
         assert not h.weak_type and h.dtype == jnp.float32
+
+
+def test_split_arguments_is_shared_by_inject_and_the_adapter():
+    """One decision per argument (core.hyperparams.split_arguments): inject_hyperparams traces 0-d
+    arrays and tracers, the adapter one-element arrays and torch-like tensors; flags are bools."""
+    from optax_like import optim
+    from optax_like.core import hyperparams
+
+    schedule = lambda count: 0.1  # noqa: E731
+    arguments = dict(lr=schedule, betas=(0.9, jnp.asarray(0.99)), eps=jnp.asarray([1e-8]),
+                     weight_decay=0, amsgrad=np.int64(1), foreach=None, maximize=False,
+                     capturable=False, differentiable=False, fused=None, decoupled_weight_decay=False)
+    numbers, others, schedules = hyperparams.split_arguments(ol.adam, arguments, static=("weight_decay",))
+    assert list(numbers) == ["betas"] and schedules == {"lr": schedule}
+    assert others["amsgrad"] is True and others["weight_decay"] == 0 and others["eps"] is arguments["eps"]
+    numbers, _, _ = hyperparams.split_arguments(ol.adam, arguments, arrays="one")
+    assert list(numbers) == ["betas", "eps", "weight_decay"]
+    assert optim.Adam([jnp.ones(2)], lr=jnp.asarray([0.01]))._hyper_names == ("lr", "betas", "eps", "weight_decay")
