@@ -5,16 +5,18 @@
 
 The tree is transformer-like (benchmarks/optimizer_step.py's `make_shapes`, smaller by
 default: 2 blocks, d_model 256, vocab 4096: 38 leaves, 2.6M float32 params). Every JAX step is
-`step(params, state, grads) -> (params, state)`, jitted with params and state donated. torch
-runs `torch.optim.<Class>` with its default implementation on CPU (foreach where torch picks it)
-and, where torch has one, `fused=True`. All implementations of one optimizer are timed
-round-robin (one step each, repeated) so load changes hit them alike; medians are reported.
+`step(params, state, grads) -> (params, state)`, jitted with params and state donated. The
+torch columns run the record's reference (`torch.optim.<Class>`, or timm's class: the row says
+so) with its default implementation on CPU (foreach where it picks it) and, where the record
+says torch has one, `fused=True`. All implementations of one optimizer are timed round-robin
+(one step each, repeated) so load changes hit them alike; medians are reported.
 
-optax counterparts compute the same algorithm where optax has one (`optax.sgd(momentum=0.9)`,
-`optax.adam`, ...); where optax's algorithm differs (its `adafactor`, `muon`) the row
-says so; `-` where optax has none (ASGD, Rprop, SparseAdam). Muon runs on the 2-D leaves only, as
-torch's Muon requires; SparseAdam gets row-sparse gradients touching 1/8 of the rows of every
-2-D leaf (torch: sparse COO grads) and is left out of the dense comparisons.
+The rows are optax_like.registry's records (not LBFGS, whose step is a closure); the optax
+counterpart is the record's `optax` expression (`optax.sgd(lr, momentum=0.9)`, `optax.adam(lr)`,
+...), its note where optax's algorithm differs (its `adafactor`, `muon`), `-` where optax has
+none (ASGD, Rprop, SparseAdam). A "matrix" layout (Muon) runs on the 2-D leaves only, as torch's
+Muon requires; a "sparse" one (SparseAdam) gets row-sparse gradients touching 1/8 of the rows of
+every 2-D leaf (torch: sparse COO grads) and is left out of the dense comparisons.
 """
 
 from __future__ import annotations
@@ -28,23 +30,22 @@ import numpy as np
 
 from optimizer_step import make_shapes, median_ms
 
-# name -> (optax_like factory kwargs, optax expression or None, optax note, torch class, torch kwargs, fused?)
-SPECS = {
-    "sgd": (dict(lr=1e-3, momentum=0.9), "optax.sgd(1e-3, momentum=0.9)", "", "SGD", dict(lr=1e-3, momentum=0.9), True),
-    "adam": (dict(lr=1e-3), "optax.adam(1e-3)", "", "Adam", dict(lr=1e-3), True),
-    "adamw": (dict(lr=1e-3), "optax.adamw(1e-3, weight_decay=1e-2)", "", "AdamW", dict(lr=1e-3), True),
-    "adamax": (dict(lr=2e-3), "optax.adamax(2e-3)", "", "Adamax", dict(lr=2e-3), False),
-    "nadam": (dict(lr=2e-3), "optax.nadam(2e-3)", "other momentum schedule", "NAdam", dict(lr=2e-3), False),
-    "radam": (dict(lr=1e-3), "optax.radam(1e-3)", "", "RAdam", dict(lr=1e-3), False),
-    "adagrad": (dict(lr=1e-2), "optax.adagrad(1e-2, initial_accumulator_value=0.0, eps=1e-10)", "", "Adagrad", dict(lr=1e-2), True),
-    "adadelta": (dict(lr=1.0), "optax.adadelta(1.0, rho=0.9, eps=1e-6)", "", "Adadelta", dict(lr=1.0), False),
-    "rmsprop": (dict(lr=1e-2), "optax.rmsprop(1e-2, decay=0.99, eps=1e-8)", "", "RMSprop", dict(lr=1e-2), False),
-    "rprop": (dict(lr=1e-2), None, "", "Rprop", dict(lr=1e-2), False),
-    "asgd": (dict(lr=1e-2), None, "", "ASGD", dict(lr=1e-2), False),
-    "adafactor": (dict(lr=1e-2), "optax.adafactor(1e-2)", "other algorithm (Shazeer's)", "Adafactor", dict(lr=1e-2), False),
-    "muon": (dict(lr=2e-2), "optax.contrib.muon(2e-2)", "other algorithm details", "Muon", dict(lr=2e-2), False),
-    "sparse_adam": (dict(lr=1e-3), None, "", "SparseAdam", dict(lr=1e-3), False),
-}
+# Every registry record with a plain step (not LBFGS's closure), in the registry's order. Each is
+# run with its record's example lr (the lr does not change what a step computes, only a constant
+# in it) plus BENCH_OPTIONS, the options that make ours compute what its optax counterpart
+# (`info.optax`) computes; the reference is `info.reference_class()` (torch.optim, or timm),
+# with `fused=True` beside it where `info.fused`.
+BENCH_OPTIONS = {"sgd": dict(momentum=0.9)}
+
+
+def records():
+    from optax_like import registry
+
+    return {name: info for name, info in registry.OPTIMIZERS.items() if not info.closure}
+
+
+def bench_kwargs(info):
+    return dict(lr=info.example["lr"], **BENCH_OPTIONS.get(info.name, {}))
 
 
 def load_avg() -> str:
@@ -80,7 +81,7 @@ class JaxStep:
 class TorchStep:
     compile_s = None
 
-    def __init__(self, cls_name, kwargs, shapes, sparse_rows, fused):
+    def __init__(self, reference, kwargs, shapes, sparse_rows, fused):
         import torch
 
         rng = np.random.default_rng(0)
@@ -92,7 +93,7 @@ class TorchStep:
                 g = torch.sparse_coo_tensor(torch.tensor(rows)[None], g[rows], p.shape).coalesce()
             p.grad = g
         extra = dict(fused=True) if fused else {}
-        self.opt = getattr(torch.optim, cls_name)(self.params, **kwargs, **extra)
+        self.opt = reference(self.params, **kwargs, **extra)
         for _ in range(2):
             self.step()
 
@@ -107,24 +108,25 @@ def build(name, shapes, impl):
 
     import optax_like as ol
 
-    kwargs, optax_expr, _, torch_cls, torch_kwargs, _ = SPECS[name]
+    info = records()[name]
+    kwargs = bench_kwargs(info)
     rng = np.random.default_rng(0)
     params = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
     grads = [jnp.asarray(rng.standard_normal(s) * 1e-2, jnp.float32) for s in shapes]
     sparse_rows = None
-    if name == "sparse_adam":
+    if info.layout == "sparse":
         sparse_rows = lambda n: np.arange(0, n, 8)  # noqa: E731
         grads = [ol.RowSparseGrad(jnp.asarray(sparse_rows(g.shape[0])), g[sparse_rows(g.shape[0])]) for g in grads]
     if impl == "ol":
-        return JaxStep(getattr(ol, name)(**kwargs), ol.apply_updates, params, grads)
+        return JaxStep(info.factory(**kwargs), ol.apply_updates, params, grads)
     if impl == "optax":
-        return JaxStep(eval(optax_expr, {"optax": optax}), optax.apply_updates, params, grads)
-    return TorchStep(torch_cls, torch_kwargs, shapes, sparse_rows, fused=(impl == "torch-fused"))
+        return JaxStep(eval(info.optax.format(lr=kwargs["lr"]), {"optax": optax}), optax.apply_updates, params, grads)
+    return TorchStep(info.reference_class(), kwargs, shapes, sparse_rows, fused=(impl == "torch-fused"))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--optimizers", default=",".join(SPECS))
+    parser.add_argument("--optimizers", default=",".join(records()))
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=4096)
@@ -144,9 +146,12 @@ def main(argv=None):
     print("| optimizer | optax_like ms | optax ms | torch ms | torch fused ms | vs optax | vs torch | vs torch fused | compile s (ol / optax) | note |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.optimizers.split(","):
-        _, optax_expr, note, _, _, fused = SPECS[name]
-        opt_shapes = [s for s in shapes if len(s) == 2] if name == "muon" else shapes
-        impls = ["ol"] + (["optax"] if optax_expr else []) + ["torch"] + (["torch-fused"] if fused else [])
+        info = records()[name]
+        note = info.optax_note
+        if info.reference_package != "torch":
+            note = f"{note}; torch columns: {info.reference}".strip("; ")
+        opt_shapes = [s for s in shapes if len(s) == 2] if info.layout == "matrix" else shapes
+        impls = ["ol"] + (["optax"] if info.optax else []) + ["torch"] + (["torch-fused"] if info.fused else [])
         runs = {}
         for impl in impls:
             try:
@@ -163,9 +168,9 @@ def main(argv=None):
         cell = lambda impl: f"{med[impl]:.2f}" if impl in med else "-"  # noqa: E731
         ratio = lambda impl: f"{med['ol'] / med[impl]:.2f}" if impl in med and "ol" in med else "-"  # noqa: E731
         compile_s = " / ".join(f"{runs[i].compile_s:.2f}" if i in runs else "-" for i in ("ol", "optax"))
-        if name == "muon":
+        if info.layout == "matrix":
             note = (note + "; 2-D leaves only").strip("; ")
-        if name == "sparse_adam":
+        if info.layout == "sparse":
             note = ("row-sparse grads (1/8 of rows); torch: sparse COO; " + note).strip("; ")
         print(f"| {name} | {cell('ol')} | {cell('optax')} | {cell('torch')} | {cell('torch-fused')} | "
               f"{ratio('optax')} | {ratio('torch')} | {ratio('torch-fused')} | {compile_s} | {note} |", flush=True)

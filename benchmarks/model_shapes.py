@@ -144,52 +144,58 @@ def model_shapes(name: str, quick: bool) -> list[tuple]:
 
 
 # ------------------------------------------------------------------------------- optimizers
-# name -> (optax_like factory, optax factory or None, torch class name, torch kwargs, has fused,
-#          values per param the algorithm must move, note)
-def _main_optimizers():
+# From optax_like.registry: row name -> (optax_like factory, optax factory or None, record,
+# kwargs, has fused, values per param the algorithm must move, note). Each runs with its record's
+# example lr (a constant in the step: the lr does not change what is measured) and the options
+# that make ours compute what the optax counterpart (`info.optax`) computes.
+MAIN = {"adam": ("adam", {}), "adamw": ("adamw", {}), "sgd-momentum": ("sgd", dict(momentum=0.9))}
+
+
+def _spec(name, **options):
     import optax
 
-    import optax_like as ol
+    from optax_like import registry
 
-    return {
-        "adam": (lambda: ol.adam(1e-3), lambda: optax.adam(1e-3), "Adam", dict(lr=1e-3), True, 7, ""),
-        "adamw": (lambda: ol.adamw(1e-3, weight_decay=1e-2), lambda: optax.adamw(1e-3, weight_decay=1e-2),
-                  "AdamW", dict(lr=1e-3, weight_decay=1e-2), True, 7, ""),
-        "sgd-momentum": (lambda: ol.sgd(1e-3, momentum=0.9), lambda: optax.sgd(1e-3, momentum=0.9),
-                         "SGD", dict(lr=1e-3, momentum=0.9), True, 5, ""),
-    }
+    info = registry.OPTIMIZERS[name]
+    kwargs = dict(lr=info.example["lr"], **options)
+    optax_factory = None
+    if info.optax is not None:
+        optax_factory = lambda: eval(info.optax.format(lr=kwargs["lr"]), {"optax": optax})  # noqa: E731
+    note = f"optax: {info.optax_note}" if info.optax_note else ("optax has none" if info.optax is None else "")
+    if info.reference_package != "torch":
+        note = f"{note}; torch columns: {info.reference}".strip("; ")
+    return (lambda: info.factory(**kwargs), optax_factory, info, kwargs, info.fused, info.moved_per_param, note)
+
+
+def _main_optimizers():
+    return {row: _spec(name, **options) for row, (name, options) in MAIN.items()}
+
+
+def _left_out(info):
+    """Left out of the other-optimizers table: layouts other than "any" (Muon's 2-D params are
+    compute-bound Newton-Schulz matmuls on every 2-D leaf: minutes per step on ResNet-50's fc on 2
+    cpus; SparseAdam needs sparse gradients), which have their row in benchmarks/all_optimizers.py,
+    and LBFGS (a closure per step)."""
+    return info.layout != "any" or info.closure
+
+
+def left_out() -> str:
+    from optax_like import registry
+
+    names = [f"{name} ({'closure' if info.closure else info.layout + ' layout'})"
+             for name, info in registry.OPTIMIZERS.items() if _left_out(info)]
+    return ", ".join(names) + ": see all_optimizers.py (LBFGS: not benchmarked)"
 
 
 def _other_optimizers():
-    import optax
+    from optax_like import registry
 
-    import optax_like as ol
-
-    return {
-        "adamax": (lambda: ol.adamax(2e-3), lambda: optax.adamax(2e-3), "Adamax", dict(lr=2e-3), False, 7, ""),
-        "nadam": (lambda: ol.nadam(2e-3), lambda: optax.nadam(2e-3), "NAdam", dict(lr=2e-3), False, 7,
-                  "optax: other momentum schedule"),
-        "radam": (lambda: ol.radam(1e-3), lambda: optax.radam(1e-3), "RAdam", dict(lr=1e-3), False, 7, ""),
-        "adagrad": (lambda: ol.adagrad(1e-2), lambda: optax.adagrad(1e-2, initial_accumulator_value=0.0, eps=1e-10),
-                    "Adagrad", dict(lr=1e-2), True, 5, ""),
-        "adadelta": (lambda: ol.adadelta(1.0), lambda: optax.adadelta(1.0, rho=0.9, eps=1e-6), "Adadelta",
-                     dict(lr=1.0), False, 7, ""),
-        "rmsprop": (lambda: ol.rmsprop(1e-2), lambda: optax.rmsprop(1e-2, decay=0.99, eps=1e-8), "RMSprop",
-                    dict(lr=1e-2), False, 5, ""),
-        "rprop": (lambda: ol.rprop(1e-2), None, "Rprop", dict(lr=1e-2), False, 7, "optax has none"),
-        "asgd": (lambda: ol.asgd(1e-2), None, "ASGD", dict(lr=1e-2), False, 5, "optax has none"),
-        "adafactor": (lambda: ol.adafactor(1e-2), lambda: optax.adafactor(1e-2), "Adafactor", dict(lr=1e-2), False,
-                      3, "optax: other algorithm (Shazeer's)"),
-    }
+    main = {name for name, _ in MAIN.values()}
+    return {name: _spec(name) for name, info in registry.OPTIMIZERS.items() if name not in main and not _left_out(info)}
 
 
-# Left out of the other-optimizers table: Muon is compute-bound (Newton-Schulz matmuls on every
-# 2-D leaf: minutes per step on ResNet-50's fc on 2 cpus) and SparseAdam needs sparse gradients;
-# both have their row in benchmarks/all_optimizers.py.
 # The 2000-leaf tree compiles in ~13 s per Adam step on 2 cpus: fewer fresh compiles there.
 MANY_LEAF_COMPILES = 2
-
-LEFT_OUT = "muon (compute-bound Newton-Schulz) and sparse_adam (sparse grads): see all_optimizers.py"
 
 
 # ---------------------------------------------------------------------------- program stats
@@ -311,13 +317,11 @@ class JaxRun:
 class AdapterRun:
     """`optax_like.optim.<Class>(params).step()` with the grads set, as a torch loop calls it."""
 
-    def __init__(self, cls_name, kwargs, host_params, grads, device):
+    def __init__(self, cls, kwargs, host_params, grads, device):
         import jax
 
-        import optax_like.optim as optim
-
         self.jax = jax
-        self.opt = getattr(optim, cls_name)([jax.device_put(p, device) for p in host_params], **kwargs)
+        self.opt = cls([jax.device_put(p, device) for p in host_params], **kwargs)
         self.grads = grads
         for _ in range(2):
             self.step()
@@ -348,7 +352,7 @@ class CopyRun:
 
 
 class TorchRun:
-    def __init__(self, cls_name, kwargs, host_params, host_grads, kind, device="cpu"):
+    def __init__(self, reference, kwargs, host_params, host_grads, kind, device="cpu"):
         import torch
 
         self.torch = torch
@@ -357,7 +361,7 @@ class TorchRun:
         for p, g in zip(self.params, host_grads):
             p.grad = torch.as_tensor(g, device=device)  # on CPU: shares the host array (read only)
         extra = {"foreach": dict(foreach=True), "fused": dict(fused=True), "default": {}}[kind]
-        self.opt = getattr(torch.optim, cls_name)(self.params, **kwargs, **extra)
+        self.opt = reference(self.params, **kwargs, **extra)
         for _ in range(2):
             self.step()
 
@@ -422,7 +426,7 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
 
     import optax_like as ol
 
-    ol_factory, optax_factory, torch_cls, torch_kwargs, has_fused, values, note = spec
+    ol_factory, optax_factory, info, torch_kwargs, has_fused, values, note = spec
     libs = {"ol": (ol_factory, ol.apply_updates)}
     if optax_factory is not None:
         libs["optax"] = (optax_factory, optax.apply_updates)
@@ -449,11 +453,11 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
     for lib, (lowered, compiled, tx) in last.items():
         runs[lib] = JaxRun(compiled, tx, host_params, grads, device)
     if with_adapter:
-        runs["adapter"] = AdapterRun(torch_cls, torch_kwargs, host_params, grads, device)
+        runs["adapter"] = AdapterRun(info.adapter_class(), torch_kwargs, host_params, grads, device)
     kinds = ["foreach", "fused"] if has_fused else ["default"]
     for kind in kinds:
         try:
-            runs[f"torch-{kind}"] = TorchRun(torch_cls, torch_kwargs, host_params, host_grads, kind)
+            runs[f"torch-{kind}"] = TorchRun(info.reference_class(), torch_kwargs, host_params, host_grads, kind)
         except Exception as error:  # a kernel torch lacks on this machine: the row says so
             row["note"] = f"{row['note']}; torch {kind}: {type(error).__name__}".strip("; ")
     runs["copy"] = CopyRun(n_params, device)
@@ -579,7 +583,7 @@ def gpu_section(args, shape_names, gpus=None, torch_cuda=None, min_params=1e8, q
         n_params = int(sum(np.prod(s) for s in shapes))
         host_params, host_grads = host_arrays(shapes)
         for opt_name in ("adam", "adamw"):
-            ol_factory, optax_factory, torch_cls, torch_kwargs, _, values, _ = specs[opt_name]
+            ol_factory, optax_factory, info, torch_kwargs, _, values, _ = specs[opt_name]
             runs = {}
             if gpus:
                 import optax
@@ -592,7 +596,8 @@ def gpu_section(args, shape_names, gpus=None, torch_cuda=None, min_params=1e8, q
                     _, _, compiled, tx = fresh_compile(factory, apply, shapes, gpus[0])
                     runs[lib] = JaxRun(compiled, tx, host_params, grads, gpus[0])
             if torch_cuda:
-                runs["torch-fused"] = TorchRun(torch_cls, torch_kwargs, host_params, host_grads, "fused", "cuda")
+                runs["torch-fused"] = TorchRun(info.reference_class(), torch_kwargs, host_params, host_grads, "fused",
+                                               "cuda")
             ms = round_robin(runs, max(args.reps, 20))
             pct = []
             for key, copy in (("optax", jax_copy), ("ol", jax_copy), ("torch-fused", torch_copy)):
@@ -709,7 +714,7 @@ def main(argv=None):
                   flush=True)
         n = sum(int(np.prod(s)) for s in shapes)
         block = [f"### every other optimizer, {args.others_shape} ({len(shapes)} leaves, {n / 1e6:.1f}M params)", "",
-                 *others_table(rows), "", f"Not in this table: {LEFT_OUT}.", ""]
+                 *others_table(rows), "", f"Not in this table: {left_out()}.", ""]
         print("\n".join(block), flush=True)
         out += block
     if not args.no_gpu:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 from optax_like import optimizers as _opt
 
-__all__ = ["Interval", "OptimizerInfo", "OPTIMIZERS", "by_class", "markdown_table"]
+__all__ = ["Interval", "OptimizerInfo", "OPTIMIZERS", "by_class", "fixed", "markdown_table"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,16 @@ class Interval:
     lo: float
     hi: float
     or_zero: bool = False
+
+
+def fixed(value: Any) -> Any:
+    """A variant's value as one configuration: an `Interval` is its midpoint (also inside
+    tuples); other values are themselves."""
+    if isinstance(value, Interval):
+        return (value.lo + value.hi) / 2
+    if isinstance(value, tuple):
+        return tuple(fixed(v) for v in value)
+    return value
 
 
 def _frozen(mapping: Mapping | None = None) -> Mapping:
@@ -112,6 +122,10 @@ class OptimizerInfo:
 
         return getattr(optim, self.cls)
 
+    def variant_kwargs(self, variant: str) -> dict:
+        """The configuration of a named variant: `example` with the variant's values (`fixed`)."""
+        return {**self.example, **{k: fixed(v) for k, v in self.variants[variant].items()}}
+
     @property
     def reference_package(self) -> str:
         return self.reference.split(".", 1)[0]
@@ -164,7 +178,7 @@ _RECORDS = [
             momentum=dict(momentum=Interval(0.01, 0.99), dampening=Interval(0.0, 1.0)),
             nesterov=dict(nesterov=True, dampening=0.0, momentum=Interval(0.01, 0.99)),
         ),
-        invalid=(_BAD_LR, _BAD_WD, dict(nesterov=True), dict(momentum=0.9, dampening=0.1, nesterov=True)),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=-0.1), dict(nesterov=True), dict(momentum=0.9, dampening=0.1, nesterov=True)),
         adapter=dict(structural_zero=("momentum",)),
         optax="optax.sgd({lr}, momentum=0.9)", fused=True, moved_per_param=5,
     ),
@@ -185,7 +199,7 @@ _RECORDS = [
         full=dict(amsgrad=True),
         valid=_ADAM_VALID,
         flags=dict(amsgrad=(False, True), maximize=(False, True)),
-        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS, dict(betas=(0, 0.99))),
         adapter=dict(constants={"decoupled_weight_decay": True}),
         optax="optax.adamw({lr}, weight_decay=1e-2)", fused=True, moved_per_param=7,
     ),
@@ -245,7 +259,7 @@ _RECORDS = [
         valid=dict(lr=Interval(1e-4, 0.1), alpha=Interval(0.5, 0.99), eps=Interval(1e-8, 1e-3),
                    momentum=Interval(0.01, 0.9), **_WD),
         flags=dict(centered=(True, False), maximize=(False, True)),
-        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(alpha=-1)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(alpha=-1), dict(momentum=-1.0)),
         adapter=dict(structural_zero=("momentum",)),
         optax="optax.rmsprop({lr}, decay=0.99, eps=1e-8)", moved_per_param=5,
     ),
@@ -291,7 +305,7 @@ _RECORDS = [
                    eps=(Interval(1e-18, 1e-6), Interval(1e-4, 1e-2)),
                    d=Interval(1.0, 5.0), **_WD),
         flags=_MAXIMIZE,
-        invalid=(_BAD_LR, _BAD_WD, dict(eps=(None, -1.0))),
+        invalid=(_BAD_LR, _BAD_WD, dict(eps=(None, -1.0)), dict(beta2_decay=0.5)),
         complex=False, shapes=((4, 3), (5,), (2, 3, 4), ()),
         optax="optax.adafactor({lr})", optax_note="other algorithm (Shazeer's)", moved_per_param=3,
     ),
@@ -326,7 +340,10 @@ _RECORDS = [
         variants=dict(caution=dict(caution=True), corrected=dict(corrected_weight_decay=True, weight_decay=0.1)),
         invalid=(_BAD_LR, *_BAD_BETAS),
         adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
-        optax="optax.lion({lr})", moved_per_param=5,
+        optax="optax.lion({lr}, weight_decay=0.0)", moved_per_param=5,
+        deviations=("A subnormal interpolated momentum has sign 0 here (XLA:CPU flushes subnormal results "
+                    "to zero; timm's sign is +-1): a whole lr step apart, only for |m| < 1.2e-38 in float32 "
+                    "(tests/test_properties.py draws no nonzero value below 1e-20).",),
     ),
     OptimizerInfo(
         "adopt", "Adopt", "timm.optim.adopt.Adopt",
@@ -337,7 +354,9 @@ _RECORDS = [
         flags=dict(decoupled=(False, True), caution=(False, True), maximize=(False, True)),
         variants=dict(decoupled=dict(decoupled=True, weight_decay=0.1), caution=dict(caution=True),
                       corrected=dict(decoupled=True, corrected_weight_decay=True, weight_decay=0.1),
-                      no_clip=dict(clip_exp=None)),
+                      # eps >= 1e-3 unclipped: a gradient after a zero one is normalised to |g| / eps,
+                      # beyond float16's range (65504) for |g| = 10 and eps < 1.5e-4 (timm: inf too).
+                      no_clip=dict(clip_exp=None, eps=Interval(1e-3, 1e-2))),
         invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS),
         adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
         optax="optax.contrib.adopt({lr})", moved_per_param=7,

@@ -1,8 +1,10 @@
 """Property-based tests (hypothesis) of every functional optimizer and its stateful adapter.
 
-For each optimizer configuration in `CASES`, over random pytrees (nested dicts, lists and tuples
-with None leaves, 0-d and size-0 arrays, several shapes, mixed dtypes), bounded values
-(|x| <= 10) and hyperparameters drawn from (sub-ranges of) their valid ranges:
+For each configuration in `CASES` (one per record of optax_like/registry.py and one per variant
+of a record; LBFGS, which steps through a closure, has its own suite), over random pytrees
+(nested dicts, lists and tuples with None leaves, 0-d and size-0 arrays, several shapes, mixed
+dtypes; the record's `layout` and `complex`), bounded values (|x| <= 10, nonzero |x| >= 1e-20)
+and hyperparameters drawn from the record's `valid` ranges (its `flags` drawn by the eager test):
 
 - `test_update_invariants`: a few eager steps, then one with a None gradient leaf. Updates and
   state are finite; updates have the params' shapes and dtypes (float16/bfloat16 params get
@@ -17,26 +19,27 @@ with None leaves, 0-d and size-0 arrays, several shapes, mixed dtypes), bounded 
   inside jitted fusions (see `JIT_TOLERANCE`); float16/bfloat16 results were bit-identical.
   Compared: the new params (`apply_updates`) and the state, every step. The hyperparameters are
   jax scalars (the traced path that `inject_hyperparams` and the adapter use), so one
-  compilation per configuration serves every example; `slow` adds host-float hyperparameters
-  (one compilation per example) and float64.
+  compilation per configuration (per example for a record with adapter `snapshots`) serves
+  every example; `slow` adds host-float hyperparameters (one compilation per example) and float64.
 - `test_state_dict_round_trip`: `optax_like.optim.<Class>` with backward(grads)/step(): a few
   steps, `state_dict()` -> fresh instance -> `load_state_dict` -> more steps gives the params
   and the state of the uninterrupted run bit-identically.
 
-Budget: the default run uses small `max_examples` with `derandomize=True` (deterministic in CI)
-and a fixed tree per configuration for the jitted tests, so that jit caches hit; the `slow`
-variants run the same properties with more examples. Hyperparameter ranges exclude values at
-which torch itself is not finite on finite input (eps = 0 with a zero gradient is 0/0 in Adam;
-centered RMSprop with alpha near 0 takes the square root of a rounding-negative variance;
-Adafactor's eps1**2 flushes to 0 in float32 for eps1 < 1e-19); each exclusion is noted at its
-strategy.
+Budget: the default run takes each record's plain configuration (its variants under `slow`)
+with small `max_examples` and `derandomize=True` (deterministic in CI), and a fixed tree per
+configuration for the jitted tests, so that jit caches hit; the `slow` tests run the same
+properties with more examples. The records' ranges exclude values at which the reference itself
+is not finite on finite input (eps = 0 with a zero gradient is 0/0 in Adam; centered RMSprop with
+alpha near 0 takes the square root of a rounding-negative variance; Adafactor's eps1**2 flushes
+to 0 in float32 for eps1 < 1e-19); each exclusion is noted at its record.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+import inspect
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +51,11 @@ from hypothesis.extra import numpy as hnp
 from jax.experimental import sparse as jsparse
 
 import optax_like as ol
-from optax_like import optim
+from optax_like import optim, registry
 from optax_like.core.numerics import compute_dtype
-from optax_like.core.tree import LeafScalars, is_none
+from optax_like.core import LeafScalars
+from optax_like.core.tree import is_none
+from optax_like.registry import Interval
 
 # ---------------------------------------------------------------------------------------------
 # Settings.
@@ -71,9 +76,14 @@ SLOW = settings(max_examples=100, **_COMMON)
 SLOW_JIT = settings(max_examples=25, **_COMMON)
 
 BOUND = 10.0  # |params|, |grads| <= BOUND
+# Nonzero |params|, |grads| >= TINY: XLA:CPU flushes subnormal results to zero (torch does not), and
+# a sign taken of one (Lion's sign(lerp(m, g, 1 - beta1))) turns the difference between an FMA's
+# flushed result (jit) and a rounded product (eager) into lr: g = 1.18e-38 (float32's smallest
+# normal), m = 0, beta1 = 0.5 steps by -lr eagerly (as timm) and by 0 jitted.
+TINY = 1e-20
 
 # ---------------------------------------------------------------------------------------------
-# Optimizer configurations.
+# Optimizer configurations: one case per registry record and one per variant (optax_like/registry.py).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -81,104 +91,68 @@ def _floats(lo: float, hi: float) -> st.SearchStrategy:
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)
 
 
-def _maybe_zero(lo: float, hi: float) -> st.SearchStrategy:
-    return st.one_of(st.just(0.0), _floats(lo, hi))
+def _drawn(valid, default) -> st.SearchStrategy:
+    """A record's `Interval` (0.0 too when `or_zero`, None too where the default is None), or a
+    tuple of them (pairs: betas, etas, ...) as a tuple strategy."""
+    if isinstance(valid, tuple):
+        return st.tuples(*(_drawn(v, d) for v, d in zip(valid, default if isinstance(default, tuple) else [0.0] * 2)))
+    strategy = _floats(valid.lo, valid.hi)
+    strategy = st.one_of(st.just(0.0), strategy) if valid.or_zero else strategy
+    return st.one_of(st.none(), strategy) if default is None else strategy
 
 
-def _betas(b1_hi: float = 0.99, b2_lo: float = 0.0) -> st.SearchStrategy:
-    # torch's valid range is [0, 1) for each; stopping short of 1 keeps the bias corrections
-    # (1 - beta**t) away from 0 over a few steps.
-    return st.tuples(_floats(0.0, b1_hi), _floats(b2_lo, 0.999))
+def _is_range(value) -> bool:
+    return isinstance(value, Interval) or (isinstance(value, tuple) and all(isinstance(v, Interval) for v in value))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Case:
-    """One optimizer configuration: `factory(**fixed, **numeric)`; `flags` vary `fixed` in the
-    eager test (booleans are compile-time constants, so the jitted tests keep `fixed`)."""
+    """One configuration of a record: `factory(**fixed, **numeric)`. The eager test also draws
+    the record's `flags` (compile-time options, so the jitted tests keep `fixed`: the flag
+    values of the record's `example`, and a variant's fixed values)."""
 
     id: str
-    factory: str  # functional optimizer in optax_like
-    cls: str  # optax_like.optim class
-    fixed: tuple  # (name, value) pairs: booleans, strings, ints
-    numeric: Callable[[], st.SearchStrategy]  # -> strategy of {name: float | tuple}
-    flags: tuple = ()  # (name, strategy) pairs drawn by the eager test
-    layout: str = "any"  # "any" | "matrix" (2-D leaves only) | "sparse" (sparse gradients)
-    complex_ok: bool = True
+    info: registry.OptimizerInfo
+    fixed: dict
+    numeric: st.SearchStrategy  # of {name: float | tuple}
+    flags: tuple  # (name, strategy) pairs drawn by the eager test
+    variant: str | None = None
+
+    factory = property(lambda self: self.info.factory)
+    layout = property(lambda self: self.info.layout)  # "any" | "matrix" (2-D leaves) | "sparse"
+    complex_ok = property(lambda self: self.info.complex)
 
     def kwargs(self, numeric: dict, flags: dict | None = None) -> dict:
-        return {**dict(self.fixed), **(flags or {}), **numeric}
+        return {**self.fixed, **(flags or {}), **numeric}
 
 
-def _d(**kw) -> Callable[[], st.SearchStrategy]:
-    return lambda: st.fixed_dictionaries(kw)
+def _cases(info: registry.OptimizerInfo) -> list[Case]:
+    defaults = {k: p.default for k, p in inspect.signature(info.factory).parameters.items()}
+    out = []
+    for variant, overrides in [(None, {}), *info.variants.items()]:
+        fixed = {k: v for k, v in info.example.items() if k in info.flags}
+        fixed.update((k, v) for k, v in overrides.items() if not _is_range(v))
+        ranges = {**info.valid, **{k: v for k, v in overrides.items() if _is_range(v)}}
+        numeric = st.fixed_dictionaries({k: _drawn(v, defaults[k]) for k, v in ranges.items() if k not in fixed})
+        flags = tuple((k, st.sampled_from(values)) for k, values in info.flags.items() if k not in overrides)
+        out.append(Case(info.name if variant is None else f"{info.name}-{variant}", info, fixed, numeric, flags, variant))
+    return out
 
 
-_ADAM_NUMERIC = dict(lr=_floats(1e-4, 0.1), betas=_betas(), eps=_floats(1e-8, 1e-3))
-
-CASES = [
-    Case("sgd", "sgd", "SGD", (), _d(lr=_floats(0.0, 1.0), weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),)),
-    Case("sgd_momentum", "sgd", "SGD", (), _d(lr=_floats(0.0, 1.0), momentum=_floats(0.01, 0.99),
-                                               dampening=_floats(0.0, 1.0), weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),)),
-    Case("sgd_nesterov", "sgd", "SGD", (("nesterov", True), ("dampening", 0.0)),
-         _d(lr=_floats(0.0, 1.0), momentum=_floats(0.01, 0.99), weight_decay=_maybe_zero(1e-4, 0.1))),
-    Case("asgd", "asgd", "ASGD", (), _d(lr=_floats(1e-4, 0.1), lambd=_floats(0.0, 1e-2), alpha=_floats(0.0, 1.0),
-                                        t0=_floats(0.0, 3.0), weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),)),
-    Case("rprop", "rprop", "Rprop", (), _d(lr=_floats(1e-4, 1.0), etas=st.tuples(_floats(0.1, 0.9), _floats(1.1, 3.0)),
-                                           step_sizes=st.tuples(_floats(1e-6, 1e-3), _floats(1.0, 50.0))),
-         flags=(("maximize", st.booleans()),)),
-    Case("adagrad", "adagrad", "Adagrad", (),
-         _d(lr=_floats(1e-4, 1.0), lr_decay=_maybe_zero(1e-4, 0.1), weight_decay=_maybe_zero(1e-4, 0.1),
-            initial_accumulator_value=_maybe_zero(1e-3, 1.0), eps=_floats(1e-10, 1e-3)),
-         flags=(("maximize", st.booleans()),)),
-    Case("adadelta", "adadelta", "Adadelta", (),
-         _d(lr=_floats(0.0, 1.0), rho=_floats(0.0, 1.0), eps=_floats(1e-6, 1e-2), weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),)),
-    # alpha >= 0.5: centered RMSprop takes sqrt(square_avg - grad_avg^2), which rounds negative
-    # (NaN, as in torch) when alpha * (1 - alpha) is below the dtype's resolution.
-    Case("rmsprop_centered_momentum", "rmsprop", "RMSprop", (("centered", True),),
-         _d(lr=_floats(1e-4, 0.1), alpha=_floats(0.5, 0.99), eps=_floats(1e-8, 1e-3), momentum=_floats(0.01, 0.9),
-            weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("centered", st.booleans()), ("maximize", st.booleans()))),
-    Case("adam_amsgrad", "adam", "Adam", (("amsgrad", True),), _d(**_ADAM_NUMERIC, weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("amsgrad", st.booleans()), ("maximize", st.booleans()), ("decoupled_weight_decay", st.booleans()))),
-    Case("adamw", "adamw", "AdamW", (), _d(**_ADAM_NUMERIC, weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("amsgrad", st.booleans()), ("maximize", st.booleans()))),
-    Case("adamax", "adamax", "Adamax", (), _d(**_ADAM_NUMERIC, weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),)),
-    Case("nadam", "nadam", "NAdam", (), _d(**_ADAM_NUMERIC, weight_decay=_maybe_zero(1e-4, 0.1),
-                                            momentum_decay=_floats(0.0, 1e-2)),
-         flags=(("decoupled_weight_decay", st.booleans()), ("maximize", st.booleans()))),
-    Case("radam", "radam", "RAdam", (), _d(**_ADAM_NUMERIC, weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("decoupled_weight_decay", st.booleans()), ("maximize", st.booleans()))),
-    Case("adafactor", "adafactor", "Adafactor", (),
-         _d(lr=_floats(1e-4, 0.1), beta2_decay=_floats(-1.0, 0.0),
-            # eps1 >= 1e-18: the clamp is eps1**2, which flushes to 0 in float32 below ~1e-19 and
-            # then a zero gradient gives 0 * rsqrt(0) = NaN (torch too).
-            eps=st.tuples(st.one_of(st.none(), _floats(1e-18, 1e-6)), _floats(1e-4, 1e-2)),
-            d=_floats(1.0, 5.0), weight_decay=_maybe_zero(1e-4, 0.1)),
-         flags=(("maximize", st.booleans()),), complex_ok=False),
-    Case("muon", "muon", "Muon", (("nesterov", True),),
-         _d(lr=_floats(1e-4, 0.02), weight_decay=_floats(0.0, 0.1), momentum=_floats(0.0, 0.99)),
-         flags=(("nesterov", st.booleans()), ("adjust_lr_fn", st.sampled_from([None, "original", "match_rms_adamw"]))),
-         layout="matrix", complex_ok=False),
-    Case("sparse_adam", "sparse_adam", "SparseAdam", (),
-         _d(lr=_floats(1e-4, 0.1), betas=_betas(), eps=_floats(1e-8, 1e-3)),
-         flags=(("maximize", st.booleans()),), layout="sparse", complex_ok=False),
-]
+# LBFGS steps through a closure (`value_fn`), not gradients.
+CASES = [case for info in registry.OPTIMIZERS.values() if not info.closure for case in _cases(info)]
 CASE_IDS = [c.id for c in CASES]
+# The default run: one case per record; its variants run under `slow`.
+DEFAULT_IDS = [pytest.param(c.id, marks=(pytest.mark.slow,) if c.variant else ()) for c in CASES]
 
 
-def test_cases_cover_every_functional_optimizer():
-    covered = {c.factory for c in CASES}
-    everything = {name for name in ol.optimizers.__all__ if name[0].islower() and callable(getattr(ol, name))}
-    # lbfgs steps through a closure (`value_fn`), not gradients; asgd_averaged_params and
-    # lbfgs_history read a state.
-    assert everything - covered == {"lbfgs", "lbfgs_history", "asgd_averaged_params"}
-    for case in CASES:
-        assert hasattr(optim, case.cls)
+def test_every_functional_optimizer_has_a_record():
+    functions = {name for name in ol.optimizers.__all__ if name[0].islower() and callable(getattr(ol, name))}
+    helpers = {f for info in registry.OPTIMIZERS.values() for f in info.extra_functions}  # read a state
+    assert functions - helpers == set(registry.OPTIMIZERS)
+    assert {c.info.name for c in CASES} == {n for n, info in registry.OPTIMIZERS.items() if not info.closure}
+    for info in registry.OPTIMIZERS.values():
+        assert info.adapter_class().__name__ == info.cls
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +219,7 @@ def _fixed_tree(case: Case, wide: bool = False):
 
 
 def _values(shape, dtype: str) -> st.SearchStrategy:
-    elements = _floats(-BOUND, BOUND)
+    elements = _floats(-BOUND, BOUND).map(lambda x: x if abs(x) >= TINY else 0.0)
     real = hnp.arrays(np.float64, shape, elements=elements)
     if dtype.startswith("complex"):
         return st.tuples(real, real).map(lambda ri: jnp.asarray(ri[0] + 1j * ri[1], dtype))
@@ -317,7 +291,7 @@ def _leaves(tree) -> list:
     return jax.tree.leaves(tree, is_leaf=is_none)
 
 
-# Per-leaf scalars (torch's per-param `step`, `eta`, ...) are `core.tree.LeafScalars` nodes.
+# Per-leaf scalars (torch's per-param `step`, `eta`, ...) are `core.leaf_scalars.LeafScalars` nodes.
 
 
 def _params_shaped(state, params):
@@ -453,7 +427,7 @@ def _apply(params, updates):
 @st.composite
 def eager_examples(draw, case: Case, wide: bool):
     spec = draw(spec_trees(case, wide))
-    numeric = draw(case.numeric())
+    numeric = draw(case.numeric)
     flags = {name: draw(s) for name, s in case.flags}
     params = draw(arrays_like(spec))
     steps = draw(st.integers(1, 3))
@@ -465,7 +439,7 @@ def eager_examples(draw, case: Case, wide: bool):
 
 def run_update_invariants(case: Case, example):
     kwargs, params, grads, j = example
-    tx = getattr(ol, case.factory)(**kwargs)
+    tx = case.factory(**kwargs)
     state = ol.per_leaf_scalars(tx.init(params))  # the last step leaves one gradient None
     check_state(params, state)
     for g in grads[:-1]:
@@ -480,7 +454,7 @@ def run_update_invariants(case: Case, example):
     check_step(params, partial, updates, new_state)
     # Adafactor's eps1=None is the machine epsilon of the first param with a gradient (torch
     # fixes it per group): dropping that param's gradient may change the other leaves.
-    skip = case.factory == "adafactor" and kwargs["eps"][0] is None
+    skip = case.info.name == "adafactor" and kwargs["eps"][0] is None
     check_none_grad_rule(params, partial, j, state, new_state, full_updates, full_state, updates, skip_others=skip)
 
 
@@ -502,12 +476,12 @@ _EAGER_SLOW = {c.id: _eager_test(SLOW, False)(c) for c in CASES}
 _EAGER64_SLOW = {c.id: _eager_test(SLOW_JIT, True)(c) for c in CASES}
 
 
-@pytest.mark.parametrize("case_id", CASE_IDS)
+@pytest.mark.parametrize("case_id", DEFAULT_IDS)
 def test_update_invariants(case_id):
     _EAGER[case_id]()
 
 
-@pytest.mark.parametrize("case_id", CASE_IDS)
+@pytest.mark.parametrize("case_id", DEFAULT_IDS)
 def test_update_invariants_float64(case_id, x64):
     _EAGER64[case_id]()
 
@@ -534,8 +508,14 @@ def _as_arrays(numeric: dict) -> dict:
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(float)), numeric)
 
 
-def _update_with(case: Case, hypers: dict, grads, state, params):
-    tx = getattr(ol, case.factory)(**case.kwargs(hypers))
+def _snapshots(case: Case, numeric: dict) -> tuple:
+    """Host values a factory takes beside traced hyperparameters, as the adapter passes them (its
+    `snapshots`: timm's `max_lr_snapshot`, the constructor's lr). Static: one compilation each."""
+    return tuple((k, float(numeric[arg])) for k, arg in case.info.adapter.get("snapshots", {}).items() if arg in numeric)
+
+
+def _update_with(case: Case, hypers: dict, grads, state, params, snapshots=()):
+    tx = case.factory(**case.kwargs(hypers), **dict(snapshots))
     return tx.update(grads, state, params)
 
 
@@ -546,7 +526,7 @@ def _update_with(case: Case, hypers: dict, grads, state, params):
 # or 8 eps of the leaf's scale (its largest magnitude before or after the step).
 JIT_TOLERANCE = (16, 8.0)
 
-_jit_update_with = jax.jit(_update_with, static_argnums=0)
+_jit_update_with = jax.jit(_update_with, static_argnums=0, static_argnames="snapshots")
 
 
 def ulp_distance(x, y) -> np.ndarray:
@@ -609,7 +589,7 @@ def _sparse_aware_grads(case: Case, spec):
 @st.composite
 def jit_examples(draw, case: Case, wide: bool):
     spec = _fixed_tree(case, wide)
-    numeric = draw(case.numeric())
+    numeric = draw(case.numeric)
     params = draw(arrays_like(spec))
     grads = [draw(_sparse_aware_grads(case, spec)) for _ in range(2)]
     return numeric, params, grads
@@ -618,14 +598,14 @@ def jit_examples(draw, case: Case, wide: bool):
 def run_jit_matches_eager(case: Case, example, host_hypers: bool):
     numeric, params, grads = example
     if host_hypers:  # Python floats: host float64 scalar math, one compilation per example
-        tx = getattr(ol, case.factory)(**case.kwargs(numeric))
+        tx = case.factory(**case.kwargs(numeric))
         eager, jitted = tx.update, jax.jit(tx.update)
         state = tx.init(params)
     else:  # jax scalars: the traced path; one compilation per case serves every example
-        hypers = _as_arrays(numeric)
-        eager = functools.partial(_update_with, case, hypers)
-        jitted = functools.partial(_jit_update_with, case, hypers)
-        state = getattr(ol, case.factory)(**case.kwargs(hypers)).init(params)
+        hypers, snapshots = _as_arrays(numeric), _snapshots(case, numeric)
+        eager = functools.partial(_update_with, case, hypers, snapshots=snapshots)
+        jitted = functools.partial(_jit_update_with, case, hypers, snapshots=snapshots)
+        state = case.factory(**case.kwargs(hypers), **dict(snapshots)).init(params)
     for t, g in enumerate(grads):
         u_e, s_e = eager(g, state, params)
         u_j, s_j = jitted(g, state, params)
@@ -655,7 +635,7 @@ _JIT_HOST_SLOW = {c.id: _jit_test(settings(max_examples=5, **_COMMON), False, Tr
 _JIT64_SLOW = {c.id: _jit_test(settings(max_examples=5, **_COMMON), True, False)(c) for c in CASES}
 
 
-@pytest.mark.parametrize("case_id", CASE_IDS)
+@pytest.mark.parametrize("case_id", DEFAULT_IDS)
 def test_jit_matches_eager(case_id):
     _JIT[case_id]()
 
@@ -686,7 +666,7 @@ def test_jit_matches_eager_float64_slow(case_id, x64):
 @st.composite
 def adapter_examples(draw, case: Case, wide: bool):
     spec = _fixed_tree(case, wide)
-    numeric = draw(case.numeric())
+    numeric = draw(case.numeric)
     params = draw(arrays_like(spec))
     before = draw(st.integers(1, 2))
     after = draw(st.integers(1, 2))
@@ -707,7 +687,7 @@ def _run(opt, grads):
 
 def run_round_trip(case: Case, example):
     numeric, params, grads, before = example
-    cls = getattr(optim, case.cls)
+    cls = case.info.adapter_class()
     kwargs = case.kwargs(numeric)
     reference = cls(_copy(params), **kwargs)  # the optimizer owns (donates) what it is given
     _run(reference, grads)
@@ -744,7 +724,7 @@ _ADAPTER_SLOW = {c.id: _adapter_test(SLOW_JIT, False)(c) for c in CASES}
 _ADAPTER64_SLOW = {c.id: _adapter_test(settings(max_examples=5, **_COMMON), True)(c) for c in CASES}
 
 
-@pytest.mark.parametrize("case_id", CASE_IDS)
+@pytest.mark.parametrize("case_id", DEFAULT_IDS)
 def test_state_dict_round_trip(case_id):
     _ADAPTER[case_id]()
 

@@ -5,9 +5,12 @@
   None for some leaves; the jitted update compiles once for a fixed gradient structure.
 - The shared form `init` returns refuses a gradient tree with None for some leaves at trace time
   (eager, `jit`, `lax.scan`), naming the leaf and the fix, never jax's carry error.
-- Property test (hypothesis) against live torch: random trees, random leaves without gradient at
-  random steps (torch's `p.grad = None`), every optimizer, float64, under `jit` and under
-  `lax.scan` (a scan per run of equal None patterns), each step compared with torch.
+- Property test (hypothesis) against the live reference (torch's class, or timm's): random trees,
+  random leaves without gradient at random steps (torch's `p.grad = None`), float64, under `jit`
+  and under `lax.scan` (a scan per run of equal None patterns), each step compared.
+
+Configurations: each registry record's `example` (optax_like/registry.py), and under `slow` each
+of its `variants` applied to the example.
 """
 
 from __future__ import annotations
@@ -23,43 +26,43 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import optax_like as ol
-from optax_like.core.tree import LeafScalars, NoneGradientError
+from optax_like.core.leaf_scalars import LeafScalars, NoneGradientError
+from optax_like import registry
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    name: str  # functional factory and torch class
-    torch_cls: str
-    kwargs: tuple
-    matrix_only: bool = False
+    """A record's `example`, or one of its `variants` applied to the example."""
+
+    info: registry.OptimizerInfo
+    kwargs: dict
+    variant: str | None = None
+
+    id = property(lambda self: self.info.name + (f"-{self.variant}" if self.variant else ""))
+    matrix_only = property(lambda self: self.info.layout == "matrix")
+    marks = property(lambda self: (pytest.mark.slow,) if self.variant else ())
 
     def functional(self):
-        return getattr(ol, self.name)(**dict(self.kwargs))
+        return self.info.factory(**self.kwargs)
 
-    def torch(self, params):
-        return getattr(torch.optim, self.torch_cls)(params, **dict(self.kwargs))
+    def reference(self, params):
+        return self.info.reference_class()(params, **self.kwargs)
 
 
-CONFIGS = [
-    Config("sgd", "SGD", (("lr", 0.1), ("momentum", 0.9), ("dampening", 0.1), ("weight_decay", 0.01))),
-    Config("sgd", "SGD", (("lr", 0.1), ("momentum", 0.9), ("nesterov", True))),
-    Config("adam", "Adam", (("lr", 0.01), ("weight_decay", 0.1), ("amsgrad", True))),
-    Config("adamw", "AdamW", (("lr", 0.01),)),
-    Config("adamax", "Adamax", (("lr", 0.01), ("weight_decay", 0.1))),
-    Config("nadam", "NAdam", (("lr", 0.01), ("weight_decay", 0.1), ("momentum_decay", 0.01))),
-    Config("radam", "RAdam", (("lr", 0.01), ("betas", (0.9, 0.7)))),
-    Config("adagrad", "Adagrad", (("lr", 0.1), ("lr_decay", 0.01), ("initial_accumulator_value", 0.1))),
-    Config("adadelta", "Adadelta", (("lr", 1.0), ("weight_decay", 0.1))),
-    Config("rmsprop", "RMSprop", (("lr", 0.01), ("momentum", 0.5), ("centered", True))),
-    Config("rprop", "Rprop", (("lr", 0.01),)),
-    Config("asgd", "ASGD", (("lr", 0.01), ("t0", 2.0), ("weight_decay", 0.1))),
-    Config("adafactor", "Adafactor", (("lr", 0.01),)),
-    Config("muon", "Muon", (("lr", 0.02),), matrix_only=True),
-]
-IDS = [f"{c.name}-{i}" for i, c in enumerate(CONFIGS)]
+def configs(info: registry.OptimizerInfo) -> list[Config]:
+    """The example, then each variant (`info.variant_kwargs`) that changes it."""
+    out = [Config(info, dict(info.example))]
+    for variant in info.variants:
+        kwargs = info.variant_kwargs(variant)
+        if kwargs != info.example:
+            out.append(Config(info, kwargs, variant))
+    return out
 
+
+# A closure-driven optimizer (LBFGS) and row-sparse gradients (SparseAdam) have their own suites.
+CONFIGS = [c for info in registry.OPTIMIZERS.values() if not info.closure and info.layout != "sparse" for c in configs(info)]
 
 def _combinators():
     """Each combinator wrapping Adam (or SGD): (id, transformation)."""
@@ -92,16 +95,12 @@ def _has_shared(state) -> bool:
                for n in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, LeafScalars)))
 
 
-def _all_transforms():
-    out = [(i, c.functional(), c.matrix_only) for i, c in zip(IDS, CONFIGS)]
-    out += [(name, tx, False) for name, tx in _combinators()]
-    return out
-
-
-@pytest.mark.parametrize("index", range(len(CONFIGS) + len(_combinators())),
-                         ids=IDS + [n for n, _ in _combinators()])
-def test_update_never_changes_the_state_structure(index):
-    name, tx, matrix_only = _all_transforms()[index]
+@pytest.mark.parametrize("name, make, matrix_only", [
+    *(pytest.param(c.id, c.functional, c.matrix_only, id=c.id, marks=c.marks) for c in CONFIGS),
+    *(pytest.param(name, lambda tx=tx: tx, False, id=name) for name, tx in _combinators()),
+])
+def test_update_never_changes_the_state_structure(name, make, matrix_only):
+    tx = make()
     params = {k: v.reshape(3, -1) if matrix_only and v.ndim == 1 else v for k, v in PARAMS.items()}
     if matrix_only:
         params["b"] = jnp.ones((3, 1)) * 0.5
@@ -203,7 +202,7 @@ def runs(draw, matrix_only: bool):
 
 def _torch_trajectory(config, params, grads_seq):
     tparams = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in params.items()}
-    opt = config.torch([tparams[k] for k in sorted(tparams)])
+    opt = config.reference([tparams[k] for k in sorted(tparams)])
     out = []
     for grads in grads_seq:
         for k, g in grads.items():
@@ -257,14 +256,12 @@ def _check(config, data, mode):
     for step, (mine, theirs) in enumerate(zip(got, expected)):
         for k in sorted(tree_shapes):
             np.testing.assert_allclose(np.asarray(mine[k]), theirs[k], rtol=1e-10, atol=1e-12,
-                                       err_msg=f"{config.name} {mode} step {step} leaf {k}")
+                                       err_msg=f"{config.id} {mode} step {step} leaf {k}")
 
 
 @pytest.mark.parametrize("mode", ["jit", "scan"])
-@pytest.mark.parametrize("index", range(len(CONFIGS)), ids=IDS)
-def test_none_gradients_at_random_steps_match_torch(index, mode, x64):
-    config = CONFIGS[index]
-
+@pytest.mark.parametrize("config", [pytest.param(c, id=c.id, marks=c.marks) for c in CONFIGS])
+def test_none_gradients_at_random_steps_match_the_reference(config, mode, x64):
     @SETTINGS
     @given(runs(config.matrix_only))
     def prop(data):

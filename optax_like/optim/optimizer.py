@@ -402,12 +402,6 @@ class Optimizer(OptimizerHooks):
                 "the list of the groups' params, not your tree. Pass model=tree to get the tree "
                 "(leaves in no group are then frozen).", UserWarning, stacklevel=3)
 
-    # Per-group columns still read by tests/optim/test_state_dict.py (read-only lists; other
-    # readers use `_groups[i].<field>`): remove once it does too.
-    _opt_leaves = property(lambda self: [group.leaves for group in self._groups])
-    _states = property(lambda self: [group.state for group in self._groups])
-    _group_defs = property(lambda self: [group.treedef for group in self._groups])
-
     # ------------------------------------------------------------------ groups and params
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a group (torch's `add_param_group`); the next step compiles once for it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.optimizers._timm import decay_lr
@@ -41,6 +43,8 @@ def lion(
     kernel: accepted and ignored. lr, betas and weight_decay may be schedules.
     """
     del foreach
+    if v.is_concrete_array(lr) and np.size(lr) != 1:  # timm's _validate_scalar
+        raise ValueError("learning rate must be a scalar or scalar tensor.")
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")

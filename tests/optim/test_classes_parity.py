@@ -1,24 +1,30 @@
-"""Every optax_like.optim class against live torch.optim: numbers, state_dicts, checkpoints (issue #5).
+"""Every optax_like.optim class against its live reference: numbers, state_dicts, checkpoints (issue #5).
 
-For each of the 14 classes, with option combos taken from torch's own test inputs
-(`torch/testing/_internal/common_optimizers.py`, `optim_inputs_func_*`), in float64 (scoped):
+For every record of `optax_like.registry` with param groups and a plain `step()` (LBFGS:
+tests/optim/test_lbfgs_class.py), against its reference (`info.reference_class()`: torch.optim,
+or timm for Lion/ADOPT), in float64 (scoped), on the record's configurations (`_configs`: its
+`example`, `flags` (the example and its `full` options with every flag at its last listed value:
+maximize, amsgrad, ...), each variant, and a per-group one where its adapter options make group
+structure: RMSprop's and SGD's momentum buffer in one group only, Muon's `ns_steps` per group):
 
-1. two param groups with a different `lr` and one other per-group hyperparameter, stepped with
-   `backward(grads)` + `step()` on the gradients torch gets: params within 1e-12 (relative,
-   floor 1) of torch's after every step;
-2. `state_dict()` against torch's: same param ids and keys, every state tensor within 1e-12 of
-   torch's (float32 per-param scalars such as `eta`, `mu_product` within float32 rounding), the
-   same dtype and shape (`step`: a 0-d float32), and every `param_groups` entry torch has;
-3. torch -> ours: a torch checkpoint loaded into a fresh instance (tensors directly, and through
+1. two param groups, the second with half the lr and one other hyperparameter (the record's
+   first `valid` argument after lr, at the midpoint of its range), stepped with
+   `backward(grads)` + `step()` on the gradients the reference gets: params within 1e-12
+   (relative, floor 1; a record's `rtol32` where bf16 inner math sets it) of the reference's
+   after every step;
+2. `state_dict()` against the reference's: same param ids and keys, every state tensor within
+   1e-12 (float32 per-param scalars such as `eta`, `mu_product` within float32 rounding), the
+   same dtype and shape (`step`: a 0-d float32), and every `param_groups` entry it has;
+3. reference -> ours: its checkpoint loaded into a fresh instance (tensors directly, and through
    `optax_like.interop.torch` after `torch.save`/`torch.load`), both continue identically; and
-   ours -> torch through `to_torch_state_dict`, torch continuing as if uninterrupted;
+   ours -> reference through `to_torch_state_dict`, the reference continuing as if uninterrupted;
 4. ours -> ours: `state_dict` -> fresh instance -> `load_state_dict` continues bit for bit;
 5. edges: a group holding one param of shape (1,) (per-param scalars such as NAdam's
    `mu_product`, ASGD's `eta`/`mu` must not be mistaken for a (1,)-shaped buffer), and params
    without a gradient in some steps (skipped as torch skips `p.grad is None`).
 
-SparseAdam gets BCOO gradients (torch: sparse COO tensors with duplicate indices); Muon gets 2-D
-params only and test_muon.py's tolerance (its Newton-Schulz runs in bfloat16 on both sides).
+Params: the record's shapes, the first two in group 0 and the rest (or the first again) in
+group 1; layout "sparse" gets BCOO gradients (torch: sparse COO tensors with duplicate indices).
 """
 
 from __future__ import annotations
@@ -32,84 +38,77 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from jax.experimental import sparse as jsparse
 
 import optax_like as ol
 import optax_like.optim as optim
+from optax_like import registry
 from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
 from tests.parity.harness import assert_close, jax_grad
 
 RTOL = 1e-12  # float64 params and float64 state tensors
 RTOL_F32_SCALARS = 1e-6  # torch keeps `eta`, `mu`, `mu_product` as float32 0-d tensors
-MUON_RTOL = 1e-3  # tests/parity/test_muon.py: bf16 Newton-Schulz, gemm accumulation order
 STEPS = 10
 
-# Param shapes per group: group 0 has two params, group 1 the rest.
-SHAPES = (((4, 3), (5,)), ((3, 2),))
-SHAPES_BY_CLASS = {
-    "Muon": (((4, 3), (3, 7)), ((5, 5),)),  # Muon takes 2-D params only
-    "Adafactor": (((4, 3), (5,)), ((2, 3, 4), ())),  # factored (>= 2-D) and unfactored (1-D, 0-D)
-    "SparseAdam": (((6, 3), (5,)), ((4, 2),)),
-}
+RECORDS = {info.cls: info for info in registry.OPTIMIZERS.values() if info.groups and not info.closure}
 
-# (class, constructor kwargs, group-1 overrides: a different lr and one more hyperparameter).
-# The first config of each class is also used for the checkpoint and edge tests.
-CASES = [
-    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1), dict(lr=0.01, momentum=0.5)),
-    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, maximize=True), dict(lr=0.01, weight_decay=0.1)),
-    ("ASGD", dict(lr=0.02, t0=3, lambd=1e-3), dict(lr=0.01, weight_decay=0.1)),
-    ("ASGD", dict(lr=0.02, maximize=True, weight_decay=0.1), dict(lr=0.005, alpha=0.5)),
-    ("Rprop", dict(lr=0.01), dict(lr=0.02, etas=(0.4, 1.3))),
-    ("Rprop", dict(lr=0.01, maximize=True, step_sizes=(1e-4, 1.0)), dict(lr=0.005)),
-    # initial_accumulator_value in the constructor only: torch ignores a per-group value (see below).
-    ("Adagrad", dict(lr=0.1, lr_decay=0.5, weight_decay=0.1, initial_accumulator_value=0.1), dict(lr=0.05, eps=1e-6)),
-    ("Adagrad", dict(lr=0.1, maximize=True, eps=1e-6), dict(lr=0.05, weight_decay=0.1)),
-    ("Adadelta", dict(rho=0.95, weight_decay=0.9), dict(lr=0.5, eps=1e-4)),
-    ("Adadelta", dict(lr=0.01, maximize=True, weight_decay=0.1), dict(lr=0.1, rho=0.8)),
-    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.1), dict(lr=0.005, alpha=0.9)),
-    # momentum 0 in group 0 (no buffer) and 0.9 in group 1 (buffer): torch's per-group layout.
-    ("RMSprop", dict(lr=0.01, maximize=True), dict(lr=0.02, momentum=0.9)),
-    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
-    ("Adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), dict(lr=0.005, eps=1e-6)),
-    ("AdamW", dict(lr=0.01, amsgrad=True), dict(lr=0.02, weight_decay=0.5)),
-    ("AdamW", dict(lr=0.01, maximize=True, weight_decay=0.1), dict(lr=0.005, betas=(0.8, 0.99))),
-    ("Adamax", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
-    ("Adamax", dict(lr=0.01, maximize=True), dict(lr=0.005, eps=1e-4)),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, momentum_decay=0.006), dict(lr=0.02, betas=(0.8, 0.99))),
-    ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True),
-     dict(lr=0.005, momentum_decay=0.002)),
-    # 10 steps with beta2 = 0.999 cross RAdam's rho_t > 5 switch (step 6).
-    ("RAdam", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, betas=(0.8, 0.99))),
-    ("RAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True), dict(lr=0.005, eps=1e-6)),
-    ("SparseAdam", dict(lr=0.01), dict(lr=0.005, betas=(0.8, 0.99))),
-    ("SparseAdam", dict(lr=0.01, maximize=True, eps=1e-6), dict(lr=0.02, betas=(0.0, 0.5))),
-    ("Adafactor", dict(lr=0.01, weight_decay=0.1), dict(lr=0.02, beta2_decay=-1.0)),
-    ("Adafactor", dict(maximize=True, d=1.5), dict(lr=0.05, eps=(1e-30, 1e-2))),
-    ("Muon", dict(lr=0.02), dict(lr=0.01, momentum=0.8)),
-    ("Muon", dict(lr=0.02, nesterov=False, weight_decay=0.2, adjust_lr_fn="match_rms_adamw"), dict(lr=0.01, ns_steps=6)),
-]
-CLASSES = list(dict.fromkeys(name for name, _, _ in CASES))
-FIRST = {name: (kwargs, group1) for name, kwargs, group1 in reversed(CASES)}
+
+def _configs(info):
+    """(label, constructor kwargs, group-1 overrides): the example, `flags` and each variant with
+    group 1 at half the lr and one more hyperparameter; and where the record has per-group
+    structure options (`adapter`: `structural_zero` arguments whose 0 drops a buffer, `static`
+    ones that shape the program), group 0 without the buffer or at the default and group 1 with
+    the buffer (its `full` value) or the next static value."""
+    signature = inspect.signature(info.factory).parameters
+    lr = info.example.get("lr", signature["lr"].default)
+    other = next(k for k in info.valid if k != "lr")
+    group1 = {"lr": lr / 2, other: registry.fixed(info.valid[other])}
+    flags = {**info.example, **info.full, **{k: values[-1] for k, values in info.flags.items()}}
+    configs = [("example", dict(info.example), group1), ("flags", flags, group1)]
+    configs += [(name, info.variant_kwargs(name), group1) for name in info.variants]
+    zero, static = info.adapter.get("structural_zero", ()), info.adapter.get("static", ())
+    if zero or static:
+        kwargs = {**info.example, **{k: 0.0 for k in zero}}
+        overrides = {**{k: info.full[k] if k in info.full else registry.fixed(info.valid[k]) for k in zero},
+                     **{k: signature[k].default + 1 for k in static}}
+        configs.append(("per-group", kwargs, {"lr": lr / 2, **overrides}))
+    return configs
+
+
+# (class, label, constructor kwargs, group-1 overrides). The example of each class is also used
+# for the checkpoint and edge tests.
+CASES = [(name, label, kwargs, group1) for name, info in RECORDS.items() for label, kwargs, group1 in _configs(info)]
+CLASSES = list(RECORDS)
+FIRST = {name: (kwargs, group1) for name, label, kwargs, group1 in CASES if label == "example"}
 
 
 def _case_id(case):
-    name, kwargs, group1 = case
-    return f"{name}-{kwargs}-{group1}"
+    name, label, kwargs, group1 = case
+    return f"{name}-{label}"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _reference(name):
+    return RECORDS[name].reference_class()
+
+
 def _torch_kwargs(name, kwargs):
-    cls = getattr(torch.optim, name)
-    if "foreach" in inspect.signature(cls.__init__).parameters:
-        return dict(kwargs, foreach=False)  # torch's single-tensor reference path
+    if "foreach" in inspect.signature(_reference(name)).parameters:
+        return dict(kwargs, foreach=False)  # the reference's single-tensor path
     return dict(kwargs)
 
 
 def _shapes(name, shapes=None):
-    return shapes if shapes is not None else SHAPES_BY_CLASS.get(name, SHAPES)
+    if shapes is not None:
+        return shapes
+    record = RECORDS[name].shapes
+    return (record[:2], record[2:] or record[:1])
+
+
+def _rtol(name):
+    return RECORDS[name].rtol32 or RTOL
 
 
 def _init(shapes, seed=0):
@@ -134,7 +133,7 @@ def _grads(name, shapes, steps, seed=1, none=()):
             for i, s in enumerate(group):
                 if (t, g, i) in none:
                     row.append(None)
-                elif name == "SparseAdam":
+                elif RECORDS[name].layout == "sparse":
                     idx = rng.integers(0, s[0], 4)
                     idx[-1] = idx[0]  # a duplicate entry every step (torch coalesces)
                     row.append((idx, rng.standard_normal((4, *s[1:]))))
@@ -147,13 +146,13 @@ def _grads(name, shapes, steps, seed=1, none=()):
 
 def _make_torch(name, kwargs, group1, init):
     tp = [[torch.tensor(p, requires_grad=True) for p in group] for group in init]
-    opt = getattr(torch.optim, name)([{"params": tp[0]}, {"params": tp[1], **group1}], **_torch_kwargs(name, kwargs))
+    opt = _reference(name)([{"params": tp[0]}, {"params": tp[1], **group1}], **_torch_kwargs(name, kwargs))
     return tp, opt
 
 
 def _make_ours(name, kwargs, group1, init):
     groups = [{"params": [jnp.asarray(p) for p in init[0]]}, {"params": [jnp.asarray(p) for p in init[1]], **group1}]
-    return getattr(optim, name)(groups, **_torch_kwargs(name, kwargs))
+    return RECORDS[name].adapter_class()(groups, **_torch_kwargs(name, kwargs))
 
 
 def _torch_step(opt, tp, grads):
@@ -179,8 +178,7 @@ def _flat_params(opt):
 
 
 def _check_params(name, opt, tp, step):
-    assert_close(_flat_params(opt), [p for group in tp for p in group], "float64", step,
-                 MUON_RTOL if name == "Muon" else RTOL)
+    assert_close(_flat_params(opt), [p for group in tp for p in group], "float64", step, _rtol(name))
 
 
 def _np(x):
@@ -238,7 +236,7 @@ def _train_pair(name, kwargs, group1, steps, shapes=None, none=()):
 # ------------------------------------------------------------------ 1 + 2: steps and state_dict
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_two_groups_match_torch_params_and_state_dict(case, x64):
-    name, kwargs, group1 = case
+    name, _, kwargs, group1 = case
     tp, topt, opt, _ = _train_pair(name, kwargs, group1, STEPS)
     ours, theirs = opt.state_dict(), topt.state_dict()
     # torch's SparseAdam keeps `step` as a Python int: see test_step_representation_matches_torch.
@@ -266,8 +264,8 @@ def test_step_representation_matches_torch(name, x64):
     kwargs, group1 = FIRST[name]
     _, topt, opt, _ = _train_pair(name, kwargs, group1, 2)
     theirs = topt.state_dict()["state"]
-    if name in ("SGD", "Muon"):
-        assert all("step" not in e for e in theirs.values()) and all("step" not in e for e in opt.state.values())
+    if all("step" not in e for e in theirs.values()):  # SGD, Muon, Lion
+        assert all("step" not in e for e in opt.state.values())
         return
     for pid, entry in theirs.items():
         ours = opt.state_dict()["state"][pid]["step"]
@@ -334,7 +332,7 @@ def test_our_checkpoint_continues_in_torch(name, x64):
 
     def resumed(params, state_dict):
         tps = [[torch.tensor(np.asarray(p), requires_grad=True) for p in group] for group in params]
-        o = getattr(torch.optim, name)([{"params": tps[0]}, {"params": tps[1]}], **_torch_kwargs(name, {}))
+        o = _reference(name)([{"params": tps[0]}, {"params": tps[1]}], **_torch_kwargs(name, {}))
         o.load_state_dict(state_dict)
         return tps, o
 
@@ -342,7 +340,7 @@ def test_our_checkpoint_continues_in_torch(name, x64):
     tp_ref, topt_ref = resumed([[p.detach().numpy() for p in g] for g in tp], copy.deepcopy(topt.state_dict()))
     assert topt2.state_dict()["param_groups"] == topt_ref.state_dict()["param_groups"]
     _check_state(topt2.state_dict(), topt_ref.state_dict(), where="torch after loading ours")
-    rtol = MUON_RTOL if name == "Muon" else RTOL
+    rtol = _rtol(name)
     for t in range(n, n + m):
         _torch_step(topt_ref, tp_ref, grads[t])
         _torch_step(topt2, tp2, grads[t])
@@ -417,7 +415,7 @@ def test_params_without_gradient_are_skipped_like_torch(name, x64):
         _ours_step(opt, grads[t], shapes)
         _check_params(name, opt, tp, t + 1)
         _check_state(opt.state_dict(), topt.state_dict(), step_repr=name != "SparseAdam", where=f"step {t + 1}")
-    if name not in ("SGD", "Muon"):  # their state has no step
+    if any("step" in e for e in topt.state_dict()["state"].values()):  # not SGD's, Muon's, Lion's
         steps = {pid: float(_np(e["step"])) for pid, e in topt.state_dict()["state"].items()}
         ids = [(g, i) for g, group in enumerate(shapes) for i in range(len(group))]
         assert steps == {pid: 8.0 - sum((t, *gi) in NONE for t in range(8)) for pid, gi in enumerate(ids)}
@@ -460,7 +458,7 @@ def test_load_state_dict_copies_torch_buffers(name, key):
 
 
 def test_adagrad_state_exists_from_construction_like_torch(x64):
-    init = _init(SHAPES)
+    init = _init(_shapes("Adagrad"))
     _, topt = _make_torch("Adagrad", dict(initial_accumulator_value=0.1), {}, init)
     opt = _make_ours("Adagrad", dict(initial_accumulator_value=0.1), {}, init)
     _check_state(opt.state_dict(), topt.state_dict())

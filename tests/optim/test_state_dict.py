@@ -16,19 +16,18 @@ import torch
 from jax.experimental import sparse as jsparse
 
 import optax_like.optim as optim
+from optax_like import registry
 from optax_like.core import torch_layout
 from optax_like.core.torch_layout import STARTED, STEP, STEPS_TAKEN, declare_torch_state
-from optax_like.core.tree import LeafScalars
+from optax_like.core.leaf_scalars import LeafScalars
 from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
 from optax_like.optim import _state_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
-CLASSES = ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
-           "RAdam", "SparseAdam", "Adafactor", "Muon"]
-# Options that give each class every state it can have.
-FULL = {"SGD": dict(momentum=0.9, weight_decay=0.1), "RMSprop": dict(momentum=0.9, centered=True),
-        "Adam": dict(amsgrad=True, weight_decay=0.1)}
+# Every class built from the registry (LBFGS, its own class: test_lbfgs_state_is_declared_global...).
+RECORDS = {info.cls: info for info in registry.OPTIMIZERS.values() if not info.custom_class}
+CLASSES = list(RECORDS)
 SHAPES = [(4, 3), (3, 5)]
 
 
@@ -47,8 +46,8 @@ def _grads(seed, dtype=np.float32):
 def test_every_state_of_every_class_is_declared(name):
     """The converter finds a declaration for every array of every class's state (a state type
     without one would be an error naming its field), and every declared field is a real field."""
-    opt = getattr(optim, name)(_params(), **FULL.get(name, {}))
-    nodes = _state_dict._declared_nodes(opt._states[0])
+    opt = getattr(optim, name)(_params(), **RECORDS[name].full)
+    nodes = _state_dict._declared_nodes(opt._groups[0].state)
     assert nodes
     for node, layout in nodes:
         assert set(layout.fields()) == set(node._fields)
@@ -93,13 +92,13 @@ def test_lbfgs_state_is_declared_global_and_goes_through_the_one_converter(x64):
         assert method not in vars(optim.LBFGS)
     params = [jnp.arange(3.0), jnp.ones((2, 2))]
     opt = optim.LBFGS(params, history_size=2)
-    (node, layout), = _state_dict._declared_nodes(opt._states[0])
+    (node, layout), = _state_dict._declared_nodes(opt._groups[0].state)
     assert layout.is_global and not layout.fields()
     assert opt.state_dict()["state"] == {}  # torch: no entry before the first step
     opt.step(lambda ps: sum(((p - 1.0) ** 4).sum() for p in ps))
     saved = opt.state_dict()
     assert list(saved["state"]) == [0] and saved["state"][0]["d"].shape == (7,)
-    assert _state_dict.expected_keys(opt._states[0], opt._group_defs[0], opt._opt_leaves[0]) is None
+    assert _state_dict.expected_keys(opt._groups[0].state, opt._groups[0].treedef, opt._groups[0].leaves) is None
     moved = {"state": {1: saved["state"][0]}, "param_groups": saved["param_groups"]}
     message = "entries for params [1]: LBFGSState keeps its whole state under the first param 0"
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -117,7 +116,7 @@ def test_internal_counters_are_rebuilt_by_their_rule():
     sgd = optim.SGD(_params(), lr=0.1, momentum=0.9)
     sgd.load_state_dict({"state": {1: {"momentum_buffer": np.ones(SHAPES[1], np.float32)}},
                          "param_groups": [dict(sgd.state_dict()["param_groups"][0])]})
-    trace = [n for n, _ in _state_dict._declared_nodes(sgd._states[0]) if "momentum_buffer" in n._fields][0]
+    trace = [n for n, _ in _state_dict._declared_nodes(sgd._groups[0].state) if "momentum_buffer" in n._fields][0]
     assert trace.count.tolist() == [0, 1]
     assert list(sgd.state) == [1]
     adam = optim.Adam(_params())
@@ -125,11 +124,11 @@ def test_internal_counters_are_rebuilt_by_their_rule():
     sd["state"] = {i: {"step": torch.tensor(float(s)), "exp_avg": np.zeros(shape, np.float32),
                        "exp_avg_sq": np.zeros(shape, np.float32)} for i, (s, shape) in enumerate(zip((3, 7), SHAPES))}
     adam.load_state_dict(sd)
-    taken = [getattr(n, f) for n, layout in _state_dict._declared_nodes(adam._states[0])
+    taken = [getattr(n, f) for n, layout in _state_dict._declared_nodes(adam._groups[0].state)
              for f, rule in layout.internal.items() if rule == STEPS_TAKEN]
     assert taken and all(int(x) == 7 for x in taken)
-    assert adam._states[0] is not None and not any(
-        n.step.is_shared for n, layout in _state_dict._declared_nodes(adam._states[0]) if "step" in layout.scalars)
+    assert adam._groups[0].state is not None and not any(
+        n.step.is_shared for n, layout in _state_dict._declared_nodes(adam._groups[0].state) if "step" in layout.scalars)
     assert STARTED in torch_layout.REBUILD_RULES
 
 
@@ -184,13 +183,13 @@ REFUSALS = [
 def test_refused_loads_name_param_and_key_and_change_nothing(name, mutate, error, message):
     opt = _stepped(name)
     before = jax.tree.map(np.asarray, opt.state_dict())
-    states_before = opt._states
+    states_before = [group.state for group in opt._groups]
     sd = copy.deepcopy(opt.state_dict())
     sd["param_groups"][0]["lr"] = 123.0  # a valid change that must not be committed either
     mutate(sd)
     with pytest.raises(error, match=re.escape(message)):
         opt.load_state_dict(sd)
-    assert opt._states is states_before
+    assert all(group.state is state for group, state in zip(opt._groups, states_before))
     after = jax.tree.map(np.asarray, opt.state_dict())
     assert after["param_groups"] == before["param_groups"]
     jax.tree.map(np.testing.assert_array_equal, after["state"], before["state"])
@@ -364,10 +363,10 @@ def test_equal_loaded_steps_load_shared_unequal_per_param():
     sd = opt.state_dict()
     fresh = optim.NAdam([jnp.copy(p) for p in opt.params])
     fresh.load_state_dict(sd)
-    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._states[0]) if "step" in l.scalars]
+    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._groups[0].state) if "step" in l.scalars]
     assert node.step.is_shared and node.mu_product.is_shared
     sd["state"][1]["step"] = torch.tensor(5.0)
     fresh.load_state_dict(sd)
-    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._states[0]) if "step" in l.scalars]
+    (node, _), = [(n, l) for n, l in _state_dict._declared_nodes(fresh._groups[0].state) if "step" in l.scalars]
     assert not node.step.is_shared and node.step.tolist() == [2, 5]
     assert node.mu_product.is_shared  # equal values stay shared, whatever the other fields' form

@@ -28,11 +28,6 @@ def test_adadelta_tensor_lr_matches_torch(parity_dtype):
     run_parity(torch.optim.Adadelta, dict(lr=torch.tensor(0.001)), ol.adadelta(lr=jnp.asarray(0.001, jnp.float32)), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(weight_decay=0.1), dict(maximize=True, rho=0.5)], ids=str)
-def test_adadelta_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.Adadelta, config, ol.adadelta(**config), "float64", complex_params=True)
-
-
 def test_adadelta_injected_hyperparams_match_torch(x64):
     config = dict(lr=0.5, rho=0.8, eps=1e-5, weight_decay=0.1)
     run_parity(torch.optim.Adadelta, config, ol.inject_hyperparams(ol.adadelta)(**config), "float64")

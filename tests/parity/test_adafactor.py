@@ -64,14 +64,3 @@ def test_adafactor_rejects_what_torch_rejects(kwargs, message):
     with pytest.raises(ValueError) as ours:
         ol.adafactor(**ours_kwargs)
     assert str(ours.value) == str(torch_error.value) == message
-
-
-def test_adafactor_rejects_complex_params_like_torch():
-    param = torch.rand(2, 3, dtype=torch.complex64)
-    param.grad = torch.rand_like(param)
-    opt = torch.optim.Adafactor([param])
-    with pytest.raises(RuntimeError) as torch_error:
-        opt.step()
-    with pytest.raises(RuntimeError) as ours:
-        ol.adafactor().init([jnp.zeros((2, 3), jnp.complex64)])
-    assert str(ours.value) == str(torch_error.value)

@@ -28,12 +28,6 @@ def test_adagrad_tensor_lr_matches_torch(parity_dtype):
                ol.adagrad(lr=jnp.asarray(0.001, jnp.float32), lr_decay=0.1), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.1, initial_accumulator_value=0.1, lr_decay=0.5, weight_decay=0.1),
-                                    dict(lr=0.1, maximize=True)], ids=str)
-def test_adagrad_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.Adagrad, config, ol.adagrad(**config), "float64", complex_params=True)
-
-
 def test_adagrad_injected_hyperparams_match_torch(x64):
     config = dict(lr=0.1, lr_decay=0.5, weight_decay=0.1, eps=1e-6)
     run_parity(torch.optim.Adagrad, config, ol.inject_hyperparams(ol.adagrad)(**config), "float64")

@@ -24,11 +24,6 @@ def test_adam_matches_torch(config, parity_dtype):
     run_parity(torch.optim.Adam, config, ol.adam(**config), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.1)], ids=str)
-def test_adam_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.Adam, config, ol.adam(**config), "float64", complex_params=True)
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [

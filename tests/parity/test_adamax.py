@@ -22,11 +22,6 @@ def test_adamax_matches_torch(config, parity_dtype):
     run_parity(torch.optim.Adamax, config, ol.adamax(**config), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.1), dict(lr=0.1, weight_decay=0.3, maximize=True)], ids=str)
-def test_adamax_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.Adamax, config, ol.adamax(**config), "float64", complex_params=True)
-
-
 def test_adamax_with_traced_hyperparams_matches_torch(parity_dtype):
     config = dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
     run_parity(torch.optim.Adamax, config, ol.inject_hyperparams(ol.adamax)(**config), parity_dtype)

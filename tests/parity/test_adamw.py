@@ -25,11 +25,6 @@ def test_adamw_matches_torch(config, parity_dtype):
     run_parity(torch.optim.AdamW, config, ol.adamw(**config), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.01), dict(lr=0.01, amsgrad=True, weight_decay=0.3)], ids=str)
-def test_adamw_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.AdamW, config, ol.adamw(**config), "float64", complex_params=True)
-
-
 def test_adamw_state_maps_to_torch_state(x64):
     config = dict(lr=0.01, amsgrad=True)
     _, state, torch_params, torch_opt = run_parity(

@@ -46,13 +46,6 @@ def test_asgd_tensor_lr_matches_torch(parity_dtype):
     check_averages(state, torch_params, torch_opt, parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.05, t0=5, weight_decay=0.1), dict(maximize=True, lambd=0.1)], ids=str)
-def test_asgd_complex_params_match_torch(config, x64):
-    _, state, torch_params, torch_opt = run_parity(
-        torch.optim.ASGD, config, ol.asgd(**config), "float64", complex_params=True)
-    check_averages(state, torch_params, torch_opt, "float64")
-
-
 def test_asgd_injected_hyperparams_match_torch(x64):
     config = dict(lr=0.05, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.05)
     _, state, torch_params, torch_opt = run_parity(

@@ -33,13 +33,6 @@ def test_nadam_matches_torch(config, parity_dtype):
     run_parity(torch.optim.NAdam, config, ol.nadam(**config), parity_dtype)
 
 
-@pytest.mark.parametrize(
-    "config", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.3, decoupled_weight_decay=True)], ids=str
-)
-def test_nadam_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.NAdam, config, ol.nadam(**config), "float64", complex_params=True)
-
-
 def test_nadam_with_traced_hyperparams_matches_torch(parity_dtype):
     # inject_hyperparams traces betas and momentum_decay: mu_t is then computed in the graph.
     config = dict(lr=0.01, betas=(0.9, 0.999), momentum_decay=6e-3, weight_decay=0.1)

@@ -1,25 +1,31 @@
 """torch's own optimizer database as the registry of parity configurations (issue 15).
 
-Every configuration torch tests its optimizers with (`optim_db` in
-torch/testing/_internal/common_optimizers.py: each record's `optim_inputs_func(device="cpu")`,
-plus the `differentiable`/`fused` variants torch's `_get_optim_inputs_including_global_cliquey_kwargs`
-adds on CPU) is run against both of our views:
+Every optimizer of `optax_like.registry` is run against its reference in both of our views:
 
 - `functional`: the factory (`optax_like.adam(**kwargs)`), one jitted `update` + `apply_updates`;
 - `class`: the adapter (`optax_like.optim.Adam(params, **kwargs)`), `backward(grads)` + `step()`;
 
 for 20 steps on a fixed gradient sequence (LBFGS: a fixed smooth loss, one `step(closure)` per
-step), in float64 (scoped x64) and float32. torch runs each configuration once; both views are
-compared with its params after every step: float64 within 1e-10 relative (floor 1: see
-tests/parity/harness.py), float32 within 1e-5 (Muon: 1e-3, its Newton-Schulz runs in bfloat16
-on both sides). LBFGS also compares `n_iter` and `func_evals`: the same iteration counts.
+step), in float64 (scoped x64) and float32. The reference runs each configuration once; both
+views are compared with its params after every step: float64 within 1e-10 relative (floor 1:
+see tests/parity/harness.py), float32 within 1e-5 (a record's `rtol32`, bf16 inner math such as
+Muon's Newton-Schulz, applies to both dtypes: float64 params share that math). LBFGS also
+compares `n_iter` and `func_evals`: the same iteration counts.
 
-Our own additions live in one record per optimizer beside torch's (`OURS`): the factory, the
-param shapes (Muon: 2-D only; SparseAdam: row-sparse BCOO gradients with a duplicate index, as
-torch's coalesced sparse COO), and two configurations torch's inputs do not have: a
+The configurations: for a record whose reference is a torch.optim class, every configuration
+torch tests it with (`optim_db` in torch/testing/_internal/common_optimizers.py: its
+`optim_inputs_func(device="cpu")`, plus the `differentiable`/`fused` variants torch's
+`_get_optim_inputs_including_global_cliquey_kwargs` adds on CPU). For another reference (timm's
+Lion, ...): the record's `example` ("default") and each of its `variants` over it (an
+`Interval` in a variant: its midpoint); the reference then runs its single-tensor path
+(`foreach=False` where it takes one).
+
+From the record: the factory, adapter class and reference, the param shapes (Muon: 2-D only;
+layout "sparse": row-sparse BCOO gradients with a duplicate index, as torch's coalesced sparse
+COO), `closure`, `groups`, `rtol32`; and two configurations beside the reference's: a
 None-gradient run (a param without gradient on some steps, skipped as torch skips
 `p.grad is None`) and a two-group run (the second group with its own lr; functionally a
-`multi_transform`). LBFGS takes one group in torch (no two-group run).
+`multi_transform`), on the first configuration, where the record allows several groups.
 
 The default run covers every configuration in float64 (the functional view without torch's
 `differentiable`/`fused` variants) and each optimizer's first configuration in float32, plus
@@ -29,20 +35,17 @@ the None-gradient and two-group runs in float64; the rest of the sweep is marked
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from jax.experimental import sparse as jsparse
 
 import optax_like as ol
-from optax_like import optim
+from optax_like import optim, registry
 from tests.parity.harness import assert_close, jax_grad
 
 common_optimizers = pytest.importorskip(
@@ -51,41 +54,15 @@ common_optimizers = pytest.importorskip(
 
 STEPS = 20
 RTOL = {"float64": 1e-10, "float32": 1e-5}
-MUON_RTOL = 1e-3  # bf16 Newton-Schulz on both sides, gemm accumulation order (test_muon.py)
 
-
-@dataclasses.dataclass(frozen=True)
-class Ours:
-    """Our record for one torch optimizer: what torch's `OptimizerInfo` does not say."""
-
-    factory: Callable
-    shapes: tuple = ((4, 3), (5,), ())
-    sparse: bool = False  # gradients are row-sparse (SparseAdam)
-    closure: bool = False  # a step evaluates a loss (LBFGS)
-    rtol: float | None = None  # overrides RTOL (both dtypes)
-    groups: bool = True  # torch accepts several param groups
-
-
-OURS = {
-    "Adadelta": Ours(ol.adadelta),
-    "Adafactor": Ours(ol.adafactor, shapes=((4, 3), (5,), (2, 3, 4), ())),
-    "Adagrad": Ours(ol.adagrad),
-    "Adam": Ours(ol.adam),
-    "Adamax": Ours(ol.adamax),
-    "AdamW": Ours(ol.adamw),
-    "ASGD": Ours(ol.asgd),
-    "LBFGS": Ours(ol.lbfgs, shapes=((4, 3), (5,)), closure=True, groups=False),
-    "Muon": Ours(ol.muon, shapes=((4, 3), (3, 5)), rtol=MUON_RTOL),
-    "NAdam": Ours(ol.nadam),
-    "RAdam": Ours(ol.radam),
-    "RMSprop": Ours(ol.rmsprop),
-    "Rprop": Ours(ol.rprop),
-    "SGD": Ours(ol.sgd),
-    "SparseAdam": Ours(ol.sparse_adam, shapes=((6, 3), (5,)), sparse=True),
-}
+# Keyed by adapter class name (test ids: `Adam-<config>-float64-functional`).
+RECORDS = {info.cls: info for info in registry.OPTIMIZERS.values()}
 DB = {info.optim_cls.__name__: info for info in common_optimizers.optim_db}
-assert sorted(DB) == sorted(OURS), "a new optimizer in torch's optim_db needs its record here"
-
+TORCH = {name for name, info in RECORDS.items() if info.reference_package == "torch"}
+assert {f"torch.optim.{name}" for name in DB} <= {info.reference for info in RECORDS.values()}, \
+    "a new optimizer in torch's optim_db needs its registry record"
+assert all(RECORDS[name].reference_class().__name__ in DB for name in TORCH), \
+    "a torch-referenced record torch's optim_db does not have"
 
 
 def known_failure(name, desc, dtype, view, variant="torch"):
@@ -93,14 +70,24 @@ def known_failure(name, desc, dtype, view, variant="torch"):
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _config_list(name):
+    info = RECORDS[name]
+    if name in TORCH:  # torch's configurations on CPU, cliquey variants included
+        db = DB[info.reference_class().__name__]
+        inputs = common_optimizers._get_optim_inputs_including_global_cliquey_kwargs("cpu", torch.float64, db)
+        return tuple((inp.desc, dict(inp.kwargs)) for inp in inputs)
+    variants = tuple((variant, info.variant_kwargs(variant)) for variant in info.variants)
+    return (("default", dict(info.example)),) + variants
+
+
 def _configs(name):
-    """torch's configurations for `name` on CPU, cliquey variants included: [(desc, kwargs)]."""
-    inputs = common_optimizers._get_optim_inputs_including_global_cliquey_kwargs("cpu", torch.float64, DB[name])
-    return [(inp.desc, dict(inp.kwargs)) for inp in inputs]
+    """The reference's configurations for `name`: [(desc, kwargs)] (fresh dicts)."""
+    return [(desc, dict(kwargs)) for desc, kwargs in _config_list(name)]
 
 
-CASES = [(name, desc) for name in OURS for desc, _ in _configs(name)]
-FIRST = {name: _configs(name)[0][0] for name in OURS}
+CASES = [(name, desc) for name in RECORDS for desc, _ in _configs(name)]
+FIRST = {name: _configs(name)[0][0] for name in RECORDS}
 
 
 def _kwargs(name, desc):
@@ -119,14 +106,17 @@ def _our_kwargs(kwargs):
     return {k: _our_value(v) for k, v in kwargs.items()}
 
 
-def _torch_kwargs(kwargs):
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+def _torch_kwargs(name, kwargs):
+    kwargs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    if name not in TORCH and "foreach" in inspect.signature(RECORDS[name].reference_class()).parameters:
+        kwargs.setdefault("foreach", False)  # the reference's single-tensor path
+    return kwargs
 
 
 # ------------------------------------------------------------------------------- the problems
 def _init(name, dtype):
     rng = np.random.default_rng(0)
-    return [rng.standard_normal(s).astype(dtype) for s in OURS[name].shapes]
+    return [rng.standard_normal(s).astype(dtype) for s in RECORDS[name].shapes]
 
 
 def _present(variant, t, i):
@@ -142,8 +132,8 @@ def _grads(name, dtype, variant):
     out = []
     for t in range(STEPS):
         row = []
-        for i, s in enumerate(OURS[name].shapes):
-            if OURS[name].sparse:
+        for i, s in enumerate(RECORDS[name].shapes):
+            if RECORDS[name].layout == "sparse":
                 idx = rng.integers(0, s[0], 4)
                 idx[-1] = idx[0]  # a duplicate row (torch coalesces)
                 g = (idx, rng.standard_normal((4, *s[1:])).astype(dtype))
@@ -160,7 +150,7 @@ def _lbfgs_loss(params, lib, dtype, variant):
     used = params[:-1] if variant == "none_grad" else params
     total = 0.0
     for i, p in enumerate(used):
-        shape = OURS["LBFGS"].shapes[i]
+        shape = RECORDS["LBFGS"].shapes[i]
         c = rng.uniform(0.5, 2.0, shape).astype(dtype)
         t = rng.standard_normal(shape).astype(dtype)
         c, t = (jnp.asarray(c), jnp.asarray(t)) if lib is jnp else (torch.tensor(c), torch.tensor(t))
@@ -179,7 +169,7 @@ def _torch_grad(g, p):
 
 def _second_lr(kwargs, name):
     """The second group's lr in the two-group run: half the first group's."""
-    lr = kwargs.get("lr", inspect.signature(DB[name].optim_cls).parameters["lr"].default)
+    lr = kwargs.get("lr", inspect.signature(RECORDS[name].reference_class()).parameters["lr"].default)
     return float(lr) * 0.5
 
 
@@ -187,14 +177,14 @@ def _second_lr(kwargs, name):
 @functools.lru_cache(maxsize=None)
 def torch_run(name, desc, dtype, variant):
     """torch's params after each step (and LBFGS's (n_iter, func_evals)), as NumPy arrays."""
-    kwargs = _torch_kwargs(_kwargs(name, desc))
-    record = OURS[name]
+    kwargs = _torch_kwargs(name, _kwargs(name, desc))
+    record = RECORDS[name]
     params = [torch.tensor(p, requires_grad=record.closure) for p in _init(name, dtype)]
     if variant == "two_groups":
         groups = [{"params": params[:-1]}, {"params": params[-1:], "lr": _second_lr(kwargs, name)}]
-        opt = DB[name].optim_cls(groups, **kwargs)
+        opt = record.reference_class()(groups, **kwargs)
     else:
-        opt = DB[name].optim_cls(params, **kwargs)
+        opt = record.reference_class()(params, **kwargs)
     trajectory = []
     if record.closure:
         def closure():
@@ -219,9 +209,9 @@ def torch_run(name, desc, dtype, variant):
 
 # ------------------------------------------------------------------------------- our views
 def _functional_tx(name, kwargs, variant):
-    factory = OURS[name].factory
+    factory = RECORDS[name].factory
     if variant == "two_groups":
-        n = len(OURS[name].shapes)
+        n = len(RECORDS[name].shapes)
         return ol.multi_transform(
             {"a": factory(**kwargs), "b": factory(**dict(kwargs, lr=_second_lr(kwargs, name)))},
             ["a"] * (n - 1) + ["b"],
@@ -231,7 +221,7 @@ def _functional_tx(name, kwargs, variant):
 
 def functional_run(name, desc, dtype, variant):
     kwargs = _our_kwargs(_kwargs(name, desc))
-    record = OURS[name]
+    record = RECORDS[name]
     tx = _functional_tx(name, kwargs, variant)
     params = [jnp.asarray(p) for p in _init(name, dtype)]
     state = tx.init(params)
@@ -262,9 +252,9 @@ def functional_run(name, desc, dtype, variant):
 
 def class_run(name, desc, dtype, variant):
     kwargs = _our_kwargs(_kwargs(name, desc))
-    record = OURS[name]
+    record = RECORDS[name]
     params = [jnp.asarray(p) for p in _init(name, dtype)]
-    cls = getattr(optim, name)
+    cls = record.adapter_class()
     if variant == "two_groups":
         opt = cls([{"params": params[:-1]}, {"params": params[-1:], "lr": _second_lr(kwargs, name)}], **kwargs)
     else:
@@ -297,7 +287,7 @@ VIEWS = {"functional": functional_run, "class": class_run}
 
 def check_against_torch(name, desc, dtype, view, variant="torch"):
     theirs = torch_run(name, desc, dtype, variant)
-    rtol = OURS[name].rtol or RTOL[dtype]
+    rtol = RECORDS[name].rtol32 or RTOL[dtype]
     for t, ((params, counts), (torch_params, torch_counts)) in enumerate(
             zip(VIEWS[view](name, desc, dtype, variant), theirs)):
         if counts is not None:  # totals so far: a differing step shows in every later total
@@ -352,7 +342,7 @@ def _variant_param(name, dtype, view, variant):
 
 VARIANT_PARAMS = [
     _variant_param(name, dtype, view, variant)
-    for name in OURS for variant in ("none_grad", "two_groups") if variant != "two_groups" or OURS[name].groups
+    for name in RECORDS for variant in ("none_grad", "two_groups") if variant != "two_groups" or RECORDS[name].groups
     for dtype in ("float64", "float32") for view in VIEWS
 ]
 
@@ -366,9 +356,13 @@ def test_our_configs(name, dtype, view, variant):
 
 def test_registry_covers_every_optimizer_config():
     """The sweep is torch's database, not a copy: every configuration of every record is a case."""
-    assert len(CASES) == sum(len(_configs(name)) for name in DB)
+    torch_cases = [(name, desc) for name, desc in CASES if name in TORCH]
+    inputs = common_optimizers._get_optim_inputs_including_global_cliquey_kwargs
+    assert len(torch_cases) == sum(len(inputs("cpu", torch.float64, db)) for db in DB.values())
     assert len({(n, d) for n, d in CASES}) == len(CASES), "two torch configs share a description"
-    assert len(CASES) >= 180
+    assert len(torch_cases) >= 180
+    others = [info for name, info in RECORDS.items() if name not in TORCH]
+    assert len(CASES) - len(torch_cases) == sum(1 + len(info.variants) for info in others)
 
 
 # ------------------------------------------------------------------- beyond float32's range

@@ -28,11 +28,6 @@ def test_rmsprop_tensor_lr_matches_torch(parity_dtype):
                ol.rmsprop(lr=jnp.asarray(0.001, jnp.float32), momentum=0.5), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(weight_decay=0.1, centered=True, momentum=0.1), dict(maximize=True)], ids=str)
-def test_rmsprop_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.RMSprop, config, ol.rmsprop(**config), "float64", complex_params=True)
-
-
 def test_rmsprop_injected_hyperparams_match_torch(x64):
     # momentum traced: the buffer path runs even at momentum 0 (same numbers as torch's no-buffer path).
     for config in [dict(lr=0.01, weight_decay=0.1, centered=True, momentum=0.3), dict(lr=0.01, momentum=0.0)]:

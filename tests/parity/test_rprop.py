@@ -31,11 +31,6 @@ def test_rprop_tensor_lr_matches_torch(parity_dtype):
     run_parity(torch.optim.Rprop, dict(lr=torch.tensor(0.001)), ol.rprop(lr=jnp.asarray(0.001, jnp.float32)), parity_dtype)
 
 
-@pytest.mark.parametrize("config", [dict(lr=0.05), dict(maximize=True, etas=(0.4, 1.6))], ids=str)
-def test_rprop_complex_params_match_torch(config, x64):
-    run_parity(torch.optim.Rprop, config, ol.rprop(**config), "float64", complex_params=True)
-
-
 def test_rprop_injected_hyperparams_match_torch(x64):
     config = dict(lr=0.1, etas=(0.3, 2.0), step_sizes=(1e-2, 0.15))
     run_parity(torch.optim.Rprop, config, ol.inject_hyperparams(ol.rprop)(**config), "float64")

@@ -24,11 +24,6 @@ def test_sgd_matches_torch(config, parity_dtype):
     run_parity(torch.optim.SGD, config, ol.sgd(**config), parity_dtype)
 
 
-def test_sgd_complex_params_match_torch(x64):
-    config = dict(lr=0.05, momentum=0.9, weight_decay=0.1)
-    run_parity(torch.optim.SGD, config, ol.sgd(**config), "float64", complex_params=True)
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [

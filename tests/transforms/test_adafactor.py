@@ -47,14 +47,6 @@ def test_update_needs_params():
         tx.update(params, tx.init(params))
 
 
-def test_none_gradient_skips_the_leaf():
-    params = {"a": jnp.ones((2, 2)), "b": jnp.ones((3,))}
-    tx = ol.adafactor()
-    updates, state = tx.update({"a": jnp.ones((2, 2)), "b": None}, ol.per_leaf_scalars(tx.init(params)), params)
-    assert updates["b"] is None and state[0].step.tolist() == [1, 0]
-    assert np.array_equal(np.asarray(state[0].variance["b"]), np.zeros(3))
-
-
 def test_scheduled_lr_under_jit_matches_constant():
     params = [jnp.ones((3, 2)), jnp.ones((4,))]
     grads = [jnp.full((3, 2), 0.3), jnp.linspace(-1, 1, 4)]

@@ -7,7 +7,7 @@ import pytest
 
 import optax_like as ol
 from optax_like.transforms.asgd import averaged_params
-from tests.transforms.contract import PARAMS, assert_skips_leaf_without_gradient, run
+from tests.transforms.contract import PARAMS, run
 
 
 def test_first_steps_by_hand():
@@ -43,14 +43,6 @@ def test_eta_and_mu_are_float32_even_for_float64_params(x64):
     assert state.ax["w"].dtype == jnp.float64
 
 
-def test_skipped_leaf_keeps_its_eta_and_mu():
-    tx = ol.scale_by_asgd(0.1, lambd=0.5, t0=0.0)
-    _, state = run(tx, PARAMS, 3, jit=True, skip_frozen=True)
-    np.testing.assert_array_equal(state.eta[2], np.float32(0.1))
-    np.testing.assert_array_equal(state.mu[2], 1.0)
-    assert state.eta[0] < np.float32(0.1) and state.mu[0] < 1.0
-
-
 def test_needs_params():
     tx = ol.scale_by_asgd()
     state = tx.init({"w": jnp.zeros(1)})
@@ -68,27 +60,6 @@ def test_averaged_params_finds_the_state_inside_wrappers():
     np.testing.assert_allclose(ax["w"], 1 - 0.1 * (1 + 1e-4), rtol=1e-6)
     masked = ol.masked(ol.scale_by_asgd(), {"w": True, "n": False})
     assert averaged_params(masked.init(params))["n"] is None
-
-
-def test_leaf_without_gradient_is_skipped_with_its_state_untouched():
-    assert_skips_leaf_without_gradient(ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0))
-
-
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_low_precision_state_keeps_the_params_dtype_and_tracks_float32(dtype):
-    tx = ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0)
-    low = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
-    params, state = run(tx, low, 4, jit=True)
-    for field in state._fields:
-        leaf = getattr(state, field)
-        if isinstance(leaf, dict):
-            assert all(x is None or x.dtype == dtype for x in leaf.values()), field
-    assert all(p.dtype == dtype for p in jax.tree.leaves(params))
-    # A second jitted update function: `run` checks that its own compiled once.
-    fresh = ol.GradientTransformation(tx.init, lambda *args: tx.update(*args))
-    reference, _ = run(fresh, jax.tree.map(lambda p: p.astype(dtype).astype(jnp.float32), PARAMS), 4, jit=True)
-    for k in PARAMS:
-        np.testing.assert_allclose(np.asarray(params[k], np.float32), reference[k], rtol=0.05, atol=0.05)
 
 
 def test_jit_matches_eager():

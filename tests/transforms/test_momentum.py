@@ -24,25 +24,6 @@ def test_nesterov():
     np.testing.assert_allclose(u["w"], [1 + 0.9 * 1])
 
 
-def test_leaf_without_gradient_keeps_its_buffer_and_starts_later_like_torch():
-    tx = ol.trace(0.5)
-    state = ol.per_leaf_scalars(tx.init({"a": jnp.zeros(1), "b": jnp.zeros(1)}))
-    update = jax.jit(tx.update)
-    _, state = update({"a": jnp.ones(1), "b": None}, state)
-    np.testing.assert_array_equal(state.count, [1, 0])
-    np.testing.assert_array_equal(state.momentum_buffer["b"], [0.0])
-    u, state = update({"a": jnp.ones(1), "b": jnp.full(1, 4.0)}, state)
-    np.testing.assert_array_equal(u["b"], [4.0])  # b's first gradient initialises its buffer
-    np.testing.assert_array_equal(u["a"], [1.5])
-
-
-def test_bfloat16_buffers_keep_their_dtype():
-    tx = ol.trace(0.9)
-    state = tx.init({"w": jnp.zeros(3, jnp.bfloat16)})
-    _, state = jax.jit(tx.update)({"w": jnp.ones(3, jnp.bfloat16)}, state)
-    assert state.momentum_buffer["w"].dtype == jnp.bfloat16
-
-
 @pytest.mark.parametrize("config", [dict(), dict(nesterov=True), dict(dampening=0.5)])
 def test_first_step_is_the_gradient_bit_for_bit_signed_zeros_included(config):
     # The buffer starts at -0.0 (the additive identity), so the select-free first step is

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax_like as ol
-from tests.transforms.contract import assert_jit_equals_eager, assert_skips_leaf_without_gradient
+from tests.transforms.contract import assert_jit_equals_eager
 
 
 def mu(t, beta1=0.9, psi=4e-3):
@@ -32,20 +32,6 @@ def test_mu_product_is_a_running_product_per_leaf():
     np.testing.assert_array_equal(state.step, [4, 3])
     np.testing.assert_allclose(state.mu_product, [np.prod([mu(t, psi=0.5) for t in range(1, 5)]),
                                                   np.prod([mu(t, psi=0.5) for t in range(1, 4)])], rtol=1e-6)
-
-
-def test_leaf_without_gradient_is_skipped_with_state_untouched():
-    assert_skips_leaf_without_gradient(ol.scale_by_nadam())
-
-
-def test_bfloat16_params_keep_their_dtype():
-    tx = ol.nadam(lr=0.1, weight_decay=0.1, decoupled_weight_decay=True)
-    params = {"w": jnp.ones(3, jnp.bfloat16)}
-    state = tx.init(params)
-    u, state = jax.jit(tx.update)({"w": jnp.ones(3, jnp.bfloat16)}, state, params)
-    inner = next(s for s in state if isinstance(s, ol.ScaleByNadamState))
-    assert inner.exp_avg["w"].dtype == inner.exp_avg_sq["w"].dtype == jnp.bfloat16
-    assert ol.apply_updates(params, u)["w"].dtype == jnp.bfloat16
 
 
 def test_jit_equals_eager():
