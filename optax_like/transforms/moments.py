@@ -116,9 +116,8 @@ def scale_by_adam(
             v = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
             if amsgrad:
                 vmax = lax.max(vmax, v)
-            # No optimization_barrier on the new moments (an earlier version had one): XLA:CPU
-            # writes them in place and the params' kernel reads them either way (the compiled
-            # step is the same program, checked on Adam/AdamW/AMSGrad).
+            # No optimization_barrier on the new moments: XLA:CPU writes them in place and the
+            # params' kernel reads them; a barrier gives the same compiled program.
             if differentiable_lr is not None:
                 scale, shift = scalars
                 return m / (jnp.sqrt(vmax if amsgrad else v) / scale + shift), m, v, vmax

@@ -79,9 +79,8 @@ def trace(
                 new_buf = running
             else:
                 new_buf = jax.lax.select(first_step(count), g, running)  # a scalar predicate (keeps shardings)
-            # No optimization_barrier on the new buffer (an earlier version had one): XLA:CPU
-            # already writes it in place and the params' kernel reads it; the compiled step is
-            # the same program without the barrier (SGD/Nesterov, with and without weight decay).
+            # No optimization_barrier on the new buffer: XLA:CPU writes it in place and the
+            # params' kernel reads it; a barrier gives the same compiled program.
             out = lax.add(g, lax.mul(mu_c, new_buf)) if nesterov else new_buf
             return out, numerics.cast(new_buf, buf.dtype)
 
