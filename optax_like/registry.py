@@ -361,6 +361,19 @@ _RECORDS = [
         adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
         optax="optax.contrib.adopt({lr})", moved_per_param=7,
     ),
+    OptimizerInfo(
+        "laprop", "LaProp", "timm.optim.laprop.LaProp",
+        "momentum of `g / (sqrt(v / (1 - beta2^t)) + eps)`, lr-weighted bias correction; decay after the step; `caution`, `corrected_weight_decay`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), **_WD),
+        flags=dict(caution=(False, True)),
+        variants=dict(caution=dict(caution=True), no_decay=dict(weight_decay=0.0),
+                      corrected=dict(corrected_weight_decay=True, weight_decay=0.1)),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(lr=0.0, corrected_weight_decay=True)),
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax=None, moved_per_param=7,
+    ),
 ]
 
 OPTIMIZERS: Mapping[str, OptimizerInfo] = _frozen({info.name: info for info in _RECORDS})

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "FLOAT",
     "FLOAT32",
     "INT_STEP",
     "STARTED",
@@ -57,7 +58,8 @@ __all__ = [
 STEP = "step"  # a 0-d float32 tensor holding a step count (torch's `state['step']`); loads: an integer in [0, 2**31)
 INT_STEP = "int_step"  # a Python int step count (torch's SparseAdam); loads as STEP
 FLOAT32 = "float32"  # a 0-d float32 tensor (NAdam's `mu_product`, ASGD's `eta`/`mu`); loads: a finite number
-SCALAR_KINDS = (STEP, INT_STEP, FLOAT32)
+FLOAT = "float"  # a Python float (timm's LaProp `exp_avg_lr_1` for a number lr); loads: a finite number
+SCALAR_KINDS = (STEP, INT_STEP, FLOAT32, FLOAT)
 
 # How an internal field (no torch counterpart) is rebuilt when a state dict is loaded.
 STEPS_TAKEN = "steps_taken"  # a 0-d counter of updates: the largest loaded per-param step of the group
@@ -72,7 +74,7 @@ class TorchLayout:
     buffers: fields holding a params-shaped tree, exported per param under the field's name
         (None leaves, e.g. `max_exp_avg_sq` without amsgrad, are not exported).
     scalars: per-param scalar fields (`LeafScalars`) -> their torch form (`STEP`, `INT_STEP`,
-        `FLOAT32`).
+        `FLOAT32`, `FLOAT`).
     internal: fields torch does not have -> how they are rebuilt on load (`STEPS_TAKEN`,
         `STARTED`).
     started: the per-param counter (a scalar or internal field) whose value > 0 marks a param

@@ -78,9 +78,11 @@ Adafactor = _from_registry("Adafactor")
 Muon = _from_registry("Muon")
 Lion = _from_registry("Lion")
 Adopt = _from_registry("Adopt")
+LaProp = _from_registry("LaProp")
 
 __all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
-            "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion", "Adopt"]
+            "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion", "Adopt",
+            "LaProp"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core.torch_layout import (
+    FLOAT,
     FLOAT32,
     INT_STEP,
     STARTED,
@@ -148,7 +149,8 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                 if started[i]:
                     v = values[i]
                     if id(v) not in exported:
-                        exported[id(v)] = int(v) if kind == INT_STEP else v.astype(jnp.float32)
+                        exported[id(v)] = (int(v) if kind == INT_STEP else float(v) if kind == FLOAT
+                                           else v.astype(jnp.float32))
                     out[i][name] = exported[id(v)]
     return out
 

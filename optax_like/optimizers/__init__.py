@@ -7,6 +7,7 @@ from optax_like.optimizers.adamax import adamax
 from optax_like.optimizers.adamw import adamw
 from optax_like.optimizers.lion import lion
 from optax_like.optimizers.adopt import adopt
+from optax_like.optimizers.laprop import laprop
 from optax_like.optimizers.lbfgs import LBFGSState, lbfgs, lbfgs_history
 from optax_like.optimizers.nadam import nadam
 from optax_like.optimizers.radam import radam
@@ -31,6 +32,7 @@ __all__ = [
     "lbfgs_history",
     "lion",
     "adopt",
+    "laprop",
     "nadam",
     "radam",
     "asgd",

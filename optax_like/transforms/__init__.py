@@ -17,6 +17,7 @@ from optax_like.transforms.moments import ScaleByAdamState, scale_by_adam
 from optax_like.transforms.adamax import ScaleByAdamaxState, scale_by_adamax
 from optax_like.transforms.lion import ScaleByLionState, scale_by_lion
 from optax_like.transforms.adopt import ScaleByAdoptState, scale_by_adopt
+from optax_like.transforms.laprop import ScaleByLapropState, scale_by_laprop
 from optax_like.transforms.nadam import ScaleByNadamState, scale_by_nadam
 from optax_like.transforms.radam import ScaleByRadamState, scale_by_radam
 from optax_like.transforms.sparse_adam import RowSparseGrad, ScaleBySparseAdamState, scale_by_sparse_adam
@@ -76,6 +77,7 @@ __all__ = [
     "ScaleByAdamaxState",
     "ScaleByLionState",
     "ScaleByAdoptState",
+    "ScaleByLapropState",
     "ScaleByNadamState",
     "ScaleByRadamState",
     "ScaleByRMSpropState",
@@ -104,6 +106,7 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_lion",
     "scale_by_adopt",
+    "scale_by_laprop",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_asgd",
