@@ -300,3 +300,13 @@ def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
         return sub(end, mul(diff, 1 - weight))
     diff = end - start
     return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+
+
+def float32_product(a: jax.Array, b: Any) -> jax.Array:
+    """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
+    when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which
+    skips the product's rounding (one float32 ulp off torch's `1 - (a * b)`). The product goes
+    through a select (`x == x`, NaN kept) that the contraction cannot see through."""
+    f32 = jnp.dtype(jnp.float32)
+    product = jnp.asarray(a).astype(f32) * jnp.asarray(scalar(b, f32)).astype(f32)
+    return jnp.where(product == product, product, jnp.full((), jnp.nan, f32))

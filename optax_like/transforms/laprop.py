@@ -15,7 +15,6 @@ from optax_like.core.torch_layout import FLOAT, FLOAT32, STEP, STEPS_TAKEN, decl
 from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.transforms.caution import cautious
-from optax_like.transforms.nadam import float32_product
 
 # timm keeps `exp_avg_lr_2` as a 0-d tensor of `_get_scalar_dtype()` (float32 unless torch's
 # default dtype is float64), whatever the params' dtype: its float32 rounding shows in float64
@@ -102,7 +101,7 @@ def scale_by_laprop(
         # timm's per-param scalar state: a1 in float64 host math, a2 a float32 tensor.
         lr_1 = state.exp_avg_lr_1.map(lambda a: lax.add(lax.mul(a, numerics.scalar(h.b1, a.dtype)),
                                                         numerics.cast(lr_share, a.dtype)))
-        lr_2 = state.exp_avg_lr_2.map(lambda a: lax.add(float32_product(a, h.b2), numerics.one_minus(h.b2, f32)))
+        lr_2 = state.exp_avg_lr_2.map(lambda a: lax.add(numerics.float32_product(a, h.b2), numerics.one_minus(h.b2, f32)))
         steps = next_counts(state.step)
 
         def step_scalars(count, dtype):

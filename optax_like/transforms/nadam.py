@@ -37,16 +37,6 @@ declare_torch_state(
 )
 
 
-def float32_product(a: jax.Array, b: Any) -> jax.Array:
-    """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
-    when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which
-    skips the product's rounding (one float32 ulp off torch's `1 - (a * b)`). The product goes
-    through a select (`x == x`, NaN kept) that the contraction cannot see through."""
-    f32 = jnp.dtype(jnp.float32)
-    product = jnp.asarray(a).astype(f32) * jnp.asarray(numerics.scalar(b, f32)).astype(f32)
-    return jnp.where(product == product, product, jnp.full((), jnp.nan, f32))
-
-
 def _mu(beta1, t, momentum_decay, wide):
     """`beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))` in `wide` (0.96**x via numerics.power)."""
     exponent = t.astype(wide) * numerics.scalar(momentum_decay, wide)
@@ -114,7 +104,7 @@ def scale_by_nadam(
         if differentiable_lr is None:
             product = state.mu_product.map(lambda p, m: p * m.astype(MU_PRODUCT_DTYPE), mu)
         else:  # the product feeds `1 - product` below: rounded on its own, as torch's tensor
-            product = state.mu_product.map(float32_product, mu)
+            product = state.mu_product.map(numerics.float32_product, mu)
 
         def coefficients(t, p, m, m_next):
             if differentiable_lr is not None:
@@ -126,7 +116,7 @@ def scale_by_nadam(
             """torch's differentiable path: Python-float numerators over float32 tensors
             (`x / tensor` is `tensor.reciprocal() * x`), or tensors of an array lr's dtype."""
             f32 = jnp.dtype(MU_PRODUCT_DTYPE)
-            p_next = float32_product(p, m_next)  # float32 tensor * Python float
+            p_next = numerics.float32_product(p, m_next)  # float32 tensor * Python float
             if numerics.is_python_number(h.lr):
                 lr = numerics.scalar(h.lr, wide)
                 return tuple((1 / (1 - q)) * (-lr * x).astype(f32) for q, x in ((p, 1.0 - m), (p_next, m_next)))

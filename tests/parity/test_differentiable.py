@@ -115,7 +115,7 @@ def test_float32_scalars_round_like_torch_tensors(x64):
     survives XLA:CPU's multiply-add contraction (`1 - p * m` here is a rounding tie where the
     contracted form lands on the other float32), and `1 - beta ** step` is torch's."""
     from optax_like.transforms.moments import float32_step_bias_correction
-    from optax_like.transforms.nadam import float32_product
+    from optax_like.core.numerics import float32_product
 
     p, m = np.float32(0.4500734806060791), 0.9 * (1 - 0.5 * 0.96 ** (2 * 4e-3))
     torch_value = (1 - torch.tensor(p) * m).item()
