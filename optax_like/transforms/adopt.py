@@ -15,6 +15,7 @@ from optax_like.core.leaf_scalars import LeafScalars, init_counts
 from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.transforms.caution import cautious
+from optax_like.transforms.weight_decay import decoupled_decay_alpha
 
 
 class ScaleByAdoptState(NamedTuple):
@@ -74,15 +75,10 @@ def scale_by_adopt(
         decays = numerics.plain(h.weight_decay) is not None and not (
             numerics.is_host_scalar(h.weight_decay) and float(h.weight_decay) == 0.0)
 
-        def decay_alpha(dtype):  # timm's `-wd_scale * weight_decay`, float64 for host numbers
-            if numerics.is_host_scalar(h.decay_lr) and numerics.is_host_scalar(h.weight_decay):
-                return numerics.scalar(-(float(h.decay_lr) * float(h.weight_decay)), dtype)
-            return -(numerics.scalar(h.decay_lr, dtype) * numerics.scalar(h.weight_decay, dtype))
-
         def math(leaf, g, m, v, p, t):
             dtype = leaf.dtype
             first = lax.eq(t, jnp.ones_like(t))
-            moved = lax.add(p, lax.mul(decay_alpha(dtype), p)) if decays else p
+            moved = lax.add(p, lax.mul(decoupled_decay_alpha(h.decay_lr, h.weight_decay, dtype), p)) if decays else p
             denom = lax.max(lax.sqrt(v), numerics.scalar(h.eps, dtype))
             normed = lax.div(g, denom)
             if numerics.plain(h.clip_exp) is not None:

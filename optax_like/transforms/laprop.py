@@ -15,6 +15,7 @@ from optax_like.core.torch_layout import FLOAT, FLOAT32, STEP, STEPS_TAKEN, decl
 from optax_like.core.tree import zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update
 from optax_like.transforms.caution import cautious
+from optax_like.transforms.weight_decay import decoupled_decay_alpha
 
 # timm keeps `exp_avg_lr_2` as a 0-d tensor of `_get_scalar_dtype()` (float32 unless torch's
 # default dtype is float64), whatever the params' dtype: its float32 rounding shows in float64
@@ -112,11 +113,6 @@ def scale_by_laprop(
                              jnp.zeros((), wide))
             return numerics.cast(lax.neg(size), dtype), numerics.cast(a2, dtype)
 
-        def decay_alpha(dtype):  # timm's `-wd_scale * weight_decay`, float64 for host numbers
-            if numerics.is_host_scalar(h.decay_lr) and numerics.is_host_scalar(h.weight_decay):
-                return numerics.scalar(-(float(h.decay_lr) * float(h.weight_decay)), dtype)
-            return -(numerics.scalar(h.decay_lr, dtype) * numerics.scalar(h.weight_decay, dtype))
-
         def math(leaf, g, m, v, *rest):
             neg_size, bc2 = rest[-1]
             dtype = leaf.dtype
@@ -128,7 +124,7 @@ def scale_by_laprop(
             if decays:
                 p = rest[0]
                 moved = lax.add(p, u)
-                moved = lax.add(moved, lax.mul(decay_alpha(dtype), moved))
+                moved = lax.add(moved, lax.mul(decoupled_decay_alpha(h.decay_lr, h.weight_decay, dtype), moved))
                 u = lax.sub(moved, p)
             return u, m, v
 

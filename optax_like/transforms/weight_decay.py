@@ -44,6 +44,15 @@ def _weight_decay_transform(leaf_fn, hyper_values) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def decoupled_decay_alpha(decay_lr: Any, weight_decay: Any, dtype) -> Any:
+    """timm's `-wd_scale * weight_decay` in `dtype` (the alpha of `p.add_(p, alpha=...)`, for
+    transforms that decay inside their own step: ADOPT, LaProp): float64 host math for host
+    numbers, rounded once."""
+    if numerics.is_host_scalar(decay_lr) and numerics.is_host_scalar(weight_decay):
+        return numerics.scalar(-(float(decay_lr) * float(weight_decay)), dtype)
+    return -(numerics.scalar(decay_lr, dtype) * numerics.scalar(weight_decay, dtype))
+
+
 def _with_mask(tx, mask):
     return tx if mask is None else masked(tx, mask)
 
