@@ -142,17 +142,13 @@ def import_reference_module(module: str):
     package index). The package becomes a bare namespace over its files; its submodules import
     normally (timm.optim.lion needs only torch)."""
     if module.startswith("timm.") and "timm" not in sys.modules:
-        for package in ("timm", "timm.optim"):
-            spec = importlib.util.find_spec(package) if package == "timm" else None
-            if package == "timm":
-                if spec is None:
-                    raise ModuleNotFoundError("No module named 'timm' (pip install --no-deps timm==1.0.31)")
-                locations = list(spec.submodule_search_locations)
-            else:
-                locations = [f"{locations[0]}/optim"]
+        spec = importlib.util.find_spec("timm")
+        if spec is None:
+            raise ModuleNotFoundError("No module named 'timm' (pip install --no-deps timm==1.0.31)")
+        root = list(spec.submodule_search_locations)
+        for package, path in (("timm", root), ("timm.optim", [f"{root[0]}/optim"])):
             stub = types.ModuleType(package)
-            stub.__path__ = locations
-            stub.__package__ = package
+            stub.__path__, stub.__package__ = path, package
             sys.modules[package] = stub
     return importlib.import_module(module)
 

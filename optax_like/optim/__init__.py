@@ -8,10 +8,7 @@ docs/adapter.md for the design. `LBFGS` is its own subclass (optax_like/optim/lb
 step needs a closure and its state is global, as torch's.
 """
 
-import inspect as _inspect
-
 from optax_like import registry as _registry
-from optax_like.core import validation as _validation
 from optax_like.optim.optimizer import (
     Optimizer,
     RemovableHandle,
@@ -31,35 +28,12 @@ __all__ = [
 
 def _from_registry(cls_name: str) -> type:
     """The class of `registry.by_class(cls_name)`: its factory's signature and defaults, and the
-    record's adapter options (`static`, `structural_zero`, `constants`, `dense_params_only`,
-    `snapshots`). How a state maps to torch's state_dict is declared by the state types
-    (core.torch_layout)."""
+    record's adapter options (`make_optimizer_class`'s `static`, `structural_zero`, `constants`,
+    `snapshots`, `dense_params_only`). How a state maps to torch's state_dict is declared by the
+    state types (core.torch_layout)."""
     info = _registry.by_class(cls_name)
-    options = dict(info.adapter)
-    dense_params_only = options.pop("dense_params_only", False)
-    snapshots = options.pop("snapshots", {})
     doc = f"`{info.reference}` over `optax_like.{info.name}` (see its docstring)."
-    cls = make_optimizer_class(cls_name, info.factory, doc=doc, **options)
-    cls._dense_params_only = dense_params_only  # SparseAdam: torch refuses sparse params
-    if snapshots:
-        cls.__init__ = _snapshotting(cls.__init__, _inspect.signature(info.factory), snapshots)
-    return cls
-
-
-def _snapshotting(init, signature, snapshots: dict):
-    """`snapshots = {entry: argument}`: a None `entry` becomes the constructor's `argument` as a
-    float (timm's `max_lr_snapshot`: the constructor's lr, kept while schedulers edit `lr`)."""
-
-    def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        for entry, argument in snapshots.items():
-            if bound.arguments[entry] is None:
-                bound.arguments[entry] = _validation.concrete_value(bound.arguments[argument])
-        init(self, params, **bound.arguments, model=model, skip_nonfinite=skip_nonfinite)
-
-    __init__.__signature__ = init.__signature__
-    return __init__
+    return make_optimizer_class(cls_name, info.factory, doc=doc, **info.adapter)
 
 
 SGD = _from_registry("SGD")

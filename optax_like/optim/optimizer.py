@@ -1042,6 +1042,7 @@ def class_factory(factory: Callable, constants: Iterable[str] = ()) -> Callable:
 
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
+                         snapshots: dict[str, str] | None = None, dense_params_only: bool = False,
                          doc: str | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
@@ -1049,10 +1050,14 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
 
     `constants` are param-group entries torch stores that are not constructor arguments
     (AdamW's `decoupled_weight_decay=True`): shown in `defaults` and `param_groups`, never passed
-    to the factory. How the state maps to torch's state dict is declared by the state types
+    to the factory. `snapshots = {entry: argument}`: a None `entry` becomes the constructor's
+    `argument` as a float (timm's `max_lr_snapshot`: the constructor's lr, kept while schedulers
+    edit `lr`). `dense_params_only`: sparse params are refused at construction (SparseAdam).
+    How the state maps to torch's state dict is declared by the state types
     (core.torch_layout), not here.
     """
     signature = inspect.signature(factory)
+    snapshots = dict(snapshots or {})
     names = [p.name for p in signature.parameters.values()]
     constants = dict(constants or {})
     # weight_decay == 0 drops the decay block (no extra pass over the params); a traced zero
@@ -1065,6 +1070,9 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         defaults = {k: bound.arguments[k] for k in names}
+        for entry, argument in snapshots.items():
+            if defaults[entry] is None:
+                defaults[entry] = hyperparams.concrete_value(defaults[argument])
         defaults.update(constants)
         Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 
@@ -1081,6 +1089,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_static": tuple(static),
         "_structural_zero": tuple(structural_zero),
         "_constants": constants,
+        "_dense_params_only": bool(dense_params_only),
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from optax_like.core import numerics
+from optax_like.core import numerics, validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.leaf_scalars import LeafScalars, init_counts, leaf_scalars, next_counts, select_present
 from optax_like.core.torch_layout import FLOAT, FLOAT32, STEP, STEPS_TAKEN, declare_torch_state
@@ -91,8 +91,7 @@ def scale_by_laprop(
     def update(updates, state, params=None):
         h = hyperparams(state.schedule_count, lr=lr, b1=b1, b2=b2, eps=eps,
                         decay_lr=decay_lr, weight_decay=weight_decay)
-        decays = numerics.plain(h.weight_decay) is not None and not (
-            numerics.is_host_scalar(h.weight_decay) and float(h.weight_decay) == 0.0)
+        decays = validation.maybe_nonzero(h.weight_decay)
         if decays and params is None:
             raise ValueError("scale_by_laprop with weight decay needs the params: call update(updates, state, params).")
         wide = numerics.float_dtype()
