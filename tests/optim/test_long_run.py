@@ -7,7 +7,6 @@ the functional loop (`inject_hyperparams(adam)` with the lr written into its sta
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import optax_like
 import optax_like.optim as optim

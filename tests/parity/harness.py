@@ -17,11 +17,9 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 import torch
 
 import optax_like as ol
-from tests.transforms.contract import assert_reduces_loss
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-6}
 DEFAULT_SHAPES = ((4, 3), (5,), ())
@@ -100,30 +98,6 @@ def run_parity(
         if check_every_step or t == steps - 1:
             assert_close(params, torch_params, dtype, t + 1, rtol)
     return params, state, torch_params, torch_opt
-
-
-def assert_converges_on_least_squares(tx: ol.GradientTransformation, steps: int = 300) -> None:
-    """`tx` reduces a least-squares loss by 1000x from zeros in `steps` jitted steps (float32)."""
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((64, 8)), jnp.float32)
-    y = x @ jnp.asarray(rng.standard_normal(8), jnp.float32)
-    assert_reduces_loss(tx, lambda w: jnp.mean((x @ w - y) ** 2), jnp.zeros(8), 1000, steps)
-
-
-def split_torch_ours(kwargs: dict) -> tuple[dict, dict]:
-    """kwargs whose values may be `(torch value, our value)` pairs -> (torch kwargs, our kwargs)."""
-    torch_kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    our_kwargs = {k: (v[1] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
-    return torch_kwargs, our_kwargs
-
-
-def assert_rejects_like_torch(torch_cls, factory, message: str, torch_kwargs: dict, our_kwargs: dict | None = None):
-    """torch's constructor and our factory raise a ValueError with the same text, `message`."""
-    with pytest.raises(ValueError) as torch_error:
-        torch_cls([torch.zeros(1, requires_grad=True)], **torch_kwargs)
-    with pytest.raises(ValueError) as ours:
-        factory(**(torch_kwargs if our_kwargs is None else our_kwargs))
-    assert str(ours.value) == str(torch_error.value) == message
 
 
 def jax_grad(g, shape):

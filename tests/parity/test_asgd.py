@@ -1,4 +1,6 @@
-"""optax_like.asgd against torch.optim.ASGD (params and averaged params), float32 and float64."""
+"""optax_like.asgd where the generic suites do not reach (its parity with torch.optim.ASGD, averaged
+params and eta/mu included: tests/parity/test_optim_db.py, tests/test_generic.py): the averaged
+params' accessor, what averaging is for, infinite gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -7,63 +9,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import assert_close, assert_rejects_like_torch, run_parity, split_torch_ours, assert_single_param_trajectory_is_torchs
-
-# torch's optim_inputs_func_asgd, plus combinations (small t0 so the averaging is exercised).
-# float32: XLA:CPU contracts `p * (1 - lambd*eta) - eta * g` into one FMA inside its fusion
-# (torch rounds both products; measured: ~25% of elements differ by 1 ulp per step), so float32
-# drift reaches 4.7e-7 over 50 steps, inside the 1e-6 target.
-CONFIGS = [
-    # torch's own configurations (optim_inputs_func) run in tests/parity/test_optim_db.py.
-    dict(t0=10),
-    dict(lr=0.05, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.05, maximize=True),
-]
-
-
-def check_averages(state, torch_params, torch_opt, dtype):
-    ax = ol.asgd_averaged_params(state)
-    torch_ax = [torch_opt.state[p]["ax"] for p in torch_params]
-    assert_close(ax, torch_ax, dtype, step=-1)
-    # eta/mu are float32 in both. Under x64 ours are computed in float64 and rounded once, as
-    # torch does (bit-equal); without x64 the recurrence runs in float32 (measured: 1 ulp off).
-    rtol = 0 if dtype == "float64" else 3e-7
-    for p, eta, mu in zip(torch_params, np.asarray(state[-1].eta), np.asarray(state[-1].mu)):
-        np.testing.assert_allclose(eta, torch_opt.state[p]["eta"].item(), rtol=rtol, atol=0)
-        np.testing.assert_allclose(mu, torch_opt.state[p]["mu"].item(), rtol=rtol, atol=0)
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_asgd_matches_torch(config, parity_dtype):
-    _, state, torch_params, torch_opt = run_parity(torch.optim.ASGD, config, ol.asgd(**config), parity_dtype)
-    check_averages(state, torch_params, torch_opt, parity_dtype)
-
-
-def test_asgd_tensor_lr_matches_torch(parity_dtype):
-    # torch keeps a Tensor lr a float32 tensor, so its eta recurrence runs in float32.
-    _, state, torch_params, torch_opt = run_parity(
-        torch.optim.ASGD, dict(lr=torch.tensor(0.001), t0=10),
-        ol.asgd(lr=jnp.asarray(0.001, jnp.float32), t0=10), parity_dtype)
-    check_averages(state, torch_params, torch_opt, parity_dtype)
-
-
-def test_asgd_injected_hyperparams_match_torch(x64):
-    config = dict(lr=0.05, lambd=0.01, alpha=0.5, t0=5, weight_decay=0.05)
-    _, state, torch_params, torch_opt = run_parity(
-        torch.optim.ASGD, config, ol.inject_hyperparams(ol.asgd)(**config), "float64")
-    assert_close(ol.asgd_averaged_params(state), [torch_opt.state[p]["ax"] for p in torch_params], "float64", -1)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(lr=-1.0), "Invalid learning rate: -1.0"),
-        (dict(lr=1e-2, weight_decay=-0.5), "Invalid weight_decay value: -0.5"),
-        (dict(lr=(torch.tensor([0.001, 0.001]), jnp.asarray([0.001, 0.001]))), "Tensor lr must be 1-element"),
-    ],
-)
-def test_asgd_rejects_what_torch_rejects(kwargs, message):
-    assert_rejects_like_torch(torch.optim.ASGD, ol.asgd, message, *split_torch_ours(kwargs))
-
+from tests.parity.harness import assert_single_param_trajectory_is_torchs
 
 def test_asgd_averaged_params_needs_one_asgd_state():
     params = {"w": jnp.ones(3), "frozen": None}

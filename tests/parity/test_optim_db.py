@@ -16,20 +16,22 @@ The configurations: for a record whose reference is a torch.optim class, every c
 torch tests it with (`optim_db` in torch/testing/_internal/common_optimizers.py: its
 `optim_inputs_func(device="cpu")`, plus the `differentiable`/`fused` variants torch's
 `_get_optim_inputs_including_global_cliquey_kwargs` adds on CPU). For another reference (timm's
-Lion, ...): the record's `example` ("default") and each of its `variants` over it (an
-`Interval` in a variant: its midpoint); the reference then runs its single-tensor path
-(`foreach=False` where it takes one).
+Lion, ...): the record's `example` and each of its `variants` over it (an `Interval` in a
+variant: its midpoint); the reference then runs its single-tensor path (`foreach=False` where
+it takes one). A torch record's example and variants (edge values torch's database lacks: zero
+betas, RAdam never rectified, Rprop's clamps binding, ...) run after torch's configurations.
 
 From the record: the factory, adapter class and reference, the param shapes (Muon: 2-D only;
 layout "sparse": row-sparse BCOO gradients with a duplicate index, as torch's coalesced sparse
 COO), `closure`, `groups`, `rtol32`; and two configurations beside the reference's: a
 None-gradient run (a param without gradient on some steps, skipped as torch skips
 `p.grad is None`) and a two-group run (the second group with its own lr; functionally a
-`multi_transform`), on the first configuration, where the record allows several groups.
+`multi_transform`), on the first configuration, where the record allows several groups; and
+`inject_hyperparams(factory)` on the example (every hyperparameter a traced scalar).
 
 The default run covers every configuration in float64 (the functional view without torch's
 `differentiable`/`fused` variants) and each optimizer's first configuration in float32, plus
-the None-gradient and two-group runs in float64; the rest of the sweep is marked `slow`
+the None-gradient, two-group and injected runs in float64; the rest of the sweep is marked `slow`
 (`-m slow` or `-m ''` runs it all).
 """
 
@@ -73,12 +75,13 @@ def known_failure(name, desc, dtype, view, variant="torch"):
 @functools.lru_cache(maxsize=None)
 def _config_list(name):
     info = RECORDS[name]
-    if name in TORCH:  # torch's configurations on CPU, cliquey variants included
+    ours = (("example", dict(info.example)),) + tuple(
+        (f"variant {variant}", info.variant_kwargs(variant)) for variant in info.variants)
+    if name in TORCH:  # torch's configurations on CPU, cliquey variants included; then ours
         db = DB[info.reference_class().__name__]
         inputs = common_optimizers._get_optim_inputs_including_global_cliquey_kwargs("cpu", torch.float64, db)
-        return tuple((inp.desc, dict(inp.kwargs)) for inp in inputs)
-    variants = tuple((variant, info.variant_kwargs(variant)) for variant in info.variants)
-    return (("default", dict(info.example)),) + variants
+        return tuple((inp.desc, dict(inp.kwargs)) for inp in inputs) + ours
+    return ours
 
 
 def _configs(name):
@@ -210,6 +213,8 @@ def torch_run(name, desc, dtype, variant):
 # ------------------------------------------------------------------------------- our views
 def _functional_tx(name, kwargs, variant):
     factory = RECORDS[name].factory
+    if variant == "injected":  # every hyperparameter a traced scalar (the adapter's path too)
+        return ol.inject_hyperparams(factory)(**kwargs)
     if variant == "two_groups":
         n = len(RECORDS[name].shapes)
         return ol.multi_transform(
@@ -286,7 +291,7 @@ VIEWS = {"functional": functional_run, "class": class_run}
 
 
 def check_against_torch(name, desc, dtype, view, variant="torch"):
-    theirs = torch_run(name, desc, dtype, variant)
+    theirs = torch_run(name, desc, dtype, "torch" if variant == "injected" else variant)
     rtol = RECORDS[name].rtol32 or RTOL[dtype]
     for t, ((params, counts), (torch_params, torch_counts)) in enumerate(
             zip(VIEWS[view](name, desc, dtype, variant), theirs)):
@@ -344,25 +349,29 @@ VARIANT_PARAMS = [
     _variant_param(name, dtype, view, variant)
     for name in RECORDS for variant in ("none_grad", "two_groups") if variant != "two_groups" or RECORDS[name].groups
     for dtype in ("float64", "float32") for view in VIEWS
+] + [
+    _variant_param(name, dtype, "functional", "injected")
+    for name in RECORDS if not RECORDS[name].closure for dtype in ("float64", "float32")
 ]
 
 
 @pytest.mark.parametrize("name, dtype, view, variant", VARIANT_PARAMS)
 def test_our_configs(name, dtype, view, variant):
-    """The record's own configurations on torch's default kwargs: None gradients, two groups."""
+    """Our runs of the reference's configurations: None gradients and two groups (on its first
+    configuration), and `inject_hyperparams(factory)` (on the record's example)."""
     with _x64(dtype):
-        check_against_torch(name, FIRST[name], dtype, view, variant)
+        check_against_torch(name, "example" if variant == "injected" else FIRST[name], dtype, view, variant)
 
 
 def test_registry_covers_every_optimizer_config():
-    """The sweep is torch's database, not a copy: every configuration of every record is a case."""
-    torch_cases = [(name, desc) for name, desc in CASES if name in TORCH]
+    """The sweep is torch's database, not a copy: every configuration of every record is a case,
+    and so are each record's example and variants."""
+    ours = sum(1 + len(info.variants) for info in RECORDS.values())
     inputs = common_optimizers._get_optim_inputs_including_global_cliquey_kwargs
-    assert len(torch_cases) == sum(len(inputs("cpu", torch.float64, db)) for db in DB.values())
-    assert len({(n, d) for n, d in CASES}) == len(CASES), "two torch configs share a description"
-    assert len(torch_cases) >= 180
-    others = [info for name, info in RECORDS.items() if name not in TORCH]
-    assert len(CASES) - len(torch_cases) == sum(1 + len(info.variants) for info in others)
+    torch_configs = sum(len(inputs("cpu", torch.float64, db)) for db in DB.values())
+    assert len(CASES) == torch_configs + ours
+    assert len({(n, d) for n, d in CASES}) == len(CASES), "two configs of a record share a description"
+    assert torch_configs >= 180
 
 
 # ------------------------------------------------------------------- beyond float32's range

@@ -1,11 +1,9 @@
 """Unit tests of `scale_by_adagrad`: the accumulator, per-leaf lr decay, eps outside the root."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import optax_like as ol
-from tests.transforms.contract import PARAMS, run
 
 
 def test_first_steps_by_hand():
@@ -33,11 +31,3 @@ def test_lr_decay_follows_each_leafs_own_step():
 def test_complex_accumulator_starts_at_v_plus_vj():
     state = ol.scale_by_adagrad(initial_accumulator_value=0.5).init({"z": jnp.zeros(2, jnp.complex64)})
     np.testing.assert_array_equal(state.sum["z"], [0.5 + 0.5j, 0.5 + 0.5j])
-
-
-def test_jit_matches_eager():
-    tx = ol.scale_by_adagrad(0.1, lr_decay=0.5, initial_accumulator_value=0.1)
-    eager, eager_state = run(tx, PARAMS, 3, jit=False)
-    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
-    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
-        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)

@@ -2,7 +2,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax_like as ol
-from tests.transforms.contract import assert_jit_equals_eager
 
 
 def test_first_step_is_sign_like_and_eps_sits_inside_the_max():
@@ -23,7 +22,3 @@ def test_exp_inf_decays_then_takes_the_max():
     _, state = tx.update([jnp.asarray([1.0, 3.0])], state)
     np.testing.assert_allclose(state.exp_inf[0], [2.0, 3.0])  # max(0.5*4, 1), max(0.5*1, 3)
     np.testing.assert_array_equal(state.step, [2])
-
-
-def test_jit_equals_eager():
-    assert_jit_equals_eager(ol.adamax(lr=0.1, weight_decay=0.1, maximize=True), steps=3)

@@ -1,13 +1,11 @@
 """Unit tests of `scale_by_asgd`: the decayed step, float32 eta/mu, the averaged params `ax`."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import optax_like as ol
 from optax_like.transforms.asgd import averaged_params
-from tests.transforms.contract import PARAMS, run
 
 
 def test_first_steps_by_hand():
@@ -60,11 +58,3 @@ def test_averaged_params_finds_the_state_inside_wrappers():
     np.testing.assert_allclose(ax["w"], 1 - 0.1 * (1 + 1e-4), rtol=1e-6)
     masked = ol.masked(ol.scale_by_asgd(), {"w": True, "n": False})
     assert averaged_params(masked.init(params))["n"] is None
-
-
-def test_jit_matches_eager():
-    tx = ol.scale_by_asgd(0.05, lambd=0.1, alpha=0.75, t0=1.0)
-    eager, eager_state = run(tx, PARAMS, 3, jit=False)
-    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
-    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
-        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)

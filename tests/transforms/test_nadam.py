@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import optax_like as ol
-from tests.transforms.contract import assert_jit_equals_eager
 
 
 def mu(t, beta1=0.9, psi=4e-3):
@@ -32,7 +31,3 @@ def test_mu_product_is_a_running_product_per_leaf():
     np.testing.assert_array_equal(state.step, [4, 3])
     np.testing.assert_allclose(state.mu_product, [np.prod([mu(t, psi=0.5) for t in range(1, 5)]),
                                                   np.prod([mu(t, psi=0.5) for t in range(1, 4)])], rtol=1e-6)
-
-
-def test_jit_equals_eager():
-    assert_jit_equals_eager(ol.nadam(lr=0.1, weight_decay=0.1, maximize=True), steps=3)

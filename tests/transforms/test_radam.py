@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 import optax_like as ol
-from tests.transforms.contract import assert_jit_equals_eager
-from optax_like.transforms.radam import radam_rho
+from optax_like.transforms.radam import radam_first_rectified_step, radam_rho
 
 
 def test_momentum_steps_before_the_switch_then_rectified():
@@ -36,5 +35,12 @@ def test_rho_t_is_accurate_in_float32(beta2):
         assert abs(float((mpmath.mpf(float(value)) - exact) / exact)) < 1e-6, (t, value, exact)
 
 
-def test_jit_equals_eager():
-    assert_jit_equals_eager(ol.radam(lr=0.1, weight_decay=0.1, maximize=True), steps=7)
+
+@pytest.mark.parametrize("beta2", [0.999, 0.9999, 0.99, 0.9, 0.75, 0.7, 2 / 3, 0.5, 0.0])
+def test_radam_switch_step_is_torchs(beta2):
+    def torch_rho(step):
+        rho_inf = 2 / (1 - beta2) - 1
+        return rho_inf - 2 * step * (beta2**step) / (1 - beta2**step)
+
+    expected = next((t for t in range(1, 10_000) if torch_rho(float(t)) > 5), None)
+    assert radam_first_rectified_step(beta2) == expected

@@ -1,11 +1,9 @@
 """Unit tests of `scale_by_rprop`: sign logic, step-size clamps, gradient zeroed on a sign change."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import optax_like as ol
-from tests.transforms.contract import PARAMS, run
 
 
 def test_sign_logic_and_clamping_by_hand():
@@ -29,11 +27,3 @@ def test_learning_rate_is_only_the_initial_step_size():
     state = ol.scale_by_rprop(0.3).init({"w": jnp.zeros(2), "z": jnp.zeros(1, jnp.complex64)})
     np.testing.assert_allclose(state.step_size["w"], [0.3, 0.3])
     np.testing.assert_allclose(state.step_size["z"], [0.3 + 0.3j])
-
-
-def test_jit_matches_eager():
-    tx = ol.scale_by_rprop(0.05, etas=(0.5, 1.5), step_sizes=(1e-3, 0.2))
-    eager, eager_state = run(tx, PARAMS, 3, jit=False)
-    jitted, jit_state = run(tx, PARAMS, 3, jit=True)
-    for a, b in zip(jax.tree.leaves((eager, eager_state)), jax.tree.leaves((jitted, jit_state))):
-        np.testing.assert_allclose(a, b, rtol=2e-6, atol=1e-7)
