@@ -153,7 +153,9 @@ def import_reference_module(module: str):
     return importlib.import_module(module)
 
 
-_ADAM_VALID = dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+# beta2 >= 0.5: with beta2 near 0 the second moment forgets a gradient the first moment still
+# holds, and lr * m / eps overflows float16 at the next zero gradient (the reference's too).
+_ADAM_VALID = dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)),
                    eps=Interval(1e-8, 1e-3), weight_decay=Interval(1e-4, 0.1, or_zero=True))
 _WD = dict(weight_decay=Interval(1e-4, 0.1, or_zero=True))
 _MAXIMIZE = dict(maximize=(False, True))
