@@ -28,6 +28,22 @@ def path_str(path) -> str:
     return jax.tree_util.keystr(tuple(path)) or "<root>"
 
 
+def _key_name(key) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def param_name(path) -> str:
+    """A key path as torch spells a parameter name: `('layer', 0, 'weight')` -> `"layer.0.weight"`.
+    A last `.value` attribute (how a flax.nnx Variable flattens) is dropped: `"dense.kernel"`."""
+    path = tuple(path)
+    if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
+    return ".".join(_key_name(k) for k in path)
+
+
 def map_params(fn: Callable, tree: Any, *rest: Any) -> Any:
     """`jax.tree.map` that treats `None` as a leaf and maps it to `None`."""
 

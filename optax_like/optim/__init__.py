@@ -67,3 +67,13 @@ from optax_like.optim._names import named_parameters  # noqa: E402
 from optax_like.optim.clip_grad import clip_grad_norm_, clip_grad_value_  # noqa: E402
 
 __all__ += ["lr_scheduler", "swa_utils", "named_parameters", "clip_grad_norm_", "clip_grad_value_"]
+
+from optax_like.optim.grouping import (  # noqa: E402
+    create_optimizer_v2,
+    in_groups,
+    param_groups_layer_decay,
+    param_groups_weight_decay,
+    with_rules,
+)
+
+__all__ += ["create_optimizer_v2", "in_groups", "param_groups_layer_decay", "param_groups_weight_decay", "with_rules"]

@@ -14,25 +14,9 @@ from typing import Any, Iterator
 
 import jax
 
-from optax_like.core.tree import is_none
+from optax_like.core.tree import is_none, param_name
 
 __all__ = ["listed_by_named_parameters", "named_parameters", "order_issue", "param_name"]
-
-
-def _key_name(key) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
-def param_name(path) -> str:
-    """A key path as torch spells a parameter name: `('layer', 0, 'weight')` -> `"layer.0.weight"`.
-    A last `.value` attribute (how a flax.nnx Variable flattens) is dropped: `"dense.kernel"`."""
-    path = tuple(path)
-    if len(path) > 1 and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
-        path = path[:-1]
-    return ".".join(_key_name(k) for k in path)
 
 
 def named_parameters(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

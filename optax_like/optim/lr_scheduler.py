@@ -10,6 +10,14 @@ float64 on the host: the stateful adapter passes `group['lr']` into its jitted s
 Closed-form formulas live in `optax_like.schedules` (one formula, evaluated there with jnp on
 a traced count and here with host math); the recursive ratios torch's `get_lr` applies to
 `group['lr']` exist only here.
+
+`lr_scale` (a group entry of timm's layer decay, `optax_like.param_groups`): a scheduler
+created on groups that have no `initial_lr` yet multiplies such a group's `lr` by its
+`lr_scale` first, so every value it writes is the schedule's value times `lr_scale`, as timm's
+schedulers write (`value * lr_scale`; timm's optimizers and torch's schedulers ignore the
+entry, timm #2532). Once (the first scheduler records `initial_lr`), so chained schedulers do
+not compound it. Absolute values (`eta_min`, CyclicLR's and OneCycleLR's lrs, ReduceLROnPlateau's
+`min_lr`) are taken as given.
 """
 
 from __future__ import annotations
@@ -100,6 +108,10 @@ class LRScheduler:
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
+                if "initial_lr" not in group and "lr_scale" in group:
+                    # timm's layer decay: the schedule's values are `lr * lr_scale` (timm's
+                    # schedulers; its optimizers and torch's schedulers ignore the entry)
+                    group["lr"] = group["lr"] * group["lr_scale"]
                 group.setdefault("initial_lr", group["lr"])
         else:
             for i, group in enumerate(optimizer.param_groups):

@@ -1,0 +1,218 @@
+"""timm's grouping on the named params of real timm models (built in torch for their names,
+shapes and matchers only), HF Trainer's grouping, and the timm optimizer-name table."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from optax_like import param_groups as pg
+from optax_like.interop.torch import to_torch_state_dict
+from optax_like.optim import grouping
+
+torch = pytest.importorskip("torch")
+
+# vit_tiny by default; the other four (about 30 s together) run with the slow suites
+MODELS = ["vit_tiny_patch16_224"] + [pytest.param(name, marks=pytest.mark.slow) for name in
+                                     ("resnet18", "convnext_atto", "swin_tiny_patch4_window7_224", "efficientnet_b0")]
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model(request, timm_models):
+    models, _, _ = timm_models
+    torch.manual_seed(0)
+    return models.create_model(request.param, pretrained=False)
+
+
+def _named_specs(model):
+    return [(n, jax.ShapeDtypeStruct(tuple(p.shape), jnp.float32)) for n, p in model.named_parameters()]
+
+
+def _timm_view(model, groups):
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return [({k: v for k, v in g.items() if k != "params"}, [name_of[id(p)] for p in g["params"]]) for g in groups]
+
+
+def _our_view(groups):
+    return [({k: v for k, v in g.items() if k != "params"}, [n for n, _ in g["params"]]) for g in groups]
+
+
+def _no_wd(model):
+    return set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+
+
+@pytest.mark.parametrize("fallback", [dict(), dict(fallback_list=("*.bias", "head*")),
+                                      dict(fallback_list=("head*",), fallback_no_weight_decay=True), dict(weight_decay=0.0)])
+def test_weight_decay_groups_match_timm(model, timm_models, fallback):
+    _, timm_groups, _ = timm_models
+    kwargs = {"weight_decay": 0.05, "no_weight_decay_list": _no_wd(model), **fallback}
+    ours = pg.param_groups_weight_decay(_named_specs(model), **kwargs)
+    assert _our_view(ours) == _timm_view(model, timm_groups.param_groups_weight_decay(model, **kwargs))
+
+
+@pytest.mark.parametrize("layer_kwargs", [dict(layer_decay=0.75), dict(layer_decay=0.6, min_scale=0.02), dict(layer_decay=0.6, no_opt_scale=0.05)])
+def test_layer_decay_groups_match_timm(model, timm_models, layer_kwargs):
+    _, timm_groups, _ = timm_models
+    kwargs = dict(weight_decay=0.05, no_weight_decay_list=_no_wd(model), **layer_kwargs)
+    ours = pg.param_groups_layer_decay(_named_specs(model), group_matcher=model.group_matcher(coarse=False), **kwargs)
+    try:
+        expected = _timm_view(model, timm_groups.param_groups_layer_decay(model, **kwargs))
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)  # timm freezes params below no_opt_scale
+    assert _our_view(ours) == expected
+    if "no_opt_scale" in layer_kwargs:
+        # the frozen params are exactly those timm froze, and they are in no group
+        grouped = {n for _, names in _our_view(ours) for n in names}
+        assert len(grouped) < len(list(model.parameters()))
+
+
+def test_auto_layer_grouping_matches_timm(model, timm_models):
+    _, timm_groups, _ = timm_models
+    names = [n for n, _ in model.named_parameters()]
+    classifier = model.pretrained_cfg.get("classifier")
+    assert pg.auto_group_layers(names, classifier=classifier) == timm_groups.auto_group_layers(model)
+    assert pg.group_with_matcher(names, model.group_matcher(coarse=True), reverse=True) == \
+        timm_groups.group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+
+
+def test_layer_decay_without_group_matcher_uses_timms_automatic_grouping(timm_models):
+    """A model without `group_matcher`: timm cuts its params into layers of 12 in model order,
+    the classifier (pretrained_cfg['classifier']) last."""
+    _, timm_groups, _ = timm_models
+    model = torch.nn.Sequential(*[torch.nn.Linear(3, 3) for _ in range(20)])
+    model.pretrained_cfg = {"classifier": "19"}
+    kwargs = dict(weight_decay=0.05, layer_decay=0.8)
+    ours = pg.param_groups_layer_decay(_named_specs(model), classifier="19", **kwargs)
+    assert _our_view(ours) == _timm_view(model, timm_groups.param_groups_layer_decay(model, **kwargs))
+    assert len({g["lr_scale"] for g in ours}) == 5  # 38 trunk params in layers of 12, 12, 12, 2; the head
+
+
+def test_create_optimizer_v2_matches_timm(model, timm_models):
+    """The adapter's groups: membership by name, weight_decay, lr_scale and every
+    hyperparameter as timm's optimizer holds them."""
+    _, _, factory = timm_models
+    kwargs = dict(opt="adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.7)
+    theirs = factory.create_optimizer_v2(model, **kwargs)
+    named = [(n, jnp.zeros(tuple(p.shape))) for n, p in model.named_parameters()]
+    ours = grouping.create_optimizer_v2(named, no_weight_decay_list=_no_wd(model),
+                                        group_matcher=model.group_matcher(coarse=False), **kwargs)
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    assert len(ours.param_groups) == len(theirs.param_groups)
+    for g_ours, g_theirs in zip(ours.param_groups, theirs.param_groups):
+        assert g_ours["param_names"] == [name_of[id(p)] for p in g_theirs["params"]]
+        for key in ("lr", "weight_decay", "lr_scale", "betas", "eps", "amsgrad", "maximize"):
+            assert g_ours[key] == g_theirs[key], key
+
+
+def test_state_dict_round_trip_through_timms_optimizer(timm_models):
+    """vit_tiny with layer decay: ours and timm's (torch.optim.AdamW on timm's groups) step on
+    the same gradients; ours' state_dict loads into timm's and back, and both continue alike."""
+    models, _, factory = timm_models
+    torch.manual_seed(0)
+    model = models.create_model("vit_tiny_patch16_224", pretrained=False, depth=2)
+    kwargs = dict(opt="adamw", lr=1e-2, weight_decay=0.05, layer_decay=0.7)
+    theirs = factory.create_optimizer_v2(model, **kwargs)
+    named = [(n, jnp.asarray(p.detach().numpy())) for n, p in model.named_parameters()]
+    ours = grouping.create_optimizer_v2(named, no_weight_decay_list=_no_wd(model),
+                                        group_matcher=model.group_matcher(coarse=False), **kwargs)
+    params = [p for _, p in model.named_parameters()]
+    rng = np.random.default_rng(0)
+
+    def step(both=True):
+        grads = [rng.standard_normal(tuple(p.shape)).astype(np.float32) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = torch.tensor(g)
+        theirs.step()
+        ours.zero_grad()
+        ours.backward([[jnp.asarray(grads[names.index(n)]) for n in g["param_names"]] for g in ours.param_groups])
+        ours.step()
+
+    names = [n for n, _ in model.named_parameters()]
+    step()
+    sd = ours.state_dict()
+    assert [g["param_names"] for g in sd["param_groups"]] == [
+        [names[i] for i in range(len(names)) if any(p is params[i] for p in g["params"])] for g in theirs.param_groups]
+    theirs.load_state_dict(to_torch_state_dict(ours))  # ours -> torch (same groups, names, positional ids)
+    step()
+    ours.load_state_dict(theirs.state_dict())  # torch -> ours
+    step()
+    ours_params = {n: np.asarray(p) for g, arrays in zip(ours.param_groups, ours.params)
+                   for n, p in zip(g["param_names"], arrays)}
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(ours_params[n], p.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+def test_hf_trainer_grouping(timm_models):
+    """HF Trainer's `get_decay_parameter_names` (transformers' code, by module type and name
+    patterns) on vit_tiny, whose LayerNorms are named norm1/norm2 (found by type only)."""
+    import re
+
+    models, _, _ = timm_models
+    model = models.create_model("vit_tiny_patch16_224", pretrained=False, depth=2)
+    patterns = [re.compile(p) for p in [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]]
+
+    def get_parameter_names(module, forbidden_layer_types):  # transformers.trainer_pt_utils
+        result = []
+        for name, child in module.named_children():
+            child_params = get_parameter_names(child, forbidden_layer_types)
+            result += [f"{name}.{n}" for n in child_params if not isinstance(child, tuple(forbidden_layer_types))
+                       and not any(p.search(f"{name}.{n}".lower()) for p in patterns)]
+        result += [k for k in module._parameters if not any(p.search(k.lower()) for p in patterns)]
+        return result
+
+    decay = get_parameter_names(model, [torch.nn.LayerNorm])
+    expected = [[n for n, _ in model.named_parameters() if n in decay], [n for n, _ in model.named_parameters() if n not in decay]]
+    layernorms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    ours = pg.hf_param_groups(_named_specs(model), 0.01, layernorm_modules=layernorms)
+    assert [[n for n, _ in g["params"]] for g in ours] == expected
+    assert [g["weight_decay"] for g in ours] == [0.01, 0.0]
+    assert any(".norm1." in n for n in expected[1])  # the by-type exclusion is exercised
+
+
+def _reference(cls):
+    if isinstance(cls, str):
+        return cls
+    if cls.__module__.startswith("torch.optim"):
+        return "torch.optim." + cls.__name__
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def test_name_table_is_timms(timm_models):
+    _, _, factory = timm_models
+    registry = factory.default_registry
+    assert set(pg.TIMM_OPTIMIZERS) == set(registry.list_optimizers())
+    for name, (reference, accepts, defaults) in pg.TIMM_OPTIMIZERS.items():
+        info = registry.get_optimizer_info(name)
+        flags = "".join(c for c, v in (("e", info.has_eps), ("m", info.has_momentum), ("b", info.has_betas)) if v)
+        assert (reference, accepts, dict(defaults)) == (_reference(info.opt_class), flags, info.defaults or {}), name
+
+
+def test_every_available_name_builds_timms_configuration(timm_models):
+    """For every timm name whose class we have: the constructor arguments timm passes (its
+    defaults, momentum, eps/betas dropped) are the ones our class gets."""
+    _, _, factory = timm_models
+    available = []
+    for name in pg.TIMM_OPTIMIZERS:
+        try:
+            pg.timm_optimizer(name)
+        except ValueError:
+            continue
+        available.append(name)
+        lin = torch.nn.Linear(3, 2)
+        theirs = factory.create_optimizer_v2(lin, opt=name, lr=0.01, weight_decay=0.02)
+        ours = grouping.create_optimizer_v2({"weight": jnp.zeros((2, 3)), "bias": jnp.zeros(2)},
+                                            opt=name, lr=0.01, weight_decay=0.02)
+        for g_ours, g_theirs in zip(ours.param_groups, theirs.param_groups):
+            for key, value in g_theirs.items():
+                if key not in ("params", "foreach", "fused", "differentiable", "capturable") and key in g_ours:
+                    assert g_ours[key] == value, (name, key)
+    assert {"sgd", "momentum", "nesterov", "adam", "adamw", "lion", "adopt", "laprop", "clion"} <= set(available)
+
+
+def test_unavailable_name_is_a_clear_error():
+    missing = next(n for n, (ref, _, _) in pg.TIMM_OPTIMIZERS.items() if ref.startswith("apex."))
+    with pytest.raises(ValueError, match=f"timm optimizer '{missing}'.*not available.*available: .*adamw"):
+        grouping.create_optimizer_v2({"w": jnp.zeros(2)}, opt=missing)
+    with pytest.raises(ValueError, match="not found"):
+        pg.timm_optimizer("nosuch")
