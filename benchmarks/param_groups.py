@@ -1,87 +1,104 @@
-"""Rules vs a hand-written `multi_transform`: trace + compile time and step time.
+"""Rules (`param_groups.partition`) vs the hand-written `multi_transform` they stand for.
 
-`param_groups.partition(rules, ...)` resolves the rules while tracing (names and shapes are
-static), so its jitted step is the hand-written `multi_transform`'s: the same jaxpr
-(tests/param_groups/test_rules.py checks it), hence the same step time. What it adds is host
-work at trace time (matching every leaf against the rules once per params structure); this
-script measures both. Prints a Markdown table.
+    .venv/bin/python benchmarks/param_groups.py              # GPT-2 small and ViT-B/16 shapes
+    .venv/bin/python benchmarks/param_groups.py --quick      # smoke run: reduced shapes
 
-    .venv/bin/python benchmarks/param_groups.py [--layers 24] [--repeats 20]
+`partition(rules, ...)` resolves the rules while tracing (names and shapes are static), so its
+jitted step should be the hand-written `multi_transform`'s program (tests/param_groups/
+test_rules.py checks the jaxpr). The rules here are the usual ones: no weight decay on 1-D
+params (biases, norms; HF's and timm's default) and a tenth of the lr on the token embedding
+(param "0"); AdamW elsewhere. Measured on the real model shapes of benchmarks/model_shapes.py
+(float32 leaves, only the optimizer step runs, params and state donated):
+
+- compile: `jit(step).lower(...).compile()` from scratch (tracing and rule matching included),
+  `--compiles` rounds, each round compiling both back to back (alternated); medians, and the
+  median of the per-round ratios;
+- step: the two compiled steps timed round-robin (`--reps`), medians;
+- program: the compiled programs' fusions and bytes moved (deterministic: equal programs).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import platform
+import sys
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
-import optax_like as ol
-from optax_like import param_groups as pg
-from optax_like.param_groups import Rule
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import model_shapes as ms  # noqa: E402
 
-
-def make_params(layers: int, width: int):
-    keys = iter(jax.random.split(jax.random.PRNGKey(0), 8 * layers + 4))
-    blocks = [{"attn": {"qkv": {"weight": jax.random.normal(next(keys), (3 * width, width)),
-                                "bias": jnp.zeros(3 * width)}},
-               "norm": {"weight": jnp.ones(width), "bias": jnp.zeros(width)},
-               "mlp": {"weight": jax.random.normal(next(keys), (4 * width, width)), "bias": jnp.zeros(4 * width)}}
-              for _ in range(layers)]
-    return {"embed": {"weight": jax.random.normal(next(keys), (100, width))}, "blocks": blocks,
-            "head": {"weight": jax.random.normal(next(keys), (10, width)), "bias": jnp.zeros(10)}}
+SHAPES = ("gpt2-small", "vit-b16")
+EMBEDDING = "0"  # the first leaf: GPT-2's wte, ViT's patch embedding
 
 
-RULES = [Rule(ndim=(0, 1), set={"weight_decay": 0.0}, name="no_decay"),
-         Rule("head.*", scale={"lr": 10.0}, name="head")]
+def rules():
+    from optax_like.param_groups import Rule
+
+    return [Rule(ndim=(0, 1), set={"weight_decay": 0.0}, name="no_decay"),
+            Rule(regex=f"^{EMBEDDING}$", scale={"lr": 0.1}, name="embedding")]
 
 
-def hand_written(params):
-    def label(path, x):
-        name = pg._rules.param_name(path)
-        if x.ndim <= 1:
-            return "no_decay"
-        return "head" if name.startswith("head.") else "default"
+def by_rules():
+    import optax_like as ol
+    from optax_like import param_groups as pg
 
-    labels = jax.tree_util.tree_map_with_path(label, params)
-    return ol.multi_transform({"no_decay": ol.adamw(lr=1e-3, weight_decay=0.0),
-                               "default": ol.adamw(lr=1e-3, weight_decay=0.05),
-                               "head": ol.adamw(lr=1e-2, weight_decay=0.05)}, labels)
+    return pg.partition(rules(), ol.adamw, lr=1e-3, weight_decay=0.05)
 
 
-def measure(tx, params, repeats):
-    state = tx.init(params)
-    grads = jax.tree.map(jnp.ones_like, params)
-    step = jax.jit(lambda g, s, p: tx.update(g, s, p))
-    t0 = time.perf_counter()
-    lowered = step.lower(grads, state, params)
-    t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
-    jax.block_until_ready(compiled(grads, state, params))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(grads, state, params))
-        times.append(time.perf_counter() - t)
-    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, statistics.median(times) * 1e6
+def hand_written(shapes):
+    import optax_like as ol
+
+    labels = ["no_decay" if len(s) <= 1 else "embedding" if str(i) == EMBEDDING else "default"
+              for i, s in enumerate(shapes)]
+    return lambda: ol.multi_transform({"default": ol.adamw(lr=1e-3, weight_decay=0.05),
+                                       "no_decay": ol.adamw(lr=1e-3, weight_decay=0.0),
+                                       "embedding": ol.adamw(lr=1e-4, weight_decay=0.05)}, labels)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--layers", type=int, default=24)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
-    args = parser.parse_args()
-    params = make_params(args.layers, args.width)
-    print(f"{len(jax.tree.leaves(params))} leaves, {jax.devices()[0].platform}")
-    print("| optimizer | trace (ms) | compile (ms) | step (us, median) |\n|---|---|---|---|")
-    for name, tx in (("hand-written multi_transform", hand_written(params)),
-                     ("param_groups.partition(rules)", pg.partition(RULES, ol.adamw, lr=1e-3, weight_decay=0.05))):
-        trace, compile_, step = measure(tx, params, args.repeats)
-        print(f"| {name} | {trace:.1f} | {compile_:.1f} | {step:.0f} |")
+def row(shape_name, args, device):
+    import optax_like as ol
+
+    shapes = ms.model_shapes(shape_name, args.quick)
+    factories = {"multi_transform": hand_written(shapes), "partition(rules)": by_rules}
+    seconds = {name: [] for name in factories}
+    compiled = {}
+    for _ in range(args.compiles):
+        for name, factory in factories.items():
+            s, lowered, exe, tx = ms.fresh_compile(factory, ol.apply_updates, shapes, device)
+            seconds[name].append(s)
+            compiled[name] = (lowered, exe, tx)
+    ratios = [r / h for h, r in zip(*seconds.values())]
+    params, grads = ms.host_arrays(shapes)
+    runs = {name: ms.JaxRun(exe, tx, params, grads, device) for name, (_, exe, tx) in compiled.items()}
+    steps = ms.round_robin(runs, args.reps)
+    n = int(sum(np.prod(s) for s in shapes))
+    stats = {name: ms.program_stats(lowered, exe, len(shapes), 4 * n) for name, (lowered, exe, _) in compiled.items()}
+    (h_ms, r_ms), (h_c, r_c) = steps.values(), (np.median(v) for v in seconds.values())
+    return (f"| {shape_name} | {len(shapes)} | {n / 1e6:.1f}M | {h_ms:.1f} | {r_ms:.1f} | **{r_ms / h_ms:.2f}** "
+            f"| {h_c:.2f} | {r_c:.2f} | **{np.median(ratios):.2f}** "
+            f"| {stats['multi_transform']['fusions']} / {stats['partition(rules)']['fusions']} "
+            f"| {stats['multi_transform']['values_per_param']:.1f} / {stats['partition(rules)']['values_per_param']:.1f} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--compiles", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=9)
+    args = parser.parse_args(argv)
+    import jax
+
+    device = jax.devices("cpu")[0]
+    print(f"Run: `.venv/bin/python benchmarks/param_groups.py{' --quick' if args.quick else ''}`; "
+          f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}; load avg {os.getloadavg()[0]:.1f} at start. "
+          f"AdamW; rules: no decay on 1-D params, lr x 0.1 on the embedding.\n")
+    print("| shape | leaves | params | step ms multi_transform | step ms partition | vs hand-written "
+          "| compile s multi_transform | compile s partition | vs hand-written | fusions (hand / rules) | values moved/param (hand / rules) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for shape_name in SHAPES:
+        print(row(shape_name, args, device), flush=True)
 
 
 if __name__ == "__main__":
