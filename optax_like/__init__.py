@@ -12,12 +12,12 @@ from optax_like import core, optimizers, transforms
 from optax_like.core import *  # noqa: F401,F403
 from optax_like.optimizers import *  # noqa: F401,F403
 from optax_like.transforms import *  # noqa: F401,F403
-from optax_like import checkpoint, registry, schedules, sharding
+from optax_like import amp, checkpoint, registry, schedules, sharding
 from optax_like import param_groups  # rules -> param groups (both views), timm's and HF's grouping
 
 __version__ = "0.1.0"
 
-_MODULES = ["checkpoint", "core", "optim", "optimizers", "param_groups", "registry", "schedules", "sharding", "transforms"]
+_MODULES = ["amp", "checkpoint", "core", "optim", "optimizers", "param_groups", "registry", "schedules", "sharding", "transforms"]
 __all__ = sorted(set(core.__all__) | set(optimizers.__all__) | set(transforms.__all__)) + _MODULES
 
 

@@ -1,10 +1,18 @@
 """The adapter's step: ONE jitted, donated XLA computation per `step()`, shared by every class.
 
-`jitted_step(config, leaves, states, frozen, hypers, grads, args, skipped)` runs `config.update`,
+`jitted_step(config, leaves, states, frozen, hypers, grads, args, skipped, amp, count)` runs `config.update`,
 the step's rule: `gradient_update` (differentiate the closure if any, clip, update every group;
 `Optimizer`'s) or LBFGS's (optim/lbfgs.py). `config` (a `Config`) is the jit key: the rule, the
 closure, the params' `Layout` and each group's `GroupSpec`, and the options that shape the
 program; `leaves` and `states` (per group) are donated. `init_state` builds a group's state.
+
+Loss scaling (`optax_like.amp.GradScaler`, `config.amp`): "scale" (`step(loss_fn, ...,
+grad_scaler=scaler)`): `amp` is the scale; the closure's loss is scaled, its gradients unscaled
+and checked in the same computation; "skip" (`scaler.step(optimizer)` after `unscale_`): `amp`
+is the scaler's `found_inf`. Either way a step with `found_inf` keeps params and state
+bit-for-bit (a `lax.cond`), and `found_inf` is returned for the scaler's `update()`.
+`count` (int32, or None when no group rounds stochastically) seeds the stochastic rounding of
+bfloat16 params (`GroupSpec.apply`).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from optax_like.core import numerics
 from optax_like.core.base import apply_updates
 from optax_like.core.gradients import value_and_grad
 from optax_like.optim import clip_grad as _clip
+from optax_like.transforms import mixed_precision
 from optax_like.transforms.sparse_adam import RowSparseGrad
 
 __all__ = ["Config", "GroupSpec", "Layout", "adapter_step", "gradient_update", "init_state", "jitted_step",
@@ -29,12 +38,14 @@ __all__ = ["Config", "GroupSpec", "Layout", "adapter_step", "gradient_update", "
 class GroupSpec:
     """What the jitted step needs to know about one group at trace time (hashable)."""
 
-    def __init__(self, factory, static_items, hyper_layout, zero_structural):
+    def __init__(self, factory, static_items, hyper_layout, zero_structural, state_dtypes=(), stochastic_rounding=None):
         self.factory = factory
         self.static_items = static_items  # tuple of (name, value)
         self.hyper_layout = hyper_layout  # tuple of (name, arity or 0 for scalars, array dtype or None)
         self.zero_structural = zero_structural  # tuple of names whose value is exactly 0
-        self.key = (factory, static_items, hyper_layout, zero_structural)
+        self.state_dtypes = state_dtypes  # (("mu_dtype" | "nu_dtype", dtype name), ...): compact_state
+        self.stochastic_rounding = stochastic_rounding  # None, or the seed of bfloat16 params' rounding
+        self.key = (factory, static_items, hyper_layout, zero_structural, state_dtypes, stochastic_rounding)
         self._hash = hash(self.key)
 
     def __hash__(self):
@@ -63,7 +74,17 @@ class GroupSpec:
                 kwargs[name] = 0.0
             else:
                 kwargs[name] = tuple(values) if arity else values[0]
+        if self.state_dtypes:
+            return mixed_precision.compact_state(self.factory(**kwargs), **dict(self.state_dtypes))
         return self.factory(**kwargs)
+
+    def apply(self, params, updates, group: int, count):
+        """`params + updates`; bfloat16 params with the group's `stochastic_rounding` get
+        `apply_updates_stochastic` with a key from (seed, step `count`, `group`)."""
+        if self.stochastic_rounding is None:
+            return apply_updates(params, updates)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.stochastic_rounding), count), group)
+        return mixed_precision.apply_updates_stochastic(params, updates, key)
 
 
 class Layout:
@@ -110,12 +131,13 @@ def split_aux(out):
 class Config(NamedTuple):
     """The static part of a step (the jit key)."""
 
-    update: Callable  # the rule: (config, leaves, states, frozen, hypers, grads, args, skipped) -> outputs
+    update: Callable  # the rule: (config, leaves, states, frozen, hypers, grads, args, skipped, amp, count) -> outputs
     closure: Callable | None
     layout: Layout
     specs: tuple  # GroupSpec per group
     skip_nonfinite: bool = False
     clip: Any = None  # optim/clip_grad.py's check_step_clip
+    amp: str | None = None  # loss scaling: None, "scale" or "skip" (see the module's docstring)
 
 
 def _all_finite(grad) -> jax.Array:
@@ -126,16 +148,22 @@ def _all_finite(grad) -> jax.Array:
     return jnp.all(jnp.isfinite(grad))
 
 
-def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped):
+def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp=None, count=None):
     """`Optimizer`'s rule: the closure's loss and gradients (when given, else the pending `grads`),
-    clipped, then each group's update; -> ((loss, aux, grad_norm), leaves, states, skipped)."""
+    unscaled (loss scaling), clipped, then each group's update; -> ((loss, aux, grad_norm,
+    found_inf), leaves, states, skipped)."""
     closure, layout, specs = config.closure, config.layout, config.specs
     loss = aux = None
+    found_inf = amp if config.amp == "skip" else None
     if closure is not None:
         def loss_of(leaves):
-            return split_aux(closure(user_tree(layout, leaves, frozen), *args))
+            loss, aux = split_aux(closure(user_tree(layout, leaves, frozen), *args))
+            # torch's `scaler.scale(loss).backward()`; the step returns the loss itself
+            return (mixed_precision.scale_loss(loss, amp) if config.amp == "scale" else loss), (loss, aux)
 
-        (loss, aux), grads = value_and_grad(loss_of, has_aux=True)(opt_leaves)  # torch's convention for complex
+        (_, (loss, aux)), grads = value_and_grad(loss_of, has_aux=True)(opt_leaves)  # torch's convention for complex
+        if config.amp == "scale":
+            grads, found_inf = mixed_precision.unscale_grads(grads, amp)
     grads, grad_norm = _clip.apply_step_clip(config.clip, grads)
     def update(operands):
         opt_leaves, states, grads = operands
@@ -145,30 +173,35 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
             params = treedef.unflatten(opt_leaves[g])
             updates = treedef.unflatten(grads[g])
             updates, state = tx.update(updates, states[g], params)
-            params = apply_updates(params, updates)
+            params = spec.apply(params, updates, g, count)
             new_leaves.append(tuple(treedef.flatten_up_to(params)))
             new_states.append(state)
         return tuple(new_leaves), tuple(new_states)
 
     operands = (tuple(opt_leaves), tuple(states), tuple(grads))
-    if not config.skip_nonfinite:
+    if not config.skip_nonfinite and found_inf is None:
         new_leaves, new_states = update(operands)
     else:
         # One flag for the whole step (all groups), as torch.amp.GradScaler skips a step: params
         # and state are kept bit-for-bit when any gradient has a nan or inf. A `cond`, not a
         # select: a skipped step runs no update kernels, a taken one no extra pass.
-        finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
-                                   or [jnp.asarray(True)]))
+        take = jnp.asarray(True) if found_inf is None else found_inf == 0
+        if config.skip_nonfinite:
+            finite = jnp.all(jnp.stack([_all_finite(g) for group in grads for g in group if g is not None]
+                                       or [jnp.asarray(True)]))
+            skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
+            take = take & finite
+
         def keep(ops):
             return ops[0], ops[1]
 
-        new_leaves, new_states = jax.lax.cond(finite, update, keep, operands)
-        skipped = skipped + jnp.where(finite, 0, 1).astype(skipped.dtype)
-    return (loss, aux, grad_norm), new_leaves, new_states, skipped
+        new_leaves, new_states = jax.lax.cond(take, update, keep, operands)
+    # found_inf goes back only when computed here: an operand passed straight through costs a copy
+    return (loss, aux, grad_norm, found_inf if config.amp == "scale" else None), new_leaves, new_states, skipped
 
 
-def adapter_step(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped):
-    return config.update(config, opt_leaves, states, frozen, hypers, grads, args, skipped)
+def adapter_step(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp=None, count=None):
+    return config.update(config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp, count)
 
 
 # `skipped` is None unless skip_nonfinite: a non-donated scalar passed straight through the step

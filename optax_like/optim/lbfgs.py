@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from optax_like.core.base import apply_updates
 from optax_like.optim import _step
 from optax_like.optim.optimizer import Optimizer, class_factory
 from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, lbfgs
@@ -21,7 +20,8 @@ from optax_like.optimizers.lbfgs import PARAM_GROUPS_ERROR, lbfgs
 __all__ = ["LBFGS"]
 
 
-def lbfgs_update(config: _step.Config, opt_leaves, states, frozen, hypers, grads, args, skipped):
+def lbfgs_update(config: _step.Config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp=None,
+                 count=None):
     """LBFGS's rule for the adapter's jitted step (optim/_step.py): one torch `step(closure)`,
     the functional update evaluating the closure as often as torch's; no pending gradients."""
     (spec,), (treedef,) = config.specs, config.layout.group_defs
@@ -39,8 +39,8 @@ def lbfgs_update(config: _step.Config, opt_leaves, states, frozen, hypers, grads
     # more forward pass, outside the line search's loop; XLA drops it when there is no aux.
     aux = evaluate(params)[1]
     updates, state = tx.update(None, states[0], params, value_fn=value_fn)
-    params = apply_updates(params, updates)
-    return (state.orig_loss, aux, None), (tuple(treedef.flatten_up_to(params)),), (state,), skipped
+    params = spec.apply(params, updates, 0, count)
+    return (state.orig_loss, aux, None, None), (tuple(treedef.flatten_up_to(params)),), (state,), skipped
 
 
 class LBFGS(Optimizer):
@@ -118,6 +118,10 @@ class LBFGS(Optimizer):
         return super().step(closure, *args, **kwargs)
 
     def _step(self, closure=None, *args, **kwargs):
+        if "grad_scaler" in kwargs:
+            raise TypeError(
+                "LBFGS.step() takes no grad_scaler: torch's GradScaler cannot drive LBFGS (scaler.step "
+                "refuses closures, and LBFGS's step needs one). Step LBFGS without loss scaling.")
         if kwargs:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
         if closure is None:

@@ -40,6 +40,16 @@ Non-finite gradients. By default a nan/inf gradient flows into params and state 
 which recompiles once) makes a step with any non-finite gradient keep params and state
 bit-for-bit and count it in `optimizer.skipped_steps` (a device int32: no host sync per step),
 like `torch.amp.GradScaler`'s skipped steps or the functional `apply_if_finite`.
+Loss scaling: `step(..., grad_scaler=scaler)` (`optax_like.amp.GradScaler`; the keyword is
+torch's contract for optimizers that handle scaling) scales the closure's loss, unscales and
+checks its gradients and skips a non-finite step, all in the same jitted call; `scaler.step(
+optimizer)` uses it for pending gradients (see `_run_step`).
+Compact state and bfloat16 params, group options of every class (not torch's; compile-time):
+`mu_dtype` / `nu_dtype` store the group's first / second moments in that float dtype
+(`transforms.mixed_precision.compact_state`, optax's rule; a loaded torch state is cast to it);
+`stochastic_rounding` (True or an int seed) updates the group's bfloat16 params with torchao's
+stochastic rounding, its key folded from the seed, the step count (`optimizer.state[
+"stochastic_rounding_count"]`, saved in `state_dict()`) and the group index.
 
 State. `state_dict()` has torch's layout and keys: the functional state's NamedTuple field
 names are torch's keys, and each state type declares which fields are buffers, per-param
@@ -225,6 +235,45 @@ def _precise_triple(x: float) -> tuple[float, float, float]:
     """x, 1 - x and log(x) in float64 (log is nan for x <= 0; consumers fall back)."""
     return x, 1.0 - x, (math.log(x) if x > 0 else math.nan)
 
+
+
+# Group options of every class (not torch's): the dtype its first / second moments are stored in
+# (optax's mu_dtype / nu_dtype; transforms.mixed_precision.compact_state).
+STATE_DTYPE_OPTIONS = ("mu_dtype", "nu_dtype")
+
+
+def _state_dtypes(group: dict) -> tuple:
+    out = []
+    for name in STATE_DTYPE_OPTIONS:
+        value = group.get(name)
+        if value is None:
+            continue
+        try:
+            dtype = jnp.dtype(value)
+        except TypeError:
+            dtype = None
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"param group entry {name!r} must be a float dtype (e.g. 'bfloat16'), got {value!r}")
+        out.append((name, dtype.name))
+    return tuple(out)
+
+
+def _stochastic_rounding(group: dict) -> int | None:
+    """A group's `stochastic_rounding` option (not torch's): None/False (off), True (seed 0) or
+    an int seed: its bfloat16 params are updated with `apply_updates_stochastic`."""
+    value = group.get("stochastic_rounding")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 0
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    raise TypeError(f"param group entry 'stochastic_rounding' must be a bool or an int seed, got {value!r}")
+
+
+# The optimizer.state entry counting the steps of stochastic rounding (saved in state_dict(),
+# under a key that is not a param id: torch keeps such entries through load_state_dict).
+SR_COUNT = "stochastic_rounding_count"
 
 
 def _is_grad_leaf(x) -> bool:
@@ -657,7 +706,8 @@ class Optimizer(OptimizerHooks):
             for k in self._hyper_names
         )
         zero = tuple(k for k in self._structural_zero if _float(group[k], k) == 0.0)
-        return _step.GroupSpec(type(self)._factory, static, layout, zero)
+        return _step.GroupSpec(type(self)._factory, static, layout, zero, _state_dtypes(group),
+                               _stochastic_rounding(group))
 
     def _hyper_array(self, group, leaves=()) -> np.ndarray:
         """The group's numeric hyperparameters as (x, 1 - x, log x) float64 rows. Each value must
@@ -815,6 +865,9 @@ class Optimizer(OptimizerHooks):
         `clip_grad_norm=max_norm` (with `norm_type=2.0`) scales the gradients as torch's
         `clip_grad_norm_` and leaves the total norm in `optimizer.last_grad_norm`;
         `clip_grad_value=v` clamps them as `clip_grad_value_`. A new value recompiles once.
+        `grad_scaler=scaler` (an `optax_like.amp.GradScaler`): torch's AMP iteration in this call,
+        the closure's loss scaled, its gradients unscaled (then clipped) and the update skipped
+        when one is inf or nan; call `scaler.update()` after it, as in torch.
 
         Runs the global and own step pre hooks (which may replace args/kwargs), the step, then
         the own and global post hooks, in torch's order.
@@ -824,7 +877,8 @@ class Optimizer(OptimizerHooks):
         return self._step_with_hooks(self._step, (closure, *args), kwargs)
 
     def _hypers(self):
-        values = [self._group_values(g) for g in self._own_groups()]
+        values = [(self._group_values(g), g.get("mu_dtype"), g.get("nu_dtype"), g.get("stochastic_rounding"))
+                  for g in self._own_groups()]
         cache = self._hyper_cache
         if cache is not None and cache[0] == values:
             return cache[1]
@@ -849,13 +903,15 @@ class Optimizer(OptimizerHooks):
                 self._allow_pending_none_grads()
 
     def _step(self, closure=None, *args, **kwargs):
+        grad_scaler = kwargs.pop("grad_scaler", None) if kwargs else None
         clip = _clip.check_step_clip(kwargs.pop("clip_grad_norm", None), kwargs.pop("norm_type", 2.0),
                                      kwargs.pop("clip_grad_value", None)) if kwargs else None
         if kwargs:
             raise TypeError(f"step() got unexpected keyword arguments {sorted(kwargs)}")
         hypers = self._hypers()
         try:
-            return self._run_step(_step.gradient_update, hypers, closure, args, clip, bool(self.skip_nonfinite))
+            return self._run_step(_step.gradient_update, hypers, closure, args, clip, bool(self.skip_nonfinite),
+                                  grad_scaler)
         except RuntimeError as error:
             if "has been deleted" not in str(error):
                 raise
@@ -867,24 +923,47 @@ class Optimizer(OptimizerHooks):
                 "step (copy to keep a value)."
             ) from None
 
-    def _run_step(self, update: Callable, hypers, closure, args: tuple, clip=None, skip_nonfinite: bool = False):
+    def _run_step(self, update: Callable, hypers, closure, args: tuple, clip=None, skip_nonfinite: bool = False,
+                  grad_scaler=None):
         """The jitted step (optim/_step.py) with the rule `update` (LBFGS's step passes its own):
-        a closure discards the pending gradients; returns the loss, or (loss, aux)."""
+        a closure discards the pending gradients; returns the loss, or (loss, aux).
+
+        `grad_scaler` (`optax_like.amp.GradScaler`, torch's `step(..., grad_scaler=)` contract)
+        takes part through two calls: `_step_operand(optimizer, closure)` -> (mode, array)
+        before the step (see optim/_step.py: "scale" with the scale, "skip" with found_inf;
+        mode None: no scaling) and `_stepped(optimizer, found_inf)` after it."""
+        amp_mode, amp = grad_scaler._step_operand(self, closure) if grad_scaler is not None else (None, None)
         groups = self._groups
         if closure is not None:
             for group in groups:
                 group.grads = (None,) * len(group.grads)
         leaves, states, grads, specs = zip(*map(_STEP_ARGS, groups))
-        (loss, aux, grad_norm), leaves, states, skipped = _step.jitted_step(
-            _step.Config(update, closure, self._layout, specs, skip_nonfinite, clip), leaves, states,
-            tuple(self._frozen), hypers, grads, args, self._skipped if skip_nonfinite else None,
+        count = None
+        if any(spec.stochastic_rounding is not None for spec in specs):
+            count = int(self._extra_state.get(SR_COUNT, 0))
+            self._extra_state[SR_COUNT] = count + 1
+            count = np.int32(count)
+        (loss, aux, grad_norm, found_inf), leaves, states, skipped = _step.jitted_step(
+            _step.Config(update, closure, self._layout, specs, skip_nonfinite, clip, amp_mode), leaves, states,
+            tuple(self._frozen), hypers, grads, args, self._skipped if skip_nonfinite else None, amp, count,
         )
         for group, group_leaves, state in zip(groups, leaves, states):
             group.leaves, group.state = group_leaves, state
         if skipped is not None:
             self._skipped = skipped
         self.last_grad_norm = grad_norm
+        if amp_mode is not None:
+            grad_scaler._stepped(self, found_inf)
         return loss if aux is None else (loss, aux[0])
+
+    def _pending_grads(self) -> tuple[tuple, ...]:
+        """The pending gradients, per group (leaf tuples, None = no gradient): for GradScaler."""
+        return tuple(group.grads for group in self._groups)
+
+    def _replace_pending_grads(self, grads: tuple[tuple, ...]) -> None:
+        """New values for the pending gradients (same leaves present: GradScaler's unscale_)."""
+        for group, group_grads in zip(self._groups, grads):
+            group.grads = tuple(group_grads)
 
     @property
     def skipped_steps(self) -> jax.Array:
@@ -971,6 +1050,9 @@ class Optimizer(OptimizerHooks):
             for k in self.defaults:
                 new_group.setdefault(k, group[k])
             new_group.update(type(self)._constants)
+            for name in (*STATE_DTYPE_OPTIONS, "stochastic_rounding"):  # ours: a torch state dict keeps the group's
+                if name not in saved and group.get(name) is not None:
+                    new_group[name] = group[name]
             new_group = {"params": group["params"], **new_group}
             names = record.names
             saved_names = [str(n) for n in saved.get("param_names", names)]

@@ -35,6 +35,7 @@ from optax_like.transforms.combine import (
 from optax_like.transforms.conditionality import ApplyIfFiniteState, apply_if_finite
 from optax_like.transforms.inject import HyperparamsDict, InjectHyperparamsState, inject_hyperparams
 from optax_like.transforms.layout import GroupedLayout, GroupedState, grouped
+from optax_like.transforms.mixed_precision import LossScalingState, loss_scaling, scale_loss
 from optax_like.transforms.momentum import TraceState, trace
 from optax_like.transforms.scaling import (
     ScaleByScheduleState,
@@ -50,6 +51,9 @@ from optax_like.transforms.weight_decay import (
 )
 
 __all__ = [
+    "LossScalingState",
+    "loss_scaling",
+    "scale_loss",
     "AveragedParamsState",
     "ParamAverager",
     "averaged_params",
