@@ -1,0 +1,262 @@
+"""schedule_free_adamw / _sgd / _radam against live schedulefree 1.4.1, every step, in both views
+(train-mode params y, eval-mode params x), float32 and float64, jit and lax.scan."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+schedulefree = pytest.importorskip("schedulefree")
+
+from optax_like.core.base import apply_updates  # noqa: E402
+from optax_like.core.leaf_scalars import per_leaf_scalars  # noqa: E402
+from optax_like.optimizers.schedule_free import (  # noqa: E402
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_radam,
+    schedule_free_sgd,
+    schedule_free_train_params,
+    schedule_free_wrapper,
+)
+from optax_like.optimizers.sgd import sgd  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REFERENCES = {
+    "adamw": (schedulefree.AdamWScheduleFree, schedule_free_adamw),
+    "sgd": (schedulefree.SGDScheduleFree, schedule_free_sgd),
+    "radam": (schedulefree.RAdamScheduleFree, schedule_free_radam),
+}
+
+CONFIGS = [
+    ("adamw", {}),
+    ("adamw", dict(lr=0.01, warmup_steps=20, r=0.5, weight_decay=0.01)),
+    ("adamw", dict(lr=0.01, warmup_steps=10, weight_lr_power=0.0, weight_decay=0.1)),
+    ("sgd", dict(lr=0.1, warmup_steps=15, r=1.0, weight_decay=1e-3)),
+    ("radam", dict(r=0.5, weight_decay=0.01)),
+    ("radam", dict(silent_sgd_phase=False)),
+]
+SHAPES = ((33,), (4, 6))
+
+
+def _close(a, b, dtype, ulps=4):
+    """float64: 1e-12 relative (floor 1); float32/bf16: `ulps` ulps of the tensor's largest
+    value (torch's MKL sqrt is not correctly rounded on ~0.7% of float32 inputs, and
+    `y + (y' - y)` cannot reach y' where y' is far smaller than y: both move a few elements
+    by an ulp, which later steps carry)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if dtype == "float64":
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * max(1.0, np.max(np.abs(b))))
+        return
+    scale = np.max(np.abs(b))
+    unit = float(np.spacing(np.float32(scale))) if dtype == "float32" else scale * 2.0**-7
+    assert np.max(np.abs(a - b)) <= ulps * unit, (np.max(np.abs(a - b)) / unit, "ulps")
+
+
+def _torch_dtype(dtype):
+    return {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}[dtype]
+
+
+def _run(kind, kw, dtype, steps, *, chunk=None, none_leaf=None, foreach=False, seed=0, ulps=4):
+    """Steps schedulefree and ours on the same gradients; checks y every step and x at the end.
+    `chunk`: steps per jitted `lax.scan` (None: one jitted step per call). `none_leaf(t)`: the
+    leaf whose gradient is None at step t (or None)."""
+    cls, factory = REFERENCES[kind]
+    rng = np.random.default_rng(seed)
+    np_dtype = np.float64 if dtype == "float64" else np.float32
+    init = [rng.standard_normal(s).astype(np_dtype) for s in SHAPES]
+    t_params = [torch.tensor(p, dtype=_torch_dtype(dtype)).requires_grad_() for p in init]
+    ref = cls(t_params, foreach=foreach, **kw)
+    ref.train()
+    tx = factory(**kw)
+    params = [jnp.asarray(t.detach().float().numpy() if dtype == "bfloat16" else t.detach().numpy()).astype(
+        jnp.bfloat16 if dtype == "bfloat16" else np_dtype) for t in t_params]
+    state = tx.init(params)
+    if none_leaf is not None:
+        state = per_leaf_scalars(state)
+
+    @jax.jit
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return apply_updates(params, updates), state
+
+    @jax.jit
+    def scan(params, state, grads):
+        def body(carry, g):
+            p, s = carry
+            u, s = tx.update(list(g), s, p)
+            p = apply_updates(p, u)
+            return (p, s), p
+        (p, s), trajectory = jax.lax.scan(body, (params, state), grads)
+        return p, s, trajectory
+
+    def check(ours):
+        for a, t in zip(ours, t_params):
+            _close(np.asarray(a, np.float64), t.detach().double().numpy(), dtype, ulps)
+
+    grads = [[rng.standard_normal(s).astype(np_dtype) for s in SHAPES] for _ in range(steps)]
+    for start in range(0, steps, chunk or 1):
+        block = grads[start:start + (chunk or 1)]
+        if chunk:
+            params, state, trajectory = scan(params, state, tuple(jnp.asarray(np.stack(g)) for g in zip(*block)))
+        for i, g in enumerate(block):
+            t = start + i
+            skip = none_leaf(t) if none_leaf else None
+            for j, (p, gj) in enumerate(zip(t_params, g)):
+                p.grad = None if j == skip else torch.tensor(gj, dtype=_torch_dtype(dtype))
+            ref.step()
+            if not chunk:
+                ours_g = [None if j == skip else jnp.asarray(gj).astype(params[j].dtype) for j, gj in enumerate(g)]
+                params, state = step(params, state, ours_g)
+                check(params)
+            else:
+                check([traj[i] for traj in trajectory])
+    # eval view (x), then back (y)
+    x = schedule_free_eval_params(state, params)
+    ref.eval()
+    check(x)
+    y = schedule_free_train_params(state, x)
+    ref.train()
+    check(y)
+    return params, state, ref, t_params
+
+
+@pytest.mark.parametrize("kind,kw", [CONFIGS[1], CONFIGS[2], CONFIGS[3], CONFIGS[5]], ids=lambda c: str(c))
+def test_parity_float32_scan(kind, kw):
+    _run(kind, kw, "float32", 40, chunk=20)
+
+
+@pytest.mark.parametrize("kind,kw", [CONFIGS[1], CONFIGS[3], CONFIGS[4]], ids=lambda c: str(c))
+def test_parity_float64(kind, kw, x64):
+    _run(kind, kw, "float64", 40, chunk=20)
+
+
+def test_parity_jitted_single_steps_and_float32_bits():
+    """One jitted step per call; most elements are bit-for-bit schedulefree's."""
+    params, _, _, t_params = _run("adamw", dict(lr=0.01, warmup_steps=5, weight_decay=0.01), "float32", 25)
+    same = np.mean([np.mean(np.asarray(a) == t.detach().numpy()) for a, t in zip(params, t_params)])
+    assert same > 0.9, same
+
+
+def test_none_gradients_skip_leaf_but_advance_k(x64):
+    """schedulefree skips `p.grad is None` params (z, exp_avg_sq untouched) while k and
+    weight_sum advance; a param never stepped keeps no z and eval/train leave it alone."""
+    _run("adamw", dict(warmup_steps=3, weight_decay=0.1), "float64", 12, none_leaf=lambda t: t % 3)
+    _run("sgd", dict(lr=0.1), "float64", 8, none_leaf=lambda t: 1)  # leaf 1 never stepped
+
+
+def test_none_gradient_on_the_first_steps_float32():
+    _run("adamw", dict(warmup_steps=4), "float32", 10, none_leaf=lambda t: 0 if t < 3 else None)
+
+
+def test_bfloat16_params():
+    _run("adamw", dict(lr=0.01, weight_decay=0.01), "bfloat16", 12)
+
+
+def test_reference_foreach_path_agrees():
+    """schedulefree's foreach kernels give the same numbers as its single-tensor loop (to the
+    same few ulps): checked against ours."""
+    _run("adamw", dict(lr=0.01, warmup_steps=5, r=1.0, weight_decay=0.01), "float32", 30, chunk=30, foreach=True)
+
+
+def test_schedule_lr_matches_changing_group_lr():
+    """An lr schedule here = schedulefree with `group['lr']` set before each step (what a torch
+    scheduler does): lr_max and the weights follow the lr actually used."""
+    sched = lambda k: 0.01 * (0.5 + 0.5 * jnp.cos(jnp.pi * jnp.minimum(k, 40) / 40))
+    rng = np.random.default_rng(3)
+    init = rng.standard_normal(17).astype(np.float32)
+    tp = torch.tensor(init).requires_grad_()
+    ref = schedulefree.AdamWScheduleFree([tp], foreach=False, warmup_steps=5)
+    ref.train()
+    tx = schedule_free_adamw(lr=sched, warmup_steps=5)
+    p = jnp.asarray(init)
+    s = tx.init(p)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (apply_updates(p, u), s))(*tx.update(g, s, p)))
+    for k in range(50):
+        g = rng.standard_normal(17).astype(np.float32)
+        ref.param_groups[0]["lr"] = float(sched(jnp.asarray(k, jnp.int32)))
+        tp.grad = torch.tensor(g)
+        ref.step()
+        p, s = step(p, s, jnp.asarray(g))
+        _close(p, tp.detach().numpy(), "float32")
+
+
+@pytest.mark.parametrize("kw", [dict(lr=-1.0), dict(weight_decay=-0.5), dict(momentum=0.0), dict(momentum=1.0),
+                                dict(momentum=1.5), dict(momentum=-0.1)])
+def test_sgd_validation_messages(kw):
+    with pytest.raises(Exception) as expected:
+        schedulefree.SGDScheduleFree([torch.zeros(2, requires_grad=True)], **kw)
+    with pytest.raises(type(expected.value), match=f"^{expected.value!s}$".replace("(", r"\(").replace(")", r"\)")):
+        schedule_free_sgd(**kw)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "radam"])
+def test_adam_variants_validate_nothing_like_schedulefree(kind):
+    cls, factory = REFERENCES[kind]
+    kw = dict(lr=-1.0, betas=(1.5, -2.0), eps=-1.0, weight_decay=-1.0)
+    cls([torch.zeros(2, requires_grad=True)], **kw)  # no error there
+    factory(**kw)  # nor here
+
+
+def test_signatures_match_reference():
+    import inspect
+    for kind, (cls, factory) in REFERENCES.items():
+        ref = list(inspect.signature(cls.__init__).parameters.items())[2:]
+        ours = list(inspect.signature(factory).parameters.items())
+        assert [n for n, _ in ref] == [n for n, _ in ours], kind
+        for (n, a), (_, b) in zip(ref, ours):
+            if n != "foreach":
+                assert a.default == b.default, (kind, n)
+
+
+@pytest.mark.parametrize("kw,base_kw", [
+    (dict(weight_decay_at_y=0.1, r=1.0), dict(lr=0.01, momentum=0.5, weight_decay=1e-3)),
+    (dict(momentum=0.8, weight_lr_power=0, r=0.5), dict(lr=0.05)),
+], ids=str)
+def test_wrapper_parity(kw, base_kw, parity_dtype):
+    """ScheduleFreeWrapper around torch's SGD vs ours around `sgd` (schedulefree's wrapper puts
+    'z' in the base's state dicts, which breaks bases that initialise on `len(state) == 0`,
+    e.g. torch's Adam and RMSprop: SGD is the torch base it runs with)."""
+    np_dtype = np.float64 if parity_dtype == "float64" else np.float32
+    rng = np.random.default_rng(5)
+    init = [rng.standard_normal(s).astype(np_dtype) for s in SHAPES]
+    tp = [torch.tensor(p).requires_grad_() for p in init]
+    ref = schedulefree.ScheduleFreeWrapper(torch.optim.SGD(tp, foreach=False, **base_kw), **kw)
+    ref.train()
+    tx = schedule_free_wrapper(sgd(**base_kw), lr=base_kw["lr"], **kw)
+    params = [jnp.asarray(p) for p in init]
+    state = tx.init(params)
+    step = jax.jit(lambda p, s, g: (lambda u, s: (apply_updates(p, u), s))(*tx.update(g, s, p)))
+    for _ in range(25):
+        g = [rng.standard_normal(s).astype(np_dtype) for s in SHAPES]
+        for p, gj in zip(tp, g):
+            p.grad = torch.tensor(gj)
+        ref.step()
+        params, state = step(params, state, [jnp.asarray(gj) for gj in g])
+        for a, p in zip(params, tp):
+            _close(a, p.detach().numpy(), parity_dtype, ulps=1)
+    ref.eval()
+    for a, p in zip(schedule_free_eval_params(state, params), tp):
+        _close(a, p.detach().numpy(), parity_dtype, ulps=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,kw", [
+    ("adamw", dict(lr=0.01, warmup_steps=100, r=0.5, weight_decay=0.01)),
+    ("adamw", dict(lr=0.01, warmup_steps=50, weight_lr_power=0.0, weight_decay=0.1)),
+    ("sgd", dict(lr=0.1, warmup_steps=30, r=1.0, weight_decay=1e-3)),
+    ("radam", dict(r=0.5, weight_decay=0.01)),
+], ids=lambda c: str(c))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_long_run_10k_steps(kind, kw, dtype):
+    """Measured (checked every step): float32 within 0.5-3 ulps of the largest param, float64
+    within ~1e-15 of it (elements that cross zero have larger relative errors)."""
+    if dtype == "float64":
+        with jax.enable_x64(True):
+            _run(kind, kw, dtype, 10_000, chunk=1000)
+    else:
+        _run(kind, kw, dtype, 10_000, chunk=1000, ulps=8)
