@@ -18,7 +18,9 @@ from optax_like import param_groups  # rules -> param groups (both views), timm'
 __version__ = "0.1.0"
 
 _MODULES = ["amp", "checkpoint", "core", "optim", "optimizers", "param_groups", "registry", "schedules", "sharding", "transforms"]
-__all__ = sorted(set(core.__all__) | set(optimizers.__all__) | set(transforms.__all__)) + _MODULES
+# One source of truth: the subpackages' `__all__` (pyright cannot evaluate this expression; it sees
+# the names themselves, imported above).
+__all__ = sorted(set(core.__all__) | set(optimizers.__all__) | set(transforms.__all__)) + _MODULES  # pyright: ignore[reportUnsupportedDunderAll]
 
 
 def __getattr__(name):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import enum
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -133,8 +133,9 @@ class GradScaler:
                 _refresh_per_optimizer_state)
 
     # ------------------------------------------------------------------ scale
-    def _lazy_init_scale_growth_tracker(self) -> None:
-        self._scale = init_loss_scale(self._init_scale, self._init_growth_tracker)
+    def _lazy_init_scale_growth_tracker(self) -> LossScaleState:
+        self._scale = state = init_loss_scale(self._init_scale, self._init_growth_tracker)
+        return state
 
     def _check_scale_growth_tracker(self, funcname: str) -> LossScaleState:
         if self._scale is None:
@@ -147,18 +148,20 @@ class GradScaler:
         """torch's `scale`: `outputs` (an array or a pytree of arrays) times the scale."""
         if not self._enabled:
             return outputs
-        if self._scale is None:
-            self._lazy_init_scale_growth_tracker()
-        return scale_loss(outputs, self._scale.scale)
+        state = self._scale
+        if state is None:
+            state = self._lazy_init_scale_growth_tracker()
+        return scale_loss(outputs, state.scale)
 
     def get_scale_array(self) -> jax.Array:
         """The scale as a float32 device array (no sync), to pass into a function you jit.
         1.0 when disabled."""
         if not self._enabled:
             return jnp.ones((), jnp.float32)
-        if self._scale is None:
-            self._lazy_init_scale_growth_tracker()
-        return self._scale.scale
+        state = self._scale
+        if state is None:
+            state = self._lazy_init_scale_growth_tracker()
+        return state.scale
 
     # ------------------------------------------------------------------ unscale_ and step
     def _optimizer_state(self, optimizer) -> dict[str, Any]:
@@ -231,9 +234,10 @@ class GradScaler:
                 "unscale_() was called on this optimizer's pending gradients, but this step differentiates "
                 "its loss function (discarding them): call optimizer.step(loss_fn, ..., grad_scaler=scaler) "
                 "without unscale_ (clip inside it with clip_grad_norm=).")
-        if self._scale is None:
-            self._lazy_init_scale_growth_tracker()  # as scaler.scale(loss) would
-        return "scale", self._scale.scale
+        state = self._scale
+        if state is None:
+            state = self._lazy_init_scale_growth_tracker()  # as scaler.scale(loss) would
+        return "scale", state.scale
 
     def _stepped(self, optimizer, found_inf: jax.Array | None) -> None:
         """After the step: the flag it computed ("scale"; None for "skip": the one recorded)."""
@@ -256,6 +260,7 @@ class GradScaler:
             else:
                 reason = ("new_scale should be a float or a 1-element torch.cuda.FloatTensor or "
                           "torch.FloatTensor with requires_grad=False.")
+                new_scale = cast(Any, new_scale)  # a tensor-like (pyright narrows it to bool here)
                 if hasattr(new_scale, "detach"):
                     if new_scale.requires_grad:
                         raise AssertionError(reason)

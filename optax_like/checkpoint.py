@@ -46,10 +46,11 @@ import os
 import shutil
 import socket
 import struct
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
+from jax import core as jax_core
 import ml_dtypes
 import numpy as np
 import safetensors
@@ -179,7 +180,7 @@ def _torch_to_numpy(x: Any) -> np.ndarray | None:
 
 def _host_array(x: Any, path: str) -> np.ndarray:
     if isinstance(x, jax.Array):
-        if isinstance(x, jax.core.Tracer):
+        if isinstance(x, jax_core.Tracer):
             raise TypeError(f"checkpoint: leaf {_display(path)} is a tracer; save concrete values, outside jit.")
         if not x.is_fully_addressable and not x.is_fully_replicated:
             raise TypeError(
@@ -227,7 +228,7 @@ class _Encoder:
             n += 1
             tensor = f"{base}~{n}"
         self.names.add(tensor)
-        node = {"t": "array", "k": tensor}
+        node: dict[str, Any] = {"t": "array", "k": tensor}
         if arr.dtype.name in _COMPLEX:
             if arr.ndim >= MAX_NDIM:
                 raise TypeError(f"checkpoint: leaf {_display(path)} is a complex array of {arr.ndim} dimensions; "
@@ -325,7 +326,9 @@ def _serialize(tree: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     tree_str = _dumps(encoder.encode(tree, ""))
     tensors = dict(encoder.arrays)
     table = {k: {"dtype": _CODES[a.dtype.name], "shape": list(a.shape)} for k, a in tensors.items()}
-    sha_str = _dumps({k: hashlib.sha256(a.reshape(-1).view(np.uint8)).hexdigest() for k, a in tensors.items()})
+    # (pyright: an ndarray is a buffer, but numpy types ndarray.__buffer__ only for Python 3.12+)
+    sha_str = _dumps({k: hashlib.sha256(a.reshape(-1).view(np.uint8)).hexdigest()  # pyright: ignore[reportArgumentType]
+                      for k, a in tensors.items()})
     return tensors, {"format": FORMAT, "version": str(FORMAT_VERSION), "tree": tree_str, "sha256": sha_str,
                      "digest": _digest(table, tree_str, sha_str)}
 
@@ -451,7 +454,7 @@ def _read_header(f, size: int, path: str) -> tuple[int, dict, list[_Entry], dict
     """(data start, metadata, tensor entries sorted by offset, {name: sha256}), all checked: each
     entry here (naming its tensor), the layout by the safetensors package (offsets that tile the
     data up to the file's end)."""
-    def bad(msg):
+    def bad(msg: str) -> NoReturn:
         raise CheckpointError(f"checkpoint {path} has a malformed header: {msg}.")
 
     prefix = f.read(8)
@@ -545,7 +548,8 @@ def _read_array(f, data_start: int, e: _Entry, path: str) -> np.ndarray:
     out = np.empty(e.shape, e.dtype.newbyteorder("<"))
     view = out.reshape(-1).view(np.uint8)
     f.seek(data_start + e.begin)
-    got = f.readinto(memoryview(view)) if view.size else 0
+    # (pyright: an ndarray is a buffer, but numpy types ndarray.__buffer__ only for Python 3.12+)
+    got = f.readinto(memoryview(view)) if view.size else 0  # pyright: ignore[reportArgumentType]
     if got != view.size:
         raise CheckpointError(f"checkpoint {path} is truncated: tensor {e.name} is incomplete (the file shrank while read).")
     return out

@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Union
 import chex
 import jax
 import jax.numpy as jnp
+from jax import core as jax_core
 
 Params = chex.ArrayTree
 Updates = chex.ArrayTree
@@ -118,7 +119,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         if p is None or u is None:
             return p
         p = jnp.asarray(p)
-        if isinstance(u, (jax.Array, jax.core.Tracer)) and u.dtype == p.dtype and not u.weak_type:
+        if isinstance(u, (jax.Array, jax_core.Tracer)) and u.dtype == p.dtype and not u.weak_type:
             return jax.lax.add(p, u)  # the common case, without jnp's dispatch (same jaxpr)
         return (p + u).astype(p.dtype)
 

@@ -51,6 +51,7 @@ import numbers
 from typing import Any, Callable, Iterable, Optional
 
 import jax
+from jax import core as jax_core
 import numpy as np
 
 NUMBER, FLAG, STATIC = "number", "flag", "static"
@@ -86,7 +87,7 @@ def is_number_tuple(x: Any, **kind: Any) -> bool:
 def is_array(x: Any, *, concrete: bool = False) -> bool:
     """Whether `x` is a jax or NumPy array (`concrete`: not a tracer); a concrete array plays
     torch's Tensor hyperparameter."""
-    return isinstance(x, _ARRAYS) and not (concrete and isinstance(x, jax.core.Tracer))
+    return isinstance(x, _ARRAYS) and not (concrete and isinstance(x, jax_core.Tracer))
 
 
 def is_precise(x: Any) -> bool:
@@ -191,7 +192,7 @@ def as_flag(value: Any, name: str) -> bool:
         return bool(value)
     if value is None:
         return False
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax_core.Tracer):
         raise TypeError(
             f"{name} is a compile-time flag (it chooses the program), but got a traced value; "
             f"pass a Python bool (e.g. {name}=True)."

@@ -20,7 +20,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core as jax_core
 from jax import lax
+from jax.typing import ArrayLike
 
 from optax_like.core import hyperparams
 from optax_like.core.base import ScalarOrSchedule
@@ -55,7 +57,7 @@ def check_representable(value: Any, dtype, name: str) -> None:
         for v in value:
             check_representable(v, dtype, name)
         return
-    if isinstance(value, jax.core.Tracer) or not jnp.issubdtype(jnp.dtype(dtype), jnp.inexact):
+    if isinstance(value, jax_core.Tracer) or not jnp.issubdtype(jnp.dtype(dtype), jnp.inexact):
         return
     try:
         host = np.asarray(value, dtype=np.float64)
@@ -132,7 +134,7 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
               "__rtruediv__", "__pow__", "__rpow__", "__neg__", "__pos__", "__abs__", "__lt__",
               "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     setattr(PreciseScalar, _name, _delegate(_name))
-PreciseScalar.__hash__ = None
+setattr(PreciseScalar, "__hash__", None)  # unhashable, as a class with __eq__ (set by setattr above)
 
 
 def plain(x: Any) -> Any:
@@ -257,7 +259,7 @@ def cast(x: Any, dtype) -> Any:
     which a step pays once per leaf and buffer). The jaxpr is the same either way.
     """
     dtype = jnp.dtype(dtype)
-    if isinstance(x, (jax.Array, jax.core.Tracer)) and x.dtype == dtype and not getattr(x, "weak_type", False):
+    if isinstance(x, (jax.Array, jax_core.Tracer)) and x.dtype == dtype and not getattr(x, "weak_type", False):
         return x
     return jax.lax.convert_element_type(x, dtype)
 
@@ -282,24 +284,24 @@ def safe_increment(count: jax.Array) -> jax.Array:
     return jnp.where(count < max_value, count + 1, max_value).astype(count.dtype)
 
 
-def lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike | PreciseScalar) -> jax.Array:
     """torch's `start.lerp_(end, weight)` with its CPU formula (exact at both ends):
 
         weight < 0.5:  start + weight * (end - start)
         else:          end - (end - start) * (1 - weight)
     """
-    weight = plain(weight)
-    if isinstance(weight, (np.ndarray, np.generic, float, int)):  # a host constant: pick the branch now
+    w: ArrayLike = plain(weight)  # (not a PreciseScalar)
+    if isinstance(w, (np.ndarray, np.generic, float, int)):  # a host constant: pick the branch now
         # on lax directly when the weight has the operands' dtype (the hot path of Adam-style
         # moments, `one_minus`; see `cast`), else through jnp's promotion
-        exact = isinstance(weight, (np.ndarray, np.generic)) and weight.dtype == start.dtype == end.dtype
+        exact = isinstance(w, (np.ndarray, np.generic)) and w.dtype == start.dtype == end.dtype
         add, sub, mul = (lax.add, lax.sub, lax.mul) if exact else (operator.add, operator.sub, operator.mul)
         diff = sub(end, start)
-        if abs(float(weight)) < 0.5:
-            return add(start, mul(weight, diff))
-        return sub(end, mul(diff, 1 - weight))
+        if abs(float(w)) < 0.5:
+            return add(start, mul(w, diff))
+        return sub(end, mul(diff, 1 - w))
     diff = end - start
-    return jnp.where(jnp.abs(weight) < 0.5, start + weight * diff, end - diff * (1 - weight))
+    return jnp.where(jnp.abs(w) < 0.5, start + w * diff, end - diff * (1 - w))
 
 
 def float32_product(a: jax.Array, b: Any) -> jax.Array:

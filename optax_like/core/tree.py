@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax import core as jax_core
 import numpy as np
 
 
@@ -194,7 +195,7 @@ def _filled_tree(leaves: list, value: Any, dtype) -> list:
     The data dependence on `p` is also what `optax_like.sharding.state_shardings` reads to
     map state leaves to their params.
     """
-    traced = isinstance(value, jax.core.Tracer) or any(isinstance(p, jax.core.Tracer) for p in leaves)
+    traced = isinstance(value, jax_core.Tracer) or any(isinstance(p, jax_core.Tracer) for p in leaves)
     if not traced:
         return [None if p is None else jnp.full_like(p, value, dtype=dtype) for p in leaves]
     srcs, fills, nevers = [], [], []
@@ -209,7 +210,7 @@ def _filled_tree(leaves: list, value: Any, dtype) -> list:
         src = jax.lax.convert_element_type(src, target)
         srcs.append(src)
         nevers.append(jax.lax.full_like(src, False, dtype=bool))
-        fills.append(jnp.full_like(src, value) if isinstance(value, jax.core.Tracer) else jax.lax.full_like(src, value))
+        fills.append(jnp.full_like(src, value) if isinstance(value, jax_core.Tracer) else jax.lax.full_like(src, value))
     selected = iter(_select_all(nevers, srcs, fills))
     return [None if p is None else next(selected) for p in leaves]
 

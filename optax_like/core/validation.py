@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+from jax import core as jax_core
 import numpy as np
 
 from optax_like.core import hyperparams
@@ -36,7 +37,7 @@ def check_hyperparam(value: Any, name: str, *, allow_schedule: bool = True) -> N
         if allow_schedule:
             return
         raise TypeError(f"{name} must be a number, not a schedule ({value!r}).")
-    if isinstance(value, jax.core.Tracer) or is_precise(value):
+    if isinstance(value, jax_core.Tracer) or is_precise(value):
         if value.ndim != 0:
             raise TypeError(f"{name} must be a scalar, got a traced array of shape {value.shape}.")
         return

@@ -20,7 +20,7 @@ loaded by the names torch saved). A list of params in `model.parameters()` order
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,8 @@ import numpy as np
 from optax_like.optim._state_dict import host_array, permute_flat_entry, plain
 from optax_like.optimizers.lbfgs import LBFGSState
 
-_LBFGS_FLAT_KEYS = LBFGSState.__torch_layout__.flat_keys  # declared with the state
+# declared with the state (declare_torch_state sets the attribute, which pyright cannot see)
+_LBFGS_FLAT_KEYS = LBFGSState.__torch_layout__.flat_keys  # pyright: ignore[reportAttributeAccessIssue]
 
 _BFLOAT16 = np.dtype(jnp.bfloat16)
 
@@ -189,9 +190,10 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             raise ValueError(
                 "to_torch_state_dict(..., target=...): the state dict carries no param_names to match "
                 "by; pass the optimizer itself")
-        torch_names, sizes_by_name = _torch_order(target, names)
+        named = cast("list[list[str]]", names)  # no None: checked just above
+        torch_names, sizes_by_name = _torch_order(target, named)
         orders = []
-        for g, (ours, theirs) in enumerate(zip(names, torch_names)):
+        for g, (ours, theirs) in enumerate(zip(named, torch_names)):
             if sorted(ours) != sorted(theirs) or len(set(ours)) != len(ours):
                 raise ValueError(
                     f"param group {g}: the target's params {theirs[:4]}... are not this group's "
@@ -209,7 +211,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
         entries = [state.pop(pid, None) for pid in ids]
         first = entries[0] if entries else None
         if not identity and first and "func_evals" in first:  # torch's LBFGS: one dict, flat vectors
-            sizes = _lbfgs_sizes(optimizer, g, names[g], sizes_by_name)
+            # (names[g] is None only without a target, where sizes_by_name is None and names unused)
+            sizes = _lbfgs_sizes(optimizer, g, cast("list[str]", names[g]), sizes_by_name)
             first = permute_flat_entry(first, _LBFGS_FLAT_KEYS, sizes, order)
             entries = [first] + [None] * (n - 1)
             order = list(range(n))
@@ -218,7 +221,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
                 new_state[offset + j] = entries[i]
         packed = {k: _group_value(v) for k, v in group.items() if k != "params"}
         if "param_names" in packed:
-            packed["param_names"] = [names[g][i] for i in order] if names[g] else packed["param_names"]
+            group_names = names[g]
+            packed["param_names"] = [group_names[i] for i in order] if group_names else packed["param_names"]
         packed["params"] = list(range(offset, offset + n))
         new_groups.append(packed)
         offset += n

@@ -60,8 +60,9 @@ def total_norm(grads: Sequence[Any], norm_type: float = 2.0) -> jax.Array:
     grads = _dense(grads)
     if not grads:
         return jnp.zeros((), jnp.float32)
-    norms = [jnp.linalg.vector_norm(g.ravel(), ord=norm_type) for g in grads]
-    return jnp.linalg.vector_norm(jnp.stack(norms), ord=norm_type)
+    # (jax's stub types `ord` as int | str; it takes any float order, e.g. inf, as torch)
+    norms = [jnp.linalg.vector_norm(g.ravel(), ord=norm_type) for g in grads]  # pyright: ignore[reportArgumentType]
+    return jnp.linalg.vector_norm(jnp.stack(norms), ord=norm_type)  # pyright: ignore[reportArgumentType]
 
 
 def clip_by_total_norm(grads: Sequence[Any], max_norm: float, norm_type: float = 2.0):

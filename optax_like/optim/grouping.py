@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from optax_like import param_groups as _pg
+from optax_like.param_groups import _timm as _pg_timm
 from optax_like.param_groups import param_groups_layer_decay, param_groups_weight_decay
 
 __all__ = ["create_optimizer_v2", "in_groups", "param_groups_layer_decay", "param_groups_weight_decay", "with_rules"]
@@ -32,7 +33,7 @@ def _adapter_options(kwargs: dict) -> dict:
     return {k: kwargs.pop(k) for k in _ADAPTER_OPTIONS if k in kwargs}
 
 
-def _build(cls: type, groups: list, params: Any, kwargs: Mapping[str, Any], options: Mapping[str, Any]):
+def _build(cls: type, groups: Sequence, params: Any, kwargs: Mapping[str, Any], options: Mapping[str, Any]):
     model = None if params is None or _is_pairs(params) else params
     return cls(groups, model=model, **kwargs, **options)
 
@@ -92,11 +93,11 @@ def create_optimizer_v2(params: Any, opt: str = "sgd", lr: Optional[float] = Non
     used only without a group_matcher). `params`: named params (a pytree, or `(name, param)`
     pairs in the model's order), or torch's param groups (passed through). `skip_nonfinite=`
     reaches the class (the adapter's option)."""
-    groups, opt_weight_decay = _pg._timm.timm_groups(
+    groups, opt_weight_decay = _pg_timm.timm_groups(
         params, weight_decay=weight_decay, filter_bias_and_bn=filter_bias_and_bn, layer_decay=layer_decay,
         layer_decay_min_scale=layer_decay_min_scale, layer_decay_no_opt_scale=layer_decay_no_opt_scale,
         fallback_list=fallback_list, fallback_no_weight_decay=fallback_no_weight_decay, param_group_fn=param_group_fn,
         no_weight_decay_list=no_weight_decay_list, group_matcher=group_matcher, classifier=classifier)
     options = _adapter_options(kwargs)
-    info, args = _pg._timm.timm_arguments(opt, opt_weight_decay, lr, momentum, foreach, kwargs)
+    info, args = _pg_timm.timm_arguments(opt, opt_weight_decay, lr, momentum, foreach, kwargs)
     return _build(info.adapter_class(), groups, None if groups is params else params, args, options)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 __all__ = ["OptimizerHooks", "RemovableHandle", "register_optimizer_step_post_hook",
            "register_optimizer_step_pre_hook"]
@@ -56,6 +56,9 @@ def register_optimizer_step_post_hook(hook: Callable) -> RemovableHandle:
 
 class OptimizerHooks:
     """Each optimizer's hook registries (torch's attribute names) and torch's register_* methods."""
+
+    if TYPE_CHECKING:
+        step: Callable[..., Any]  # the optimizer's (the class this mixes into)
 
     def _init_hooks(self) -> None:
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()

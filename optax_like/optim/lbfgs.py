@@ -9,7 +9,7 @@ converter (optim/_state_dict.py) and `LBFGSState`'s declaration (optimizers/lbfg
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 
@@ -27,9 +27,11 @@ def lbfgs_update(config: _step.Config, opt_leaves, states, frozen, hypers, grads
     (spec,), (treedef,) = config.specs, config.layout.group_defs
     tx = spec.build(hypers[0])
 
+    closure = cast(Callable, config.closure)  # not None: LBFGS._step refuses a step without one
+
     def evaluate(params):
         leaves = (tuple(treedef.flatten_up_to(params)),)
-        return _step.split_aux(config.closure(_step.user_tree(config.layout, leaves, frozen), *args))
+        return _step.split_aux(closure(_step.user_tree(config.layout, leaves, frozen), *args))
 
     def value_fn(params):
         return evaluate(params)[0]

@@ -28,7 +28,7 @@ import warnings
 from bisect import bisect_right
 from collections import Counter
 from functools import wraps
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, cast
 from weakref import ref
 
 from optax_like.schedules import cosine as _cosine
@@ -138,11 +138,11 @@ class LRScheduler:
 
         @wraps(func)
         def wrapper(*args, **kwargs):
-            o = opt_ref()
+            o = cast(Any, opt_ref())  # alive while its step is called
             o._opt_called = True
             return func.__get__(o, o.__class__)(*args, **kwargs)
 
-        wrapper._wrapped_by_lr_sched = True
+        wrapper._wrapped_by_lr_sched = True  # pyright: ignore[reportAttributeAccessIssue]  (a function attribute)
         opt.step = wrapper
 
     def _initial_step(self) -> None:
@@ -204,7 +204,7 @@ class LRScheduler:
             else:
                 self.last_epoch = epoch
                 if hasattr(self, "_get_closed_form_lr"):
-                    values = self._get_closed_form_lr()
+                    values = self._get_closed_form_lr()  # pyright: ignore[reportAttributeAccessIssue]  (subclasses')
                 else:
                     values = self.get_lr()
         finally:
@@ -410,6 +410,9 @@ def _check_member_schedulers(owner: str, schedulers, optimizer) -> None:
 class _SchedulerOfSchedulers(LRScheduler):
     """torch's state_dict of SequentialLR / ChainedScheduler: own attributes plus one entry per
     member scheduler under `_schedulers`."""
+
+    if TYPE_CHECKING:
+        _schedulers: Sequence[LRScheduler]  # set by the subclasses' __init__
 
     def state_dict(self) -> dict[str, Any]:
         state_dict = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
@@ -623,7 +626,7 @@ class ReduceLROnPlateau(LRScheduler):
 class CyclicLR(LRScheduler):
     """Cyclical learning rate (and inverse momentum) between two bounds (torch's CyclicLR)."""
 
-    def __init__(self, optimizer, base_lr, max_lr, step_size_up: int = 2000, step_size_down: int | None = None,
+    def __init__(self, optimizer, base_lr, max_lr, step_size_up: float = 2000, step_size_down: float | None = None,
                  mode: str = "triangular", gamma: float = 1.0, scale_fn: Callable | None = None,
                  scale_mode: str = "cycle", cycle_momentum: bool = True, base_momentum=0.8, max_momentum=0.9,
                  last_epoch: int = -1) -> None:

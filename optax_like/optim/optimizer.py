@@ -88,6 +88,7 @@ from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
+from jax import core as jax_core
 import numpy as np
 
 from jax.experimental import sparse as jsparse
@@ -170,7 +171,7 @@ def _check_not_donated(tree: Any, what: str, mine: Callable[[Any], bool] = lambd
     """A ValueError naming the leaf and the optimizer it was donated to, instead of JAX's bare
     'Array has been deleted' at the first use of an array that a step consumed."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]:
-        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer) and leaf.is_deleted() and not mine(leaf):
+        if isinstance(leaf, jax.Array) and not isinstance(leaf, jax_core.Tracer) and leaf.is_deleted() and not mine(leaf):
             owner = next((o for o in live_optimizers() if o._is_given(leaf)), None)
             by = (f"was donated to a step of the {type(owner).__name__} optimizer at {id(owner):#x}, which "
                   "updates its params in place as torch's step does" if owner is not None
@@ -363,7 +364,7 @@ class Optimizer(OptimizerHooks):
     `make_optimizer_class` builds them in one line.
     """
 
-    _factory: Callable = None
+    _factory: Callable = None  # pyright: ignore[reportAssignmentType]  (every subclass sets it)
     _static: tuple[str, ...] = ()
     _structural_zero: tuple[str, ...] = ()
     # Group entries torch stores that are not factory arguments (AdamW's decoupled_weight_decay).
@@ -402,7 +403,8 @@ class Optimizer(OptimizerHooks):
             lambda group, _names=names: tuple(group[k] for k in _names))
         self.param_groups: list[dict[str, Any]] = []
         self._groups: list[_Group] = []  # what the optimizer holds for each group, in order
-        self._layout: _step.Layout | None = None  # how the groups' leaves make the user's structure
+        # how the groups' leaves make the user's structure (None only until the first group is added)
+        self._layout: _step.Layout = None  # pyright: ignore[reportAttributeAccessIssue]
         self._avals: list[tuple] | None = None  # the leaves' (shape, dtype), see _leaf_avals
         self._hyper_cache = None
         self._given: dict[int, Any] = {}  # id -> weakref of every array object handed over
@@ -499,7 +501,8 @@ class Optimizer(OptimizerHooks):
         if given_names is not None:
             names = [given_names[i] for i in present]
         elif self._mode == "model":
-            names = [self._model_names[positions[i]] for i in present]
+            # (_model_names is set in "model" mode)
+            names = [self._model_names[positions[i]] for i in present]  # pyright: ignore[reportOptionalSubscript]
         else:
             names = [_names.param_name(paths_leaves[i][0]) for i in present]
         spec = self._spec(group)
@@ -760,7 +763,8 @@ class Optimizer(OptimizerHooks):
     def _split(self, tree, what) -> list[tuple]:
         """A tree in the user's structure -> per-group leaf tuples (None allowed)."""
         if self._mode == "model":
-            flat = self._root_def.flatten_up_to(tree)
+            # (_root_def is set in "model" mode)
+            flat = self._root_def.flatten_up_to(tree)  # pyright: ignore[reportOptionalMemberAccess]
             return [tuple(flat[p] if p >= 0 else None for p in group.positions) for group in self._groups]
         trees = [tree] if self._mode == "tree" else list(tree)
         if len(trees) != len(self._groups):
@@ -834,7 +838,7 @@ class Optimizer(OptimizerHooks):
                         break
         except (ValueError, TypeError, AttributeError):
             new, same = None, False
-        if not same:
+        if not same or new is None:  # (new is None only when not same)
             check_same_structure(self.params, grads, "params", "grads")
             if new is None:
                 new = self._split(grads, "grads")
@@ -952,7 +956,7 @@ class Optimizer(OptimizerHooks):
         if skipped is not None:
             self._skipped = skipped
         self.last_grad_norm = grad_norm
-        if amp_mode is not None:
+        if amp_mode is not None and grad_scaler is not None:  # (amp_mode is None without a grad_scaler)
             grad_scaler._stepped(self, found_inf)
         return loss if aux is None else (loss, aux[0])
 
@@ -1023,8 +1027,10 @@ class Optimizer(OptimizerHooks):
             pre_hook(self)
         state = dict(self.state)  # copies (a plain dict: hooks may edit it)
         state_dict = _state_dict.StateDict(state=state, param_groups=self._export_param_groups())
-        # Declared for torch.save's conversion: which groups' order is not the user's.
-        state_dict.order_issues = [self._groups[self._group_index(group)].order_issue for group in self.param_groups]
+        # Declared for torch.save's conversion: which groups' order is not the user's (pyright: StateDict
+        # does not declare the attribute).
+        state_dict.order_issues = [  # pyright: ignore[reportAttributeAccessIssue]
+            self._groups[self._group_index(group)].order_issue for group in self.param_groups]
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:

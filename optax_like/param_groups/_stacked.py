@@ -61,7 +61,7 @@ def unstacked_names(params: Any, stacked: Collection[str]) -> list[tuple[str, An
             result.append((name, leaf))
             continue
         leaves = pending[name]
-        sizes = {tuple(getattr(x, "shape", ()))[:1] for _, x in leaves}
+        sizes: set[tuple[int, ...]] = {tuple(getattr(x, "shape", ()))[:1] for _, x in leaves}
         if len(sizes) != 1 or not next(iter(sizes)):
             raise ValueError(f"the leaves under the stacked prefix {name!r} must share a leading axis, got "
                              f"shapes {[tuple(getattr(x, 'shape', ())) for _, x in leaves]}.")
@@ -102,7 +102,7 @@ def unstacked(inner, stacked: Collection[str]) -> GradientTransformationExtraArg
         for path, leaf in flat:
             name = param_name(path)
             prefix = _stacked_prefix(name, stacked) if leaf is not None else None
-            if prefix is None:
+            if prefix is None or leaf is None:  # (prefix is None when leaf is)
                 out[name] = leaf
                 layout.append((name, None))
             else:

@@ -19,7 +19,7 @@ import logging
 import re
 from collections import defaultdict
 from itertools import chain, islice
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union, cast
 
 from optax_like.param_groups._rules import DEFAULT, Group, Plan, named_leaves, _configuration
 
@@ -76,6 +76,7 @@ def group_with_matcher(names: Sequence[str], group_matcher: Union[Mapping, Calla
     """timm's `group_with_matcher` over param names: `{layer_id: [names]}`, or with `reverse`
     `{name: layer_id}`. `group_matcher` is a model's `group_matcher(coarse=False)`: a dict of
     regexes (or `[(regex, suffix), ...]`) per group, in order, or a callable name -> ordinal."""
+    matcher: Union[list, Callable]
     if isinstance(group_matcher, Mapping):
         compiled = []
         for group_ordinal, (_, mspec) in enumerate(group_matcher.items()):
@@ -86,17 +87,19 @@ def group_with_matcher(names: Sequence[str], group_matcher: Union[Mapping, Calla
                     compiled += [(re.compile(sspec[0]), (group_ordinal,), sspec[1])]
             else:
                 compiled += [(re.compile(mspec), (group_ordinal,), None)]
-        group_matcher = compiled
+        matcher = compiled
+    else:
+        matcher = group_matcher
 
     def _get_grouping(name):
-        if isinstance(group_matcher, (list, tuple)):
-            for match_fn, prefix, suffix in group_matcher:
+        if isinstance(matcher, (list, tuple)):
+            for match_fn, prefix, suffix in matcher:
                 r = match_fn.match(name)
                 if r:
                     parts = (prefix, r.groups(), suffix)
                     return tuple(map(float, chain.from_iterable(filter(None, parts))))
             return (float("inf"),)
-        ordinal = group_matcher(name)
+        ordinal = matcher(name)
         if not isinstance(ordinal, collections.abc.Iterable):
             return (ordinal,)
         return tuple(ordinal)
@@ -159,7 +162,7 @@ def param_groups_layer_decay(params: Any, weight_decay: float = 0.05, no_weight_
     named = named_leaves(params)
     names = [n for n, _ in named]
     if group_matcher is not None:
-        layer_map = group_with_matcher(names, group_matcher, reverse=True)
+        layer_map = cast("dict[str, int]", group_with_matcher(names, group_matcher, reverse=True))  # {name: layer}
     else:
         layer_map = auto_group_layers(names, classifier=classifier)
     num_layers = max(layer_map.values()) + 1

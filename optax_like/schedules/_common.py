@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from jax import core as jax_core
 import numpy as np
 
 from optax_like.core import numerics
@@ -102,7 +103,7 @@ JAX = JaxOps()
 
 def concrete_count(count) -> int | None:
     """`count` as a Python int when it is concrete (not traced), else None."""
-    if isinstance(count, jax.core.Tracer):
+    if isinstance(count, jax_core.Tracer):
         return None
     try:
         return int(count)
