@@ -561,7 +561,8 @@ def wrap_schedule_free(
         xs, z1 = [], []
         for y, z, gr in zip(ys, zs, gs):
             if y is None or gr is None:
-                xs.append(None), z1.append(z)
+                xs.append(None)
+                z1.append(z)
                 continue
             dtype = numerics.compute_dtype(y.dtype)
             yc, zc = y.astype(dtype), z.astype(dtype)
@@ -578,7 +579,8 @@ def wrap_schedule_free(
         new_u, new_z = [], []
         for y, x, z_old, z_new, gr in zip(ys, xs, zs, z2, gs):
             if y is None or gr is None:
-                new_u.append(None if y is None else gr), new_z.append(z_old)
+                new_u.append(None if y is None else gr)
+                new_z.append(z_old)
                 continue
             dtype = numerics.compute_dtype(y.dtype)
             xc = _lerp(x.astype(dtype), z_new.astype(dtype), wide.rounded(ckp1, dtype)).astype(y.dtype)
