@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.machinery
 import importlib.util
+import inspect
 import sys
 import types
 from typing import Any, Callable, Mapping
@@ -73,7 +75,10 @@ class OptimizerInfo:
     named configurations (fixed values, or `Interval`s replacing `valid`'s) the generic suites
     run beside the plain one. invalid: argument sets the reference rejects (our error must be
     its error, type and message). layout: "any", "matrix" (2-D params only) or "sparse" (row-sparse
-    gradients); closure: a step evaluates a loss (LBFGS); groups: several param groups allowed.
+    gradients); complex: complex params supported (else refused with the reference's error);
+    complex_refused: argument sets under which the reference refuses complex params anyway (a
+    configuration containing one of them: `refuses_complex`), with the error ours raises too;
+    closure: a step evaluates a loss (LBFGS); groups: several param groups allowed.
     rtol32: float32 parity tolerance when the default does not hold (bf16 inner math).
     optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
     none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
@@ -92,6 +97,7 @@ class OptimizerInfo:
     invalid: tuple = ()
     layout: str = "any"
     complex: bool = True
+    complex_refused: tuple = ()
     closure: bool = False
     groups: bool = True
     rtol32: float | None = None
@@ -122,6 +128,16 @@ class OptimizerInfo:
 
         return getattr(optim, self.cls)
 
+    def refuses_complex(self, kwargs: Mapping) -> bool:
+        """Whether the reference refuses complex params in the configuration `kwargs` (arguments
+        left out take the factory's defaults): always without `complex`, else where `kwargs`
+        contains one of `complex_refused`'s argument sets."""
+        if not self.complex:
+            return True
+        defaults = {k: p.default for k, p in inspect.signature(self.factory).parameters.items()}
+        values = {**defaults, **kwargs}
+        return any(all(values.get(k) == v for k, v in refused.items()) for refused in self.complex_refused)
+
     def variant_kwargs(self, variant: str) -> dict:
         """The configuration of a named variant: `example` with the variant's values (`fixed`)."""
         return {**self.example, **{k: fixed(v) for k, v in self.variants[variant].items()}}
@@ -149,6 +165,9 @@ def import_reference_module(module: str):
         for package, path in (("timm", root), ("timm.optim", [f"{root[0]}/optim"])):
             stub = types.ModuleType(package)
             stub.__path__, stub.__package__ = path, package
+            # a spec, so that importlib.util.find_spec("timm") still answers after the stub
+            stub.__spec__ = importlib.machinery.ModuleSpec(package, None, is_package=True)
+            stub.__spec__.submodule_search_locations = path
             sys.modules[package] = stub
     return importlib.import_module(module)
 
@@ -388,6 +407,182 @@ _RECORDS = [
         invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(lr=0.0, corrected_weight_decay=True)),
         adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
         optax=None, moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "sgdw", "SGDW", "timm.optim.sgdw.SGDW",
+        "SGD's momentum rule, `p *= 1 - lr*wd` before the step; `caution`, `corrected_weight_decay`",
+        example=dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+        full=dict(momentum=0.9, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 1.0), momentum=Interval(0.01, 0.99), dampening=Interval(0.0, 1.0), **_WD),
+        flags=_MAXIMIZE,  # caution: variants (complex params are refused with it)
+        variants=dict(
+            nesterov=dict(nesterov=True, dampening=0.0, momentum=Interval(0.01, 0.99)),
+            caution=dict(caution=True), caution_nesterov=dict(caution=True, nesterov=True, dampening=0.0),
+            no_momentum=dict(momentum=0.0), corrected=dict(corrected_weight_decay=True, weight_decay=0.1),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=-0.1), dict(nesterov=True),
+                 dict(momentum=0.9, dampening=0.1, nesterov=True), dict(lr=0.0, corrected_weight_decay=True)),
+        # caution's `u * g > 0` on complex tensors (timm views none as real pairs here)
+        complex_refused=(dict(caution=True),),
+        adapter=dict(structural_zero=("momentum",), snapshots={"max_lr_snapshot": "lr"}),
+        optax=None, moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "lars", "Lars", "timm.optim.lars.Lars",
+        "layer-wise trust ratio with the decay, then SGD's momentum rule; `trust_clip` (LARC), `always_adapt`",
+        example=dict(lr=0.1, momentum=0.9, weight_decay=0.01, trust_coeff=0.1),
+        full=dict(momentum=0.9, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 1.0), momentum=Interval(0.01, 0.99), trust_coeff=Interval(1e-4, 0.1),
+                   eps=Interval(1e-8, 1e-3), **_WD),
+        flags=dict(trust_clip=(False, True), always_adapt=(False, True)),
+        variants=dict(
+            nesterov=dict(nesterov=True, dampening=0.0), dampening=dict(dampening=Interval(0.0, 1.0)),
+            clip=dict(trust_clip=True), always_adapt=dict(always_adapt=True, weight_decay=0.0),
+            no_momentum=dict(momentum=0.0), no_decay=dict(weight_decay=0.0),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=-0.1), dict(nesterov=True),
+                 dict(momentum=0.9, dampening=0.1, nesterov=True)),
+        adapter=dict(structural_zero=("momentum",)),
+        optax="optax.lars({lr}, momentum=0.9)", optax_note="other trust ratio (no decay term)", moved_per_param=5,
+    ),
+    OptimizerInfo(
+        "adabelief", "AdaBelief", "timm.optim.adabelief.AdaBelief",
+        "EMA of `(g - m)^2 + eps`; RAdam's rectification at `rho_t >= 5`; decoupled, fixed or coupled decay; `amsgrad`",
+        example=dict(lr=1e-2, weight_decay=0.1, eps=1e-8),
+        full=dict(amsgrad=True),
+        # beta2 <= 0.99: rho_t reaches 5 by step 6, so the runs see both of rectify's branches.
+        # eps >= 1e-6: a zero residual leaves s = eps, and g / (sqrt(eps) + eps) * lr overflows
+        # float16 below that (timm too); float16 state also flushes eps < 6e-8 (the deviation).
+        # beta1 >= 0.5: the belief's residual g - m_t is beta1 * g at a first step, and its
+        # cancellation multiplies any rounding difference in m_t (jit's contracted lerp against
+        # eager's, tests/test_properties.py) by ~1 / beta1.
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.5, 0.99), Interval(0.0, 0.99)),
+                   eps=Interval(1e-6, 1e-3), weight_decay=Interval(1e-4, 0.1, or_zero=True)),
+        # amsgrad: variants (complex params are refused with it)
+        flags=dict(decoupled_decay=(True, False), fixed_decay=(False, True), rectify=(True, False),
+                   degenerated_to_sgd=(True, False)),
+        variants=dict(
+            plain=dict(rectify=False), amsgrad=dict(rectify=False, amsgrad=True),
+            rectified_amsgrad=dict(amsgrad=True), not_degenerated=dict(degenerated_to_sgd=False),
+            coupled=dict(decoupled_decay=False), fixed=dict(fixed_decay=True, weight_decay=0.01),
+            fast_beta2=dict(betas=(0.8, 0.9)),
+        ),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS),
+        complex_refused=(dict(amsgrad=True),),  # timm's torch.max on complex tensors
+        optax="optax.adabelief({lr})", optax_note="no rectification, eps placement", moved_per_param=7,
+        deviations=("bfloat16/float16 params: timm keeps exp_avg, exp_avg_var and max_exp_avg_var in float32 "
+                    "(and loads them so); here they are kept in the params' dtype, as every optimizer's buffers "
+                    "(the step itself is computed in float32 as timm's): the params stay within a few ulps of "
+                    "timm's (tests/test_generic.py), the state differs by its bf16/f16 rounding; an eps below "
+                    "float16's smallest subnormal (6e-8, e.g. the default 1e-16) vanishes from a float16 "
+                    "`exp_avg_var`, which matters where the residual g - m is 0.",),
+    ),
+    OptimizerInfo(
+        "nadamw", "NAdamW", "timm.optim.nadamw.NAdamW",
+        "Adam with the look-ahead `lerp(m_t, g, 1 - beta1)`, decoupled decay; `caution`, `clipping_threshold` (StableAdamW), `corrected_weight_decay`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        valid=dict(_ADAM_VALID, clipping_threshold=Interval(0.1, 2.0)),
+        flags=dict(caution=(False, True), maximize=(False, True)),
+        variants=dict(caution=dict(caution=True), clipped=dict(clipping_threshold=0.5),
+                      corrected=dict(corrected_weight_decay=True), no_decay=dict(weight_decay=0.0)),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, *_BAD_BETAS, dict(lr=0.0, corrected_weight_decay=True)),
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.nadamw({lr})", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "madgrad", "MADGRAD", "timm.optim.madgrad.MADGRAD",
+        "dual averaging with `(lr + eps) sqrt(t)` weights and a cube-root denominator; momentum as an average of iterates",
+        example=dict(lr=1e-2, weight_decay=0.01),
+        full=dict(momentum=0.9),
+        valid=dict(lr=Interval(1e-4, 0.1), momentum=Interval(0.0, 0.99), eps=Interval(1e-8, 1e-3), **_WD),
+        flags=dict(decoupled_decay=(False, True)),
+        variants=dict(no_momentum=dict(momentum=0.0), decoupled=dict(decoupled_decay=True),
+                      no_decay=dict(weight_decay=0.0)),
+        invalid=(dict(lr=0.0), dict(lr=-0.5), dict(momentum=1.0), dict(momentum=-0.1), _BAD_WD, _BAD_EPS),
+        adapter=dict(structural_zero=("momentum",)),
+        optax=None, moved_per_param=9,
+    ),
+    OptimizerInfo(
+        "rmsprop_tf", "RMSpropTF", "timm.optim.rmsprop_tf.RMSpropTF",
+        "TensorFlow's RMSprop: `sq` starts at 1, eps inside the root, lr inside the momentum; `centered`, `caution`, decoupled decay",
+        example=dict(lr=1e-2, momentum=0.9, weight_decay=0.01),
+        full=dict(momentum=0.9, centered=True),
+        # alpha >= 0.5: centered, sq - ga^2 rounds negative (NaN, as in timm) when alpha (1 - alpha)
+        # is below the dtype's resolution
+        valid=dict(lr=Interval(1e-4, 0.1), alpha=Interval(0.5, 0.99), eps=Interval(1e-10, 1e-3),
+                   momentum=Interval(0.01, 0.9), **_WD),
+        flags=dict(centered=(False, True), decoupled_decay=(False, True), lr_in_momentum=(True, False)),
+        variants=dict(
+            centered=dict(centered=True), no_momentum=dict(momentum=0.0), lr_outside=dict(lr_in_momentum=False),
+            caution=dict(caution=True), decoupled=dict(decoupled_decay=True),
+            corrected=dict(decoupled_decay=True, corrected_weight_decay=True),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(momentum=-0.1), dict(alpha=-0.1),
+                 dict(lr=0.0, corrected_weight_decay=True)),
+        # caution's `u * g > 0` on complex tensors (with momentum)
+        complex_refused=(dict(caution=True),),
+        adapter=dict(structural_zero=("momentum",), snapshots={"max_lr_snapshot": "lr"}),
+        optax=None, moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "adamw_legacy", "AdamWLegacy", "timm.optim.adamw.AdamWLegacy",
+        "AdamW with `p *= 1 - lr*wd` first; `amsgrad`, `caution`, `clipping_threshold` (StableAdamW), `corrected_weight_decay`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        full=dict(amsgrad=True),
+        valid=dict(_ADAM_VALID, clipping_threshold=Interval(0.1, 2.0)),
+        flags=dict(amsgrad=(False, True), caution=(False, True), maximize=(False, True)),
+        variants=dict(caution=dict(caution=True), clipped=dict(clipping_threshold=0.5),
+                      amsgrad_clipped=dict(amsgrad=True, clipping_threshold=0.5),
+                      corrected=dict(corrected_weight_decay=True), no_decay=dict(weight_decay=0.0)),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(lr=0.0, corrected_weight_decay=True)),
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.adamw({lr}, weight_decay=1e-2)", moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "nadam_legacy", "NAdamLegacy", "timm.optim.nadam.NAdamLegacy",
+        "Keras's warming momentum schedule `beta1 (1 - 0.5 * 0.96^(t * schedule_decay))`, per-param `m_schedule`",
+        example=dict(lr=1e-2, weight_decay=0.1, schedule_decay=0.05),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), schedule_decay=Interval(0.0, 0.1), **_WD),
+        variants=dict(default_schedule=dict(schedule_decay=4e-3), no_decay=dict(weight_decay=0.0)),
+        invalid=(_BAD_LR,),
+        optax=None, moved_per_param=7,
+    ),
+    OptimizerInfo(
+        "mars", "Mars", "timm.optim.mars.Mars",
+        "variance-reduced `c = g + gamma b1/(1-b1) (g - g_prev)`, clipped to norm 1; AdamW or Lion type; 1-D params: AdamW",
+        example=dict(lr=1e-2, weight_decay=0.1, gamma=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), gamma=Interval(0.0, 0.5), lr_1d_factor=Interval(0.1, 2.0), **_WD),
+        flags=dict(optimize_1d=(False, True)),
+        variants=dict(lion=dict(mars_type="lion", lr=1e-3), optimize_1d=dict(optimize_1d=True),
+                      betas_1d=dict(betas_1d=(0.8, 0.9), lr_1d_factor=0.5), caution=dict(caution=True),
+                      caution_lion=dict(caution=True, mars_type="lion", lr=1e-3)),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(mars_type="sgd")),
+        # the lion type's torch.sign and caution's `u * g > 0` on complex tensors
+        complex_refused=(dict(mars_type="lion"), dict(caution=True)),
+        # timm fills `betas_1d` with the constructor's betas: groups with other betas keep those
+        adapter=dict(snapshots={"betas_1d": "betas"}),
+        optax=None, moved_per_param=9,
+        deviations=("mars_type 'lion': a subnormal momentum entry has sign 0 here (XLA:CPU flushes subnormals "
+                    "to zero), as timm's Lion (see `lion`).",),
+    ),
+    OptimizerInfo(
+        "adamp", "AdamP", "timm.optim.adamp.AdamP",
+        "Adam without the radial part of the update on scale-invariant weights (per channel, then per layer); `wd_ratio`, `nesterov`, `caution`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), delta=Interval(0.0, 2.0), wd_ratio=Interval(0.0, 1.0), **_WD),
+        flags=dict(nesterov=(False, True), caution=(False, True)),
+        # delta=10: every matrix projects by channel (random gradients give |cos| ~ 0.5 per row)
+        variants=dict(projected=dict(delta=10.0), nesterov=dict(nesterov=True, delta=10.0),
+                      caution=dict(caution=True), caution_projected=dict(caution=True, delta=10.0),
+                      no_decay=dict(weight_decay=0.0)),
+        complex=False,  # matrices: torch's cosine similarity is real only (1-D complex: as timm, untested)
+        shapes=((4, 3), (5,), (2, 3, 2), ()),
+        optax=None, moved_per_param=7,
+        deviations=("An empty matrix param (a zero-size dimension) steps as a vector here; timm's projection "
+                    "raises on it (ZeroDivisionError for delta / sqrt(0), or max() of an empty tensor).",),
     ),
 ]
 

@@ -91,6 +91,10 @@ class TorchLayout:
     flat_keys: (global form) the entry's keys that hold vectors over all the group's params,
         one entry per real number, in param order (torch's `_gather_flat_grad`), or lists of
         such vectors: what a change of param order permutes (torch's order <-> ours).
+    none_keys: keys a started param's entry holds with the value None, for state the
+        reference names but does not have (timm's SGDW keeps `{'momentum_buffer': None}`
+        without momentum): exported as None, and a loaded None is accepted there (elsewhere a
+        loaded None is dropped, torch's older SGD checkpoints).
     """
 
     buffers: tuple[str, ...] = ()
@@ -101,6 +105,7 @@ class TorchLayout:
     export: Callable[[Any], dict] | None = None
     load: Callable[[Any, dict], Any] | None = None
     flat_keys: tuple[str, ...] = ()
+    none_keys: tuple[str, ...] = ()
 
     @property
     def is_global(self) -> bool:
@@ -125,6 +130,7 @@ def declare_torch_state(
     export: Callable[[Any], dict] | None = None,
     load: Callable[[Any, dict], Any] | None = None,
     flat_keys: tuple[str, ...] = (),
+    none_keys: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
@@ -134,7 +140,7 @@ def declare_torch_state(
     The global form gives `export` and `load` together (and `flat_keys`) and nothing else.
     """
     layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args),
-                         export, load, tuple(flat_keys))
+                         export, load, tuple(flat_keys), tuple(none_keys))
     fields = getattr(state_type, "_fields", None)
     name = getattr(state_type, "__name__", repr(state_type))
     if fields is None:
@@ -142,7 +148,7 @@ def declare_torch_state(
     if export is not None or load is not None:
         if not (callable(export) and callable(load)):
             raise TypeError(f"declare_torch_state({name}): the global form needs both export and load (callables)")
-        if layout.fields() or started is not None or construction_args:
+        if layout.fields() or started is not None or construction_args or none_keys:
             raise TypeError(
                 f"declare_torch_state({name}): the global form (export/load) declares no buffers, "
                 "scalars, internal fields, started or construction_args: its functions map every field")
@@ -160,8 +166,11 @@ def declare_torch_state(
     bad.update({k: v for k, v in layout.internal.items() if v not in REBUILD_RULES})
     if bad:
         raise TypeError(f"declare_torch_state({name}): unknown kinds {bad} (scalars: {SCALAR_KINDS}; internal: {REBUILD_RULES})")
+    clashing = sorted(set(layout.none_keys) & set(declared))
+    if clashing:
+        raise TypeError(f"declare_torch_state({name}): none_keys {clashing} are fields (a None key holds no state)")
     if started is None and not construction_args:
-        if buffers or layout.scalars:
+        if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")
     elif started is not None and started not in layout.scalars and layout.internal.get(started) != STARTED:
         raise TypeError(f"declare_torch_state({name}): started={started!r} must be a step scalar or a STARTED internal counter")

@@ -53,10 +53,21 @@ Muon = _from_registry("Muon")
 Lion = _from_registry("Lion")
 Adopt = _from_registry("Adopt")
 LaProp = _from_registry("LaProp")
+SGDW = _from_registry("SGDW")
+Lars = _from_registry("Lars")
+AdaBelief = _from_registry("AdaBelief")
+NAdamW = _from_registry("NAdamW")
+MADGRAD = _from_registry("MADGRAD")
+RMSpropTF = _from_registry("RMSpropTF")
+AdamWLegacy = _from_registry("AdamWLegacy")
+NAdamLegacy = _from_registry("NAdamLegacy")
+Mars = _from_registry("Mars")
+AdamP = _from_registry("AdamP")
 
 __all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
             "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion", "Adopt",
-            "LaProp"]
+            "LaProp", "SGDW", "Lars", "AdaBelief", "NAdamW", "MADGRAD",
+            "RMSpropTF", "AdamWLegacy", "NAdamLegacy", "Mars", "AdamP"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 

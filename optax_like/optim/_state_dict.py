@@ -7,7 +7,8 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
 
 - `export_state(state, ...)`: per-param dicts. Buffers (params-shaped fields) per param under the
   field's name; per-param scalars (`LeafScalars`) in torch's type (`step`: 0-d float32; SparseAdam's
-  Python int; `mu_product`, `eta`, `mu`: 0-d float32); internal fields not at all. A param
+  Python int; `mu_product`, `eta`, `mu`: 0-d float32); declared `none_keys` as None (timm's
+  SGDW without momentum: `{'momentum_buffer': None}`); internal fields not at all. A param
   appears once its declared `started` counter is > 0 (torch creates state at the first gradient),
   or always for states that exist from construction (Adagrad).
 - `import_state(fresh, per_param, ...)`: `fresh` (an init state) with loaded entries written in,
@@ -142,6 +143,10 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
             for i, leaf_index in enumerate(present):
                 if started[i] and buffers[leaf_index] is not None:
                     out[i][name] = buffers[leaf_index]
+        for name in layout.none_keys:
+            for i in range(n):
+                if started[i]:
+                    out[i][name] = None
         for name, kind in layout.scalars.items():
             values = getattr(node, name)
             exported = {}  # a shared scalar is converted once
@@ -155,12 +160,14 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
     return out
 
 
-def expected_keys(fresh: Any, treedef, leaves: Sequence) -> list[set] | None:
-    """The keys each param of a group has once it has stepped (None: a global state, whose
-    declared `load` checks its own keys)."""
+def expected_keys(fresh: Any, treedef, leaves: Sequence) -> list[dict[str, bool]] | None:
+    """The keys each param of a group has once it has stepped, each mapped to whether its value
+    is None (a declared `none_keys` entry) (None: a global state, whose declared `load` checks
+    its own keys)."""
     if any(layout.is_global for _, layout in _declared_nodes(fresh)):
         return None
-    return [set(entry) for entry in export_state(fresh, treedef, leaves, every_param=True)]
+    return [{k: v is None for k, v in entry.items()}
+            for entry in export_state(fresh, treedef, leaves, every_param=True)]
 
 
 @jax.jit
@@ -262,13 +269,16 @@ def _placed_like(state: Any, fresh: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- import
-def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[set], optimizer_name: str) -> None:
-    """Each loaded non-empty entry has exactly the keys a stepped param has (another optimizer's
-    or another configuration's state is refused)."""
-    for pid, entry, keys in zip(ids, per_param, expected):
+def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[dict], optimizer_name: str) -> None:
+    """Each loaded non-empty entry has exactly the keys a stepped param has (`expected_keys`:
+    another optimizer's or another configuration's state is refused). A None value counts only
+    under a key whose expected value is None (`none_keys`); elsewhere it is no entry."""
+    for pid, entry, expected_entry in zip(ids, per_param, expected):
+        entry = {k for k, v in entry.items() if v is not None or expected_entry.get(k, False)}
         if not entry:
             continue  # no state yet (torch: a param that has not stepped)
-        missing, unexpected = sorted(keys - set(entry)), sorted(set(entry) - keys)
+        keys = set(expected_entry)
+        missing, unexpected = sorted(keys - entry), sorted(entry - keys)
         if missing or unexpected:
             detail = "; ".join(part for part in (
                 f"missing {missing}" if missing else "", f"unexpected {unexpected}" if unexpected else "") if part)
@@ -308,13 +318,15 @@ def permute_flat_entry(entry: dict, flat_keys: Sequence[str], sizes: Sequence[in
 
 
 def loaded_entries(by_id: dict, ids: Sequence[int]) -> list[dict]:
-    """The loaded entry of each param (empty: no state), None values dropped."""
+    """The loaded entry of each param (empty: no state), copied. None values are kept: under a
+    declared `none_keys` key one is state (timm's `{'momentum_buffer': None}`); `check_keys`
+    and `import_state` drop the others (torch's older SGD saved `momentum_buffer: None`)."""
     out = []
     for pid in ids:
         entry = by_id.get(pid, {})
         if not isinstance(entry, dict):
             raise TypeError(f"loaded state for param {pid} must be a dict of its state entries, got {type(entry).__name__}")
-        out.append({k: v for k, v in entry.items() if v is not None})
+        out.append(dict(entry))
     return out
 
 
@@ -331,6 +343,15 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
 
     def what(i, key):
         return f"loaded state for param {ids[i]}: {key!r}"
+
+    # A None value is an entry only under a declared `none_keys` key, which holds nothing else.
+    none_keys = {key for _, layout in nodes for key in layout.none_keys}
+    for i, entry in enumerate(per_param):
+        for key in none_keys & set(entry):
+            if entry[key] is not None:
+                raise ValueError(f"{what(i, key)} must be None here (the reference keeps no {key} with "
+                                 f"these options), got {type(entry[key]).__name__}")
+    per_param = [{k: v for k, v in entry.items() if v is not None or k in none_keys} for entry in per_param]
 
     # Step counts first: STEPS_TAKEN counters are rebuilt from them.
     steps = [0]

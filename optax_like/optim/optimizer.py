@@ -1160,7 +1160,9 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         defaults = {k: bound.arguments[k] for k in names}
         for entry, argument in snapshots.items():
             if defaults[entry] is None:
-                defaults[entry] = hyperparams.concrete_value(defaults[argument])
+                value = defaults[argument]  # a pair (timm Mars's betas_1d: the constructor's betas) or a number
+                defaults[entry] = (tuple(hyperparams.concrete_value(x) for x in value) if isinstance(value, (tuple, list))
+                                   else hyperparams.concrete_value(value))
         defaults.update(constants)
         Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 

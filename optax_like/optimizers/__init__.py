@@ -1,20 +1,30 @@
 """torch.optim's optimizers as functional (init, update) pairs; names are torch's, lower case."""
 
+from optax_like.optimizers.adabelief import adabelief
 from optax_like.optimizers.adadelta import adadelta
 from optax_like.optimizers.adagrad import adagrad
 from optax_like.optimizers.adam import adam
 from optax_like.optimizers.adamax import adamax
+from optax_like.optimizers.adamp import adamp
 from optax_like.optimizers.adamw import adamw
+from optax_like.optimizers.adamw_legacy import adamw_legacy
 from optax_like.optimizers.lion import lion
+from optax_like.optimizers.madgrad import madgrad
+from optax_like.optimizers.mars import mars
 from optax_like.optimizers.adopt import adopt
 from optax_like.optimizers.laprop import laprop
+from optax_like.optimizers.lars import lars
 from optax_like.optimizers.lbfgs import LBFGSState, lbfgs, lbfgs_history
 from optax_like.optimizers.nadam import nadam
+from optax_like.optimizers.nadamw import nadamw
+from optax_like.optimizers.nadam_legacy import nadam_legacy
 from optax_like.optimizers.radam import radam
 from optax_like.optimizers.asgd import asgd, asgd_averaged_params
 from optax_like.optimizers.rmsprop import rmsprop
+from optax_like.optimizers.rmsprop_tf import rmsprop_tf
 from optax_like.optimizers.rprop import rprop
 from optax_like.optimizers.sgd import sgd
+from optax_like.optimizers.sgdw import sgdw
 from optax_like.optimizers.sparse_adam import sparse_adam
 from optax_like.optimizers.adafactor import adafactor
 from optax_like.optimizers.muon import muon
@@ -33,6 +43,15 @@ __all__ = [
     "lion",
     "adopt",
     "laprop",
+    "lars",
+    "adabelief",
+    "nadamw",
+    "madgrad",
+    "rmsprop_tf",
+    "adamw_legacy",
+    "nadam_legacy",
+    "mars",
+    "adamp",
     "nadam",
     "radam",
     "asgd",
@@ -40,5 +59,6 @@ __all__ = [
     "rmsprop",
     "rprop",
     "sgd",
+    "sgdw",
     "sparse_adam",
 ]

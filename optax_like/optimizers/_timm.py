@@ -1,8 +1,11 @@
-"""What timm's optimizers share beyond their math: corrected weight decay's learning rate."""
+"""What timm's optimizers share beyond their math: corrected weight decay's learning rate, and
+the error of timm's bare Tensor comparisons."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from optax_like.core import numerics
 from optax_like.core import validation as v
@@ -32,3 +35,18 @@ def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any) -> Any
     if value is not None:
         return value ** 2 / max_lr
     return numerics.plain(lr) ** 2 / max_lr
+
+
+def check_compared(value: Any) -> None:
+    """timm compares a Tensor hyperparameter with a number as it is (`if lr < 0.0:`), before
+    any size check: more than one element raises torch's RuntimeError. Call before `v.check`."""
+    if v.is_concrete_array(value) and np.size(value) > 1:
+        raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+
+
+def validate_scalar(value: Any, arg: str, name: str) -> None:
+    """timm's `_validate_scalar(name, value)`: a Tensor of one element, not below 0; its
+    messages name `name` ("learning rate", "epsilon", ...)."""
+    if v.is_concrete_array(value) and np.size(value) != 1:
+        raise ValueError(f"{name} must be a scalar or scalar tensor.")
+    v.check(value, arg, v.nonnegative, f"Invalid {name}: {{}}")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.optimizers._timm import decay_lr
+from optax_like.optimizers._timm import decay_lr, validate_scalar
 from optax_like.optimizers.adam import check_betas
 from optax_like.transforms.combine import chain
 from optax_like.transforms.laprop import scale_by_laprop
@@ -46,12 +44,8 @@ def laprop(
     `state_dict` exports as a Python float (layout kind `FLOAT`), as timm's.
     """
     del foreach
-    if v.is_concrete_array(lr) and np.size(lr) != 1:  # timm's _validate_scalar
-        raise ValueError("learning rate must be a scalar or scalar tensor.")
-    v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
-    if v.is_concrete_array(eps) and np.size(eps) != 1:
-        raise ValueError("epsilon must be a scalar or scalar tensor.")
-    v.check(eps, "eps", v.nonnegative, "Invalid epsilon: {}")
+    validate_scalar(lr, "lr", "learning rate")
+    validate_scalar(eps, "eps", "epsilon")
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")
     decay = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)  # timm checks max_lr at construction

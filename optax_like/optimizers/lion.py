@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.optimizers._timm import decay_lr
+from optax_like.optimizers._timm import decay_lr, validate_scalar
 from optax_like.optimizers.adam import check_betas
 from optax_like.transforms.combine import chain
 from optax_like.transforms.lion import scale_by_lion
@@ -43,9 +41,7 @@ def lion(
     kernel: accepted and ignored. lr, betas and weight_decay may be schedules.
     """
     del foreach
-    if v.is_concrete_array(lr) and np.size(lr) != 1:  # timm's _validate_scalar
-        raise ValueError("learning rate must be a scalar or scalar tensor.")
-    v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
+    validate_scalar(lr, "lr", "learning rate")
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")
     decay = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)

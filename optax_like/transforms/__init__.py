@@ -16,6 +16,14 @@ from optax_like.transforms.rprop import ScaleByRpropState, scale_by_rprop
 from optax_like.transforms.moments import ScaleByAdamState, scale_by_adam
 from optax_like.transforms.adamax import ScaleByAdamaxState, scale_by_adamax
 from optax_like.transforms.lion import ScaleByLionState, scale_by_lion
+from optax_like.transforms.trust_ratio import ScaleByLarsState, scale_by_lars
+from optax_like.transforms.adabelief import ScaleByAdabeliefState, scale_by_adabelief
+from optax_like.transforms.timm_adamw import ScaleByTimmAdamwState, scale_by_timm_adamw
+from optax_like.transforms.madgrad import ScaleByMadgradState, scale_by_madgrad
+from optax_like.transforms.rmsprop_tf import ScaleByRMSpropTFState, scale_by_rmsprop_tf
+from optax_like.transforms.nadam_legacy import ScaleByNadamLegacyState, scale_by_nadam_legacy
+from optax_like.transforms.mars import ScaleByMarsState, scale_by_mars
+from optax_like.transforms.adamp import ScaleByAdampState, scale_by_adamp
 from optax_like.transforms.adopt import ScaleByAdoptState, scale_by_adopt
 from optax_like.transforms.laprop import ScaleByLapropState, scale_by_laprop
 from optax_like.transforms.nadam import ScaleByNadamState, scale_by_nadam
@@ -33,10 +41,10 @@ from optax_like.transforms.combine import (
     named_chain,
 )
 from optax_like.transforms.conditionality import ApplyIfFiniteState, apply_if_finite
+from optax_like.transforms.mixed_precision import LossScalingState, loss_scaling, scale_loss
 from optax_like.transforms.inject import HyperparamsDict, InjectHyperparamsState, inject_hyperparams
 from optax_like.transforms.layout import GroupedLayout, GroupedState, grouped
-from optax_like.transforms.mixed_precision import LossScalingState, loss_scaling, scale_loss
-from optax_like.transforms.momentum import TraceState, trace
+from optax_like.transforms.momentum import NoTraceState, TraceState, no_trace, trace
 from optax_like.transforms.scaling import (
     ScaleByScheduleState,
     negate,
@@ -80,6 +88,14 @@ __all__ = [
     "ScaleByAdamState",
     "ScaleByAdamaxState",
     "ScaleByLionState",
+    "ScaleByLarsState",
+    "ScaleByAdabeliefState",
+    "ScaleByTimmAdamwState",
+    "ScaleByMadgradState",
+    "ScaleByRMSpropTFState",
+    "ScaleByNadamLegacyState",
+    "ScaleByMarsState",
+    "ScaleByAdampState",
     "ScaleByAdoptState",
     "ScaleByLapropState",
     "ScaleByNadamState",
@@ -87,6 +103,7 @@ __all__ = [
     "ScaleByRMSpropState",
     "ScaleByRpropState",
     "ScaleByScheduleState",
+    "NoTraceState",
     "TraceState",
     "WeightDecayState",
     "add_decayed_weights",
@@ -111,6 +128,14 @@ __all__ = [
     "scale_by_lion",
     "scale_by_adopt",
     "scale_by_laprop",
+    "scale_by_lars",
+    "scale_by_adabelief",
+    "scale_by_timm_adamw",
+    "scale_by_madgrad",
+    "scale_by_rmsprop_tf",
+    "scale_by_nadam_legacy",
+    "scale_by_mars",
+    "scale_by_adamp",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_asgd",
@@ -119,4 +144,5 @@ __all__ = [
     "scale_by_learning_rate",
     "scale_by_schedule",
     "trace",
+    "no_trace",
 ]

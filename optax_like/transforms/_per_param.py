@@ -45,6 +45,16 @@ def hyperparams(count: jax.Array, **values: Any) -> SimpleNamespace:
     return SimpleNamespace(**{name: numerics.resolve(value, count) for name, value in values.items()})
 
 
+def refuse_complex(params: Any, error: Callable[[np.dtype], Exception]) -> None:
+    """Raises `error(dtype)` for the first complex leaf of `params`: for a reference that
+    applies an op torch has no complex kernel for (`>`, `maximum`) to complex tensors as they
+    are, at `init` (torch: at the first step)."""
+    for leaf in jax.tree.leaves(params):
+        dtype = jnp.dtype(getattr(leaf, "dtype", np.float32))
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            raise error(dtype)
+
+
 def _real_dtype(dtype) -> np.dtype:
     dtype = jnp.dtype(dtype)
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
@@ -89,6 +99,24 @@ class LeafView:
         loaded = self.load(stored)
         self._stored = (loaded, stored)
         return loaded
+
+    @property
+    def is_complex(self) -> bool:
+        return jnp.iscomplexobj(self.like)
+
+    def as_complex(self, *xs: Any) -> tuple:
+        """Real views as the complex numbers they hold (a complex param; others unchanged), for
+        math a reference does on complex tensors as they are (no `view_as_real`); None stays
+        None. `as_real` gives the results back as real views."""
+        if not self.is_complex:
+            return xs
+        return tuple(None if x is None else numerics.complex_view(x, self.like) for x in xs)
+
+    def as_real(self, *xs: Any) -> tuple:
+        """Inverse of `as_complex`."""
+        if not self.is_complex:
+            return xs
+        return tuple(None if x is None else numerics.real_view(x) for x in xs)
 
     def emit(self, u: jax.Array) -> jax.Array:
         """The update leaf (complex view of `u`; kept in the compute dtype)."""
@@ -208,4 +236,4 @@ def _second_use_of_lone_scalars(count: jax.Array, used: list) -> jax.Array:
     return jax.lax.optimization_barrier((count, lone))[0]
 
 
-__all__ = ["LeafView", "hyperparams", "per_param_update"]
+__all__ = ["LeafView", "hyperparams", "per_param_update", "refuse_complex"]

@@ -1,4 +1,4 @@
-"""torch's heavy-ball momentum, `trace`."""
+"""torch's heavy-ball momentum, `trace` (with timm's caution), and timm SGDW's `no_trace`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts
-from optax_like.core.tree import full_like, map_params, update_leaves
+from optax_like.core.tree import full_like, is_none, map_params, update_leaves
 from optax_like.core.torch_layout import declare_torch_state, STARTED, STEPS_TAKEN
+from optax_like.transforms.caution import cautious, refuse_complex
 
 
 class TraceState(NamedTuple):
@@ -34,12 +35,19 @@ def trace(
     momentum: ScalarOrSchedule,
     dampening: ScalarOrSchedule = 0.0,
     nesterov: bool = False,
+    *,
+    caution: bool = False,
 ) -> GradientTransformation:
     """torch.optim.SGD's momentum:
 
         b_1 = g_1                                  (the first gradient itself, undamped)
         b_t = momentum * b_{t-1} + (1 - dampening) * g_t
         u_t = g_t + momentum * b_t   if nesterov   else   b_t
+        u_t <- u_t * mask / max(mean(mask), 1e-3),  mask = [u_t * g_t > 0]     if caution
+
+    `caution` is timm's Cautious Optimizers mask (timm.optim.SGDW; `transforms.caution`), on
+    the complex numbers as they are, which torch refuses: complex params raise its error at
+    `init`.
 
     This differs from `optax.trace`, whose buffer starts at zero (b_1 = g_1 only when
     dampening = 0, and `optax.trace` has no dampening). Leaves without a gradient (None)
@@ -53,7 +61,11 @@ def trace(
     BENCHMARKS.md, "Where compile time goes").
     """
 
+    caution = bool(caution)
+
     def init(params):
+        if caution:
+            refuse_complex(params)
         buffers = full_like(params, -0.0)
         return TraceState(buffers, init_counts(params), jnp.zeros((), jnp.int32))
 
@@ -82,10 +94,47 @@ def trace(
             # No optimization_barrier on the new buffer: XLA:CPU writes it in place and the
             # params' kernel reads it; a barrier gives the same compiled program.
             out = lax.add(g, lax.mul(mu_c, new_buf)) if nesterov else new_buf
+            if caution:
+                out = cautious(out, g)
             return out, numerics.cast(new_buf, buf.dtype)
 
         new_updates, buffers = update_leaves(leaf, updates, state.momentum_buffer, counts=state.count)
         counts = increment_counts(state.count, updates, state.momentum_buffer)
         return new_updates, TraceState(buffers, counts, numerics.safe_increment(state.schedule_count))
+
+    return GradientTransformation(init, update)
+
+
+class NoTraceState(NamedTuple):
+    count: LeafScalars  # per-leaf number of updates (timm creates a param's entry at its first gradient)
+    schedule_count: jax.Array  # updates applied so far
+
+
+declare_torch_state(
+    NoTraceState,
+    internal={"count": STARTED, "schedule_count": STEPS_TAKEN},
+    started="count",
+    none_keys=("momentum_buffer",),
+)
+
+
+def no_trace() -> GradientTransformation:
+    """The momentum slot of timm.optim.SGDW without momentum: the updates pass unchanged; the
+    state only marks which params have stepped, whose torch entry timm keeps as
+    `{'momentum_buffer': None}` (declared `none_keys`, so the adapter's `state_dict` has it).
+    `update` needs the params when some gradient is None (to tell which params it skips)."""
+
+    def init(params):
+        return NoTraceState(init_counts(params), jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            present = [u for u in jax.tree.leaves(updates, is_leaf=is_none) if u is not None]
+            if len(present) != len(state.count):
+                raise ValueError("no_trace (timm's SGDW without momentum) needs the params when a gradient "
+                                 "is None: call update(updates, state, params).")
+            params = updates
+        counts = increment_counts(state.count, updates, params)
+        return updates, NoTraceState(counts, numerics.safe_increment(state.schedule_count))
 
     return GradientTransformation(init, update)

@@ -115,8 +115,9 @@ def radam_rho(beta2: Any, count: jax.Array, dtype) -> tuple[jax.Array, jax.Array
     return rho_inf.astype(dtype), rho_t.astype(dtype)
 
 
-def radam_first_rectified_step(beta2: Any) -> int | None:
-    """The first step t at which torch's RAdam rectifies (`rho_t > 5`), for a host `beta2`.
+def radam_first_rectified_step(beta2: Any, inclusive: bool = False) -> int | None:
+    """The first step t at which torch's RAdam rectifies (`rho_t > 5`; `rho_t >= 5` with
+    `inclusive`, timm's AdaBelief), for a host `beta2`.
 
     Evaluates torch's own float64 expression (`rho_inf - 2 * step * (beta2**step) / (1 -
     beta2**step)` with Python floats), so the switch happens at exactly torch's step; rho_t
@@ -125,13 +126,14 @@ def radam_first_rectified_step(beta2: Any) -> int | None:
     """
     b = float(np.float64(beta2))
     rho_inf = 2 / (1 - b) - 1
-    if not rho_inf > 5:
+    if not (rho_inf >= 5 if inclusive else rho_inf > 5):
         return None
 
     def rectified(step: int) -> bool:
         step = float(step)
         bias_correction2 = 1 - b**step
-        return rho_inf - 2 * step * (b**step) / bias_correction2 > 5.0
+        rho_t = rho_inf - 2 * step * (b**step) / bias_correction2
+        return rho_t >= RECTIFY_THRESHOLD if inclusive else rho_t > RECTIFY_THRESHOLD
 
     limit = int(np.iinfo(np.int32).max)
     hi = 1
@@ -147,6 +149,26 @@ def radam_first_rectified_step(beta2: Any) -> int | None:
         else:
             lo = mid
     return hi
+
+
+def radam_rectification(beta2: Any, count: jax.Array, dtype, inclusive: bool = False) -> tuple[jax.Array, jax.Array]:
+    """`(rectified, r)` for step `count`: whether the step is rectified (`rho_t > 5`, or `>= 5`
+    with `inclusive`; for a host `beta2` at exactly the reference's float64 step,
+    `radam_first_rectified_step`) and the rectification term
+
+        r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))
+
+    in `dtype` (evaluated only where rectified: no NaN from negative factors elsewhere)."""
+    rho_inf, rho_t = radam_rho(beta2, count, dtype)
+    if numerics.is_host_scalar(beta2):
+        first = radam_first_rectified_step(beta2, inclusive)
+        rectified = jnp.zeros(jnp.shape(count), bool) if first is None else count >= first
+    else:
+        rectified = rho_t >= RECTIFY_THRESHOLD if inclusive else rho_t > RECTIFY_THRESHOLD
+    rho_s = jnp.where(rectified, rho_t, 6.0)
+    rho_inf_s = jnp.where(rectified, rho_inf, 6.0)
+    rect = jnp.sqrt((rho_s - 4) * (rho_s - 2) * rho_inf_s / ((rho_inf_s - 4) * (rho_inf_s - 2) * rho_s))
+    return rectified, rect
 
 
 class ScaleByRadamState(NamedTuple):
@@ -209,18 +231,7 @@ def scale_by_radam(
         @numerics.once_per_step
         def scalars(t):
             """The leaf's rectification terms for its step `t` (host-style float math, in `wide`)."""
-            rho_inf, rho_t = radam_rho(h.b2, t, wide)
-            if numerics.is_host_scalar(h.b2):
-                first = radam_first_rectified_step(h.b2)
-                rectified = jnp.zeros(jnp.shape(t), bool) if first is None else t >= first
-            else:
-                rectified = rho_t > RECTIFY_THRESHOLD
-            # Evaluate the rectification only where it is used (no NaN from sqrt of negatives).
-            rho_s = jnp.where(rectified, rho_t, 6.0)
-            rho_inf_s = jnp.where(rectified, rho_inf, 6.0)
-            rect = jnp.sqrt(
-                (rho_s - 4) * (rho_s - 2) * rho_inf_s / ((rho_inf_s - 4) * (rho_inf_s - 2) * rho_s)
-            )
+            rectified, rect = radam_rectification(h.b2, t, wide)
             bc2_sqrt = jnp.broadcast_to(jnp.sqrt(numerics.bias_correction(h.b2, t, wide)), jnp.shape(t))
             return rectified, rect, bc2_sqrt
 

@@ -53,6 +53,14 @@ def decoupled_decay_alpha(decay_lr: Any, weight_decay: Any, dtype) -> Any:
     return -(numerics.scalar(decay_lr, dtype) * numerics.scalar(weight_decay, dtype))
 
 
+def decoupled_decay_keep(lr: Any, weight_decay: Any, dtype) -> Any:
+    """torch's `1 - lr * weight_decay` in `dtype` (the factor of `param.mul_(...)`): float64 host
+    math for host numbers, rounded once; in `dtype` for traced ones."""
+    if numerics.is_host_scalar(lr) and numerics.is_host_scalar(weight_decay):
+        return numerics.scalar(1.0 - float(lr) * float(weight_decay), dtype)
+    return 1 - numerics.scalar(lr, dtype) * numerics.scalar(weight_decay, dtype)
+
+
 def _with_mask(tx, mask):
     return tx if mask is None else masked(tx, mask)
 
@@ -94,10 +102,7 @@ def add_decoupled_weight_decay(
 
     def leaf(u, p, lr, wd):
         dtype = numerics.compute_dtype(jnp.result_type(u, p))
-        if numerics.is_host_scalar(lr) and numerics.is_host_scalar(wd):
-            keep = numerics.scalar(1.0 - float(lr) * float(wd), dtype)
-        else:
-            keep = 1 - numerics.scalar(lr, dtype) * numerics.scalar(wd, dtype)
+        keep = decoupled_decay_keep(lr, wd, dtype)
         p = numerics.cast(p, dtype)
         decayed = lax.sub(p, lax.mul(1 - keep, p))
         return lax.add(numerics.cast(u, dtype), lax.sub(decayed, p))
