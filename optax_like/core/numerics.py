@@ -175,6 +175,15 @@ def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     return jnp.asarray(plain(x)).astype(dtype)
 
 
+def host_or_traced(fn: Callable, *values: Any, dtype) -> Any:
+    """`fn(*values)` as the reference's Python float math (float64, rounded once to `dtype`) when
+    every value is a host number, else `fn` on the values cast to `dtype` (traced math): e.g.
+    torch's `1 - lr * weight_decay`, `host_or_traced(lambda a, b: 1 - a * b, lr, wd, dtype=...)`."""
+    if all(is_host_scalar(x) for x in values):
+        return scalar(fn(*(float(x) for x in values)), dtype)
+    return fn(*(scalar(x, dtype) for x in values))
+
+
 @functools.lru_cache(maxsize=1024)
 def _rounded_constant(value: float, dtype_name: str, name: str) -> np.ndarray:
     """A float64 host value checked (`check_representable`, naming `name`) and rounded to a

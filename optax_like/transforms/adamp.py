@@ -130,16 +130,10 @@ def scale_by_adamp(
 
         def keep(ratio_one: bool, dtype):
             """timm's `1 - lr * weight_decay * wd_ratio` (wd_ratio: 1 or the argument), float64 host math."""
-            values = (h.lr, h.weight_decay) + (() if ratio_one else (h.wd_ratio,))
-            if all(numerics.is_host_scalar(x) for x in values):
-                product = 1.0
-                for x in values:
-                    product *= float(x)
-                return numerics.scalar(1.0 - product, dtype)
-            product = numerics.scalar(values[0], dtype)
-            for x in values[1:]:
-                product = product * numerics.scalar(x, dtype)
-            return 1 - product
+            if ratio_one:
+                return numerics.host_or_traced(lambda lr, wd: 1 - lr * wd, h.lr, h.weight_decay, dtype=dtype)
+            return numerics.host_or_traced(lambda lr, wd, ratio: 1 - lr * wd * ratio, h.lr, h.weight_decay,
+                                           h.wd_ratio, dtype=dtype)
 
         def math(leaf, g, m, v, p, _t, scalars):
             neg_step, bc2_sqrt = scalars

@@ -36,13 +36,6 @@ declare_torch_state(
 )
 
 
-def _host_or_traced(fn, *values, dtype):
-    """`fn(*values)` as timm's Python float math (float64) for host numbers, else in `dtype`."""
-    if all(numerics.is_host_scalar(x) for x in values):
-        return numerics.scalar(fn(*(float(numerics.plain(x)) for x in values)), dtype)
-    return fn(*(numerics.scalar(x, dtype) for x in values))
-
-
 def scale_by_mars(
     lr: ScalarOrSchedule = 3e-3,
     b1: ScalarOrSchedule = 0.9,
@@ -110,7 +103,7 @@ def scale_by_mars(
             bc1, bc2_sqrt, bc1_1d, bc2_sqrt_1d = scalars
             wd, eps_ = numerics.scalar(h.weight_decay, dtype), numerics.scalar(h.eps, dtype)
             if mars:
-                scale = _host_or_traced(lambda c, b: c * (b / (1.0 - b)), h.gamma, h.b1, dtype=dtype)
+                scale = numerics.host_or_traced(lambda c, b: c * (b / (1.0 - b)), h.gamma, h.b1, dtype=dtype)
                 c = jnp.where(t == 1, g, (g - last) * scale + g)
                 c = c / jnp.maximum(leaf_norm(jnp.abs(c)) if leaf.is_complex else leaf_norm(c), 1.0).astype(dtype)
                 m = m * numerics.scalar(h.b1, dtype) + numerics.one_minus(h.b1, dtype) * c
@@ -126,7 +119,7 @@ def scale_by_mars(
                 v = v * numerics.scalar(h.b2_1d, dtype) + numerics.one_minus(h.b2_1d, dtype) * g * g
                 step = cautious(m, g) if caution else m
                 direction = (step / bc1_1d) / (jnp.sqrt(v) / bc2_sqrt_1d + eps_)
-                rate = _host_or_traced(lambda a, b: a * b, h.lr, h.lr_1d_factor, dtype=dtype)
+                rate = numerics.host_or_traced(lambda a, b: a * b, h.lr, h.lr_1d_factor, dtype=dtype)
             u = -rate * (p * wd + direction)
             return leaf.as_real(u, m, g, v)
 

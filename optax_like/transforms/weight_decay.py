@@ -56,9 +56,7 @@ def decoupled_decay_alpha(decay_lr: Any, weight_decay: Any, dtype) -> Any:
 def decoupled_decay_keep(lr: Any, weight_decay: Any, dtype) -> Any:
     """torch's `1 - lr * weight_decay` in `dtype` (the factor of `param.mul_(...)`): float64 host
     math for host numbers, rounded once; in `dtype` for traced ones."""
-    if numerics.is_host_scalar(lr) and numerics.is_host_scalar(weight_decay):
-        return numerics.scalar(1.0 - float(lr) * float(weight_decay), dtype)
-    return 1 - numerics.scalar(lr, dtype) * numerics.scalar(weight_decay, dtype)
+    return numerics.host_or_traced(lambda a, b: 1 - a * b, lr, weight_decay, dtype=dtype)
 
 
 def _with_mask(tx, mask):
