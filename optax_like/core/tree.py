@@ -45,6 +45,16 @@ def param_name(path) -> str:
     return ".".join(_key_name(k) for k in path)
 
 
+def is_named_pair(item: Any) -> bool:
+    """A `(name, param)` pair, as torch >= 2.5's named params and `named_parameters()` give."""
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
+def is_named_pairs(params: Any) -> bool:
+    """A non-empty list (or tuple) of `(name, param)` pairs."""
+    return isinstance(params, (list, tuple)) and bool(params) and all(is_named_pair(p) for p in params)
+
+
 def map_params(fn: Callable, tree: Any, *rest: Any) -> Any:
     """`jax.tree.map` that treats `None` as a leaf and maps it to `None`."""
 

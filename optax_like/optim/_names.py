@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import jax
 
-from optax_like.core.tree import is_none, param_name
+from optax_like.core.tree import is_named_pair, is_none, param_name
 
 __all__ = ["listed_by_named_parameters", "named_parameters", "order_issue", "param_name"]
 
@@ -74,17 +74,13 @@ def listed_by_named_parameters(leaves: Any) -> bool:
     return any(leaf is not None and _listing(leaf)[0] for leaf in leaves)
 
 
-def _is_named_pair(item: Any) -> bool:
-    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-
-
 def split_named(params: Any) -> tuple[Any, list[str] | None]:
     """`params` as (tree, names): a list of `(name, array)` pairs becomes the list of arrays and
     their names (torch's named params); anything else is returned as is, with names None.
     A list that mixes pairs and bare params raises torch's ValueError."""
     if not isinstance(params, (list, tuple)) or not params:
         return params, None
-    named = [_is_named_pair(item) for item in params]
+    named = [is_named_pair(item) for item in params]
     if not any(named):
         return params, None
     if not all(named):
@@ -105,7 +101,7 @@ def order_issue(tree: Any, leaves: Any = ()) -> str | None:
     the dict was built in."""
 
     def walk(node, path):
-        if node is None or _is_named_pair(node):
+        if node is None or is_named_pair(node):
             return None
         where = f"the {{}} at {path!r}" if path else "the params {}"
         if isinstance(node, (list, tuple, collections.OrderedDict)):

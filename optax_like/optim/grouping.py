@@ -15,15 +15,11 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 from optax_like import param_groups as _pg
+from optax_like.core.tree import is_named_pairs
 from optax_like.param_groups import _timm as _pg_timm
 from optax_like.param_groups import param_groups_layer_decay, param_groups_weight_decay
 
 __all__ = ["create_optimizer_v2", "in_groups", "param_groups_layer_decay", "param_groups_weight_decay", "with_rules"]
-
-
-def _is_pairs(params: Any) -> bool:
-    return isinstance(params, (list, tuple)) and bool(params) and all(
-        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in params)
 
 
 _ADAPTER_OPTIONS = ("skip_nonfinite",)  # keywords of every optim class that are not hyperparameters
@@ -34,7 +30,7 @@ def _adapter_options(kwargs: dict) -> dict:
 
 
 def _build(cls: type, groups: Sequence, params: Any, kwargs: Mapping[str, Any], options: Mapping[str, Any]):
-    model = None if params is None or _is_pairs(params) else params
+    model = None if params is None or is_named_pairs(params) else params
     return cls(groups, model=model, **kwargs, **options)
 
 

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from optax_like.core import hyperparams
-from optax_like.core.tree import is_none, param_name
+from optax_like.core.tree import is_named_pairs, is_none, param_name
 
 __all__ = ["DEFAULT", "FROZEN", "FallThroughWarning", "Group", "Plan", "Rule", "muon_rules", "named_leaves", "param_name"]
 
@@ -39,16 +39,12 @@ class FallThroughWarning(UserWarning):
     """Params under a rule's literal prefix that no rule matched (they train with the default)."""
 
 
-def _is_pair(item: Any) -> bool:
-    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-
-
 def named_leaves(params: Any) -> list[tuple[str, Any]]:
     """`(name, leaf)` for every array leaf of `params`: a list of `(name, param)` pairs (torch's
     `named_parameters()`, in that order), or a pytree (names from key paths, JAX's leaf order;
     `None` leaves are not params). The leaf may be anything with `.shape`/`.ndim`/`.dtype`
     (arrays, `jax.ShapeDtypeStruct`s, torch tensors)."""
-    if isinstance(params, (list, tuple)) and params and all(_is_pair(p) for p in params):
+    if is_named_pairs(params):
         return list(params)
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]
     return [(param_name(path), leaf) for path, leaf in flat if leaf is not None]
