@@ -1,5 +1,5 @@
-"""What timm's optimizers share beyond their math: corrected weight decay's learning rate, and
-the error of timm's bare Tensor comparisons."""
+"""What timm's optimizers share beyond their math: the decoupled-decay chain, corrected weight
+decay's learning rate, and the error of timm's bare Tensor comparisons."""
 
 from __future__ import annotations
 
@@ -9,6 +9,23 @@ import numpy as np
 
 from optax_like.core import numerics
 from optax_like.core import validation as v
+from optax_like.core.base import GradientTransformation
+from optax_like.transforms.combine import chain
+from optax_like.transforms.scaling import negate, scale_by_learning_rate
+from optax_like.transforms.weight_decay import add_decoupled_weight_decay
+
+
+def decoupled_chain(step: GradientTransformation, lr: Any, weight_decay: Any, decay: Any,
+                    maximize: bool) -> GradientTransformation:
+    """timm's shape of a decoupled-decay optimizer: `[negate] -> step -> scale_by_learning_rate(lr)
+    -> [add_decoupled_weight_decay(decay, weight_decay)]` (the decay block emits `p * c + u`: timm
+    decays the param first; `decay` is `decay_lr(...)`'s lr; left out where weight_decay is 0)."""
+    return chain(
+        *([negate()] if maximize else []),
+        step,
+        scale_by_learning_rate(lr),
+        *([add_decoupled_weight_decay(decay, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
+    )
 
 
 def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any) -> Any:

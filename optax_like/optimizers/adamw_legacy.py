@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.optimizers._timm import check_compared, decay_lr
+from optax_like.optimizers._timm import check_compared, decay_lr, decoupled_chain
 from optax_like.optimizers.adam import check_betas
-from optax_like.transforms.combine import chain
-from optax_like.transforms.scaling import negate, scale_by_learning_rate
 from optax_like.transforms.timm_adamw import scale_by_timm_adamw
-from optax_like.transforms.weight_decay import add_decoupled_weight_decay
 
 
 def adamw_legacy(
@@ -51,10 +48,7 @@ def adamw_legacy(
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")
     decay = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)
-    return chain(
-        *([negate()] if maximize else []),
+    return decoupled_chain(
         scale_by_timm_adamw(betas[0], betas[1], eps, amsgrad=amsgrad, caution=caution,
                             clipping_threshold=clipping_threshold),
-        scale_by_learning_rate(lr),
-        *([add_decoupled_weight_decay(decay, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
-    )
+        lr, weight_decay, decay, maximize)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.optimizers._timm import decay_lr, validate_scalar
+from optax_like.optimizers._timm import decay_lr, decoupled_chain, validate_scalar
 from optax_like.optimizers.adam import check_betas
-from optax_like.transforms.combine import chain
 from optax_like.transforms.lion import scale_by_lion
-from optax_like.transforms.scaling import negate, scale_by_learning_rate
-from optax_like.transforms.weight_decay import add_decoupled_weight_decay
 
 
 def lion(
@@ -45,10 +42,7 @@ def lion(
     check_betas(betas)
     v.check_hyperparam(weight_decay, "weight_decay")
     decay = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)
-    return chain(
-        *([negate()] if maximize else []),
+    return decoupled_chain(
         scale_by_lion(betas[0], betas[1], caution=caution),
-        scale_by_learning_rate(lr),
-        *([add_decoupled_weight_decay(decay, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
-    )
+        lr, weight_decay, decay, maximize)
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.optimizers._timm import check_compared, decay_lr
-from optax_like.transforms.combine import chain
+from optax_like.optimizers._timm import check_compared, decay_lr, decoupled_chain
 from optax_like.transforms.momentum import no_trace, trace
-from optax_like.transforms.scaling import negate, scale_by_learning_rate
-from optax_like.transforms.weight_decay import add_decoupled_weight_decay
 
 
 def sgdw(
@@ -59,9 +56,6 @@ def sgdw(
         mu, damp = v.concrete_value(momentum), v.concrete_value(dampening)
         if (mu is not None and mu <= 0) or (damp is not None and damp != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-    return chain(
-        *([negate()] if maximize else []),
+    return decoupled_chain(
         trace(momentum, dampening, nesterov, caution=caution) if v.maybe_nonzero(momentum) else no_trace(),
-        scale_by_learning_rate(lr),
-        *([add_decoupled_weight_decay(decay, weight_decay)] if v.maybe_nonzero(weight_decay) else []),
-    )
+        lr, weight_decay, decay, maximize)
