@@ -80,6 +80,10 @@ class OptimizerInfo:
     configuration containing one of them: `refuses_complex`), with the error ours raises too;
     closure: a step evaluates a loss (LBFGS); groups: several param groups allowed.
     rtol32: float32 parity tolerance when the default does not hold (bf16 inner math).
+    layers_vectorised: stacked layers (`param_groups.stacked_transform`: a scan over layers,
+    layer decay's lr per layer) are updated by one program vmapped over the layers, with the
+    numbers of the slices run one by one, bit for bit (tests/param_groups/test_stacked.py);
+    False where XLA compiles the vmapped math differently (then the slices are run one by one).
     optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
     none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
     bound). deviations: known differences from the reference, each with its reason.
@@ -104,6 +108,7 @@ class OptimizerInfo:
     shapes: tuple = ((4, 3), (5,), ())
     adapter: Mapping = dataclasses.field(default_factory=_frozen)
     custom_class: bool = False
+    layers_vectorised: bool = True
     optax: str | None = None
     optax_note: str = ""
     fused: bool = False
@@ -259,6 +264,9 @@ _RECORDS = [
         "adagrad", "Adagrad", "torch.optim.Adagrad",
         "`lr_decay`, `initial_accumulator_value`, eps outside the sqrt",
         example=dict(lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
+        # a per-layer lr divided by the shared `1 + (t - 1) lr_decay`: XLA turns the vmapped
+        # division into a product with its reciprocal (one ulp off the slices' division)
+        layers_vectorised=False,
         valid=dict(lr=Interval(1e-4, 1.0), lr_decay=Interval(1e-4, 0.1, or_zero=True),
                    initial_accumulator_value=Interval(1e-3, 1.0, or_zero=True), eps=Interval(1e-10, 1e-3), **_WD),
         flags=_MAXIMIZE,
@@ -338,6 +346,7 @@ _RECORDS = [
         variants=dict(eps1_clamps=dict(lr=0.5, eps=(0.1, 0.0))),  # eps1 large enough to clamp; eps2 = 0
         invalid=(_BAD_LR, _BAD_WD, dict(eps=(None, -1.0)), dict(beta2_decay=0.5), dict(d=0.0)),
         complex=False, shapes=((4, 3), (5,), (2, 3, 4), ()),
+        layers_vectorised=False,  # with a per-layer lr, `-alpha / denom` rounds differently vmapped (measured)
         optax="optax.adafactor({lr})", optax_note="other algorithm (Shazeer's)", moved_per_param=3,
     ),
     OptimizerInfo(

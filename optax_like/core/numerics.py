@@ -137,6 +137,58 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
 setattr(PreciseScalar, "__hash__", None)  # unhashable, as a class with __eq__ (set by setattr above)
 
 
+class PerLayer(PreciseScalar):
+    """A hyperparameter whose value differs between the layers of stacked params (a scan over
+    layers; `param_groups`' `stacked`): one host float64 value per layer, read at `index`, the
+    traced layer index inside `jax.vmap` over the leading axis.
+
+    It reads as a `PreciseScalar` (the layer's value, `1 - x` and `log x`, rounded from its float64
+    value), and the host math of `scalar`, `one_minus`, `host_or_traced`, `bias_correction` and
+    `power` is done for each layer's value exactly as for a host scalar (Python float64, rounded
+    once to the dtype) and the layer's result picked: the vectorised step gives each layer the
+    numbers of the unstacked model, where that layer's value is a host scalar, bit for bit
+    (tests/param_groups/test_stacked.py, every registry optimizer)."""
+
+    __slots__ = ("host", "index")
+
+    def __init__(self, host: Any, index: Any):
+        self.host = tuple(float(h) for h in np.asarray(host, dtype=np.float64).reshape(-1))
+        self.index = index
+        wide = float_dtype()
+        super().__init__(self.pick(self.host, wide), self.per_layer(lambda h: 1.0 - h, wide),
+                         self.per_layer(lambda h: float(np.log(np.float64(h))) if h > 0 else float("nan"), wide))
+
+    def pick(self, values: Any, dtype) -> jax.Array:
+        """`values[index]`: one host value per layer, rounded to `dtype` on the host."""
+        return jnp.asarray(np.asarray(values, dtype=np.float64).astype(dtype))[self.index]
+
+    def per_layer(self, fn: Callable[[float], float], dtype, name: str = "hyperparameter") -> jax.Array:
+        """`fn(x)` of the layer's value: Python float64 math per layer (as for a host scalar),
+        checked (`check_representable`) and rounded once to `dtype`, then picked."""
+        values = [fn(h) for h in self.host]
+        for value in values:
+            check_representable(value, dtype, name)
+        return self.pick(values, dtype)
+
+    def __repr__(self):
+        return f"PerLayer({list(self.host)!r})"
+
+
+def _per_layer_host(fn: Callable, values: tuple, dtype) -> jax.Array | None:
+    """`host_or_traced`'s host math with `PerLayer` values among host numbers: per layer."""
+    layers = [v for v in values if isinstance(v, PerLayer)]
+    if not layers or not all(isinstance(v, PerLayer) or is_host_scalar(v) for v in values):
+        return None
+    first = layers[0]
+    if any(v.index is not first.index or len(v.host) != len(first.host) for v in layers):
+        raise ValueError("PerLayer hyperparameters of one step must share the layer index.")
+    results = [fn(*(v.host[i] if isinstance(v, PerLayer) else float(v) for v in values))
+               for i in range(len(first.host))]
+    for value in results:
+        check_representable(value, dtype, "hyperparameter")
+    return first.pick(results, dtype)
+
+
 def plain(x: Any) -> Any:
     """The plain value of a hyperparameter (a `PreciseScalar`'s traced value; others unchanged)."""
     return x.value if isinstance(x, PreciseScalar) else x
@@ -154,6 +206,8 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
 
     For a host scalar the result is a 0-d NumPy array (a constant, not a traced value: code
     that branches on it, like `lerp`, decides while tracing)."""
+    if isinstance(x, PerLayer):
+        return x.per_layer(lambda h: 1.0 - h, dtype, "1 - hyperparameter")
     precise = _precise(x)
     if precise is not None:
         return precise[0].astype(dtype)
@@ -167,6 +221,8 @@ def one_minus(x: Any, dtype) -> jax.Array | np.ndarray:
 
 def scalar(x: Any, dtype) -> jax.Array | np.ndarray:
     """`x` cast to `dtype` (host scalars are rounded once, from float64, to a 0-d NumPy array)."""
+    if isinstance(x, PerLayer):
+        return x.per_layer(lambda h: h, dtype)
     if is_host_scalar(x):
         if isinstance(x, (float, int)):  # the common case: once per (value, dtype) per process
             return _rounded_constant(float(x), jnp.dtype(dtype).name, "hyperparameter")
@@ -181,6 +237,9 @@ def host_or_traced(fn: Callable, *values: Any, dtype) -> Any:
     torch's `1 - lr * weight_decay`, `host_or_traced(lambda a, b: 1 - a * b, lr, wd, dtype=...)`."""
     if all(is_host_scalar(x) for x in values):
         return scalar(fn(*(float(x) for x in values)), dtype)
+    per_layer = _per_layer_host(fn, values, dtype)
+    if per_layer is not None:
+        return per_layer
     return fn(*(scalar(x, dtype) for x in values))
 
 
@@ -220,6 +279,11 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
     `beta` is a host scalar, else as `log1p(-(1 - beta))` in the graph. `beta == 0` gives 1.
     """
     count = jnp.asarray(count)
+    if isinstance(beta, PerLayer):  # the host path below, per layer
+        wide = jnp.promote_types(dtype, jnp.float32)
+        log_beta = beta.per_layer(lambda b: float(np.log(np.float64(b))) if b != 0.0 else 0.0, wide)
+        result = -jnp.expm1(count.astype(wide) * log_beta).astype(dtype)
+        return jnp.where(beta.pick([b == 0.0 for b in beta.host], jnp.bool_), jnp.ones((), dtype), result)
     precise = _precise(beta)
     if precise is not None:
         wide = jnp.promote_types(dtype, jnp.float32)
@@ -243,6 +307,12 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
 def power(beta: Any, count: jax.Array, dtype) -> jax.Array:
     """`beta**count` with the same accuracy rules as `bias_correction`."""
     count = jnp.asarray(count)
+    if isinstance(beta, PerLayer):  # the host path below, per layer
+        wide = jnp.promote_types(dtype, jnp.float32)
+        log_beta = beta.per_layer(lambda b: float(np.log(np.float64(b))) if b != 0.0 else 0.0, wide)
+        exact = jnp.exp(count.astype(wide) * log_beta).astype(dtype)
+        zero = jnp.where(count == 0, 1.0, 0.0).astype(dtype)
+        return jnp.where(beta.pick([b == 0.0 for b in beta.host], jnp.bool_), zero, exact)
     precise = _precise(beta)
     if precise is not None and not is_host_scalar(beta):
         wide = jnp.promote_types(dtype, jnp.float32)

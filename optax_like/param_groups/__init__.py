@@ -21,7 +21,7 @@ into a `Plan`; `plan_transform(plan)` is its functional optimizer (one `multi_tr
 
 from optax_like.param_groups._build import dry_run, freeze, partition, plan, plan_transform
 from optax_like.param_groups._rules import DEFAULT, FROZEN, FallThroughWarning, Group, Plan, Rule, muon_rules, named_leaves
-from optax_like.param_groups._stacked import layer_vectors, unstacked, unstacked_names
+from optax_like.param_groups._stacked import layer_vectors, over_layers, stacked_transform, unstacked, unstacked_names
 from optax_like.param_groups._timm import (
     TIMM_OPTIMIZERS,
     auto_group_layers,
@@ -38,5 +38,6 @@ __all__ = [
     "DEFAULT", "FROZEN", "FallThroughWarning", "Group", "Plan", "Rule", "TIMM_OPTIMIZERS", "auto_group_layers",
     "create_optimizer", "dry_run", "freeze", "group_with_matcher", "hf_param_groups", "muon_rules", "named_leaves",
     "param_groups_layer_decay", "param_groups_weight_decay", "partition", "plan", "plan_from_groups",
-    "plan_transform", "timm_optimizer", "layer_vectors", "unstacked", "unstacked_names",
+    "plan_transform", "timm_optimizer", "layer_vectors", "over_layers", "stacked_transform", "unstacked",
+    "unstacked_names",
 ]

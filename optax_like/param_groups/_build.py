@@ -8,14 +8,14 @@ while tracing (once per params structure, cached), and the jitted step is exactl
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs
 from optax_like.core.tree import is_none
-from optax_like.param_groups._rules import FROZEN, Plan, Rule, make_plan, param_name
+from optax_like.param_groups._rules import FROZEN, Group, Plan, Rule, make_plan, param_name
 from optax_like.transforms.combine import multi_transform
 
 __all__ = ["dry_run", "freeze", "partition", "plan", "plan_transform"]
@@ -86,18 +86,22 @@ def dry_run(params: Any, rules: Sequence[Rule], optimizer: Any, *, routes: Optio
     return p.rows()
 
 
+def group_transform(p: Plan, group: Group) -> GradientTransformation:
+    """One group's optimizer: its optimizer's factory with the group's hyperparameters (lr
+    times `lr_scale`)."""
+    factory, _ = p.optimizers[group.optimizer]
+    kwargs = dict(group.hyperparameters)
+    if "lr" in kwargs:
+        kwargs["lr"] = group.effective("lr")
+    return _factory(factory)(**kwargs)
+
+
 def plan_transform(p: Plan) -> GradientTransformationExtraArgs:
     """The plan's optimizer: `multi_transform` with one transformation per group (the group's
     optimizer with its hyperparameters; lr times `lr_scale`) and `freeze()` for frozen params.
     Params are matched to groups by name (key path), so `init`/`update` take any pytree whose
     names are the plan's."""
-    transforms = {}
-    for group in p.groups:
-        factory, _ = p.optimizers[group.optimizer]
-        kwargs = dict(group.hyperparameters)
-        if "lr" in kwargs:
-            kwargs["lr"] = group.effective("lr")
-        transforms[group.label] = _factory(factory)(**kwargs)
+    transforms = {group.label: group_transform(p, group) for group in p.groups}
     if p.frozen:
         transforms[FROZEN] = freeze()
     label_of = p.label_of()
@@ -116,7 +120,7 @@ def plan_transform(p: Plan) -> GradientTransformationExtraArgs:
 
 
 def partition(rules: Sequence[Rule], optimizer: Any, *, routes: Optional[Mapping] = None,
-              **hyperparameters: Any) -> GradientTransformationExtraArgs:
+              stacked: Collection[str] = (), **hyperparameters: Any) -> GradientTransformationExtraArgs:
     """The functional optimizer of `rules`: `optimizer(**hyperparameters)` for the default
     group, with each rule's values and multipliers for its params, `routes[name]` for params
     routed to `name`, and no update or state for frozen params.
@@ -128,6 +132,11 @@ def partition(rules: Sequence[Rule], optimizer: Any, *, routes: Optional[Mapping
     The groups are made from the params' names and shapes when `init` (and, while tracing,
     `update`) sees them; the same errors and warnings as `plan`. The step is the
     `multi_transform` of `plan_transform(plan(params, ...))`.
+
+    `stacked`: prefixes of stacked layers (a scan over layers: `blocks.attn.w` of shape
+    `(L, ...)` holds `blocks.0.attn.w`, ...): the rules see the unstacked model's names and
+    shapes, and the step is `stacked_transform`'s (each stacked leaf vectorised over its
+    layers, with the unstacked model's numbers bit for bit).
     """
     factory, resolved = _resolve(optimizer, routes)
     # every check that needs no params runs now, before any step
@@ -139,6 +148,12 @@ def partition(rules: Sequence[Rule], optimizer: Any, *, routes: Optional[Mapping
     @functools.lru_cache(maxsize=16)
     def built(signature) -> GradientTransformationExtraArgs:
         specs, warn = signature
+        if stacked:
+            from optax_like.param_groups._stacked import stacked_transform, unstacked_names
+
+            p = make_plan(unstacked_names(list(specs), stacked), rules, factory, routes=resolved,
+                          hyperparameters=hyperparameters, warn=warn)
+            return stacked_transform(p, list(specs), stacked)
         return plan_transform(make_plan(list(specs), rules, factory, routes=resolved,
                                         hyperparameters=hyperparameters, warn=warn))
 

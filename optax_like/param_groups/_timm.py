@@ -453,22 +453,20 @@ def create_optimizer(params: Any, opt: str = "sgd", lr: Optional[float] = None, 
 
     `stacked`: prefixes of stacked layers (`("blocks",)`: `blocks.attn.w` of shape `(L, ...)`
     holds `blocks.0.attn.w`, ...): the groups are made for the unstacked names (each layer its
-    `lr_scale`: a vector along the leading axis, `layer_vectors`) and the optimizer runs on the
-    slices (`unstacked`), with the unstacked model's numbers bit for bit."""
+    `lr_scale`: a vector along the leading axis, `layer_vectors`) and each stacked leaf is
+    updated by one program vectorised over its layers (`stacked_transform`), with the unstacked
+    model's numbers bit for bit; `params` must then be the stacked pytree (arrays or
+    `jax.ShapeDtypeStruct`s), for which the state is made."""
     from optax_like.param_groups._build import plan_transform
-    from optax_like.param_groups._stacked import unstacked, unstacked_names
+    from optax_like.param_groups._stacked import stacked_transform, unstacked_names
 
-    if stacked:
-        tx = create_optimizer(
-            unstacked_names(params, stacked), opt, lr, weight_decay, momentum, foreach, filter_bias_and_bn,
-            fallback_list, fallback_no_weight_decay, layer_decay, layer_decay_min_scale, layer_decay_no_opt_scale,
-            param_group_fn, no_weight_decay_list, group_matcher, classifier, **kwargs)
-        return unstacked(tx, stacked)
+    grouped = unstacked_names(params, stacked) if stacked else params
     groups, opt_weight_decay = timm_groups(
-        params, weight_decay=weight_decay, filter_bias_and_bn=filter_bias_and_bn, layer_decay=layer_decay,
+        grouped, weight_decay=weight_decay, filter_bias_and_bn=filter_bias_and_bn, layer_decay=layer_decay,
         layer_decay_min_scale=layer_decay_min_scale, layer_decay_no_opt_scale=layer_decay_no_opt_scale,
         fallback_list=fallback_list, fallback_no_weight_decay=fallback_no_weight_decay, param_group_fn=param_group_fn,
         no_weight_decay_list=no_weight_decay_list, group_matcher=group_matcher, classifier=classifier)
     info, args = timm_arguments(opt, opt_weight_decay, lr, momentum, foreach, kwargs)
-    is_groups = groups is params
-    return plan_transform(plan_from_groups(groups, info.factory, params=None if is_groups else params, **args))
+    is_groups = groups is grouped
+    p = plan_from_groups(groups, info.factory, params=None if is_groups else grouped, **args)
+    return stacked_transform(p, params, stacked) if stacked else plan_transform(p)

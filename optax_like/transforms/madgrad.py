@@ -36,9 +36,7 @@ declare_torch_state(
 
 def _host_sum(a: Any, b: Any, dtype) -> Any:
     """`a + b` as timm's Python float math (float64) for host numbers, else in `dtype`."""
-    if numerics.is_host_scalar(a) and numerics.is_host_scalar(b):
-        return numerics.scalar(float(a) + float(b), dtype)
-    return numerics.scalar(a, dtype) + numerics.scalar(b, dtype)
+    return numerics.host_or_traced(lambda x, y: x + y, a, b, dtype=dtype)
 
 
 def scale_by_madgrad(

@@ -80,3 +80,27 @@ def test_real_view_round_trip():
     x = jnp.ones(3)
     assert numerics.real_view(x) is x
 
+
+
+def test_per_layer_values_are_each_layers_host_math():
+    """`PerLayer` inside vmap over the layers: each layer gets the host-scalar result of its own
+    value (float64 math, rounded once), for every helper that does host math."""
+    values = [0.9, 0.999, 0.0, 1e-3]
+    counts = jnp.asarray(7, jnp.int32)
+
+    def helpers(x, t):
+        return (numerics.scalar(x, jnp.float32), numerics.one_minus(x, jnp.float32),
+                numerics.host_or_traced(lambda a, b: 1 - a * b, x, 0.05, dtype=jnp.float32),
+                numerics.bias_correction(x, t, jnp.float32), numerics.power(x, t, jnp.float32))
+
+    got = jax.jit(jax.vmap(lambda i: helpers(numerics.PerLayer(values, i), counts)))(jnp.arange(len(values)))
+    for i, value in enumerate(values):
+        expected = jax.jit(lambda t: helpers(value, t))(counts)
+        for name, a, b in zip(("scalar", "one_minus", "host_or_traced", "bias_correction", "power"), got, expected):
+            assert np.asarray(a)[i].tobytes() == np.asarray(b).tobytes(), (name, value)
+
+
+def test_per_layer_values_of_one_step_share_the_index():
+    a, b = numerics.PerLayer([1.0, 2.0], 0), numerics.PerLayer([1.0, 2.0], 1)
+    with pytest.raises(ValueError, match="share the layer index"):
+        numerics.host_or_traced(lambda x, y: x * y, a, b, dtype=jnp.float32)
