@@ -15,9 +15,13 @@ itself, `inject_hyperparams`, the `optim` classes) must treat them alike:
 - **static** options: integer counts that shape the program (Muon's `ns_steps`, L-BFGS's
   `max_iter`), declared by the factory with `@integer_args(...)`, and everything else that is
   not a number (None, strings, callables, tuples holding None).
+- **value**-kind arguments: those without a default (`scale(step_size)`,
+  `clip_by_global_norm(max_norm)`, `trace(momentum)`), whose signature says nothing. The
+  value decides, as optax's `inject_hyperparams` decides: a number (or a tuple of numbers) is
+  a number, a bool or anything else is static.
 
 The kind is read from the factory's signature (its defaults) and its `integer_args`
-declaration, never from the value a user passes. `split_arguments` then sorts the values of one
+declaration, never from the value a user passes (but for arguments without a default). `split_arguments` then sorts the values of one
 call into traced numbers, compile-time options and schedules, for `inject_hyperparams` and the
 `optim` adapter alike.
 
@@ -27,8 +31,9 @@ differ on purpose in what they count, and the differences live here, as paramete
 
 - `is_number(x)`: a real Python/NumPy scalar, never a bool; no arrays, complex values,
   tracers or tensors (`argument_kinds` reading defaults, `as_flag`, `check_hyperparam`).
-- `is_number(x, arrays="0d", complex=True)`: also complex scalars and 0-d non-bool arrays,
-  concrete or traced, but no array of higher rank (`inject_hyperparams`: what it stores).
+- `is_number(x, arrays="0d", complex=True)`: also complex scalars and 0-d numeric arrays,
+  concrete or traced, but no array of higher rank, no bool array and no PRNG key
+  (`inject_hyperparams`: what it stores).
 - `is_number(x, arrays="one")`: also a concrete one-element array of any rank and dtype and a
   torch tensor, no tracers (the adapter: an entry fed to its step as a float, which `as_number`
   then reads or refuses).
@@ -54,7 +59,7 @@ import jax
 from jax import core as jax_core
 import numpy as np
 
-NUMBER, FLAG, STATIC = "number", "flag", "static"
+NUMBER, FLAG, STATIC, VALUE = "number", "flag", "static", "value"
 
 _INTEGER_ARGS = "__optax_like_integer_args__"
 _REAL = (numbers.Real, np.integer, np.floating)
@@ -66,17 +71,26 @@ _HOST = (numbers.Number, np.number, np.ndarray, np.bool_)
 # --------------------------------------------------------------------------- kinds of values
 def is_number(x: Any, *, arrays: Optional[str] = None, complex: bool = False) -> bool:
     """Whether `x` is a number (never a bool): a real Python/NumPy scalar (`complex`: any
-    scalar); `arrays="0d"`: also a 0-d non-bool array, concrete or traced; `arrays="one"`: also
-    a concrete one-element array or a torch tensor. See the table in the module docstring."""
+    scalar); `arrays="0d"`: also a 0-d numeric array (not bool, not a PRNG key), concrete or
+    traced; `arrays="one"`: also a concrete one-element array or a torch tensor. See the table
+    in the module docstring."""
     if isinstance(x, (bool, np.bool_)):
         return False
     if isinstance(x, _SCALAR if complex else _REAL):
         return True
     if arrays == "0d":
-        return isinstance(x, _ARRAYS) and np.ndim(x) == 0 and x.dtype != bool
+        return isinstance(x, _ARRAYS) and np.ndim(x) == 0 and _is_numeric_dtype(x.dtype)
     if arrays == "one":
         return hasattr(x, "detach") or (is_array(x, concrete=True) and np.size(x) == 1)
     return False
+
+
+def _is_numeric_dtype(dtype: Any) -> bool:
+    """An int, float or complex dtype (not bool, not an extended dtype such as a PRNG key's)."""
+    try:
+        return bool(jax.numpy.issubdtype(dtype, jax.numpy.number))
+    except TypeError:
+        return False
 
 
 def is_number_tuple(x: Any, **kind: Any) -> bool:
@@ -137,7 +151,8 @@ def integer_args(*names: str) -> Callable:
 
 
 def argument_kinds(factory: Callable) -> dict[str, str]:
-    """`{argument name: NUMBER | FLAG | STATIC}` for an optimizer factory, from its defaults."""
+    """`{argument name: NUMBER | FLAG | STATIC | VALUE}` for an optimizer factory, from its
+    defaults (VALUE: no default, the value passed decides; see `split_arguments`)."""
     cached = getattr(factory, "__optax_like_kinds__", None)
     if cached is not None:
         return cached
@@ -145,8 +160,10 @@ def argument_kinds(factory: Callable) -> dict[str, str]:
     kinds = {}
     for name, p in inspect.signature(factory).parameters.items():
         default = p.default
-        if name in integers:
+        if name in integers or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             kinds[name] = STATIC
+        elif default is inspect.Parameter.empty:
+            kinds[name] = VALUE
         elif isinstance(default, bool):
             kinds[name] = FLAG
         elif is_number(default) or (isinstance(default, tuple) and is_number_tuple(default)):
@@ -163,9 +180,9 @@ def argument_kinds(factory: Callable) -> dict[str, str]:
 def split_arguments(factory: Callable, arguments: dict[str, Any], static: Iterable[str] = (), *,
                     arrays: str = "0d") -> tuple[dict, dict, dict]:
     """One call's `arguments` as `(numbers, others, schedules)`: the values to trace (a NUMBER
-    argument whose value is a number or a tuple of numbers, `is_number(v, arrays=arrays)`), the
-    compile-time ones (names in `static`, flags as `as_flag` bools, everything else) and the
-    schedules (callables). `inject_hyperparams` passes its `static_args` and counts 0-d arrays,
+    or VALUE argument whose value is a number or a tuple of numbers, `is_number(v,
+    arrays=arrays)`), the compile-time ones (names in `static`, flags as `as_flag` bools, a
+    bool given to a VALUE argument, everything else) and the schedules (callables). `inject_hyperparams` passes its `static_args` and counts 0-d arrays,
     tracers and complex scalars (`arrays="0d"`); the adapter passes its class's `_static` and counts one-element
     arrays and torch tensors (`arrays="one"`) and compiles schedules in."""
     kinds, static = argument_kinds(factory), frozenset(static)
@@ -178,7 +195,7 @@ def split_arguments(factory: Callable, arguments: dict[str, Any], static: Iterab
             others[name] = as_flag(value, name)
         elif callable(value) and not isinstance(value, jax.Array):
             schedules[name] = value
-        elif kind == NUMBER and (is_number(value, arrays=arrays, complex=arrays == "0d")
+        elif kind in (NUMBER, VALUE) and (is_number(value, arrays=arrays, complex=arrays == "0d")
                                  or is_number_tuple(value, arrays=arrays, complex=arrays == "0d")):
             numbers_[name] = value
         else:

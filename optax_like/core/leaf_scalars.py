@@ -4,14 +4,14 @@ count and select them under torch's "no gradient, no step" rule."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core import numerics
-from optax_like.core.tree import is_none, num_leaves, path_str
+from optax_like.core.tree import is_none, is_params_placeholder, num_leaves, path_str
 
 # ---------------------------------------------------------------------------------------------
 # Per-leaf mapping with torch's "no gradient, no step" rule.
@@ -200,7 +200,13 @@ def leaf_scalars_like(tree: Any, reference: Any) -> Any:
 
 
 def leaf_scalars(params: Any, value, dtype) -> LeafScalars:
-    """`value` as a 0-d `dtype` array shared by every non-None leaf of `params` (a fresh buffer)."""
+    """`value` as a 0-d `dtype` array shared by every non-None leaf of `params` (a fresh buffer).
+
+    For `optax.tree.map_params`'s placeholder params, a plain 0-d array: a leaf of the
+    placeholder state, which the real state's `LeafScalars` node (of however many leaves) then
+    matches as a whole (per-param counters are not params-shaped: not mapped)."""
+    if is_params_placeholder(params):
+        return cast(LeafScalars, jnp.array(value, dtype=dtype))
     # copy=True: `jnp.array` may hand back `value` itself when it is already a 0-d array of
     # `dtype`, and state leaves sharing one buffer cannot be donated.
     return LeafScalars.shared(jnp.array(value, dtype=dtype, copy=True).reshape(()), num_leaves(params))

@@ -12,6 +12,7 @@ per-parameter scalars (torch's `state['step']`) are `core.leaf_scalars.LeafScala
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import jax
@@ -53,6 +54,15 @@ def is_named_pair(item: Any) -> bool:
 def is_named_pairs(params: Any) -> bool:
     """A non-empty list (or tuple) of `(name, param)` pairs."""
     return isinstance(params, (list, tuple)) and bool(params) and all(is_named_pair(p) for p in params)
+
+
+def is_params_placeholder(x: Any) -> bool:
+    """Whether `x` is the placeholder `optax.tree.map_params` calls a transformation's `init`
+    with, to find the params-shaped parts of its state (optax's `_ParamsPlaceholder`, a pytree
+    node without leaves). Only optax makes one: without optax imported this is False."""
+    module = sys.modules.get("optax.tree_utils._state_utils")
+    placeholder = getattr(module, "_ParamsPlaceholder", None)
+    return placeholder is not None and isinstance(x, placeholder)
 
 
 def map_params(fn: Callable, tree: Any, *rest: Any) -> Any:

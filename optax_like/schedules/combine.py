@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from optax_like.core import numerics
 from optax_like.schedules._common import JAX, concrete_count
@@ -105,9 +106,13 @@ def chained_scheduler(schedules: Sequence[Callable]):
             return value * jnp.where(prev == 0, jnp.ones((), dtype), cur / jnp.where(prev == 0, 1, prev))
         T_max, eta_min = s.torch_recursion
         nf = n.astype(dtype)
-        restart = (n - 1 - T_max) % (2 * T_max) == 0
-        added = value + (s.initial_lr - eta_min) * (1 - jnp.cos(jnp.pi / T_max)) / 2
-        ratio = (1 + jnp.cos(jnp.pi * nf / T_max)) / (1 + jnp.cos(jnp.pi * (nf - 1) / T_max))
+        period = float(T_max)  # a Python int beyond int32 cannot enter jnp arithmetic
+        if isinstance(T_max, int) and T_max > int(np.iinfo(n.dtype).max):
+            restart = jnp.zeros((), bool)  # n - 1 < T_max for every count (T_max overflows n's dtype)
+        else:
+            restart = (n - 1 - T_max) % (2 * T_max) == 0
+        added = value + (s.initial_lr - eta_min) * (1 - jnp.cos(jnp.pi / period)) / 2
+        ratio = (1 + jnp.cos(jnp.pi * nf / period)) / (1 + jnp.cos(jnp.pi * (nf - 1) / period))
         return jnp.where(restart, added, ratio * (value - eta_min) + eta_min)
 
     def host_recursion(count):

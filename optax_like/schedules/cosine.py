@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from optax_like.schedules._common import make_schedule
 
 
@@ -50,16 +52,31 @@ def cosine_annealing_lr(lr, T_max: int, eta_min: float = 0.0):
     for every n: torch's recursive form (with its additive step at n = T_max + 1 (mod 2 T_max))
     keeps following this cosine, so the lr climbs back to `lr` at 2 T_max, and so on (optax's
     `cosine_decay_schedule` stays at the floor instead). For an integer `T_max` the count is
-    reduced modulo `2 T_max` before the cosine, which keeps float32 accurate at large counts.
-    Agrees with torch's recursion to ~1e-13 relative in float64 (its rounding accumulates).
+    reduced modulo `2 T_max` before the cosine, which keeps float32 accurate at large counts
+    (where `2 T_max` does not fit the count's integer dtype, every count is below it: no
+    reduction). Agrees with torch's recursion to ~1e-13 relative in float64 (its rounding
+    accumulates).
     """
     # `torch_recursion`: what chained_scheduler needs to replay torch's recursive step, which
     # is affine (not a factor) in the current lr: eta_min is added at every step.
     recursion = dict(torch_recursion=(T_max, eta_min))
     if isinstance(T_max, int) and T_max > 0:
-        return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n % (2 * T_max)), lr, eta_min, T_max), lr,
-                             **recursion)
+        # float(T_max): a Python int beyond int32 cannot enter jnp arithmetic (the same value in
+        # float32 or float64 arithmetic as the int converted by jnp)
+        return make_schedule(
+            lambda ops, n: cosine_value(ops, ops.as_float(_mod(n, 2 * T_max)), lr, eta_min, float(T_max)),
+            lr, **recursion)
     return make_schedule(lambda ops, n: cosine_value(ops, ops.as_float(n), lr, eta_min, T_max), lr, **recursion)
+
+
+def _mod(n, period: int):
+    """`n % period` for an integer count `n` (a Python int or an integer array); `n` itself
+    when `period` exceeds the largest value of `n`'s dtype (every count is below it, and
+    `period` as that dtype would overflow)."""
+    dtype = getattr(n, "dtype", None)
+    if dtype is not None and period > int(np.iinfo(dtype).max):
+        return n
+    return n % period
 
 
 def cosine_annealing_warm_restarts(lr, T_0: int, T_mult: int = 1, eta_min: float = 0.0):

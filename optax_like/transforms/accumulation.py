@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +19,32 @@ class MultiStepsState(NamedTuple):
     inner_opt_state: Any
     acc_grads: Any  # running sum of the micro-batch gradients, in the compute dtype
     acc_present: Any  # per params leaf: whether some micro-batch of this window had a gradient
+    skip_state: Any = ()  # what `should_skip_update_fn` returned for the latest micro-batch
+
+
+ShouldSkipUpdateFunction = Callable[[Any, jax.Array, Any], tuple[jax.Array, Any]]
+
+
+def skip_not_finite(updates: Any, gradient_step: jax.Array, params: Any) -> tuple[jax.Array, dict]:
+    """A `should_skip_update_fn` for `MultiSteps` (optax's): skip a micro-batch whose gradients
+    hold an inf or a NaN. Returns `(should_skip, {'should_skip', 'num_not_finite'})`."""
+    del gradient_step, params
+    counts = [jnp.sum(jnp.logical_not(jnp.isfinite(u))) for u in jax.tree.leaves(updates)]
+    num_not_finite = jnp.sum(jnp.array(counts)) if counts else jnp.zeros((), jnp.int32)
+    should_skip = num_not_finite > 0
+    return should_skip, {"should_skip": should_skip, "num_not_finite": num_not_finite}
+
+
+def skip_large_updates(updates: Any, gradient_step: jax.Array, params: Any,
+                       max_squared_norm: Any) -> tuple[jax.Array, dict]:
+    """A `should_skip_update_fn` for `MultiSteps` (optax's; bind `max_squared_norm` with
+    `functools.partial`): skip a micro-batch whose squared global norm is not below
+    `max_squared_norm` (NaN included). Returns `(should_skip, {'should_skip', 'norm_squared'})`."""
+    del gradient_step, params
+    sums = [jnp.sum(jnp.square(u)) for u in jax.tree.leaves(updates)]
+    norm_sq = jnp.sum(jnp.array(sums)) if sums else jnp.zeros(())
+    should_skip = jnp.logical_not(norm_sq < max_squared_norm)
+    return should_skip, {"should_skip": should_skip, "norm_squared": norm_sq}
 
 
 class MultiSteps:
@@ -31,6 +57,14 @@ class MultiSteps:
     torch users write as `(loss / k).backward()` k times followed by `optimizer.step()`.
     `every_k_schedule` is an int or a function `gradient_step -> k`.
 
+    optax's options: `use_grad_mean=False` gives the inner optimizer the sum instead of the
+    mean (torch's k backward passes without dividing the loss by k); `should_skip_update_fn
+    (updates, gradient_step, params) -> (bool scalar, skip_state)` rejects a micro-batch (not
+    accumulated, not counted, a zero update; its `skip_state` is kept in the state), e.g.
+    `skip_not_finite` or `functools.partial(skip_large_updates, max_squared_norm=...)`;
+    `accumulator_dtype` is the sum's dtype (default: each param's compute dtype, float32 for
+    bf16/f16 params).
+
     A None gradient (torch's `p.grad is None`) adds nothing to that leaf's sum. At the k-th
     call, a leaf that had a gradient in some micro-batch of the window is stepped with its sum
     / k (torch's `.grad` holds the sum of the backward passes that reached it); a leaf that had
@@ -41,7 +75,14 @@ class MultiSteps:
     per-leaf scalars: `per_leaf_scalars(opt.init(params))`.
     """
 
-    def __init__(self, opt: GradientTransformation, every_k_schedule: Union[int, Callable[[jax.Array], Any]]):
+    def __init__(
+        self,
+        opt: GradientTransformation,
+        every_k_schedule: Union[int, Callable[[jax.Array], Any]],
+        use_grad_mean: bool = True,
+        should_skip_update_fn: Optional[ShouldSkipUpdateFunction] = None,
+        accumulator_dtype: Any = None,
+    ):
         if not callable(every_k_schedule):
             k = int(every_k_schedule)
             if k < 1:
@@ -49,20 +90,53 @@ class MultiSteps:
             every_k_schedule = lambda step, k=k: jnp.asarray(k, jnp.int32)
         self._opt = with_extra_args_support(opt)
         self._every_k_schedule = every_k_schedule
+        self._use_grad_mean = bool(use_grad_mean)
+        self._should_skip_update_fn = should_skip_update_fn
+        self._accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
+
+    @property
+    def inner_opt(self) -> GradientTransformation:
+        return self._opt
 
     def init(self, params) -> MultiStepsState:
         def zeros(p):  # through tree.zeros_like so the buffer keeps p's sharding under jit
-            return zeros_like(p, numerics.compute_dtype(p.dtype))
+            return zeros_like(p, self._accumulator_dtype or numerics.compute_dtype(p.dtype))
 
+        gradient_step = jnp.zeros((), jnp.int32)
+        skip_state = ()
+        if self._should_skip_update_fn is not None:
+            _, skip_state = self._should_skip_update_fn(zeros_like(params), gradient_step, params)
         return MultiStepsState(
             mini_step=jnp.zeros((), jnp.int32),
-            gradient_step=jnp.zeros((), jnp.int32),
+            gradient_step=gradient_step,
             inner_opt_state=self._opt.init(params),
             acc_grads=map_params(zeros, params),
             acc_present=map_params(lambda p: jnp.zeros((), bool), params),
+            skip_state=skip_state,
         )
 
     def update(self, updates, state: MultiStepsState, params=None, **extra_args):
+        if self._should_skip_update_fn is None:
+            return self._accumulate(updates, state, params, **extra_args)
+        should_skip, skip_state = self._should_skip_update_fn(updates, state.gradient_step, params)
+        should_skip = jnp.asarray(should_skip)
+        if (should_skip.dtype, should_skip.shape) != (jnp.bool_, ()):
+            raise ValueError(
+                "should_skip_update_fn must return a boolean scalar array, but it returned an array of "
+                f"dtype {should_skip.dtype} and shape {should_skip.shape}."
+            )
+
+        def accept(_):
+            new_updates, new_state = self._accumulate(updates, state, params, **extra_args)
+            return new_updates, new_state._replace(skip_state=skip_state)
+
+        def reject(_):  # as if this micro-batch never happened: nothing added, nothing counted
+            shapes = jax.eval_shape(lambda: accept(None)[0])
+            return jax.tree.map(jnp.zeros_like, shapes), state._replace(skip_state=skip_state)
+
+        return jax.lax.cond(should_skip, reject, accept, None)
+
+    def _accumulate(self, updates, state: MultiStepsState, params=None, **extra_args):
         k = jnp.asarray(self._every_k_schedule(state.gradient_step), jnp.int32)
         # A None gradient leaves that leaf's sum (and presence flag) as it is.
         acc = map_params(lambda a, g: a if g is None else a + g.astype(a.dtype), state.acc_grads, updates)
@@ -82,7 +156,8 @@ class MultiSteps:
             new_updates, inner = self._opt.update(grads, state.inner_opt_state, params, **extra_args)
             fresh = MultiStepsState(
                 jnp.zeros((), jnp.int32), numerics.safe_increment(state.gradient_step), inner,
-                map_params(jnp.zeros_like, acc), map_params(lambda f: jnp.zeros((), bool), present))
+                map_params(jnp.zeros_like, acc), map_params(lambda f: jnp.zeros((), bool), present),
+                state.skip_state)
             return new_updates, fresh
 
         def grads_for(include_missing: bool):
@@ -94,7 +169,7 @@ class MultiSteps:
                     out.append(None)
                 else:
                     dtype = (g if g is not None else (p if p is not None else a)).dtype
-                    out.append((a / k.astype(a.dtype)).astype(dtype))
+                    out.append((a / k.astype(a.dtype) if self._use_grad_mean else a).astype(dtype))
             return treedef.unflatten(out)
 
         def apply(_):
@@ -113,7 +188,7 @@ class MultiSteps:
         def skip(_):
             shapes = jax.eval_shape(lambda: apply(None)[0])
             zeros = jax.tree.map(jnp.zeros_like, shapes)  # keeps the sharding on Explicit meshes
-            return zeros, MultiStepsState(state.mini_step + 1, state.gradient_step, state.inner_opt_state, acc, present)
+            return zeros, state._replace(mini_step=state.mini_step + 1, acc_grads=acc, acc_present=present)
 
         return jax.lax.cond(emit, apply, skip, None)
 

@@ -17,7 +17,7 @@ from optax_like.core.base import (
     Params,
     with_extra_args_support,
 )
-from optax_like.core.tree import check_params, check_same_structure, is_none
+from optax_like.core.tree import check_params, check_same_structure, is_none, is_params_placeholder
 
 
 def _forward_extra_args(tx: GradientTransformation):
@@ -78,9 +78,17 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
 MaskOrFn = Union[Any, Callable[[Params], Any]]
 
 
+def is_mask_fn(mask: MaskOrFn) -> bool:
+    """Whether `mask` is a function of the params rather than a tree of bools (optax's rule):
+    every leaf of `mask` is callable, and it has one. A callable pytree whose leaves are bools
+    (an equinox module used as a mask) is a tree, not a function."""
+    leaves = jax.tree.leaves(jax.tree.map(callable, mask))
+    return len(leaves) > 0 and all(leaves)
+
+
 def _full_mask(mask: MaskOrFn, params: Any) -> Any:
     """The mask as a tree of bools with `params`' structure (a prefix tree is broadcast)."""
-    mask = mask(params) if callable(mask) else mask
+    mask = mask(params) if is_mask_fn(mask) else mask
 
     def broadcast(m, sub):
         return jax.tree.map(lambda _: bool(m), sub)
@@ -109,11 +117,14 @@ def masked(inner: GradientTransformation, mask: MaskOrFn) -> GradientTransformat
     """Applies `inner` only to the leaves where `mask` is True; other updates pass unchanged.
 
     `mask` is a tree of bools with the params' structure (or a prefix of it, broadcast), or a
-    function `params -> mask`. `inner` allocates state only for the selected leaves.
+    function `params -> mask` (`is_mask_fn`). `inner` allocates state only for the selected
+    leaves; a masked-out leaf is None in its state (optax's `MaskedNode()`).
     """
     inner_update = _forward_extra_args(inner)
 
     def init(params):
+        if is_params_placeholder(params):  # optax.tree.map_params: no params to mask
+            return MaskedState(inner.init(params))
         full = _full_mask(mask, params)
         return MaskedState(inner.init(select(params, full)))
 
@@ -143,7 +154,7 @@ def multi_transform(
     update_fns = {k: _forward_extra_args(t) for k, t in transforms.items()}
 
     def labels_for(params):
-        labels = param_labels(params) if callable(param_labels) else param_labels
+        labels = param_labels(params) if is_mask_fn(param_labels) else param_labels
         full = jax.tree.map(lambda l, sub: jax.tree.map(lambda _: l, sub), labels, params, is_leaf=is_none)
         used = set(jax.tree.leaves(full))
         missing = used - set(transforms)
@@ -158,6 +169,8 @@ def multi_transform(
         return jax.tree.map(lambda l: l == key, labels)
 
     def init(params):
+        if is_params_placeholder(params):  # optax.tree.map_params: no params to label
+            return MultiTransformState({k: t.init(params) for k, t in transforms.items()})
         labels = labels_for(params)
         return MultiTransformState(
             {k: t.init(select(params, mask_of(labels, k))) for k, t in transforms.items()}

@@ -99,7 +99,7 @@ class InjectHyperparamsState(NamedTuple):
 
 def inject_hyperparams(
     factory: Callable[..., Any],
-    static_args: Iterable[str] = (),
+    static_args: str | Iterable[str] = (),
     hyperparam_dtype=None,
 ) -> Callable[..., GradientTransformationExtraArgs]:
     """Wraps an optimizer factory so its numeric hyperparameters live in the state.
@@ -111,16 +111,25 @@ def inject_hyperparams(
     Numeric arguments (scalars and tuples of scalars such as `betas`; see
     `core.hyperparams.argument_kinds`) become non-weak floating arrays of `hyperparam_dtype`
     (default: float32, or float64 under x64), whatever the Python type of the value or default
-    (`weight_decay=0` gives a float slot: assigning 1e-2 later is not truncated). Flags
+    (`weight_decay=0` gives a float slot: assigning 1e-2 later is not truncated). An argument
+    without a default is numeric when its value is a number, as in optax
+    (`inject_hyperparams(clip_by_global_norm)(1.0)` has `hyperparams['max_norm']`). Flags
     (`amsgrad`, `nesterov`, ...) are compile-time bools (`amsgrad=1` is True, as in torch);
-    integer counts a factory declares (`ns_steps`) and names in `static_args` stay static;
+    integer counts a factory declares (`ns_steps`) and names in `static_args` (a name or an
+    iterable of names of the factory's arguments; another name is a ValueError) stay static;
     callable arguments are schedules of the step count, evaluated every update and shown in
     `state.hyperparams`. A value that cannot be stored (a string for `lr`, 1e308 in float32) is
     an error naming the argument.
     The factory is called once with the given values to validate them up front.
     """
-    static_args = frozenset(static_args)
+    static_args = frozenset((static_args,) if isinstance(static_args, str) else static_args)
     signature = inspect.signature(factory)
+    unknown = static_args - set(signature.parameters)
+    if unknown:
+        raise ValueError(
+            f"static_args must name arguments of {getattr(factory, '__name__', factory)}: got "
+            f"{sorted(unknown)}, its arguments are {list(signature.parameters)}."
+        )
 
     @functools.wraps(factory)
     def wrapped(*args, **kwargs) -> GradientTransformationExtraArgs:

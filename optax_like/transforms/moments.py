@@ -50,6 +50,8 @@ def scale_by_adam(
     eps: ScalarOrSchedule = 1e-8,
     amsgrad: bool = False,
     differentiable_lr: ScalarOrSchedule | None = None,
+    *,
+    eps_root: ScalarOrSchedule = 0.0,
 ) -> GradientTransformation:
     """Adam's direction, in torch's order of operations (without the learning rate):
 
@@ -58,6 +60,11 @@ def scale_by_adam(
         v_t  = b2 * v_{t-1} + (1 - b2) * g * g
         v^   = max(v^_{t-1}, v_t)  if amsgrad else v_t   (the max of the *raw* v, not v/bc2)
         u    = (m_t / (1 - b1^t)) / (sqrt(v^) / sqrt(1 - b2^t) + eps)
+
+    `eps_root` is optax's (torch has none): a term added inside the square root,
+    `u = (m_t / (1 - b1^t)) / (sqrt(v^ / (1 - b2^t) + eps_root) + eps)`, which keeps the
+    derivative through the step finite where v = 0 (meta-learning). At its default 0 the step is
+    torch's, rounding included.
 
     Complex params are treated as pairs of reals, as torch does. Steps are counted per leaf:
     a leaf whose update is None is skipped with its state untouched (torch's `grad is None`).
@@ -85,10 +92,19 @@ def scale_by_adam(
 
     def update(updates, state, params=None):
         del params
-        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=differentiable_lr)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=differentiable_lr, eps_root=eps_root)
+        # eps_root = 0 as a host number: torch's step exactly; otherwise (a value, traced or not)
+        # the root form, with torch's where a traced eps_root is 0.
+        rooted = not (numerics.is_host_scalar(h.eps_root) and float(h.eps_root) == 0.0)
+        if rooted and differentiable_lr is not None:
+            raise ValueError("scale_by_adam: eps_root (optax's) has no form in torch's differentiable path "
+                             "(differentiable_lr).")
 
         def bias_corrections(t, dtype):
-            return numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(numerics.bias_correction(h.b2, t, dtype))
+            bc2 = numerics.bias_correction(h.b2, t, dtype)
+            if rooted:
+                return numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(bc2), bc2
+            return numerics.bias_correction(h.b1, t, dtype), jnp.sqrt(bc2)
 
         def differentiable_scalars(t, dtype):
             """torch's `sqrt(bc2) * -step_size` and `eps / -step_size`, as its differentiable
@@ -121,8 +137,14 @@ def scale_by_adam(
             if differentiable_lr is not None:
                 scale, shift = scalars
                 return m / (jnp.sqrt(vmax if amsgrad else v) / scale + shift), m, v, vmax
-            bc1, bc2_sqrt = scalars
-            denom = lax.add(lax.div(lax.sqrt(vmax if amsgrad else v), bc2_sqrt), numerics.scalar(h.eps, dtype))
+            bc1, bc2_sqrt = scalars[:2]
+            vv = vmax if amsgrad else v
+            root = lax.div(lax.sqrt(vv), bc2_sqrt)
+            if rooted:
+                eps_root_c = numerics.scalar(h.eps_root, dtype)
+                with_root = lax.sqrt(lax.add(lax.div(vv, scalars[2]), eps_root_c))
+                root = with_root if numerics.is_host_scalar(h.eps_root) else jnp.where(eps_root_c == 0, root, with_root)
+            denom = lax.add(root, numerics.scalar(h.eps, dtype))
             return lax.div(lax.div(m, bc1), denom), m, v, vmax
 
         return per_param_update(

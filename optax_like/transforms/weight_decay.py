@@ -10,7 +10,7 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.core.tree import update_leaves
+from optax_like.core.tree import is_none, update_leaves
 from optax_like.core.torch_layout import declare_torch_state, STEPS_TAKEN
 from optax_like.transforms.combine import masked
 
@@ -70,14 +70,26 @@ def add_decayed_weights(
     """Coupled L2 weight decay: `u <- u + weight_decay * p` (torch's `grad.add(param, alpha=wd)`).
 
     Placed before the adaptive scaling, as in torch's SGD/Adam/RMSprop/... `weight_decay`.
-    `mask` (tree of bools or function of params) restricts it to some leaves.
+    `mask` (tree of bools or function of params) restricts it to some leaves. A None update
+    (for a leaf, a subtree or the whole tree) is no gradient: it stays None (torch skips a param
+    whose `.grad` is None); with no gradient at all the state is returned as it is.
     """
 
     def leaf(u, p, wd):
         dtype = numerics.compute_dtype(jnp.result_type(u, p))
         return lax.add(numerics.cast(u, dtype), lax.mul(numerics.scalar(wd, dtype), numerics.cast(p, dtype)))
 
-    return _with_mask(_weight_decay_transform(leaf, [weight_decay]), mask)
+    inner = _weight_decay_transform(leaf, [weight_decay])
+
+    def update(updates, state, params=None):
+        if all(u is None for u in jax.tree.leaves(updates, is_leaf=is_none)):
+            return updates, state  # no gradient at all: nothing to decay, no step counted
+        if params is not None:  # a None standing for a params subtree: one None per leaf
+            updates = jax.tree.map(lambda u, p: jax.tree.map(lambda _: None, p) if u is None else u,
+                                   updates, params, is_leaf=is_none)
+        return inner.update(updates, state, params)
+
+    return _with_mask(GradientTransformation(inner.init, update), mask)
 
 
 def add_decoupled_weight_decay(

@@ -104,3 +104,58 @@ def test_whole_step_jits_with_donation_and_no_state_leaf_shares_a_buffer():
             for _ in range(3):
                 q, state = step(grads(p), state, q)
         assert float(q["head"][0]) < 1.0
+
+
+# ------------------------------------------------------------- optax conventions (issue 28.3)
+def test_a_callable_pytree_mask_is_a_tree_not_a_function():
+    """A mask that is a callable pytree (an equinox module) is a tree of bools: `is_mask_fn`."""
+    from optax_like.transforms.combine import is_mask_fn
+
+    class Module:
+        def __init__(self, w):
+            self.w = w
+
+        def __call__(self, x):
+            return self.w * x
+
+    jax.tree_util.register_pytree_node(Module, lambda m: ((m.w,), None), lambda _, c: Module(*c))
+    assert is_mask_fn(lambda p: p) and not is_mask_fn(Module(True)) and not is_mask_fn({})
+    module = Module(jnp.array([1.0, 2.0]))
+    for flag, expected in ((False, [1.0, 2.0]), (True, [-1.0, -2.0])):
+        tx = ol.masked(ol.scale(-1.0), Module(flag))
+        u, _ = tx.update(module, tx.init(module))
+        np.testing.assert_array_equal(u.w, expected)
+    tx = ol.multi_transform({"a": ol.scale(-1.0)}, Module("a"))
+    u, _ = tx.update(module, tx.init(module))
+    np.testing.assert_array_equal(u.w, [-1.0, -2.0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ol.sgd(0.1, momentum=0.9),
+    lambda: ol.adam(0.1),
+    lambda: ol.chain(ol.clip_by_global_norm(1.0), ol.adam(0.1)),
+    lambda: ol.masked(ol.adam(0.1), {"enc": {"w": True, "b": False}, "head": True, "frozen": None}),
+    lambda: ol.multi_transform({"a": ol.adam(0.1), "s": ol.sgd(0.1, momentum=0.9)},
+                               lambda p: jax.tree.map(lambda x: "a" if x.ndim > 1 else "s", p)),
+    lambda: ol.inject_hyperparams(ol.adam)(lr=0.1),
+    lambda: ol.MultiSteps(ol.adam(0.1), 2).gradient_transformation(),
+])
+def test_optax_tree_map_params_reads_the_state(make):
+    """optax.tree.map_params (e.g. to build a state's sharding specs from the params') maps the
+    params-shaped buffers and leaves per-param counters (one node for all leaves) alone."""
+    import optax
+
+    tx, p = make(), params()
+    state = tx.init(p)
+    _, state = tx.update(grads(p), state, p)
+    doubled = optax.tree.map_params(tx, lambda x: 2 * x if x.ndim else x, state)
+    assert jax.tree.structure(doubled) == jax.tree.structure(state)
+    for old, new in zip(jax.tree.leaves(state), jax.tree.leaves(doubled)):
+        np.testing.assert_array_equal(new, 2 * old if old.ndim else old)
+    # Every params-shaped part matches the params' tree, nothing else is taken for one. A None
+    # (a leaf without state: masked out, frozen, AMSGrad's unused buffer) is optax's MaskedNode:
+    # `is_leaf` makes it a leaf for the extra trees, as optax's masked tests do.
+    specs = optax.tree.map_params(tx, lambda x, spec: None if x is None else spec, state,
+                                  jax.tree.map(lambda x: x.ndim, p), transform_non_params=lambda _: None,
+                                  is_leaf=lambda x: x is None)
+    assert set(jax.tree.leaves(specs)) <= {1, 2}

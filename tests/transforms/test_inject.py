@@ -92,3 +92,57 @@ def test_split_arguments_is_shared_by_inject_and_the_adapter():
     numbers, _, _ = hyperparams.split_arguments(ol.adam, arguments, arrays="one")
     assert list(numbers) == ["betas", "eps", "weight_decay"]
     assert optim.Adam([jnp.ones(2)], lr=jnp.asarray([0.01]))._hyper_names == ("lr", "betas", "eps", "weight_decay")
+
+
+# ------------------------------------------------- arguments without a default (issue 28.3)
+@pytest.mark.parametrize("factory, value, name", [
+    (ol.clip_by_global_norm, 0.1, "max_norm"),
+    (ol.scale, 0.5, "step_size"),
+    (ol.trace, 0.9, "momentum"),
+])
+def test_a_number_for_an_argument_without_default_is_injected(factory, value, name):
+    tx = ol.inject_hyperparams(factory)(value)
+    state = tx.init({"w": jnp.ones(3)})
+    assert set(state.hyperparams) >= {name}
+    assert state.hyperparams[name].dtype == jnp.float32
+    np.testing.assert_allclose(state.hyperparams[name], value)
+
+
+def test_an_injected_argument_without_default_can_be_edited():
+    tx = ol.inject_hyperparams(ol.clip_by_global_norm)(0.1)
+    p = jnp.zeros((3, 5, 7))
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    for max_norm in (0, 1, 2.5):  # an int written into the float slot is not truncated
+        state.hyperparams["max_norm"] = max_norm
+        u, state = update(jnp.ones_like(p), state)
+        np.testing.assert_allclose(jnp.linalg.norm(u.ravel()), max_norm, rtol=1e-5)
+    tx = ol.inject_hyperparams(ol.scale)(2.0)
+    state = tx.init(jnp.ones(2))
+    state.hyperparams["step_size"] = -3.0
+    u, _ = tx.update(jnp.ones(2), state)
+    np.testing.assert_allclose(u, [-3.0, -3.0])
+
+
+def test_arguments_without_default_that_are_not_numbers_stay_static():
+    def noise(key, scale, flag):
+        assert isinstance(flag, bool) and not isinstance(key, jax.core.Tracer)
+        return ol.scale(scale)
+
+    tx = ol.inject_hyperparams(noise)(jax.random.key(0), 1e-3, True)
+    state = jax.jit(tx.init)(jnp.ones(2))
+    assert set(state.hyperparams) == {"scale"}  # a PRNG key is not a number, a bool a flag
+    jax.jit(tx.update)(jnp.ones(2), state)
+
+
+@pytest.mark.parametrize("static_args", ["momentum", ["momentum"]])
+def test_static_args_is_a_name_or_names(static_args):
+    tx = ol.inject_hyperparams(ol.sgd, static_args=static_args)(lr=0.1, momentum=0.9)
+    state = tx.init({"w": jnp.ones(2)})
+    assert "momentum" not in state.hyperparams and "lr" in state.hyperparams
+
+
+@pytest.mark.parametrize("static_args", ["learning_rate", ["lr", "mask"]])
+def test_static_args_must_name_arguments_of_the_factory(static_args):
+    with pytest.raises(ValueError, match="static_args must name arguments of sgd"):
+        ol.inject_hyperparams(ol.sgd, static_args=static_args)

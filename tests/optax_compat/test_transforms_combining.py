@@ -1,0 +1,5 @@
+"""optax 0.2.8's optax/transforms/_combining_test.py, run against optax_like (shim.py)."""
+
+from tests.optax_compat import shim
+
+shim.load("transforms/_combining_test.py", globals())
