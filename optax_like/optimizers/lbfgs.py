@@ -10,7 +10,7 @@ so the step jits into a single XLA computation; the history lives in preallocate
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,10 @@ _C1 = 1e-4
 _C2 = 0.9
 
 
+# a state entry: on the device, or on the host (a state loaded from torch is built there)
+StateArray = Union[jax.Array, np.ndarray]
+
+
 class LBFGSState(NamedTuple):
     """torch's `optimizer.state[params[0]]` for LBFGS, preallocated (torch's names).
 
@@ -61,20 +65,20 @@ class LBFGSState(NamedTuple):
     update (the value torch's `step(closure)` returns).
     """
 
-    func_evals: jax.Array  # int32, total closure evaluations
-    n_iter: jax.Array  # int32, total iterations
-    d: jax.Array  # (n,) last search direction
-    t: jax.Array  # last step size
-    old_dirs: jax.Array  # (history_size, n): y = g_{k+1} - g_k
-    old_stps: jax.Array  # (history_size, n): s = t d
-    ro: jax.Array  # (history_size,): 1 / (y . s)
-    H_diag: jax.Array  # initial inverse-Hessian scale y.s / y.y
-    prev_flat_grad: jax.Array  # (n,)
-    prev_loss: jax.Array
-    al: jax.Array  # (history_size,)
-    history_start: jax.Array  # int32: ring-buffer row of the oldest entry
-    history_len: jax.Array  # int32: len(old_dirs)
-    orig_loss: jax.Array  # loss at the start of the latest step
+    func_evals: StateArray  # int32, total closure evaluations
+    n_iter: StateArray  # int32, total iterations
+    d: StateArray  # (n,) last search direction
+    t: StateArray  # last step size
+    old_dirs: StateArray  # (history_size, n): y = g_{k+1} - g_k
+    old_stps: StateArray  # (history_size, n): s = t d
+    ro: StateArray  # (history_size,): 1 / (y . s)
+    H_diag: StateArray  # initial inverse-Hessian scale y.s / y.y
+    prev_flat_grad: StateArray  # (n,)
+    prev_loss: StateArray
+    al: StateArray  # (history_size,)
+    history_start: StateArray  # int32: ring-buffer row of the oldest entry
+    history_len: StateArray  # int32: len(old_dirs)
+    orig_loss: StateArray  # loss at the start of the latest step
 
 
 # torch's state keys, in the order torch's step writes them (`al` is created lazily).
@@ -503,7 +507,8 @@ def lbfgs(
             orig_loss=jnp.zeros((), dtype),
         )
 
-    def update(grads, state, params=None, *, value_fn: Callable = None, value=None, **fn_kwargs):
+    def update(updates, state, params=None, *, value_fn: Optional[Callable] = None, value=None, **fn_kwargs):
+        grads = updates  # (the protocol's name; torch's first closure evaluation)
         if params is None:
             raise ValueError("lbfgs needs params: update(grads, state, params, value_fn=...).")
         if value_fn is None or not callable(value_fn):
@@ -551,7 +556,7 @@ def lbfgs(
 
         ls0 = strong_wolfe_init(jnp.zeros((), dtype), jnp.zeros((n,), dtype), 0.0,
                                 jnp.zeros((n,), dtype), 0.0, 0)
-        c = dict(
+        c: dict[str, Any] = dict(
             x=x0, f=jnp.zeros((), dtype), g=jnp.zeros((n,), dtype),
             d=state.d, t=state.t, H_diag=state.H_diag,
             prev_g=state.prev_flat_grad, prev_loss=state.prev_loss,
@@ -669,7 +674,7 @@ def lbfgs(
             c = lax.cond(c["iter_done"], end_checks, lambda c: c, c)
             return lax.cond(c["need_start"], start_iteration, lambda c: c, c)
 
-        def body(c):
+        def body(c: dict[str, Any]) -> dict[str, Any]:
             c = dict(c, iter_done=jnp.zeros((), bool), need_start=jnp.zeros((), bool))
             if use_ls:
                 point = jnp.where(c["mode"] == LINE_SEARCH, c["x"] + c["ls"].t * c["d"], c["x"])
@@ -688,7 +693,7 @@ def lbfgs(
             c = dict(c, mode=jnp.asarray(INIT, jnp.int32))
             c = advance(c)
 
-        c = lax.while_loop(lambda c: ~c["finished"], body, c)
+        c = lax.while_loop(lambda c: ~c["finished"], body, c)  # type: dict[str, Any]
 
         delta = c["x"] - x0
         updates = unflatten(delta)

@@ -45,9 +45,9 @@ def mars(
         raise AssertionError("MARS type not supported")
     for value, name in ((weight_decay, "weight_decay"), (gamma, "gamma"), (lr_1d_factor, "lr_1d_factor")):
         v.check_hyperparam(value, name)
-    betas_1d = betas_1d or betas
-    v.check_pair(betas_1d, "betas_1d", "(beta1, beta2)")
+    pair_1d = betas_1d or betas
+    v.check_pair(pair_1d, "betas_1d", "(beta1, beta2)")
     return chain(
-        scale_by_mars(lr, betas[0], betas[1], eps, weight_decay, gamma, lr_1d_factor, betas_1d[0], betas_1d[1],
+        scale_by_mars(lr, betas[0], betas[1], eps, weight_decay, gamma, lr_1d_factor, pair_1d[0], pair_1d[1],
                       mars_type=mars_type, optimize_1d=optimize_1d, caution=caution),
     )

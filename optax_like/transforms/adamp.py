@@ -4,7 +4,7 @@ loses its radial component on scale-invariant weights."""
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -104,7 +104,7 @@ def scale_by_adamp(
     nesterov, caution = bool(nesterov), bool(caution)
     # timm decays where weight_decay > 0 (a negative one: not at all)
     decays = validation.maybe_nonzero(weight_decay) and not (
-        numerics.is_host_scalar(weight_decay) and float(weight_decay) <= 0)
+        numerics.is_host_scalar(weight_decay) and float(cast(float, weight_decay)) <= 0)
 
     def init(params):
         if caution:

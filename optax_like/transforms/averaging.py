@@ -129,8 +129,10 @@ def averaged_params(avg_fn: Callable | None = None, multi_avg_fn: Callable | Non
     if multi_avg_fn is None:
         single = avg_fn if avg_fn is not None else swa_avg()
 
-        def multi_avg_fn(averaged, current, n):
+        def per_leaf(averaged, current, n):
             return [single(a, c, n) for a, c in zip(averaged, current, strict=True)]
+
+        multi_avg_fn = per_leaf
 
     def init(params) -> AveragedParamsState:
         averaged = jax.tree.map(lambda p: jnp.array(p, copy=True), params)

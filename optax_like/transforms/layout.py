@@ -250,6 +250,7 @@ def grouped(tx: GradientTransformation, layout: GroupedLayout | None = None) -> 
                     outs_s.append(s)
                     continue
                 if u is None:  # a stack without gradient: keep its per-parameter state only
+                    assert p is not None  # (both None: handled above)
                     _, ns = run(jnp.zeros_like(p), s, p, extra_args)
                     mask = np.zeros(jnp.shape(p)[0], bool)
                     outs_u.append(None)

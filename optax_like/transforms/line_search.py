@@ -25,7 +25,7 @@ computed from it such as `min_step = 1.01`), torch's float64 value is rounded he
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -298,7 +298,7 @@ def _zoom_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1, c2, tolerance_c
     return _zoom_decide(s, tolerance_change)
 
 
-def strong_wolfe_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1=1e-4, c2=0.9, tolerance_change=1e-9):
+def strong_wolfe_absorb(s: StrongWolfeState, f_new, g_new, gtd_new, c1=1e-4, c2=0.9, tolerance_change: Any = 1e-9):
     """Consumes the evaluation at `x + s.t * d`; names the next trial or sets `finished`."""
     dtype = s.g.dtype
     f_new = jnp.asarray(f_new, dtype)

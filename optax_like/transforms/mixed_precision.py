@@ -32,11 +32,12 @@ stochastic rounding (`bf16_stochastic_round`), reproducible from a PRNG key.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import core as jax_core
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
@@ -80,7 +81,7 @@ def _is_number(x: Any) -> bool:
 def check_scale(value: Any, name: str = "init_scale") -> None:
     """A scale is a finite positive number (torch does not check; a zero, negative, inf or nan
     scale makes every later step skip or corrupt the params). Traced values pass."""
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax_core.Tracer):
         return
     if not _is_number(value) and not (hasattr(value, "shape") and np.size(value) == 1):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -97,7 +98,7 @@ def check_loss_scale_args(init_scale: Any = 2.0**16, growth_factor: Any = 2.0, b
     not a positive integer. Traced values are not checked."""
     check_scale(init_scale, "init_scale")
     for name, value in (("growth_factor", growth_factor), ("backoff_factor", backoff_factor)):
-        if not isinstance(value, jax.core.Tracer) and not _is_number(value):
+        if not isinstance(value, jax_core.Tracer) and not _is_number(value):
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     if _is_number(growth_factor):
         if growth_factor <= 1.0:
@@ -109,7 +110,7 @@ def check_loss_scale_args(init_scale: Any = 2.0**16, growth_factor: Any = 2.0, b
             raise AssertionError("The backoff factor must be < 1.0.")  # torch's
         if not backoff_factor > 0.0:
             raise ValueError(f"backoff_factor must be in (0, 1), got {backoff_factor}")
-    if not isinstance(growth_interval, jax.core.Tracer):
+    if not isinstance(growth_interval, jax_core.Tracer):
         if not isinstance(growth_interval, (int, np.integer)) or isinstance(growth_interval, bool):
             raise TypeError(f"growth_interval must be an int, got {type(growth_interval).__name__} {growth_interval!r}")
         if growth_interval < 1:
@@ -378,5 +379,5 @@ def apply_updates_stochastic(params: Any, updates: Any, key: jax.Array) -> Any:
         if p is not None and u is not None and jnp.result_type(p) == jnp.dtype(jnp.bfloat16):
             out.append(stochastic_round(jnp.asarray(p).astype(jnp.float32) + jnp.asarray(u).astype(jnp.float32), k))
         else:
-            out.append(apply_updates(p, u))
+            out.append(apply_updates(cast(Any, p), cast(Any, u)))  # (either may be None)
     return treedef.unflatten(out)

@@ -112,7 +112,7 @@ def zeropower_via_newtonschulz(
         x = jax.lax.fori_loop(0, jnp.asarray(ns_steps, jnp.int32), iteration, x)
     if transpose:
         x = x.T
-    return x
+    return jnp.asarray(x)
 
 
 def adjust_lr_ratio(adjust_lr_fn: Optional[str], shape) -> float:

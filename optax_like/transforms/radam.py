@@ -130,9 +130,9 @@ def radam_first_rectified_step(beta2: Any, inclusive: bool = False) -> int | Non
         return None
 
     def rectified(step: int) -> bool:
-        step = float(step)
-        bias_correction2 = 1 - b**step
-        rho_t = rho_inf - 2 * step * (b**step) / bias_correction2
+        t = float(step)
+        bias_correction2 = 1 - b**t
+        rho_t = rho_inf - 2 * t * (b**t) / bias_correction2
         return rho_t >= RECTIFY_THRESHOLD if inclusive else rho_t > RECTIFY_THRESHOLD
 
     limit = int(np.iinfo(np.int32).max)

@@ -85,13 +85,11 @@ def refuse_sparse_weight_decay(weight_decay: Any, message: str) -> None:
     concrete zero passes."""
     value = v.concrete_value(weight_decay)
     if value is None and v.maybe_nonzero(weight_decay):
-        error = RuntimeError(message)
-        error.add_note(
-            "weight_decay is a traced value or a schedule here, so it may be nonzero: give it as a "
-            "Python number (e.g. inject_hyperparams(..., static_args=('weight_decay',))) to step "
-            "with sparse gradients."
-        )
-        raise error
+        # (the hint joins the message: BaseException.add_note is Python >= 3.11)
+        raise RuntimeError(
+            f"{message}\nweight_decay is a traced value or a schedule here, so it may be nonzero: give it "
+            "as a Python number (e.g. inject_hyperparams(..., static_args=('weight_decay',))) to step "
+            "with sparse gradients.")
     if value:
         raise RuntimeError(message)
 
