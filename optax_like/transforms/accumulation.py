@@ -115,7 +115,7 @@ class MultiSteps:
             skip_state=skip_state,
         )
 
-    def update(self, updates, state: MultiStepsState, params=None, **extra_args):
+    def update(self, updates, state, params=None, **extra_args) -> tuple[Any, Any]:  # state: MultiStepsState
         if self._should_skip_update_fn is None:
             return self._accumulate(updates, state, params, **extra_args)
         should_skip, skip_state = self._should_skip_update_fn(updates, state.gradient_step, params)

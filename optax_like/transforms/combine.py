@@ -7,7 +7,7 @@ leaf costs no memory and a param group's state holds exactly its own params.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Union, cast
 
 import jax
 
@@ -61,12 +61,12 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
         raise ValueError(f"named_chain names must be unique, got {names}.")
     inner = chain(*(t for _, t in transforms))
 
-    def init(params):
-        return dict(zip(names, inner.init(params)))
+    def init(params) -> Any:
+        return dict(zip(names, cast(tuple, inner.init(params))))
 
-    def update(updates, state, params=None, **extra_args):
+    def update(updates, state, params=None, **extra_args) -> tuple[Any, Any]:
         updates, new = inner.update(updates, tuple(state[n] for n in names), params, **extra_args)
-        return updates, dict(zip(names, new))
+        return updates, dict(zip(names, cast(tuple, new)))
 
     return GradientTransformationExtraArgs(init, update)
 

@@ -7,6 +7,7 @@ import inspect
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
+from jax import core as jax_core
 import jax.numpy as jnp
 
 from optax_like.core import hyperparams, numerics
@@ -37,7 +38,7 @@ def _normalize(value: Any, like: Any, name: str = "hyperparameter") -> Any:
         return tuple(_normalize(v, l, name) for v, l in zip(value, like))
     if callable(value) and not isinstance(value, jax.Array):
         raise TypeError(f"{name}: a hyperparameter injected as a value cannot be replaced by a schedule.")
-    if isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax_core.Tracer):
         return value.astype(like.dtype) if value.dtype != like.dtype else value
     if not isinstance(value, jax.Array):
         hyperparams.as_number(value, name)  # a TypeError naming it for strings, None, ...
@@ -53,8 +54,8 @@ def _place_like(value: Any, like: Any) -> Any:
         return tuple(_place_like(v, l) for v, l in zip(value, like))
     if (
         isinstance(like, jax.Array)
-        and not isinstance(like, jax.core.Tracer)
-        and not isinstance(value, jax.core.Tracer)
+        and not isinstance(like, jax_core.Tracer)
+        and not isinstance(value, jax_core.Tracer)
         and getattr(like, "_committed", False)
     ):
         return jax.device_put(value, like.sharding)
