@@ -8,7 +8,7 @@ while tracing (once per params structure, cached), and the jitted step is exactl
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Hashable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -101,7 +101,7 @@ def plan_transform(p: Plan) -> GradientTransformationExtraArgs:
     optimizer with its hyperparameters; lr times `lr_scale`) and `freeze()` for frozen params.
     Params are matched to groups by name (key path), so `init`/`update` take any pytree whose
     names are the plan's."""
-    transforms = {group.label: group_transform(p, group) for group in p.groups}
+    transforms: dict[Hashable, GradientTransformation] = {group.label: group_transform(p, group) for group in p.groups}
     if p.frozen:
         transforms[FROZEN] = freeze()
     label_of = p.label_of()

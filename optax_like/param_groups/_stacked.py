@@ -27,7 +27,7 @@ model's); the numbers are the same.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Collection, Mapping, Optional, Sequence
+from typing import Any, Callable, Collection, Hashable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -290,6 +290,7 @@ def _layer_stack(p: Plan, groups: Sequence[Optional[Group]]):
 
     if any(g is None for g in groups):
         return "frozen" if all(g is None for g in groups) else None
+    groups = [g for g in groups if g is not None]  # (all of them)
     if len({g.optimizer for g in groups}) != 1 or len({tuple(sorted(g.hyperparameters)) for g in groups}) != 1:
         return None
     factory = _factory(p.optimizers[groups[0].optimizer][0])
@@ -323,7 +324,7 @@ def stacked_transform(p: Plan, params: Any, stacked: Collection[str]) -> Gradien
     from optax_like.transforms.combine import multi_transform
 
     group_of = {name: group for group in p.groups for name in group.names}
-    transforms: dict[str, Any] = {}
+    transforms: dict[Hashable, Any] = {}
     label_of: dict[str, str] = {}
     merged: dict[Any, str] = {}
     for name, leaf in named_leaves(params):
