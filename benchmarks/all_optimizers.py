@@ -121,7 +121,7 @@ def build(name, shapes, impl):
         return JaxStep(info.factory(**kwargs), ol.apply_updates, params, grads)
     if impl == "optax":
         return JaxStep(eval(info.optax.format(lr=kwargs["lr"]), {"optax": optax}), optax.apply_updates, params, grads)
-    return TorchStep(info.reference_class(), kwargs, shapes, sparse_rows, fused=(impl == "torch-fused"))
+    return TorchStep(info.new_reference, kwargs, shapes, sparse_rows, fused=(impl == "torch-fused"))
 
 
 def main(argv=None):

@@ -453,11 +453,11 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
     for lib, (lowered, compiled, tx) in last.items():
         runs[lib] = JaxRun(compiled, tx, host_params, grads, device)
     if with_adapter:
-        runs["adapter"] = AdapterRun(info.adapter_class(), torch_kwargs, host_params, grads, device)
+        runs["adapter"] = AdapterRun(info.new_adapter, torch_kwargs, host_params, grads, device)
     kinds = ["foreach", "fused"] if has_fused else ["default"]
     for kind in kinds:
         try:
-            runs[f"torch-{kind}"] = TorchRun(info.reference_class(), torch_kwargs, host_params, host_grads, kind)
+            runs[f"torch-{kind}"] = TorchRun(info.new_reference, torch_kwargs, host_params, host_grads, kind)
         except Exception as error:  # a kernel torch lacks on this machine: the row says so
             row["note"] = f"{row['note']}; torch {kind}: {type(error).__name__}".strip("; ")
     runs["copy"] = CopyRun(n_params, device)
@@ -596,7 +596,7 @@ def gpu_section(args, shape_names, gpus=None, torch_cuda=None, min_params=1e8, q
                     _, _, compiled, tx = fresh_compile(factory, apply, shapes, gpus[0])
                     runs[lib] = JaxRun(compiled, tx, host_params, grads, gpus[0])
             if torch_cuda:
-                runs["torch-fused"] = TorchRun(info.reference_class(), torch_kwargs, host_params, host_grads, "fused",
+                runs["torch-fused"] = TorchRun(info.new_reference, torch_kwargs, host_params, host_grads, "fused",
                                                "cuda")
             ms = round_robin(runs, max(args.reps, 20))
             pct = []

@@ -87,6 +87,18 @@ class OptimizerInfo:
     optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
     none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
     bound). deviations: known differences from the reference, each with its reason.
+    slow: the default test run takes only the record's example against the reference (float64
+    parity in both views, tests/parity/test_optim_db.py; the class's state_dict and checkpoints
+    both ways, tests/optim/test_classes_parity.py); every other generic case of the record is
+    `slow` (a reference that compiles per configuration: torchao's torch.compile).
+    known_failures: tests/parity/test_optim_db.py cases (`<config or variant>-<dtype>-<view>`)
+    that fail by one of the record's deviations -> the reason (strict xfails).
+    complex_refused_here: our own refusal (the TypeError's message, raised at `init`) where the
+    reference takes complex params without supporting them (torchao's `p.float()` drops the
+    imaginary part): a deviation; the generic test checks both sides.
+    before_step: methods the reference needs called on a new instance before it steps
+    (schedulefree's `train()`); the adapter class keeps that contract, so the generic suites
+    build both through `new_reference` / `new_adapter`, which call them.
     """
 
     name: str
@@ -115,9 +127,13 @@ class OptimizerInfo:
     moved_per_param: int = 5
     deviations: tuple = ()
     extra_functions: tuple = ()
+    before_step: tuple = ()
+    complex_refused_here: str = ""
+    slow: bool = False
+    known_failures: Mapping = dataclasses.field(default_factory=_frozen)
 
     def __post_init__(self):
-        for field in ("example", "full", "valid", "flags", "variants", "adapter"):
+        for field in ("example", "full", "valid", "flags", "variants", "adapter", "known_failures"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
         if self.layout not in ("any", "matrix", "sparse"):
             raise ValueError(f"{self.name}: layout must be 'any', 'matrix' or 'sparse', got {self.layout!r}")
@@ -132,6 +148,20 @@ class OptimizerInfo:
         from optax_like import optim
 
         return getattr(optim, self.cls)
+
+    def new_reference(self, params, **kwargs):
+        """A reference optimizer over `params`, ready to step (`before_step` called)."""
+        optimizer = self.reference_class()(params, **kwargs)
+        for method in self.before_step:
+            getattr(optimizer, method)()
+        return optimizer
+
+    def new_adapter(self, params, **kwargs):
+        """An adapter-class optimizer over `params`, ready to step (`before_step` called)."""
+        optimizer = self.adapter_class()(params, **kwargs)
+        for method in self.before_step:
+            getattr(optimizer, method)()
+        return optimizer
 
     def refuses_complex(self, kwargs: Mapping) -> bool:
         """Whether the reference refuses complex params in the configuration `kwargs` (arguments
@@ -164,7 +194,7 @@ def import_reference_module(module: str):
     normally (timm.optim.lion needs only torch)."""
     if module.startswith("timm.") and "timm" not in sys.modules:
         spec = importlib.util.find_spec("timm")
-        if spec is None:
+        if spec is None or spec.submodule_search_locations is None:
             raise ModuleNotFoundError("No module named 'timm' (pip install --no-deps timm==1.0.31)")
         root = list(spec.submodule_search_locations)
         for package, path in (("timm", root), ("timm.optim", [f"{root[0]}/optim"])):
@@ -187,6 +217,70 @@ _BAD_EPS = dict(eps=-1e-8)
 _BAD_BETAS = (dict(betas=(0.5, 1.0)), dict(betas=(-0.1, 0.5)))
 _BAD_WD = dict(weight_decay=-1e-3)
 _BAD_LR = dict(lr=-0.5)
+
+# torchao 0.18's low-bit Adam family (torchao.optim, optax_like/optimizers/quantized_adam.py).
+# Shapes: (64, 64) has 4096 values, the least torchao quantizes, in blocks of 256 and 128; the
+# others keep plain moments.
+_TORCHAO_DEVIATIONS = (
+    "amsgrad=True: torchao 0.18 raises at the first step on a quantized state (torch.maximum has no "
+    "kernel for its subclasses); here the max of the dequantized exp_avg_sq is kept, quantized with the "
+    "unsigned map (small params: torchao's own float path, same numbers).",
+    "Complex params are refused at init (TypeError, `complex_refused_here`); torchao casts them to real "
+    "(`p.float()` drops the imaginary part, with a warning) and writes the real result back.",
+    "bf16_stochastic_round=True with a bfloat16 param raises NotImplementedError at init (torchao draws "
+    "torch's random numbers); `optax_like.apply_updates_stochastic` is the reproducible form.",
+    "block_size must be a positive int (torchao fails at the first step for 0, later for the rest); 4-bit: "
+    "a quantized param with an odd number of values is refused at init (torchao fails at its first step).",
+    "block_size and bf16_stochastic_round are param-group entries here (torchao: optimizer attributes, "
+    "not in param_groups), so a group may have its own block size.",
+    "The step is emitted as the change `p_new - p` of torchao's float32 step (float64 params get its float32 "
+    "value, 16-bit ones its rounding, as `p.copy_(p_f32)`), which `apply_updates` adds back: exact unless "
+    "p_new and p are more than a factor 2 apart (then within an ulp of p_new).",
+    "inject_hyperparams in float32 traces betas as float32 arrays, so `1 - beta2` is float32's (torchao: "
+    "Python's float64 with a float32 `beta2 ** step`): steps differ by ~6.5e-6 relative at beta2=0.999 (the "
+    "adapter passes host-computed `1 - beta`: exact).",
+    "A 0-d float64 param steps here; torchao 0.18's compiled step (torch 2.13 inductor, CPU) leaves it and its "
+    "state unchanged (its eager step, `torch.compile` off, updates it as here).",
+)
+
+
+def _torchao_adam(name: str, cls: str, summary: str) -> OptimizerInfo:
+    return OptimizerInfo(
+        name, cls, f"torchao.optim.{cls}", summary,
+        example=dict(lr=1e-2, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)),
+                   eps=Interval(1e-8, 1e-3), weight_decay=Interval(1e-4, 0.1, or_zero=True)),
+        variants=dict(no_decay=dict(weight_decay=0.0, betas=(0.8, 0.99)),
+                      plain=dict(block_size=96)),  # 4096 % 96 != 0: every moment stays float
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS),
+        # no 0-d param: torchao's compiled step leaves a 0-d float64 param and its state unchanged
+        # (eager torchao steps it as here; deviations)
+        complex=False, shapes=((64, 64), (5,), (4, 3)),
+        # torchao's compiled step against its own eager one (torch.compile off): <= 1.12e-7 relative
+        # (floor 1) over 20 steps in every configuration here; ours against the compiled one: the
+        # same, in both dtypes (the codes are its eager step's). Bound: 4 float32 ulps of |p| ~ 2
+        # (both dtypes: float64 params step in float32, as torchao's).
+        rtol32=5e-7,
+        optax="optax.adam({lr}, mu_dtype='bfloat16')", optax_note="bfloat16 first moment, no quantization",
+        moved_per_param=4, deviations=_TORCHAO_DEVIATIONS,
+        complex_refused_here="quantized Adam states: complex params are not supported (torchao casts them to real, dropping the imaginary part)",
+        slow=True,  # torchao compiles a step per param shape and configuration: the default run takes the example
+        known_failures={"injected-float32-functional": (
+            "inject_hyperparams in float32 traces betas as float32 arrays: `1 - beta2` is float32's, torchao's "
+            "Python's float64 (measured: 5.3e-7 relative after 8 steps, and a moved code: 4.5e-5; deviations)")},
+    )
+
+
+# schedulefree's classes (optim/schedule_free.py)
+_SCHEDULE_FREE_DEVIATIONS = (
+    "Class `defaults` hold the constructor's arguments; schedulefree's also list its group entries (`k`, "
+    "`train_mode`, `weight_sum`, `lr_max`, `scheduled_lr`), which here are the groups' entries, as there.",
+    "A live group's `k`, `weight_sum`, `lr_max`, `scheduled_lr` are device scalars after a step (no host sync; "
+    "a float's float32 high word without x64); `state_dict()` has schedulefree's exact Python values.",
+    "Without x64 the class's traced hyperparameters are float32 (lr rounded before schedulefree's float64 "
+    "scalar math): params within a few float32 ulps of schedulefree's, not bit for bit (the factory with host "
+    "floats keeps the float64 math).",
+)
 
 _RECORDS = [
     OptimizerInfo(
@@ -592,6 +686,59 @@ _RECORDS = [
         optax=None, moved_per_param=7,
         deviations=("An empty matrix param (a zero-size dimension) steps as a vector here; timm's projection "
                     "raises on it (ZeroDivisionError for delta / sqrt(0), or max() of an empty tensor).",),
+    ),
+    _torchao_adam("adam8bit", "Adam8bit", "8-bit dynamic-map moments in blocks of 256; coupled decay"),
+    _torchao_adam("adamw8bit", "AdamW8bit", "8-bit dynamic-map moments in blocks of 256; decoupled decay"),
+    _torchao_adam("adam4bit", "Adam4bit", "4-bit moments (two codes a byte) in blocks of 128; coupled decay"),
+    _torchao_adam("adamw4bit", "AdamW4bit", "4-bit moments (two codes a byte) in blocks of 128; decoupled decay"),
+    _torchao_adam("adam_fp8", "AdamFp8", "float8_e4m3fn moments in blocks of 256; coupled decay"),
+    _torchao_adam("adamw_fp8", "AdamWFp8", "float8_e4m3fn moments in blocks of 256; decoupled decay"),
+    OptimizerInfo(
+        "schedule_free_adamw", "AdamWScheduleFree", "schedulefree.AdamWScheduleFree",
+        "Schedule-Free AdamW: steps at y, evaluates at x (the class's `train()`/`eval()`); linear `warmup_steps`, weights `(k+1)^r lr_max^weight_lr_power`; `k`, `weight_sum`, `lr_max` in `param_groups`",
+        example=dict(lr=0.01, warmup_steps=5, r=0.5, weight_decay=0.01),
+        # eps >= 1e-6: schedulefree rounds every step of `sqrt(v / bc2) + eps` to a float16 param's
+        # dtype, where eps < 6e-8 vanishes (0 / 0 at a zero gradient) and g / eps overflows for a
+        # gradient whose v underflows (|g| < 8e-3 at beta2 = 0.999) unless eps >= 1.2e-7.
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.5, 0.99), Interval(0.5, 0.999)),
+                   eps=Interval(1e-6, 1e-3), warmup_steps=Interval(1.0, 10.0, or_zero=True), **_WD),
+        variants=dict(unweighted=dict(weight_lr_power=0.0, r=0.0, warmup_steps=0, weight_decay=0.1, betas=(0.8, 0.99))),
+        # r, weight_lr_power: compile-time, so the averaging weights are schedulefree's float64 host math
+        adapter=dict(static=("r", "weight_lr_power")),
+        # optim/schedule_free.py: train()/eval(), group entries; slow: each configuration compiles its
+        # double-float (float64 host math) step, ~1-2 s: the default run takes the example's parity
+        # layers_vectorised=False: with a per-layer lr, the vmapped double-float scalar math rounds
+        # a few elements an ulp apart from the slices' (measured)
+        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
+        optax="optax.contrib.schedule_free_adamw({lr})", moved_per_param=7,
+        extra_functions=("schedule_free_eval_params", "schedule_free_train_params", "schedule_free_wrapper"),
+        deviations=_SCHEDULE_FREE_DEVIATIONS,
+    ),
+    OptimizerInfo(
+        "schedule_free_sgd", "SGDScheduleFree", "schedulefree.SGDScheduleFree",
+        "Schedule-Free SGD: AdamW's recursion without the second moment, `momentum` as beta1",
+        example=dict(lr=0.1, momentum=0.9, warmup_steps=3, r=1.0, weight_decay=1e-3),
+        full=dict(warmup_steps=3),  # a changing lr: weight_lr_power matters
+        valid=dict(lr=Interval(1e-4, 1.0), momentum=Interval(0.1, 0.99), warmup_steps=Interval(1.0, 10.0, or_zero=True), **_WD),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=0.0), dict(momentum=1.0)),
+        adapter=dict(static=("r", "weight_lr_power")),
+        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
+        optax="optax.contrib.schedule_free_sgd({lr})", moved_per_param=5,
+        deviations=_SCHEDULE_FREE_DEVIATIONS,
+    ),
+    OptimizerInfo(
+        "schedule_free_radam", "RAdamScheduleFree", "schedulefree.RAdamScheduleFree",
+        "Schedule-Free RAdam: RAdam's rectification as the warmup; `silent_sgd_phase` (no step while `rho_t <= 4`)",
+        example=dict(lr=0.01, r=0.5, weight_decay=0.01),  # rho_t > 4 from step 6: both phases in 20 steps
+        full=dict(silent_sgd_phase=False),  # steps from the first step
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.5, 0.99), Interval(0.5, 0.999)),
+                   eps=Interval(1e-6, 1e-3), **_WD),  # eps: see schedule_free_adamw
+        flags=dict(silent_sgd_phase=(True, False)),
+        variants=dict(sgd_phase=dict(silent_sgd_phase=False)),
+        adapter=dict(static=("r", "weight_lr_power")),
+        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
+        optax=None, moved_per_param=7,
+        deviations=_SCHEDULE_FREE_DEVIATIONS,
     ),
 ]
 

@@ -44,6 +44,8 @@ from tests.parity.harness import assert_close, jax_grad
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 RECORDS = [info for info in registry.OPTIMIZERS.values() if not info.closure]
+# a record marked `slow` (registry: its example's parity is the default run's) runs here under `slow`
+RECORD_PARAMS = [pytest.param(info, id=info.name, marks=(pytest.mark.slow,) if info.slow else ()) for info in RECORDS]
 COMPLEX_STEPS = 10
 LOW_PRECISION_STEPS = 12  # RAdam's example (betas (0.9, 0.7)) is rectified from step 10
 # ulps of the params' dtype at max(|reference|, 1) (see _assert_within_ulps). torch rounds every
@@ -119,7 +121,7 @@ def _numpy(t, dtype=None):
 def reference_run(info, kwargs, init, grads):
     """The reference's params after each step (NumPy, the params' dtype) and its state."""
     params = [_torch(p).requires_grad_() for p in init]
-    opt = info.reference_class()(params, **_reference_kwargs(info, kwargs))
+    opt = info.new_reference(params, **_reference_kwargs(info, kwargs))
     trajectory = []
     for step in grads:
         for p, g in zip(params, step):
@@ -138,7 +140,7 @@ def our_run(view, info, kwargs, init, grads):
     view, and the class's `state_dict()["state"]` at the end (None for the functional view)."""
     params, trajectory = [jnp.asarray(p) for p in init], []
     if view == "class":
-        opt = info.adapter_class()(params, **kwargs)
+        opt = info.new_adapter(params, **kwargs)
         for g in grads:
             opt.zero_grad()
             opt.backward(_grads(info, g))
@@ -160,7 +162,8 @@ def our_run(view, info, kwargs, init, grads):
 
 
 # ------------------------------------------------------------------------------- complex params
-COMPLEX_CASES = [pytest.param(info, config, view, id=f"{info.name}-{config}-{view}") for info in RECORDS
+COMPLEX_CASES = [pytest.param(info, config, view, id=f"{info.name}-{config}-{view}",
+                              marks=(pytest.mark.slow,) if info.slow else ()) for info in RECORDS
                  for config, kwargs in _configs(info).items() if not info.refuses_complex(kwargs)
                  for view in ("functional", "class")]
 
@@ -193,7 +196,8 @@ def test_complex_params_match_the_reference(info, config, view, x64):
         _assert_state_close(our_state, their_state)
 
 
-REFUSED_CASES = [pytest.param(info, dict(info.example), id=info.name) for info in RECORDS if not info.complex]
+REFUSED_CASES = [pytest.param(info, dict(info.example), id=info.name, marks=(pytest.mark.slow,) if info.slow else ())
+                 for info in RECORDS if not info.complex]
 REFUSED_CASES += [pytest.param(info, {**info.example, **refused}, id=f"{info.name}-{'-'.join(refused)}")
                   for info in RECORDS for refused in info.complex_refused]
 
@@ -202,11 +206,20 @@ REFUSED_CASES += [pytest.param(info, {**info.example, **refused}, id=f"{info.nam
 def test_complex_params_are_refused_like_the_reference(info, kwargs):
     """Records without `complex`, and the configurations a record's `complex_refused` names: the
     reference refuses complex params (constructing, or at the first step) and our `init` raises
-    the same error, word for word."""
+    the same error, word for word. A record's `complex_refused_here`: the reference takes complex
+    params without supporting them (a deviation) and ours raises that TypeError of its own."""
     assert info.refuses_complex(kwargs)
     param = torch.rand(*info.shapes[0], dtype=torch.complex64)
+    if info.complex_refused_here:
+        opt = info.new_reference([param], **_reference_kwargs(info, kwargs))
+        param.grad = torch.rand_like(param)
+        opt.step()  # no error: when the reference starts refusing, its error becomes ours
+        with pytest.raises(TypeError) as ours:
+            info.factory(**kwargs).init([jnp.zeros(info.shapes[0], jnp.complex64)])
+        assert str(ours.value) == info.complex_refused_here
+        return
     with pytest.raises(Exception) as theirs:
-        opt = info.reference_class()([param], **_reference_kwargs(info, kwargs))
+        opt = info.new_reference([param], **_reference_kwargs(info, kwargs))
         param.grad = torch.rand_like(param)
         opt.step()
     with pytest.raises(type(theirs.value)) as ours:
@@ -231,7 +244,7 @@ def _leaf_state(state, key, index):
     return out
 
 
-@pytest.mark.parametrize("info", RECORDS, ids=lambda info: info.name)
+@pytest.mark.parametrize("info", RECORD_PARAMS)
 def test_none_gradient_leaf_is_skipped_with_its_state_untouched(info, x64):
     n = len(info.shapes)
     key, index = f"p{n - 1}", n - 1
@@ -280,7 +293,7 @@ def _assert_within_ulps(mine, reference, dtype, ulps, step):
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
-@pytest.mark.parametrize("info", RECORDS, ids=lambda info: info.name)
+@pytest.mark.parametrize("info", RECORD_PARAMS)
 def test_low_precision_params_keep_their_dtype_and_follow_the_reference(info, dtype):
     init, grads = _problem(info, np.dtype(dtype), LOW_PRECISION_STEPS)
     theirs, _ = reference_run(info, info.example, init, grads)

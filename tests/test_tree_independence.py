@@ -34,7 +34,8 @@ SHAPE, OTHER = (6, 5), (4, 7)  # 2-D: Muon takes matrices only
 STEPS = 3
 # A closure-driven optimizer (LBFGS couples its params through one line search) and sparse
 # gradients (SparseAdam: tested with dense-shaped params in its own suite) are out of scope.
-CASES = [pytest.param(info, desc, id=f"{info.name}-{desc}", marks=() if i == 0 else (pytest.mark.slow,))
+# (every case of a record marked `slow` in the registry runs under `slow`)
+CASES = [pytest.param(info, desc, id=f"{info.name}-{desc}", marks=() if i == 0 and not info.slow else (pytest.mark.slow,))
          for info in registry.OPTIMIZERS.values() if not info.closure and info.layout != "sparse"
          for i, (desc, _) in enumerate(db._configs(info.cls))]
 
@@ -89,7 +90,7 @@ def test_a_leaf_alone_gets_the_bits_it_gets_in_a_tree(info, desc):
 
 
 def _class_run(info, kwargs, params, grads):
-    opt = info.adapter_class()(params, **kwargs)
+    opt = info.new_adapter(params, **kwargs)
     history = []
     for g in grads:
         opt.zero_grad()

@@ -648,7 +648,7 @@ def _snapshot(opt):
 
 
 def _adapter(name):
-    return RECORDS[name].adapter_class()(_tree(), lr=0.01)
+    return RECORDS[name].new_adapter(_tree(), lr=0.01)
 
 
 def _good_grads():

@@ -15,6 +15,14 @@ after its definition, how its fields map to torch's per-param dict:
         internal={"schedule_count": STEPS_TAKEN},
     )
 
+A buffer whose leaves may be block-quantized nodes (torchao's low-bit optimizers keep such a
+param's moments as a tensor subclass: codes, per-block scales, a code table) declares a
+`QuantizedCodec` per field; the state dict then holds a `QuantizedTensor` for each quantized
+leaf (and a plain array for the others):
+
+    declare_torch_state(ScaleByQuantizedAdamState, buffers=("exp_avg", ...),
+                        quantized={"exp_avg": SIGNED_CODEC, "exp_avg_sq": UNSIGNED_CODEC, ...}, ...)
+
 A state that torch keeps as ONE dict under the group's first param (torch's LBFGS: flat vectors
 and history lists over all params) declares that dict's two directions instead of field kinds:
 
@@ -23,6 +31,15 @@ and history lists over all params) declares that dict's two directions instead o
 `export(state) -> dict` (torch's entry, `{}` before the first step) and `load(fresh, entry) ->
 state` (pure: checks every value and raises naming the key). The converter puts the dict under
 the first param, loads it from there, and refuses entries under any other param.
+
+State the reference keeps in its param groups rather than per param (schedulefree's `k`,
+`weight_sum`, `lr_max`: `param_groups[i]['k']`) declares the group's entries:
+
+    declare_torch_state(ScheduleFreeGroup, group=GroupEntries(("k", ...), export, load, view))
+
+`export(state) -> {key: Python value}` (the state dict's group entries), `load(fresh, entries)
+-> state` (pure, checked) and `view(state) -> {key: device scalar}` (the live group's entries
+after a step, read without a host sync). The adapter keeps them in `param_groups` (optim/optimizer.py).
 
 Every field is named exactly once (a typo or a forgotten field fails at import). The adapter's
 `state_dict`/`load_state_dict` (`optax_like.optim._state_dict`) is one converter driven by these
@@ -43,7 +60,10 @@ import numpy as np
 __all__ = [
     "FLOAT",
     "FLOAT32",
+    "GroupEntries",
     "INT_STEP",
+    "QuantizedCodec",
+    "QuantizedTensor",
     "STARTED",
     "STEP",
     "STEPS_TAKEN",
@@ -65,6 +85,23 @@ SCALAR_KINDS = (STEP, INT_STEP, FLOAT32, FLOAT)
 STEPS_TAKEN = "steps_taken"  # a 0-d counter of updates: the largest loaded per-param step of the group
 STARTED = "started"  # a per-param int counter read as "has state": 1 where the param has a loaded entry, else 0
 REBUILD_RULES = (STEPS_TAKEN, STARTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupEntries:
+    """State the reference keeps as entries of its param groups (schedulefree's `k`,
+    `weight_sum`, `lr_max`, `scheduled_lr`), not per param.
+
+    keys: the entries' names. export(state) -> {key: Python value} (host values, for
+    `state_dict()['param_groups']`); load(fresh, entries) -> state: `fresh` with the entries
+    written in (pure; raises ValueError/TypeError naming the key; entries missing from a loaded
+    group keep `fresh`'s values); view(state) -> {key: 0-d array} (device values, no host sync:
+    the live `param_groups` entries after a step)."""
+
+    keys: tuple[str, ...]
+    export: Callable[[Any], dict]
+    load: Callable[[Any, dict], Any]
+    view: Callable[[Any], dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +132,18 @@ class TorchLayout:
         reference names but does not have (timm's SGDW keeps `{'momentum_buffer': None}`
         without momentum): exported as None, and a loaded None is accepted there (elsewhere a
         loaded None is dropped, torch's older SGD checkpoints).
+    group: (group form) the state is entries of the param group (`GroupEntries`), not per
+        param: exported to and loaded from `param_groups[i]`, never to `state`.
+    quantized: buffer fields (each also in `buffers`) whose leaves may be block-quantized nodes
+        -> their `QuantizedCodec`: such a leaf is exported as a `QuantizedTensor` (torchao's
+        OptimState8bit / OptimState4bit / OptimStateFp8 through `optax_like.interop.torchao`)
+        and loads only from one of the same format, signedness, block size and shape; a plain
+        leaf of the field is a plain array both ways.
+    tensor_group_entries: param-group entries the reference keeps as 0-d float32 tensors
+        (torchao's `lr`): `optax_like.interop.torch.to_torch_state_dict` writes them so.
+    attribute_group_entries: our param-group entries (the optimizer's arguments) that the
+        reference keeps as optimizer attributes, not in its groups (torchao's `block_size`,
+        `bf16_stochastic_round`): `to_torch_state_dict` leaves them out.
     """
 
     buffers: tuple[str, ...] = ()
@@ -106,6 +155,15 @@ class TorchLayout:
     load: Callable[[Any, dict], Any] | None = None
     flat_keys: tuple[str, ...] = ()
     none_keys: tuple[str, ...] = ()
+    group: GroupEntries | None = None
+    quantized: Mapping[str, "QuantizedCodec"] = dataclasses.field(default_factory=dict)
+    tensor_group_entries: tuple[str, ...] = ()
+    attribute_group_entries: tuple[str, ...] = ()
+
+    @property
+    def is_group(self) -> bool:
+        """Whether the state is entries of the param group (schedulefree's `k`), not per param."""
+        return self.group is not None
 
     @property
     def is_global(self) -> bool:
@@ -131,24 +189,38 @@ def declare_torch_state(
     load: Callable[[Any, dict], Any] | None = None,
     flat_keys: tuple[str, ...] = (),
     none_keys: tuple[str, ...] = (),
+    group: GroupEntries | None = None,
+    quantized: Mapping[str, "QuantizedCodec"] | None = None,
+    tensor_group_entries: tuple[str, ...] = (),
+    attribute_group_entries: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
     Raises a TypeError at import time when the declaration does not name every field of the
     state exactly once, names an unknown kind or rule, or `started` is not a counter field.
     `started` is required unless `construction_args` says the state exists from construction.
-    The global form gives `export` and `load` together (and `flat_keys`) and nothing else.
+    The global form gives `export` and `load` together (and `flat_keys`) and nothing else; the
+    group form gives `group` (a `GroupEntries`) and nothing else.
     """
     layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args),
-                         export, load, tuple(flat_keys), tuple(none_keys))
+                         export, load, tuple(flat_keys), tuple(none_keys), group,
+                         dict(quantized or {}), tuple(tensor_group_entries), tuple(attribute_group_entries))
     fields = getattr(state_type, "_fields", None)
     name = getattr(state_type, "__name__", repr(state_type))
     if fields is None:
         raise TypeError(f"declare_torch_state: {name} is not a NamedTuple class")
+    if group is not None:
+        if not isinstance(group, GroupEntries) or not group.keys:
+            raise TypeError(f"declare_torch_state({name}): group must be a GroupEntries naming its keys")
+        if (layout.fields() or started is not None or construction_args or none_keys or export or load or flat_keys
+                or quantized):
+            raise TypeError(f"declare_torch_state({name}): the group form declares nothing else: its functions map every field")
+        setattr(state_type, _ATTRIBUTE, layout)
+        return layout
     if export is not None or load is not None:
         if not (callable(export) and callable(load)):
             raise TypeError(f"declare_torch_state({name}): the global form needs both export and load (callables)")
-        if layout.fields() or started is not None or construction_args or none_keys:
+        if layout.fields() or started is not None or construction_args or none_keys or quantized:
             raise TypeError(
                 f"declare_torch_state({name}): the global form (export/load) declares no buffers, "
                 "scalars, internal fields, started or construction_args: its functions map every field")
@@ -169,6 +241,9 @@ def declare_torch_state(
     clashing = sorted(set(layout.none_keys) & set(declared))
     if clashing:
         raise TypeError(f"declare_torch_state({name}): none_keys {clashing} are fields (a None key holds no state)")
+    odd = sorted(k for k, codec in layout.quantized.items() if k not in layout.buffers or not isinstance(codec, QuantizedCodec))
+    if odd:
+        raise TypeError(f"declare_torch_state({name}): quantized fields {odd} must be buffers, each with a QuantizedCodec")
     if started is None and not construction_args:
         if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")
@@ -203,3 +278,113 @@ def host_array(value: Any, what: str) -> np.ndarray:
         return np.array(value, copy=True)
     except Exception:
         raise TypeError(f"{what} is not an array or a number: {value!r}") from None
+
+
+# ------------------------------------------------------------------------- quantized buffers
+QUANTIZED_FORMATS = ("8bit", "4bit", "fp8")
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class QuantizedTensor:
+    """A block-quantized state buffer as a state dict holds it: torchao's `OptimState8bit`,
+    `OptimState4bit` or `OptimStateFp8` (its tensor attributes, without torch), for the
+    `quantized` layout kind.
+
+    codes: "8bit": uint8 of `shape`; "4bit": uint8 of `numel // 2`, two codes a byte, the first
+        in the high nibble; "fp8": float8_e4m3fn of `shape`.
+    scale: float32 `(numel // block_size,)`, one per block of the flattened tensor (its absmax;
+        fp8: absmax / 448).
+    qmap: the float32 code table (8bit: 256 entries, 4bit: 16; fp8: None), `signed` the table's
+        kind (fp8: None).
+    shape, dtype: the param's (torchao's "appearance" shape and dtype).
+
+    A pytree node whose children are `codes` and `scale` (copies and device transfers see them);
+    `np.asarray(x)` is `x.dequantize()`, float32 of `shape`, as torchao's `dequantize()`.
+    """
+
+    __slots__ = ("codes", "scale", "format", "signed", "shape", "dtype", "_qmap")
+
+    def __init__(self, codes: Any, scale: Any, qmap: Any, *, format: str, signed: bool | None, shape: tuple,
+                 dtype: Any):
+        if format not in QUANTIZED_FORMATS:
+            raise ValueError(f"QuantizedTensor: format must be one of {QUANTIZED_FORMATS}, got {format!r}")
+        self.codes, self.scale = codes, scale
+        self.format = format
+        self.signed = None if format == "fp8" else bool(signed)
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = np.dtype(dtype)
+        self._qmap = None if qmap is None else tuple(float(v) for v in np.asarray(qmap, np.float32).reshape(-1))
+
+    @property
+    def qmap(self) -> np.ndarray | None:
+        return None if self._qmap is None else np.array(self._qmap, np.float32)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def block_size(self) -> int:
+        """Values per scale (torchao: `codes.numel() [* 2] // scale.numel()`)."""
+        n_scales = int(np.size(self.scale))
+        return self.numel // n_scales if n_scales else 0
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 values (torchao's `dequantize()`: code value times its block's scale)."""
+        codes = np.asarray(self.codes)
+        scale = np.asarray(self.scale, np.float32).reshape(-1)
+        if self.format == "fp8":
+            values = codes.astype(np.float32)
+        else:
+            codes = codes.astype(np.int64).reshape(-1)
+            if self.format == "4bit":
+                codes = np.stack([codes >> 4, codes & 0b1111], axis=-1)
+            table = self.qmap
+            assert table is not None
+            values = table[codes]
+        return (values.reshape(scale.shape[0], -1) * scale[:, None]).reshape(self.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.dequantize()
+        return out if dtype is None else out.astype(dtype)
+
+    def _aux(self):
+        return (self.format, self.signed, self.shape, self.dtype.name, self._qmap)
+
+    def tree_flatten_with_keys(self):
+        keys = (jax.tree_util.GetAttrKey("codes"), jax.tree_util.GetAttrKey("scale"))
+        return tuple(zip(keys, (self.codes, self.scale))), self._aux()
+
+    def tree_flatten(self):
+        return (self.codes, self.scale), self._aux()
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        out = cls.__new__(cls)
+        out.codes, out.scale = children
+        out.format, out.signed, out.shape, dtype, out._qmap = aux
+        out.dtype = np.dtype(dtype)
+        return out
+
+    def __repr__(self) -> str:
+        signed = "" if self.signed is None else f", signed={self.signed}"
+        return (f"QuantizedTensor(format={self.format!r}{signed}, block_size={self.block_size}, "
+                f"shape={self.shape}, dtype={self.dtype.name})")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedCodec:
+    """How the quantized leaves of a buffer field map to state-dict `QuantizedTensor`s (the
+    `quantized` layout kind of `declare_torch_state`).
+
+    node_type: the state's quantized leaf type (a leaf of the field that is not one is a plain
+        array, exported as it is).
+    export: `export(node, param) -> QuantizedTensor` (the live arrays, not copies).
+    load: `load(value, fresh) -> node` for a `value` already checked against
+        `export(fresh, param)` (same format, signedness, table, block size and shape); host
+        (NumPy) arrays, which the converter moves to the device.
+    """
+
+    node_type: type
+    export: Callable[[Any, Any], QuantizedTensor]
+    load: Callable[[QuantizedTensor, Any], Any]

@@ -26,7 +26,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.optim._state_dict import host_array, permute_flat_entry, plain
+from optax_like.core.torch_layout import QuantizedTensor
+from optax_like.interop import torchao
+from optax_like.optim._state_dict import (
+    attribute_group_entries,
+    host_array,
+    permute_flat_entry,
+    plain,
+    tensor_group_entries,
+)
 from optax_like.optimizers.lbfgs import LBFGSState
 
 # declared with the state (declare_torch_state sets the attribute, which pyright cannot see)
@@ -58,6 +66,8 @@ def from_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     torch = _torch()
 
     def convert(x):
+        if torchao.is_torchao_state(x):  # torchao's quantized moments: codes, scale, qmap
+            return torchao.from_torchao(x)
         if isinstance(x, torch.Tensor):
             return host_array(x, "torch state entry")
         if isinstance(x, dict):
@@ -134,7 +144,11 @@ def _real_size(tensor: Any) -> int:
 def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dict[str, Any]:
     """An optax_like optimizer's state dict as torch expects it: tensors of the arrays' dtypes
     (bfloat16 included), float32 `step` scalars (Python ints stay ints: torch's SparseAdam
-    counts its steps so), lists (LBFGS's history) converted element by element.
+    counts its steps so), lists (LBFGS's history) converted element by element, quantized
+    moments (`QuantizedTensor`) as torchao's tensor subclasses. Group entries the state
+    declares (`tensor_group_entries`: torchao's lr, a float32 tensor; `attribute_group_entries`:
+    torchao's `block_size`, left out) are written as the reference keeps them; that needs the
+    optimizer (or a torch optimizer `target`): a bare state dict keeps its entries as they are.
 
     torch's `load_state_dict` matches saved state to its params by POSITION (ids in its
     registration order; it stores `param_names` but does not map by them). Our ids follow the
@@ -201,6 +215,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             index = {n: i for i, n in enumerate(ours)}
             orders.append([index[n] for n in theirs])  # torch position j holds our param orders[g][j]
 
+    tensor_entries = _tensor_group_entries(optimizer, target, len(groups))
+    omitted = [attribute_group_entries(group.state) for group in held] if held is not None else [()] * len(groups)
     new_state: dict = {}
     new_groups = []
     offset = 0
@@ -220,6 +236,11 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             if entries[i] is not None:
                 new_state[offset + j] = entries[i]
         packed = {k: _group_value(v) for k, v in group.items() if k != "params"}
+        for key in omitted[g]:  # optimizer attributes in the reference (torchao's block_size)
+            packed.pop(key, None)
+        for key, dtype in tensor_entries[g].items():  # a 0-d tensor in the reference (torchao's lr)
+            if key in packed and isinstance(packed[key], (int, float)) and not isinstance(packed[key], bool):
+                packed[key] = _torch().tensor(packed[key], dtype=dtype)
         if "param_names" in packed:
             group_names = names[g]
             packed["param_names"] = [group_names[i] for i in order] if group_names else packed["param_names"]
@@ -231,6 +252,8 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
     def convert(key, value):
         if isinstance(value, (list, tuple)):
             return type(value)(convert(key, v) for v in value)
+        if isinstance(value, QuantizedTensor):  # torchao's OptimState8bit / 4bit / Fp8
+            return torchao.to_torchao(value)
         if value is None or isinstance(value, (bool, int, float)):
             return value  # torch's Python numbers (SparseAdam's step, LBFGS's n_iter, t, ...)
         if key == "step":
@@ -239,6 +262,22 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
 
     out_state = {pid: {key: convert(key, value) for key, value in entry.items()} for pid, entry in new_state.items()}
     return {"state": out_state, "param_groups": new_groups}
+
+
+def _tensor_group_entries(optimizer: Any, target: Any, n_groups: int) -> list[dict]:
+    """Per group, the entries to write as 0-d tensors -> their torch dtype: those the optimizer's
+    state declares (`tensor_group_entries`: torchao's lr, float32), and those a torch optimizer
+    `target` keeps as 0-d tensors (in their dtype)."""
+    torch = _torch()
+    out: list[dict] = [{} for _ in range(n_groups)]
+    held = getattr(optimizer, "_groups", None)
+    if held is not None:
+        out = [dict.fromkeys(tensor_group_entries(group.state), torch.float32) for group in held]
+    if target is not None and isinstance(target, torch.optim.Optimizer) and len(target.param_groups) == n_groups:
+        for entries, group in zip(out, target.param_groups):
+            entries.update({k: v.dtype for k, v in group.items()
+                            if k != "params" and isinstance(v, torch.Tensor) and v.ndim == 0})
+    return out
 
 
 def _lbfgs_sizes(optimizer: Any, g: int, names: list[str], sizes_by_name: dict | None) -> list[int]:

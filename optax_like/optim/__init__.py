@@ -63,15 +63,26 @@ AdamWLegacy = _from_registry("AdamWLegacy")
 NAdamLegacy = _from_registry("NAdamLegacy")
 Mars = _from_registry("Mars")
 AdamP = _from_registry("AdamP")
+Adam8bit = _from_registry("Adam8bit")
+AdamW8bit = _from_registry("AdamW8bit")
+Adam4bit = _from_registry("Adam4bit")
+AdamW4bit = _from_registry("AdamW4bit")
+AdamFp8 = _from_registry("AdamFp8")
+AdamWFp8 = _from_registry("AdamWFp8")
 
 __all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMSprop", "Adamax", "NAdam",
             "RAdam", "SparseAdam", "Adafactor", "Muon", "Lion", "Adopt",
             "LaProp", "SGDW", "Lars", "AdaBelief", "NAdamW", "MADGRAD",
             "RMSpropTF", "AdamWLegacy", "NAdamLegacy", "Mars", "AdamP"]
+__all__ += ["Adam8bit", "AdamW8bit", "Adam4bit", "AdamW4bit", "AdamFp8", "AdamWFp8"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 
 __all__.append("LBFGS")
+
+from optax_like.optim.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402
+
+__all__ += ["AdamWScheduleFree", "SGDScheduleFree", "RAdamScheduleFree"]  # own module: train()/eval()
 
 from optax_like.optim import lr_scheduler, swa_utils  # noqa: E402
 from optax_like.optim._names import named_parameters  # noqa: E402

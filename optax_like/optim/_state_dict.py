@@ -18,6 +18,16 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
 - A state declared global (`export`/`load`: torch's LBFGS) is one dict under the group's first
   param: exported there, loaded from there by its declared functions; entries under other
   params are refused, naming them; its keys are checked by its `load`, not by `check_keys`.
+- A state declared in group form (`group=GroupEntries(...)`: schedulefree's `k`, `weight_sum`)
+  is entries of the param group: `export_group_entries` / `import_group_entries` (the
+  state_dict's `param_groups[i]`) and `group_view` (the live group's device values); the
+  per-param functions above leave it alone.
+- Buffers declared `quantized` (torchao's low-bit Adam): a quantized leaf is exported as a
+  `QuantizedTensor` (its codec's `export`) and loads from one (or from torchao's tensor subclass,
+  read through optax_like.interop.torchao) of the same format, table, block size and shape as
+  the fresh state's, refused otherwise naming the param and the key; a plain leaf of the field
+  stays an array both ways. Declared `tensor_group_entries` / `attribute_group_entries` tell
+  optax_like.interop.torch which group entries the reference keeps as tensors or not at all.
 - `host_array` (defined in `core.torch_layout`): torch tensors (bfloat16 and float16 included),
   NumPy and JAX arrays and Python numbers as NumPy arrays (always a copy: torch keeps updating
   its tensors in place).
@@ -25,6 +35,7 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Sequence
 
 import jax
@@ -38,6 +49,8 @@ from optax_like.core.torch_layout import (
     STARTED,
     STEP,
     STEPS_TAKEN,
+    QuantizedCodec,
+    QuantizedTensor,
     TorchLayout,
     host_array,
     torch_layout_of,
@@ -49,12 +62,18 @@ __all__ = [
     "check_keys",
     "construction_args",
     "copy_arrays",
+    "export_group_entries",
     "export_state",
     "expected_keys",
+    "group_keys",
+    "group_view",
     "host_array",
+    "import_group_entries",
     "import_state",
     "loaded_entries",
     "plain",
+    "attribute_group_entries",
+    "tensor_group_entries",
 ]
 
 _STEP_KINDS = (STEP, INT_STEP)
@@ -73,7 +92,7 @@ def _declared_nodes(state: Any, strict: bool = True) -> list[tuple[Any, TorchLay
         if layout is not None:
             out.append((node, layout))
         elif isinstance(node, tuple) and hasattr(node, "_fields"):
-            for name, child in zip(node._fields, node):
+            for name, child in zip(getattr(node, "_fields"), node):
                 visit(child, f"{type(node).__name__}.{name}")
         elif isinstance(node, (tuple, list)):
             for child in node:
@@ -133,16 +152,23 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
     n = len(present)
     out = [dict() for _ in range(n)]
     for node, layout in _declared_nodes(state):
+        if layout.is_group:  # param group entries (export_group_entries)
+            continue
         if layout.is_global:  # one dict under the group's first param (torch's LBFGS)
+            assert layout.export is not None  # (the global form has both)
             if n and not every_param:
                 out[0].update(layout.export(node))
             continue
         started = _started(node, layout, n, every_param)
         for name in layout.buffers:
             buffers = treedef.flatten_up_to(getattr(node, name))
+            codec = layout.quantized.get(name)
             for i, leaf_index in enumerate(present):
                 if started[i] and buffers[leaf_index] is not None:
-                    out[i][name] = buffers[leaf_index]
+                    buffer = buffers[leaf_index]
+                    if codec is not None and isinstance(buffer, codec.node_type):  # a QuantizedTensor
+                        buffer = codec.export(buffer, leaves[leaf_index])
+                    out[i][name] = buffer
         for name in layout.none_keys:
             for i in range(n):
                 if started[i]:
@@ -245,6 +271,81 @@ def _buffer_value(value: Any, like: jax.Array, pid: int, key: str) -> np.ndarray
     if np.iscomplexobj(arr) and not jnp.issubdtype(like.dtype, jnp.complexfloating):
         raise TypeError(f"{what} is complex ({arr.dtype}) but the param is real ({like.dtype})")
     return arr.astype(like.dtype)
+
+
+def _as_quantized(value: Any) -> QuantizedTensor | None:
+    """A loaded quantized buffer as a `QuantizedTensor` (ours, or torchao's state subclass read
+    through optax_like.interop.torchao); None for anything else."""
+    if isinstance(value, QuantizedTensor):
+        return value
+    if "torchao" in sys.modules:
+        from optax_like.interop import torchao
+
+        if torchao.is_torchao_state(value):
+            return torchao.from_torchao(value)
+    return None
+
+
+def _quantized_value(loaded: QuantizedTensor, expected: QuantizedTensor, pid: int, key: str) -> QuantizedTensor:
+    """`loaded` checked against `expected` (the fresh state's own form for this param): the
+    same format, table, block size and shape, and codes and scales of the sizes they imply."""
+    what = f"loaded state for param {pid}: {key!r}"
+    if loaded.format != expected.format or loaded.signed != expected.signed:
+        signed = lambda q: "" if q.signed is None else (" signed" if q.signed else " unsigned")
+        raise ValueError(f"{what} is quantized as{signed(loaded)} {loaded.format}, but this optimizer keeps it "
+                         f"as{signed(expected)} {expected.format} (another optimizer's state?)")
+    if loaded.shape != expected.shape:
+        raise ValueError(f"{what} has shape {loaded.shape}, but the param's state has shape {expected.shape}")
+    codes, scale = np.shape(loaded.codes), np.shape(loaded.scale)
+    if codes != np.shape(expected.codes) or len(scale) != 1:
+        raise ValueError(f"{what} has codes of shape {codes} and scales of shape {scale}, but a {expected.format} "
+                         f"state of shape {expected.shape} has codes of shape {np.shape(expected.codes)} and "
+                         f"one scale per block")
+    if loaded.block_size != expected.block_size or scale != np.shape(expected.scale):
+        raise ValueError(f"{what} has block size {loaded.block_size} ({scale[0]} scales), but this optimizer "
+                         f"quantizes it in blocks of {expected.block_size} (block_size={expected.block_size})")
+    table, want = loaded.qmap, expected.qmap
+    if (table is None) != (want is None) or (
+            table is not None and want is not None and table.tobytes() != want.tobytes()):
+        raise ValueError(f"{what} has another code table (qmap) than this optimizer's {expected.format} format")
+    arr = host_array(loaded.scale, what)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} has non-finite scales")
+    return loaded
+
+
+def _loaded_buffer(value: Any, like: Any, param: Any, codec: QuantizedCodec | None, pid: int, key: str) -> Any:
+    """A loaded buffer for the state leaf `like`: a quantized node (a declared `quantized`
+    field) from a `QuantizedTensor` (or torchao's subclass) of its own form, else an array
+    (`_buffer_value`). A quantized value for a plain leaf, or a plain one for a quantized leaf,
+    is refused naming the param and the key."""
+    loaded = _as_quantized(value)
+    if codec is not None and isinstance(like, codec.node_type):
+        expected = codec.export(like, param)
+        if loaded is None:
+            raise ValueError(
+                f"loaded state for param {pid}: {key!r} is a plain tensor, but this optimizer keeps it quantized "
+                f"({expected.format}, block size {expected.block_size}, shape {expected.shape}): was it saved "
+                "with another block_size (or by another optimizer)?")
+        return codec.load(_quantized_value(loaded, expected, pid, key), like)
+    if loaded is not None:
+        raise ValueError(
+            f"loaded state for param {pid}: {key!r} is quantized ({loaded.format}, block size {loaded.block_size}), "
+            f"but this optimizer keeps it as a plain array of shape {tuple(np.shape(like))} (too small to quantize, "
+            "or a block_size that does not divide its size): was it saved with another block_size?")
+    return _buffer_value(value, like, pid, key)
+
+
+def tensor_group_entries(state: Any) -> tuple[str, ...]:
+    """Param-group entries the reference keeps as 0-d float32 tensors (declared
+    `tensor_group_entries`: torchao's `lr`)."""
+    return tuple(dict.fromkeys(k for _, layout in _declared_nodes(state, strict=False) for k in layout.tensor_group_entries))
+
+
+def attribute_group_entries(state: Any) -> tuple[str, ...]:
+    """Our param-group entries the reference keeps as optimizer attributes (declared
+    `attribute_group_entries`: torchao's `block_size`)."""
+    return tuple(dict.fromkeys(k for _, layout in _declared_nodes(state, strict=False) for k in layout.attribute_group_entries))
 
 
 def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
@@ -362,6 +463,8 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
     max_step = max(steps)
 
     def replace(node, layout: TorchLayout):
+        if layout.is_group:  # param group entries: import_group_entries
+            return node
         if layout.is_global:
             return _import_global(node, layout, per_param, ids)
         new = {}
@@ -370,7 +473,8 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
             for i, leaf_index in enumerate(present):
                 like = tree_leaves[leaf_index]
                 if like is not None and name in per_param[i]:
-                    tree_leaves[leaf_index] = _buffer_value(per_param[i][name], like, ids[i], name)
+                    tree_leaves[leaf_index] = _loaded_buffer(per_param[i][name], like, leaves[leaf_index],
+                                                             layout.quantized.get(name), ids[i], name)
             new[name] = treedef.unflatten(tree_leaves)
         for name, kind in layout.scalars.items():
             old = getattr(node, name)
@@ -392,6 +496,46 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
     return _placed_like(_to_device(_rebuild(fresh, replace)), fresh)
 
 
+# ---------------------------------------------------------------------------------- group entries
+def _group_nodes(state: Any) -> list[tuple[Any, TorchLayout]]:
+    return [(node, layout) for node, layout in _declared_nodes(state, strict=False) if layout.is_group]
+
+
+def group_keys(state: Any) -> tuple[str, ...]:
+    """The param group entries `state` declares (group form; () for most optimizers)."""
+    return tuple(k for _, layout in _group_nodes(state) for k in layout.group.keys)  # pyright: ignore[reportOptionalMemberAccess]
+
+
+def export_group_entries(state: Any) -> dict:
+    """The group-form state as the group's entries, host values (`state_dict()['param_groups']`)."""
+    out = {}
+    for node, layout in _group_nodes(state):
+        out.update(layout.group.export(node))  # pyright: ignore[reportOptionalMemberAccess]
+    return out
+
+
+def group_view(state: Any) -> dict:
+    """The group-form state as the group's entries, device values (no host sync)."""
+    out = {}
+    for node, layout in _group_nodes(state):
+        out.update(layout.group.view(node))  # pyright: ignore[reportOptionalMemberAccess]
+    return out
+
+
+def import_group_entries(state: Any, entries: dict) -> Any:
+    """`state` with loaded group entries written into its group-form nodes (pure; the declared
+    `load` checks them, naming the key; entries a node does not declare are ignored)."""
+    def replace(node, layout: TorchLayout):
+        if not layout.is_group:
+            return node
+        mine = {k: entries[k] for k in layout.group.keys if k in entries}  # pyright: ignore[reportOptionalMemberAccess]
+        return layout.group.load(node, mine) if mine else node  # pyright: ignore[reportOptionalMemberAccess]
+
+    if not _group_nodes(state):
+        return state
+    return _placed_like(_to_device(_rebuild(state, replace)), state)
+
+
 def _import_global(fresh: Any, layout: TorchLayout, per_param: Sequence[dict], ids: Sequence[int]) -> Any:
     """A global state (torch's LBFGS): loaded from the first param's entry by the declared
     `load`; an entry under any other param is refused, naming it."""
@@ -401,6 +545,7 @@ def _import_global(fresh: Any, layout: TorchLayout, per_param: Sequence[dict], i
         raise ValueError(
             f"loaded state has entries for params {others}: {type(fresh).__name__} keeps its whole "
             f"state under the first param{first} of its group (torch's layout)")
+    assert layout.load is not None  # (the global form has both)
     return layout.load(fresh, dict(per_param[0]) if per_param else {})
 
 

@@ -62,6 +62,15 @@ that param's state dict. A live `param_groups[i]['params']` is, as in torch, the
 themselves: a read-only sequence of the current arrays (valid until the next step, which
 donates them).
 
+Group entries. State a reference keeps in its param groups rather than per param
+(schedulefree's `k`, `weight_sum`, `lr_max`, `scheduled_lr`) is declared by the state type
+(`core.torch_layout.GroupEntries`) and lives in `param_groups[i]` as there: Python numbers after
+construction and `load_state_dict`, the state's device scalars after a step (no host sync; valid
+until the next step, as `params`; without x64 a float is its float32 high word), the exact
+Python values in `state_dict()['param_groups']` and loaded from it. Writing one
+(`param_groups[0]['k'] = 0`) loads it into the state at the next step, as the reference's next
+step reads it.
+
 Names. A group may be a list of `(name, array)` pairs (torch's `named_parameters()`; see
 `optim.named_parameters(tree)`): its names are kept in the group's `param_names` and saved in
 `state_dict()`, as torch does; all groups are named or none (torch's errors). The group's tree is
@@ -318,6 +327,9 @@ class _Group:
     named: bool  # given as (name, param) pairs
     order_issue: str | None  # why its leaf order may not be the user's
     positional_names: bool  # its names are list positions ("0", "1.2"), not names
+    # the group entries of its state (declared GroupEntries) as last written into param_groups[i]:
+    # an entry that is no longer this object was edited by the user (None: the state has none)
+    entries: dict | None = None
 
 
 # A group's step arguments (a C-level getter: read for every group at every step).
@@ -385,6 +397,7 @@ class Optimizer(OptimizerHooks):
         self.last_grad_norm = None
         self._skipped = jnp.zeros((), jnp.int32)
         self._extra_state: dict = {}  # optimizer.state entries under keys that are not param ids
+        self._with_entries = False  # a group's state has declared param group entries (see _Group.entries)
         self._init_hooks()
         # The factory's declared argument kinds (core.hyperparams), not the values' Python types:
         # numbers travel as traced floats (an int default such as weight_decay=0 included),
@@ -508,6 +521,9 @@ class Optimizer(OptimizerHooks):
         spec = self._spec(group)
         opt_leaves = tuple(jnp.asarray(leaf) if leaf is not None else None for leaf in leaves)
         state = self._init_state(spec, treedef.unflatten(opt_leaves), group)
+        entry_keys = _state_dict.group_keys(state)
+        if entry_keys:  # group entries the user gave (the reference's `setdefault` keeps them)
+            state = _state_dict.import_group_entries(state, {k: group[k] for k in entry_keys if k in group})
         # Commit (nothing above mutated self).
         if self._mode == "model":
             for pos in positions:
@@ -519,13 +535,18 @@ class Optimizer(OptimizerHooks):
             except TypeError:
                 pass  # not weak-referenceable (a NumPy scalar): copied by jnp.asarray anyway
         group["params"] = _GroupParams(self, len(self.param_groups))
+        entries = _state_dict.export_group_entries(state) if entry_keys else None
+        if entries is not None:
+            group.update(entries)
+            self._with_entries = True
         self.param_groups.append(group)
         self._groups.append(_Group(
             treedef=treedef, positions=positions, leaves=opt_leaves, state=state, spec=spec,
             grads=(None,) * len(leaves), ids=list(range(first_id, first_id + len(present))), names=names,
             named=given_names is not None, order_issue=_names.order_issue(tree, leaves),
             positional_names=given_names is None and mode != "model" and all(
-                isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path)))
+                isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path),
+            entries=dict(entries) if entries is not None else None))
         self._mode = mode
         self._layout = _step.Layout(mode, self._root_def, tuple(g.positions for g in self._groups),
                                     tuple(g.treedef for g in self._groups))
@@ -608,7 +629,8 @@ class Optimizer(OptimizerHooks):
         out = []
         for group in self.param_groups:
             record = self._groups[self._group_index(group)]
-            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            entries = self._group_entries(group, record)
+            packed = {k: entries[k] if k in entries else copy.deepcopy(v) for k, v in group.items() if k != "params"}
             if "param_names" not in packed and record.order_issue is not None:
                 packed["param_names"] = list(record.names)
             packed["params"] = list(record.ids)
@@ -900,9 +922,10 @@ class Optimizer(OptimizerHooks):
             spec = self._spec(group)
             if spec != record.spec:
                 per_param = self._export_group(record)
+                entries = _state_dict.export_group_entries(record.state) if record.entries is not None else None
                 params = record.treedef.unflatten(record.leaves)
                 fresh = self._init_state(spec, params, group)
-                record.state = self._import_group(record, fresh, per_param)
+                record.state = self._import_group(record, fresh, per_param, entries)
                 record.spec = spec
                 self._allow_pending_none_grads()
 
@@ -938,6 +961,8 @@ class Optimizer(OptimizerHooks):
         mode None: no scaling) and `_stepped(optimizer, found_inf)` after it."""
         amp_mode, amp = grad_scaler._step_operand(self, closure) if grad_scaler is not None else (None, None)
         groups = self._groups
+        if self._has_group_entries:
+            self._load_edited_group_entries()
         if closure is not None:
             for group in groups:
                 group.grads = (None,) * len(group.grads)
@@ -953,6 +978,11 @@ class Optimizer(OptimizerHooks):
         )
         for group, group_leaves, state in zip(groups, leaves, states):
             group.leaves, group.state = group_leaves, state
+        if self._has_group_entries:
+            for group, record in zip(self._own_groups(), groups):
+                if record.entries is not None:  # the live entries: the new state's device scalars
+                    record.entries = _state_dict.group_view(record.state)
+                    group.update(record.entries)
         if skipped is not None:
             self._skipped = skipped
         self.last_grad_norm = grad_norm
@@ -980,10 +1010,36 @@ class Optimizer(OptimizerHooks):
         """Per-param torch-style state dicts of a group (live arrays; empty = not stepped)."""
         return _state_dict.export_state(group.state, group.treedef, group.leaves)
 
-    def _import_group(self, group: _Group, fresh, per_param: list[dict]):
-        """`fresh` (an init state) with torch-style per-param entries written in (pure, checked;
-        see optim/_state_dict.py), each leaf placed like `fresh`'s (the params' shardings)."""
-        return _state_dict.import_state(fresh, per_param, group.treedef, group.leaves, list(group.ids))
+    def _import_group(self, group: _Group, fresh, per_param: list[dict], entries: dict | None = None):
+        """`fresh` (an init state) with torch-style per-param entries (and the param group's
+        `entries`, for a state with declared group entries) written in (pure, checked; see
+        optim/_state_dict.py), each leaf placed like `fresh`'s (the params' shardings)."""
+        state = _state_dict.import_state(fresh, per_param, group.treedef, group.leaves, list(group.ids))
+        return _state_dict.import_group_entries(state, entries) if entries else state
+
+    @property
+    def _has_group_entries(self) -> bool:
+        """Whether a group's state declares param group entries (schedulefree's `k`)."""
+        return self._with_entries
+
+    def _group_entries(self, group: dict, record: _Group) -> dict:
+        """The group's declared entries as Python values: the state's, or the user's edit."""
+        if record.entries is None:
+            return {}
+        exported = _state_dict.export_group_entries(record.state)
+        return {k: (exported[k] if group.get(k, obj) is obj else _state_dict.plain(group[k]))
+                for k, obj in record.entries.items()}
+
+    def _load_edited_group_entries(self) -> None:
+        """Loads the group entries the user wrote into `param_groups` since the last step (the
+        reference's next step reads its group's `k`, `lr_max`, ... as they are)."""
+        for group, record in zip(self._own_groups(), self._groups):
+            if record.entries is None:
+                continue
+            edited = {k: group[k] for k, obj in record.entries.items() if k in group and group[k] is not obj}
+            if edited:
+                record.state = _state_dict.import_group_entries(record.state, edited)
+                record.entries = {**record.entries, **{k: group[k] for k in edited}}
 
     def _check_state_keys(self, group: _Group, fresh, per_param: list[dict]) -> None:
         """Each loaded entry has the state keys a stepped param of the group has (if declared)."""
@@ -1080,7 +1136,7 @@ class Optimizer(OptimizerHooks):
                 per_param = self._global_entry_in_our_order(record, saved_groups[g], id_map, per_param, flat_keys)
             try:
                 self._check_state_keys(record, fresh, per_param)
-                new_states.append(self._import_group(record, fresh, per_param))
+                state = self._import_group(record, fresh, per_param)
             except ValueError as error:
                 if g not in by_position:
                     raise
@@ -1092,11 +1148,19 @@ class Optimizer(OptimizerHooks):
                     "model=params) and load with optax_like.interop.torch.load_torch_state_dict("
                     "optimizer, state_dict, source=model), or add the saved param_names."
                 ) from None
+            entry_keys = _state_dict.group_keys(state)  # the reference's group entries (schedulefree's k)
+            try:
+                new_states.append(_state_dict.import_group_entries(state, {k: group[k] for k in entry_keys if k in group}))
+            except (ValueError, TypeError) as error:
+                raise type(error)(f"loaded param_groups[{g}]: {error}") from None
         # Commit.
         self._extra_state = {k: v for k, v in state_dict["state"].items() if k not in id_map}  # torch keeps them
         self.param_groups[:] = new_groups
         for record, group, names, spec, state in zip(self._groups, new_groups, new_names, new_specs, new_states):
             record.names, record.spec, record.state = names, spec, state
+            if record.entries is not None:  # the loaded entries, as Python values
+                record.entries = _state_dict.export_group_entries(state)
+                group.update(record.entries)
             record.named = record.named or "param_names" in group
             record.positional_names = record.positional_names and "param_names" not in group
         self._hyper_cache = None
@@ -1131,7 +1195,7 @@ def class_factory(factory: Callable, constants: Iterable[str] = ()) -> Callable:
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
                          snapshots: dict[str, str] | None = None, dense_params_only: bool = False,
-                         doc: str | None = None) -> type:
+                         doc: str | None = None, base: type | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
         SGD = make_optimizer_class("SGD", optax_like.sgd, structural_zero=("momentum",))
@@ -1141,10 +1205,15 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     to the factory. `snapshots = {entry: argument}`: a None `entry` becomes the constructor's
     `argument` as a float (timm's `max_lr_snapshot`: the constructor's lr, kept while schedulers
     edit `lr`). `dense_params_only`: sparse params are refused at construction (SparseAdam).
+    `base`: the class to derive from (an `Optimizer` subclass with the reference's own methods,
+    e.g. schedulefree's `train()`/`eval()`, optim/schedule_free.py); default `Optimizer`.
     How the state maps to torch's state dict is declared by the state types
     (core.torch_layout), not here.
     """
     signature = inspect.signature(factory)
+    base_cls = Optimizer if base is None else base
+    if not (isinstance(base_cls, type) and issubclass(base_cls, Optimizer)):
+        raise TypeError(f"make_optimizer_class: base must be an Optimizer subclass, got {base!r}")
     snapshots = dict(snapshots or {})
     names = [p.name for p in signature.parameters.values()]
     constants = dict(constants or {})
@@ -1164,7 +1233,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
                 defaults[entry] = (tuple(hyperparams.concrete_value(x) for x in value) if isinstance(value, (tuple, list))
                                    else hyperparams.concrete_value(value))
         defaults.update(constants)
-        Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
+        base_cls.__init__(self, params, defaults, model=model, skip_nonfinite=skip_nonfinite)
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
@@ -1173,7 +1242,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     params.append(inspect.Parameter("skip_nonfinite", inspect.Parameter.KEYWORD_ONLY, default=False))
     params.sort(key=lambda p: p.kind)
     __init__.__signature__ = inspect.Signature(params)
-    cls = type(name, (Optimizer,), {
+    cls = type(name, (base_cls,), {
         "__init__": __init__,
         "_factory": staticmethod(factory),
         "_static": tuple(static),

@@ -28,6 +28,15 @@ from optax_like.optimizers.sgdw import sgdw
 from optax_like.optimizers.sparse_adam import sparse_adam
 from optax_like.optimizers.adafactor import adafactor
 from optax_like.optimizers.muon import muon
+from optax_like.optimizers.schedule_free import (
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_radam,
+    schedule_free_sgd,
+    schedule_free_train_params,
+    schedule_free_wrapper,
+)
+from optax_like.optimizers.quantized_adam import adam4bit, adam8bit, adam_fp8, adamw4bit, adamw8bit, adamw_fp8
 
 __all__ = [
     "adafactor",
@@ -61,4 +70,12 @@ __all__ = [
     "sgd",
     "sgdw",
     "sparse_adam",
+    "adam8bit",
+    "adamw8bit",
+    "adam4bit",
+    "adamw4bit",
+    "adam_fp8",
+    "adamw_fp8",
 ]
+__all__ += ["schedule_free_adamw", "schedule_free_sgd", "schedule_free_radam", "schedule_free_wrapper",
+            "schedule_free_eval_params", "schedule_free_train_params"]

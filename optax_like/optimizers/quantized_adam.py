@@ -8,16 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from optax_like.core import validation as v
+from optax_like.optimizers._timm import check_compared
 from optax_like.core.hyperparams import integer_args
 from optax_like.core.base import EmptyState, GradientTransformation, ScalarOrSchedule
 from optax_like.transforms.combine import chain
-from optax_like.transforms.quantized_adam import (
-    add_float32_decoupled_weight_decay,
-    check_block_size,
-    scale_by_quantized_adam,
-)
-from optax_like.transforms.scaling import scale_by_learning_rate
-from optax_like.transforms.weight_decay import add_decayed_weights
+from optax_like.transforms.quantized_adam import check_block_size, scale_by_quantized_adam
 
 __all__ = ["adam4bit", "adam8bit", "adam_fp8", "adamw4bit", "adamw8bit", "adamw_fp8"]
 
@@ -36,25 +31,27 @@ def _refuse_bf16_stochastic_round() -> GradientTransformation:
 
 def _quantized_adam(lr, betas, eps, weight_decay, amsgrad, *, block_size, bf16_stochastic_round,
                     is_adamw, bits) -> GradientTransformation:
-    """torchao's `_AdamBase.__init__` checks (its messages; no weight_decay check), then
-    `single_param_adam` as a chain:
-
-        g   <- g + weight_decay * p                 (Adam*: coupled, before the moments)
-        u    = (m / bc1) / (sqrt(v^) / sqrt(bc2) + eps)   (`scale_by_quantized_adam`)
-        p   <- p - lr * weight_decay * p - lr * u   (AdamW*: decoupled, on the params before the step)
-    """
+    """torchao's `_AdamBase.__init__` checks (its messages; no weight_decay check), then its
+    `single_param_adam` (`transforms.scale_by_quantized_adam` with the learning rate: the whole
+    float32 step, coupled decay for Adam*, decoupled for AdamW*)."""
+    # torchao compares each value with a number as it is (`0.0 <= lr`): a Tensor of several
+    # elements raises torch's RuntimeError there
+    check_compared(lr)
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")
+    check_compared(eps)
     v.check(eps, "eps", v.nonnegative, "Invalid epsilon value: {}")
-    v.check(betas[0], "betas[0]", v.in_unit_interval, "Invalid beta parameter at index 0: {}")
-    v.check(betas[1], "betas[1]", v.in_unit_interval, "Invalid beta parameter at index 1: {}")
+    v.check_pair(betas, "betas", "(beta1, beta2)")
+    for i in (0, 1):
+        check_compared(betas[i])
+        v.check(betas[i], f"betas[{i}]", v.in_unit_interval, f"Invalid beta parameter at index {i}: {{}}")
+    v.check_hyperparam(weight_decay, "weight_decay")
     check_block_size(block_size, bits)
     decay = v.maybe_nonzero(weight_decay)
     return chain(
         *([_refuse_bf16_stochastic_round()] if bf16_stochastic_round else []),
-        *([add_decayed_weights(weight_decay)] if decay and not is_adamw else []),
-        scale_by_quantized_adam(betas[0], betas[1], eps, amsgrad, bits=bits, block_size=block_size),
-        scale_by_learning_rate(lr),
-        *([add_float32_decoupled_weight_decay(lr, weight_decay)] if decay and is_adamw else []),
+        scale_by_quantized_adam(betas[0], betas[1], eps, amsgrad, bits=bits, block_size=block_size,
+                                learning_rate=lr, weight_decay=weight_decay if decay else None,
+                                decoupled=is_adamw),
     )
 
 
@@ -67,8 +64,9 @@ _DOC = """torchao.optim.{cls} (torchao 0.18) as a functional optimizer: Adam{w} 
     torchao. Differences: `block_size` must be a positive int (torchao fails at the first
     step for 0 and does not check the rest){even}; `bf16_stochastic_round=True` with a bfloat16 param
     raises NotImplementedError at `init` (torchao draws torch random numbers); the update is
-    emitted as `-lr * u` (plus the decay term), so `apply_updates` rounds the step
-    once more than torchao's in-place `p - lr * (m / bc1) / denom` (an ulp of |p| at most).
+    the change of torchao's float32 step `p_new - p`, which `apply_updates` adds back (an ulp
+    of |p| off torchao's in-place `p.copy_(p_f32)` only where p_new and p are more than a
+    factor 2 apart).
     torchao 0.18 raises at the first step with `amsgrad=True` for a quantized state
     (`torch.maximum` is not implemented for its subclasses); here it keeps the max of the
     dequantized `exp_avg_sq`, quantized with the unsigned map.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.optimizers._timm import check_compared
 from optax_like.transforms.combine import chain
 from optax_like.transforms.schedule_free import (
     scale_by_schedule_free,
@@ -12,6 +13,13 @@ from optax_like.transforms.schedule_free import (
     schedule_free_train_params,
     wrap_schedule_free,
 )
+
+
+def _check_types(**values) -> None:
+    """Types only (schedulefree checks no values of AdamW/RAdam): a real scalar, a 0-d array or a
+    schedule, each named in the TypeError/ValueError."""
+    for name, value in values.items():
+        v.check_hyperparam(value, name)
 
 
 def schedule_free_adamw(
@@ -22,7 +30,7 @@ def schedule_free_adamw(
     warmup_steps: int = 0,
     r: ScalarOrSchedule = 0.0,
     weight_lr_power: ScalarOrSchedule = 2.0,
-    foreach=None,
+    foreach: bool | None = True,
 ) -> GradientTransformation:
     """Schedule-Free AdamW (Defazio et al., 2024), as `schedulefree.AdamWScheduleFree` (1.4.1)
     computes it in train mode; the params a step sees and returns are schedulefree's `y`:
@@ -40,12 +48,14 @@ def schedule_free_adamw(
     `y' - y`; see its docstring for exactness). `k`, `weight_sum` and `lr_max` are group-level
     (schedulefree's `param_groups` keys); a None gradient skips the leaf but advances them.
     schedulefree validates none of AdamW's arguments: neither do we. `foreach` selects
-    schedulefree's kernel: accepted and ignored. Reference:
+    schedulefree's kernel (its default: True, `hasattr(torch, "_foreach_mul_")`): accepted and
+    ignored. The class `optax_like.optim.AdamWScheduleFree` adds `.train()`/`.eval()`. Reference:
     `AdamWScheduleFree(params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
     warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=...)`.
     """
     del foreach
-    v.check_hyperparam(weight_decay, "weight_decay")
+    _check_types(lr=lr, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                 weight_lr_power=weight_lr_power)
     return chain(scale_by_schedule_free(lr, betas[0], betas[1], eps, weight_decay, warmup_steps, r,
                                         weight_lr_power, kind="adamw"))
 
@@ -57,7 +67,7 @@ def schedule_free_sgd(
     warmup_steps: int = 0,
     r: ScalarOrSchedule = 0.0,
     weight_lr_power: ScalarOrSchedule = 2,
-    foreach=None,
+    foreach: bool | None = True,
 ) -> GradientTransformation:
     """Schedule-Free SGD, as `schedulefree.SGDScheduleFree` (1.4.1) computes it in train mode:
     `schedule_free_adamw`'s recursion with `g' = g + weight_decay * y` (no second moment) and
@@ -66,7 +76,11 @@ def schedule_free_sgd(
     momentum=0.9, weight_decay=0, warmup_steps=0, r=0.0, weight_lr_power=2, foreach=...)`.
     """
     del foreach
-    # schedulefree's own comparisons (a NaN passes them, as there)
+    _check_types(warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power)
+    # schedulefree's own comparisons (a NaN passes them, as there; a Tensor of several elements
+    # is compared as it is: torch's RuntimeError)
+    for value in (lr, weight_decay, momentum):
+        check_compared(value)
     v.check(lr, "lr", lambda x: not x < 0.0, "Invalid learning rate: {}")
     v.check(weight_decay, "weight_decay", lambda x: not x < 0.0, "Invalid weight_decay value: {}")
     v.check(momentum, "momentum", lambda m: not (m <= 0 or m >= 1), "Momentum must be between 0 and 1 exclusive: {}")
@@ -81,7 +95,7 @@ def schedule_free_radam(
     weight_decay: ScalarOrSchedule = 0,
     r: ScalarOrSchedule = 0.0,
     weight_lr_power: ScalarOrSchedule = 2.0,
-    foreach=None,
+    foreach: bool | None = True,
     silent_sgd_phase: bool = True,
 ) -> GradientTransformation:
     """Schedule-Free RAdam, as `schedulefree.RAdamScheduleFree` (1.4.1) computes it in train
@@ -98,7 +112,7 @@ def schedule_free_radam(
     foreach=..., silent_sgd_phase=True)`.
     """
     del foreach
-    v.check_hyperparam(weight_decay, "weight_decay")
+    _check_types(lr=lr, eps=eps, weight_decay=weight_decay, r=r, weight_lr_power=weight_lr_power)
     return chain(scale_by_schedule_free(lr, betas[0], betas[1], eps, weight_decay, 0, r, weight_lr_power,
                                         kind="radam", silent_sgd_phase=silent_sgd_phase))
 

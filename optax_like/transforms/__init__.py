@@ -24,6 +24,7 @@ from optax_like.transforms.rmsprop_tf import ScaleByRMSpropTFState, scale_by_rms
 from optax_like.transforms.nadam_legacy import ScaleByNadamLegacyState, scale_by_nadam_legacy
 from optax_like.transforms.mars import ScaleByMarsState, scale_by_mars
 from optax_like.transforms.adamp import ScaleByAdampState, scale_by_adamp
+from optax_like.transforms.quantized_adam import QuantizedMoment, ScaleByQuantizedAdamState, scale_by_quantized_adam
 from optax_like.transforms.adopt import ScaleByAdoptState, scale_by_adopt
 from optax_like.transforms.laprop import ScaleByLapropState, scale_by_laprop
 from optax_like.transforms.nadam import ScaleByNadamState, scale_by_nadam
@@ -31,6 +32,14 @@ from optax_like.transforms.radam import ScaleByRadamState, scale_by_radam
 from optax_like.transforms.sparse_adam import RowSparseGrad, ScaleBySparseAdamState, scale_by_sparse_adam
 from optax_like.transforms.adafactor import ScaleByAdafactorState, scale_by_adafactor
 from optax_like.transforms.muon import ScaleByMuonState, scale_by_muon, zeropower_via_newtonschulz
+from optax_like.transforms.schedule_free import (
+    ScheduleFreeAdamState,
+    ScheduleFreeGroup,
+    ScheduleFreeSGDState,
+    ScheduleFreeState,
+    scale_by_schedule_free,
+    wrap_schedule_free,
+)
 from optax_like.transforms.clipping import clip, clip_by_global_norm
 from optax_like.transforms.combine import (
     MaskedState,
@@ -145,4 +154,9 @@ __all__ = [
     "scale_by_schedule",
     "trace",
     "no_trace",
+    "QuantizedMoment",
+    "ScaleByQuantizedAdamState",
+    "scale_by_quantized_adam",
 ]
+__all__ += ["ScheduleFreeAdamState", "ScheduleFreeGroup", "ScheduleFreeSGDState", "ScheduleFreeState",
+            "scale_by_schedule_free", "wrap_schedule_free"]

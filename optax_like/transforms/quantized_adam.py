@@ -19,7 +19,13 @@ with `bc_i = 1 - beta_i ** step` in float32 (torchao's float32 `step` tensor).
 
 Here a quantized moment is a `QuantizedMoment(codes, scale)` node (the qmap is a constant of
 the format, `qmap(bits, signed)`); a plain one is an array. Quantization is bit for bit
-torchao's (`quantize`, `dequantize`; tests/transforms/test_quantized_adam.py).
+torchao's (`quantize`, `dequantize`; tests/transforms/test_quantized_adam.py), and so are the
+float32 moments a step computes from the codes (XLA:CPU's rewrites that torch's eager kernels
+do not make, a fused multiply-add or a division turned into a product with a reciprocal, are
+kept out: `_rounded`, `_block_scale`), so that the codes after a step are those of torchao's
+eager step. The state declares its torch layout (`declare_torch_state(..., quantized=...)`):
+`optimizer.state_dict()` holds a `core.torch_layout.QuantizedTensor` per quantized moment,
+which optax_like.interop.torchao turns into torchao's tensor subclass and back.
 """
 
 from __future__ import annotations
@@ -31,15 +37,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_like.core import numerics
+from optax_like.core import numerics, tree
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
-from optax_like.transforms._per_param import hyperparams
-from optax_like.transforms.weight_decay import _weight_decay_transform
+from optax_like.core.leaf_scalars import LeafScalars, leaf_scalars, select_present
+from optax_like.core.torch_layout import (
+    STEP,
+    STEPS_TAKEN,
+    QuantizedCodec,
+    QuantizedTensor,
+    declare_torch_state,
+)
+from optax_like.transforms._per_param import _second_use_of_lone_scalars, hyperparams
 
 __all__ = [
     "MIN_QUANT_SIZE",
     "QuantizedMoment",
-    "add_float32_decoupled_weight_decay",
     "ScaleByQuantizedAdamState",
     "dequantize",
     "is_quantized",
@@ -135,7 +147,11 @@ def _block_scale(x: jax.Array, block_size: int, divisor: float | None = None):
         # a traced divisor: XLA would turn a division by the constant into a product with its
         # (inexact) reciprocal, one ulp off torch's `amax / 448`
         scale = jax.lax.div(scale, jax.lax.optimization_barrier(jnp.full_like(scale, divisor)))
-    return blocks / scale[:, None], scale
+    # `blocks / broadcast(scale)`: XLA:CPU would turn it into a product with the broadcast of
+    # `1 / scale` (an ulp off torch's division, which moves a code at a rounding boundary); a
+    # divisor that is not a broadcast (a select XLA cannot fold) keeps the division.
+    per_value = jnp.broadcast_to(scale[:, None], blocks.shape)
+    return blocks / jnp.where(per_value == per_value, per_value, jnp.full((), jnp.nan, per_value.dtype)), scale
 
 
 def _search(x: jax.Array, table: np.ndarray) -> jax.Array:
@@ -176,7 +192,15 @@ def dequantize(q: QuantizedMoment, fmt, signed: bool, shape) -> jax.Array:
         if fmt == 4:
             codes = jnp.stack([codes >> 4, codes & 0b1111], axis=-1)
         values = jnp.asarray(qmap(fmt, signed))[codes.astype(jnp.int32)]
-    return (values.reshape(n_blocks, -1) * q.scale[:, None]).reshape(shape)
+    # rounded as torchao's materialized `qmap[codes] * scale` (not contracted into the lerp)
+    return _rounded(values.reshape(n_blocks, -1) * q.scale[:, None]).reshape(shape)
+
+
+def _rounded(product: jax.Array) -> jax.Array:
+    """`product` rounded to its dtype as torchao's materialized tensor: XLA:CPU would contract
+    it into the sum that reads it (a fused multiply-add, one rounding fewer), an ulp that can
+    move a code at a rounding boundary. A select the contraction cannot see through."""
+    return jnp.where(product == product, product, jnp.full((), jnp.nan, product.dtype))
 
 
 def _quantizes(p: Any, block_size: int) -> bool:
@@ -186,8 +210,9 @@ def _quantizes(p: Any, block_size: int) -> bool:
 
 
 def _zeros(p: jax.Array, fmt, block_size: int) -> Any:
+    # params-shaped buffers through `tree.full_like`: the param's sharding (also under jit)
     if not _quantizes(p, block_size):
-        return jnp.zeros(p.shape, p.dtype)  # torch.zeros_like(p)
+        return tree.full_like(p, 0)  # torch.zeros_like(p)
     n = int(np.prod(p.shape))
     if fmt == 4 and n % 2:
         # torchao fails at the first step (packing an odd number of codes); refused before any state
@@ -196,17 +221,60 @@ def _zeros(p: jax.Array, fmt, block_size: int) -> Any:
                          "or an even one")
     scale = jnp.zeros((n // block_size,), jnp.float32)
     if fmt == "fp8":
-        return QuantizedMoment(jnp.zeros(p.shape, _FP8), scale)
-    shape = p.shape if fmt == 8 else (n // 2,)
-    return QuantizedMoment(jnp.zeros(shape, jnp.uint8), scale)
+        return QuantizedMoment(tree.full_like(p, 0, _FP8), scale)
+    if fmt == 8:
+        return QuantizedMoment(tree.full_like(p, 0, jnp.uint8), scale)
+    return QuantizedMoment(jnp.zeros((n // 2,), jnp.uint8), scale)
 
 
 class ScaleByQuantizedAdamState(NamedTuple):
     exp_avg: Any  # per param: QuantizedMoment (signed map) or an array of the param's dtype
     exp_avg_sq: Any  # per param: QuantizedMoment (unsigned map) or an array
     max_exp_avg_sq: Any  # as exp_avg_sq with amsgrad, else None per param
-    step: Any  # per param: float32 0-d (torchao's `state['step']`, a float32 tensor)
+    step: LeafScalars  # float32 per param (torchao's `state['step']`, a float32 tensor)
     schedule_count: jax.Array  # updates applied so far, for scheduled betas
+
+
+def _format_of(node: QuantizedMoment, param: Any) -> str:
+    """The state-dict format of a quantized moment of `param`: "fp8" by its codes' dtype,
+    "4bit" when two codes share a byte, else "8bit"."""
+    if jnp.dtype(node.codes.dtype) == jnp.dtype(_FP8):
+        return "fp8"
+    return "4bit" if int(np.size(node.codes)) * 2 == int(np.prod(np.shape(param))) else "8bit"
+
+
+def _codec(signed: bool) -> QuantizedCodec:
+    """The state-dict form of a quantized moment (`core.torch_layout.QuantizedTensor`, torchao's
+    OptimState8bit / OptimState4bit / OptimStateFp8): codes and scale as they are, the format's
+    table, the param's shape and dtype."""
+
+    def export(node: QuantizedMoment, param: Any) -> QuantizedTensor:
+        fmt = _format_of(node, param)
+        table = None if fmt == "fp8" else qmap(8 if fmt == "8bit" else 4, signed)
+        return QuantizedTensor(node.codes, node.scale, table, format=fmt, signed=signed,
+                               shape=np.shape(param), dtype=param.dtype)
+
+    def load(value: QuantizedTensor, fresh: QuantizedMoment) -> QuantizedMoment:
+        codes = np.asarray(value.codes)
+        codes = codes.astype(fresh.codes.dtype) if codes.dtype != fresh.codes.dtype else codes.copy()
+        # host arrays: the converter moves the loaded state to the device in one call
+        return QuantizedMoment(codes.reshape(fresh.codes.shape),  # pyright: ignore[reportArgumentType]
+                               np.asarray(value.scale, np.float32).copy())  # pyright: ignore[reportArgumentType]
+
+    return QuantizedCodec(QuantizedMoment, export, load)
+
+
+declare_torch_state(
+    ScaleByQuantizedAdamState,
+    buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    scalars={"step": STEP},
+    internal={"schedule_count": STEPS_TAKEN},
+    started="step",
+    quantized={"exp_avg": _codec(True), "exp_avg_sq": _codec(False), "max_exp_avg_sq": _codec(False)},
+    tensor_group_entries=("lr",),  # torchao's _AdamBase.add_param_group: a float32 tensor lr
+    # the factories' arguments that torchao keeps as optimizer attributes
+    attribute_group_entries=("block_size", "bf16_stochastic_round"),
+)
 
 
 def check_block_size(block_size: Any, fmt) -> int:
@@ -220,6 +288,10 @@ def check_block_size(block_size: Any, fmt) -> int:
     return int(block_size)
 
 
+def _is_moment_leaf(x: Any) -> bool:
+    return x is None or is_quantized(x)
+
+
 def scale_by_quantized_adam(
     b1: ScalarOrSchedule = 0.9,
     b2: ScalarOrSchedule = 0.999,
@@ -228,53 +300,94 @@ def scale_by_quantized_adam(
     *,
     bits=8,
     block_size: int = 256,
+    learning_rate: ScalarOrSchedule | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
+    decoupled: bool = False,
 ) -> GradientTransformation:
-    """Adam's direction with torchao's quantized moments (`bits` 8, 4 or "fp8"), in torchao's
-    `single_param_adam` order (float32 throughout, without the learning rate):
+    """Adam with torchao's quantized moments (`bits` 8, 4 or "fp8"), in torchao's
+    `single_param_adam` order (float32 throughout):
 
         t   <- t + 1                                   (float32, per param)
+        g   <- g + wd * p                              (weight_decay, not decoupled)
+        p   <- p - (lr * wd) * p                       (weight_decay, decoupled)
         m    = lerp(deq(m_q), g, 1 - b1);   m_q <- quant(m)
         v    = lerp(deq(v_q), g * g, 1 - b2); v_q <- quant(v)
         v^   = max(deq(v^_q), v); v^_q <- quant(v^)   if amsgrad
-        u    = (m / (1 - b1^t)) / (sqrt(v^ or v) / sqrt(1 - b2^t) + eps)
+        p   <- p - (lr * (m / (1 - b1^t))) / (sqrt(v^ or v) / sqrt(1 - b2^t) + eps)
 
     The moments of the step itself are the float32 ones (torchao keeps "a high precision copy
     for the param update"); only the stored state is quantized. Params with fewer than 4096
     values, or whose size `block_size` does not divide, keep plain moments in their dtype.
-    A leaf whose update is None is skipped, its state untouched. Real params only.
+
+    With `learning_rate` (what the `adam8bit`, ... factories use) this is torchao's whole step:
+    `update` needs the params, computes the new param in float32 from `float32(p)` as above
+    and emits the change `p_new - p` in the param's dtype (float32 for bfloat16/float16 params),
+    so that `apply_updates` lands on torchao's `p.copy_(p_f32)`: float64 params get the float32
+    value, 16-bit ones its rounding. Without it, the update is the direction
+    `(m / bc1) / (sqrt(v^) / sqrt(bc2) + eps)` (float32), for a chain of your own.
+
+    A leaf whose update is None is skipped, its state and step untouched (the per-param `step`
+    is a `LeafScalars`, shared until some leaf misses a gradient: `per_leaf_scalars`). Real
+    params only.
     """
     block_size = check_block_size(block_size, bits)
     amsgrad = bool(amsgrad)
+    full_step = learning_rate is not None
+    if not full_step and weight_decay is not None:
+        raise ValueError("scale_by_quantized_adam: weight_decay needs learning_rate (torchao's whole step)")
 
     def init(params):
         leaves, treedef = jax.tree.flatten(params)
         for p in leaves:
             if jnp.iscomplexobj(p):
-                raise TypeError("quantized Adam states: complex params are not supported (torchao's neither)")
+                raise TypeError("quantized Adam states: complex params are not supported (torchao casts them to real, "
+                                "dropping the imaginary part)")
         moments = lambda: treedef.unflatten([_zeros(p, bits, block_size) for p in leaves])
         return ScaleByQuantizedAdamState(
             exp_avg=moments(),
             exp_avg_sq=moments(),
             max_exp_avg_sq=moments() if amsgrad else treedef.unflatten([None] * len(leaves)),
-            step=treedef.unflatten([jnp.zeros((), jnp.float32) for _ in leaves]),
+            step=leaf_scalars(params, 0, jnp.float32),
             schedule_count=jnp.zeros((), jnp.int32),
         )
 
     def update(updates, state, params=None):
-        del params
-        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps)
+        h = hyperparams(state.schedule_count, b1=b1, b2=b2, eps=eps, lr=learning_rate, wd=weight_decay)
         f32 = jnp.dtype(jnp.float32)
-        treedef = jax.tree.structure(state.step)
+        treedef = jax.tree.structure(state.exp_avg, is_leaf=_is_moment_leaf)
         grads = treedef.flatten_up_to(updates)
-        fields = [treedef.flatten_up_to(getattr(state, name))
-                  for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")]
-        out_u, out_m, out_v, out_vmax, out_t = [], [], [], [], []
-        for g, m_s, v_s, vmax_s, t in zip(grads, *fields):
-            if g is None:
-                for out, x in zip((out_u, out_m, out_v, out_vmax, out_t), (None, m_s, v_s, vmax_s, t)):
+        ms, vs, vmaxs = (treedef.flatten_up_to(getattr(state, name))
+                         for name in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
+        lr: Any = None
+        wd: Any = None
+        ps: list[Any] = [None] * len(ms)
+        if full_step:
+            if params is None:
+                raise ValueError("scale_by_quantized_adam(learning_rate=...) steps the params: update needs them")
+            ps = treedef.flatten_up_to(params)
+            lr = numerics.scalar(h.lr, f32)  # torchao's group lr: a float32 tensor
+            wd = None if weight_decay is None else numerics.scalar(h.wd, f32)
+        reference = treedef.unflatten([None if m is None else 0 for m in ms])
+        counts = state.step.map(lambda t: t + jnp.float32(1))
+
+        def corrections(t):  # torchao: `1 - beta1**step`, `(1 - beta2**step).sqrt()` (float32)
+            bc1 = jnp.float32(1) - jnp.power(numerics.scalar(h.b1, f32), t)
+            bc2 = jnp.float32(1) - jnp.power(numerics.scalar(h.b2, f32), t)
+            return bc1, jnp.sqrt(bc2)
+
+        scalars_of = numerics.once_per_step(corrections)
+        used = []  # per leaf: the step scalars its math divides by (a lone one gets a second use)
+        out_u, out_m, out_v, out_vmax = [], [], [], []
+        index = 0
+        for g, m_s, v_s, vmax_s, p in zip(grads, ms, vs, vmaxs, ps):
+            if m_s is None or g is None:  # not optimized, or no gradient (torch's `grad is None`)
+                index += m_s is not None
+                for out, x in zip((out_u, out_m, out_v, out_vmax), (None if m_s is not None else g, m_s, v_s, vmax_s)):
                     out.append(x)
                 continue
-            t = t + jnp.float32(1)
+            bc1, sqrt_bc2 = scalars_of(counts[index])
+            used.append((bc1, sqrt_bc2))
+            index += 1
 
             def load(x, signed):
                 return dequantize(x, bits, signed, g.shape) if is_quantized(x) else x.astype(f32)
@@ -283,48 +396,40 @@ def scale_by_quantized_adam(
                 return quantize(x, bits, signed, block_size) if is_quantized(old) else x.astype(old.dtype)
 
             g32 = g.astype(f32)
+            p32 = p0 = g32  # (the param's float32 value in the full step)
+            if full_step:
+                p32 = p0 = p.astype(f32)
+                if wd is not None and decoupled:  # p_f32 - lr * weight_decay * p_f32
+                    p32 = p32 - _rounded(_rounded(lr * wd) * p32)
+                elif wd is not None:  # grad_f32 + weight_decay * p_f32
+                    g32 = g32 + _rounded(wd * p32)
             m = numerics.lerp(load(m_s, True), g32, numerics.one_minus(h.b1, f32))
-            v = numerics.lerp(load(v_s, False), g32 * g32, numerics.one_minus(h.b2, f32))
-            bc1 = jnp.float32(1) - jnp.power(numerics.scalar(h.b1, f32), t)
-            bc2 = jnp.float32(1) - jnp.power(numerics.scalar(h.b2, f32), t)
+            v = numerics.lerp(load(v_s, False), _rounded(g32 * g32), numerics.one_minus(h.b2, f32))
             if amsgrad:
                 vhat = jnp.maximum(load(vmax_s, False), v)
                 out_vmax.append(store(vhat, vmax_s, False))
             else:
                 vhat = v
                 out_vmax.append(vmax_s)
-            denom = jnp.sqrt(vhat) / jnp.sqrt(bc2) + numerics.scalar(h.eps, f32)
-            out_u.append((m / bc1) / denom)
+            denom = jnp.sqrt(vhat) / sqrt_bc2 + numerics.scalar(h.eps, f32)
+            if full_step:
+                new_p = p32 - _rounded(lr * (m / bc1)) / denom
+                # the change that `apply_updates` adds back: torchao's `p.copy_(p_f32)` (exact
+                # where p_new and p are within a factor 2 of each other, Sterbenz)
+                out_u.append(new_p - p0 if numerics.compute_dtype(p.dtype) == f32 and p.dtype != f32
+                             else new_p.astype(p.dtype) - p)
+            else:
+                out_u.append((m / bc1) / denom)
             out_m.append(store(m, m_s, True))
             out_v.append(store(v, v_s, False))
-            out_t.append(t)
         unflatten = treedef.unflatten
         new_state = ScaleByQuantizedAdamState(
             exp_avg=unflatten(out_m),
             exp_avg_sq=unflatten(out_v),
             max_exp_avg_sq=unflatten(out_vmax),
-            step=unflatten(out_t),
-            schedule_count=numerics.safe_increment(state.schedule_count),
+            step=select_present(counts, state.step, updates, reference),
+            schedule_count=_second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), used),
         )
         return unflatten(out_u), new_state
 
     return GradientTransformation(init, update)
-
-
-def add_float32_decoupled_weight_decay(learning_rate: ScalarOrSchedule, weight_decay: ScalarOrSchedule = 1e-2
-                                       ) -> GradientTransformation:
-    """torchao's decoupled decay `p <- p - (lr * wd) * p`, with torchao's float32 tensor lr:
-    `a = float32(lr) * float32(wd)` rounded to float32, the product `a * p` rounded (no fused
-    multiply-add), as an update `u + ((p - a * p) - p)` (the bracket is exact), placed after the
-    learning rate. (`transforms.add_decoupled_weight_decay` is torch's `p * (1 - lr * wd)` with
-    `1 - lr * wd` in float64: 1e-6 off torchao after 8 float32 steps at |p| ~ 4.)"""
-
-    def leaf(u, p, lr, wd):
-        f32 = jnp.dtype(jnp.float32)
-        p32 = p.astype(f32)
-        a = numerics.scalar(lr, f32) * numerics.scalar(wd, f32)
-        product = a * p32
-        product = jnp.where(product == product, product, jnp.full((), jnp.nan, f32))  # no FMA through a select
-        return (u.astype(f32) + ((p32 - product) - p32)).astype(u.dtype)
-
-    return _weight_decay_transform(leaf, [learning_rate, weight_decay])

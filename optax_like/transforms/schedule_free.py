@@ -28,9 +28,10 @@ from jax import lax
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule, apply_updates
 from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts
-from optax_like.core.torch_layout import STARTED, STEPS_TAKEN, declare_torch_state
+from optax_like.core.torch_layout import STARTED, STEPS_TAKEN, GroupEntries, declare_torch_state, host_array
 from optax_like.core.tree import is_none
-from optax_like.transforms._per_param import hyperparams, per_param_update, refuse_complex
+from optax_like.core.tree import zeros_like as tree_zeros_like
+from optax_like.transforms._per_param import hyperparams, per_param_update
 
 _F32 = jnp.dtype(jnp.float32)
 
@@ -163,14 +164,7 @@ class _Wide:
         arithmetic (~62 rounded products, ~1e-12 relative without x64)."""
         if self.x64:
             return jnp.power(x[0], n.astype(jnp.float64)), x[1]
-
-        def body(_, carry):
-            out, base, m = carry
-            odd = (m & 1) == 1
-            out = self.where(odd, self.mul(out, base), out)
-            return out, self.mul(base, base), m >> 1
-
-        out, _, _ = lax.fori_loop(0, 31, body, (self.host(1.0), x, n))
+        out, _, _ = lax.fori_loop(0, 31, _power_step, (self.host(1.0), x, n))
         return out
 
     def where(self, cond, x, y):
@@ -189,6 +183,16 @@ class _Wide:
         if jnp.dtype(dtype) == _F32:
             return x[0]
         return (x[0].astype(jnp.float64) if jnp.dtype(dtype) == jnp.dtype(jnp.float64) else x[0]).astype(dtype)
+
+
+def _power_step(_, carry):
+    """One step of `_Wide.power_count`'s binary powering (module level: an eager `fori_loop`
+    with the same body function reuses its compiled loop)."""
+    wide = _Wide()
+    out, base, m = carry
+    odd = (m & 1) == 1
+    out = wide.where(odd, wide.mul(out, base), out)
+    return out, wide.mul(base, base), m >> 1
 
 
 # --------------------------------------------------------------------------- per-element ops
@@ -250,10 +254,11 @@ def _difference(new, old):
 
 # --------------------------------------------------------------------------- state
 class ScheduleFreeGroup(NamedTuple):
-    """schedulefree's group-level state (keys of its `param_groups` entries, not `state[p]`).
+    """schedulefree's group-level state (entries of its `param_groups`, not `state[p]`).
 
     Wide numbers are pairs: `weight_sum + weight_sum_lo` (the float64 Python float schedulefree
-    keeps; `_lo` is 0 under x64, the low float32 word otherwise), likewise `lr_max` and
+    keeps; `_lo` is 0 under x64, the low float32 word otherwise), likewise `lr_max`,
+    `scheduled_lr` (the lr of the last step, schedulefree's `group['scheduled_lr']`) and
     `beta1` (the group's beta1 / momentum last used by a step, for `.eval()`/`.train()`)."""
 
     k: jax.Array  # steps taken by the group (int32)
@@ -263,32 +268,59 @@ class ScheduleFreeGroup(NamedTuple):
     lr_max_lo: jax.Array
     beta1: jax.Array
     beta1_lo: jax.Array
+    scheduled_lr: jax.Array
+    scheduled_lr_lo: jax.Array
+
+
+# schedulefree's group entries, with the Wide pair behind each float
+_GROUP_FLOATS = {"weight_sum": ("weight_sum", "weight_sum_lo"), "lr_max": ("lr_max", "lr_max_lo"),
+                 "scheduled_lr": ("scheduled_lr", "scheduled_lr_lo")}
 
 
 def _export_group(group: ScheduleFreeGroup) -> dict:
-    as_float = lambda hi, lo: float(np.float64(np.asarray(hi)) + np.float64(np.asarray(lo)))
-    return {"k": int(np.asarray(group.k)), "weight_sum": as_float(group.weight_sum, group.weight_sum_lo),
-            "lr_max": as_float(group.lr_max, group.lr_max_lo)}
+    """`param_groups[i]`'s `k` (a Python int) and `weight_sum`, `lr_max`, `scheduled_lr`
+    (Python floats: the pair's float64 sum), as schedulefree keeps them."""
+    out: dict = {"k": int(np.asarray(group.k))}
+    for key, (hi, lo) in _GROUP_FLOATS.items():
+        out[key] = float(np.float64(np.asarray(getattr(group, hi))) + np.float64(np.asarray(getattr(group, lo))))
+    return out
 
 
-def _load_group(fresh: ScheduleFreeGroup, entry: dict) -> ScheduleFreeGroup:
-    if not entry:
-        return fresh
-    for key in ("k", "weight_sum", "lr_max"):
-        if key not in entry:
-            raise ValueError(f"schedule-free state entry is missing {key!r}")
-    k = entry["k"]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < 2**31:
-        raise ValueError(f"schedule-free 'k' must be an integer in [0, 2**31), got {k!r}")
+def _view_group(group: ScheduleFreeGroup) -> dict:
+    """The live entries (device scalars; a float's high word without x64)."""
+    return {"k": group.k, **{key: getattr(group, hi) for key, (hi, _) in _GROUP_FLOATS.items()}}
+
+
+def _host_number(value: Any, key: str) -> float:
+    arr = host_array(value, f"loaded param group entry {key!r}")
+    if arr.size != 1 or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) \
+            or arr.dtype == np.bool_:
+        raise TypeError(f"loaded param group entry {key!r} must be a real number, got {value!r}")
+    return float(arr.reshape(()))
+
+
+def _load_group(fresh: ScheduleFreeGroup, entries: dict) -> ScheduleFreeGroup:
+    """`fresh` with schedulefree's group entries (those given) written in, checked: `k` an
+    integer in [0, 2**31), the floats real and finite (schedulefree's next step would give nan)."""
+    new = {}
+    if "k" in entries:
+        k = entries["k"]
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) < 2**31:
+            raise ValueError(f"loaded param group entry 'k' must be an integer in [0, 2**31), got {k!r}")
+        new["k"] = jnp.asarray(int(k), jnp.int32)
     wide = _Wide()
-    ws, lr_max = wide.host(float(entry["weight_sum"])), wide.host(float(entry["lr_max"]))
-    return fresh._replace(k=jnp.asarray(int(k), jnp.int32), weight_sum=ws[0], weight_sum_lo=ws[1].astype(_F32),
-                          lr_max=lr_max[0], lr_max_lo=lr_max[1].astype(_F32))
+    for key, (hi, lo) in _GROUP_FLOATS.items():
+        if key in entries:
+            x = _host_number(entries[key], key)
+            if not np.isfinite(x):
+                raise ValueError(f"loaded param group entry {key!r} must be finite, got {x!r}")
+            pair = wide.host(x)
+            new[hi], new[lo] = jnp.asarray(pair[0], wide.dtype), jnp.asarray(pair[1]).astype(_F32)
+    return fresh._replace(**new)
 
 
-# The group node is one dict (the global form): until the adapter has group-level state it
-# round-trips under the group's first param. See the report of issue 26.
-declare_torch_state(ScheduleFreeGroup, export=_export_group, load=_load_group)
+declare_torch_state(ScheduleFreeGroup, group=GroupEntries(
+    ("k", "weight_sum", "lr_max", "scheduled_lr"), export=_export_group, load=_load_group, view=_view_group))
 
 
 class ScheduleFreeAdamState(NamedTuple):
@@ -338,7 +370,8 @@ def _init_group(b1) -> ScheduleFreeGroup:
     return ScheduleFreeGroup(
         k=jnp.zeros((), jnp.int32), weight_sum=jnp.zeros((), wide.dtype), weight_sum_lo=jnp.zeros((), _F32),
         lr_max=jnp.array(lr_max[0], wide.dtype), lr_max_lo=lo(lr_max[1]),
-        beta1=jnp.array(beta1[0], wide.dtype), beta1_lo=lo(beta1[1]))
+        beta1=jnp.array(beta1[0], wide.dtype), beta1_lo=lo(beta1[1]),
+        scheduled_lr=jnp.zeros((), wide.dtype), scheduled_lr_lo=jnp.zeros((), _F32))
 
 
 def _radam_rect(wide: _Wide, step, b2, silent_sgd_phase: bool):
@@ -397,8 +430,9 @@ def scale_by_schedule_free(
     schedulefree clones at a param's first gradient: its params do not move before). A leaf
     whose gradient is None is skipped (z, v, started untouched) while `k` and `weight_sum`
     advance, as schedulefree's group keys do. bf16/f16 params are rounded after every in-place
-    op, as torch's tensors are. Complex params are refused at `init` (TypeError): schedulefree
-    runs on them with complex `grad * grad`, which the real-pair views here would not give.
+    op, as torch's tensors are. Complex params follow schedulefree's complex arithmetic (no
+    `view_as_real` there): `v` accumulates the complex square `g * g` (not |g|^2), and the
+    normalisation takes the complex sqrt and quotient; the rest is linear, pair by pair.
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
@@ -406,14 +440,10 @@ def scale_by_schedule_free(
     silent_sgd_phase = bool(silent_sgd_phase)
 
     def init(params):
-        refuse_complex(params, lambda dtype: TypeError(
-            f"scale_by_schedule_free does not support complex params ({dtype}): schedulefree squares "
-            "complex gradients without conjugation (`addcmul_(grad, grad)`), which this port does not reproduce"))
         z = jax.tree.map(lambda p: None if p is None else jnp.array(p, copy=True), params, is_leaf=is_none)
         common = dict(z=z, started=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
         if adaptive:
-            per_param = ScheduleFreeAdamState(exp_avg_sq=jax.tree.map(
-                lambda p: None if p is None else jnp.zeros_like(p), params, is_leaf=is_none), **common)
+            per_param = ScheduleFreeAdamState(exp_avg_sq=tree_zeros_like(params), **common)
         else:
             per_param = ScheduleFreeSGDState(**common)
         return ScheduleFreeState(per_param, _init_group(b1))
@@ -467,7 +497,14 @@ def scale_by_schedule_free(
             c, a, lr_d = scalars[:3]
             dtype = leaf.dtype
             rd = leaf.rounded  # torch writes every in-place result back into the param's dtype
-            if adaptive:
+            if adaptive and leaf.is_complex:  # schedulefree's complex ops (addcmul_(g, g), sqrt, div)
+                v, y = rest[0], rest[1]
+                gc, vc = leaf.as_complex(grad, v)
+                vc = vc * numerics.scalar(h.b2, dtype) + numerics.one_minus(h.b2, dtype) * gc * gc
+                nc = gc / (jnp.sqrt(vc / scalars[3]) + numerics.scalar(h.eps, dtype))
+                v, normalized = leaf.as_real(vc, nc)
+                gn = normalized if radam_on is None else jnp.where(radam_on, normalized, grad)
+            elif adaptive:
                 v, y = rest[0], rest[1]
                 v = rd(lax.mul(v, numerics.scalar(h.b2, dtype)))
                 v = rd(_fma(_rounded_product(numerics.one_minus(h.b2, dtype), grad), grad, v))
@@ -493,7 +530,8 @@ def scale_by_schedule_free(
         new_group = g._replace(
             k=step, weight_sum=weight_sum[0], weight_sum_lo=weight_sum[1].astype(_F32),
             lr_max=lr_max[0], lr_max_lo=lr_max[1].astype(_F32),
-            beta1=b1w[0].astype(wide.dtype), beta1_lo=b1w[1].astype(_F32))
+            beta1=b1w[0].astype(wide.dtype), beta1_lo=b1w[1].astype(_F32),
+            scheduled_lr=lr_t[0].astype(wide.dtype), scheduled_lr_lo=lr_t[1].astype(_F32))
         return new_updates, ScheduleFreeState(new_params_state, new_group)
 
     return GradientTransformation(init, update)
@@ -606,11 +644,11 @@ def _find_state(state: Any):
     return found[0]
 
 
-def _lerp_to_z(state: Any, params: Any, weight_of) -> Any:
+def _lerp_to_z(state: Any, params: Any, weight_of, beta1: Any = None) -> Any:
     sf = _find_state(state)
     wide = _Wide()
     g = sf.group
-    b1 = (g.beta1, jnp.zeros((), wide.dtype) if wide.x64 else g.beta1_lo)
+    b1 = (g.beta1, jnp.zeros((), wide.dtype) if wide.x64 else g.beta1_lo) if beta1 is None else wide.of(beta1)
     weight = weight_of(wide, b1)
     treedef = jax.tree.structure(params, is_leaf=is_none)
     zs = treedef.flatten_up_to(sf.params.z)
@@ -629,18 +667,21 @@ def _lerp_to_z(state: Any, params: Any, weight_of) -> Any:
     return treedef.unflatten(out)
 
 
-def schedule_free_eval_params(state: Any, params: Any) -> Any:
+def schedule_free_eval_params(state: Any, params: Any, beta1: Any = None) -> Any:
     """The params schedulefree's `.eval()` sets (`x`): `p.lerp_(z, 1 - 1/beta1)` for each param
     that has taken a step, from the train-mode params `y` (what the steps update). Pure: the
-    state is not changed (schedulefree's mode flag is the caller's). `1 - 1/beta1` is computed
-    as schedulefree's float64 host math and rounded once to the param's dtype."""
-    return _lerp_to_z(state, params, lambda w, b1: w.sub(w.host(1.0), w.div(w.host(1.0), b1)))
+    state is not changed (schedulefree's mode flag is the caller's). `beta1`: the group's
+    beta1 (momentum) now (schedulefree reads `group['betas'][0]` when `.eval()` is called);
+    default the one the last step used. `1 - 1/beta1` is computed as schedulefree's float64 host
+    math (a host `beta1`) and rounded once to the param's dtype."""
+    return _lerp_to_z(state, params, lambda w, b1: w.sub(w.host(1.0), w.div(w.host(1.0), b1)), beta1)
 
 
-def schedule_free_train_params(state: Any, eval_params: Any) -> Any:
+def schedule_free_train_params(state: Any, eval_params: Any, beta1: Any = None) -> Any:
     """The params schedulefree's `.train()` sets (`y`) from the eval-mode params `x`:
-    `p.lerp_(z, 1 - beta1)`. Like torch, `train(eval(y))` is y up to the rounding of the lerps."""
-    return _lerp_to_z(state, eval_params, lambda w, b1: w.sub(w.host(1.0), b1))
+    `p.lerp_(z, 1 - beta1)` (`beta1` as in `schedule_free_eval_params`). Like torch,
+    `train(eval(y))` is y up to the rounding of the lerps."""
+    return _lerp_to_z(state, eval_params, lambda w, b1: w.sub(w.host(1.0), b1), beta1)
 
 
 __all__ = [

@@ -45,7 +45,9 @@ def _run(tx, steps=3):
     return p["w"]
 
 
-@pytest.mark.parametrize("info,name,extra", INT_DEFAULTS, ids=[f"{i.name}-{n}" for i, n, _ in INT_DEFAULTS])
+# a record marked `slow` (registry) runs here under `slow`
+@pytest.mark.parametrize("info,name,extra", [
+    pytest.param(i, n, e, id=f"{i.name}-{n}", marks=(pytest.mark.slow,) if i.slow else ()) for i, n, e in INT_DEFAULTS])
 def test_injected_int_default_is_a_float_slot_and_an_edit_is_not_truncated(info, name, extra):
     base = dict(extra, **({} if name == "lr" else {"lr": 0.1}))
     tx = ol.inject_hyperparams(info.factory)(**base)
@@ -74,7 +76,10 @@ def test_injected_int_default_is_a_float_slot_and_an_edit_is_not_truncated(info,
     got = run_edited()
     if got is not None:
         expected = _run(info.factory(**{**base, name: value}))
-        np.testing.assert_allclose(got, expected, rtol=1e-5)  # traced vs host scalars: a few ulps
+        # traced vs host scalars: a few ulps of the step (the params' scale: an element passing
+        # near 0 keeps the step's absolute error; torchao's low-bit Adam: ~6.5e-6 of a step, see
+        # its record's deviations)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(expected))))
         assert not np.allclose(got, _run(info.factory(**base)))
 
 

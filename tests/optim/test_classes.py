@@ -17,14 +17,15 @@ from tests.parity.harness import assert_close, make_problem
 RECORDS = [info for info in registry.OPTIMIZERS.values() if info.layout != "sparse" and not info.closure]
 
 
-@pytest.mark.parametrize("info", RECORDS, ids=lambda info: info.cls)
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.cls, marks=(pytest.mark.slow,) if info.slow else ())
+                                  for info in RECORDS])  # a record marked `slow` (registry): under `slow`
 def test_class_matches_reference_with_lr_edit(info):
     params_np, grads_np = make_problem("float32", shapes=info.shapes, steps=12)
     tp = [torch.tensor(p, requires_grad=True) for p in params_np]
     reference = info.reference_class()
     foreach = dict(foreach=False) if "foreach" in inspect.signature(reference).parameters else {}
-    topt = reference(tp, **info.example, **foreach)
-    opt = info.adapter_class()([jnp.asarray(p) for p in params_np], **info.example)
+    topt = info.new_reference(tp, **info.example, **foreach)
+    opt = info.new_adapter([jnp.asarray(p) for p in params_np], **info.example)
     for t, grads in enumerate(grads_np):
         if t == 6:
             for o in (topt, opt):

@@ -11,6 +11,7 @@ import torch
 
 import optax_like as ol
 import optax_like.optim as optim
+from optax_like import registry
 from optax_like.optim import optimizer as om
 from tests.optim.trace_count import clear_step_cache, step_traces
 from tests.parity.harness import TOLERANCE, assert_close, make_problem
@@ -515,7 +516,7 @@ def test_model_mode_group_with_none_leaf_keeps_model_leaves():
     "Optimizer", "RemovableHandle", "LBFGS")])
 def test_skip_nonfinite_works_for_every_class(name):
     params = {"w": jnp.ones((3, 2)), "v": jnp.full((2, 2), 0.5)}
-    opt = getattr(optim, name)(jax.tree.map(jnp.copy, params), skip_nonfinite=True)
+    opt = registry.by_class(name).new_adapter(jax.tree.map(jnp.copy, params), skip_nonfinite=True)
 
     def grads(value):
         g = {"w": jnp.full((3, 2), value), "v": jnp.full((2, 2), 0.25)}

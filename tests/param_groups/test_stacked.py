@@ -154,7 +154,8 @@ def _layer_kwargs(info, scales):
     return kwargs, per_layer
 
 
-@pytest.mark.parametrize("info", STACKABLE, ids=lambda info: info.name)
+@pytest.mark.parametrize("info", [pytest.param(info, id=info.name, marks=(pytest.mark.slow,) if info.slow else ())
+                                  for info in STACKABLE])  # a record marked `slow` (registry): under `slow`
 def test_every_optimizer_vectorised_over_layers_is_its_slices_bit_for_bit(info):
     scales = [0.75 ** (L - i) for i in range(L)]
     kwargs, per_layer = _layer_kwargs(info, scales)

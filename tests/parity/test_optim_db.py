@@ -68,8 +68,9 @@ assert all(RECORDS[name].reference_class().__name__ in DB for name in TORCH), \
 
 
 def known_failure(name, desc, dtype, view, variant="torch"):
-    """The reason a case fails today, for failures owned by other work items (xfail, strict)."""
-    return None
+    """The reason a case fails today (xfail, strict): a record's `known_failures` (one of its
+    deviations), keyed `<config or variant>-<dtype>-<view>`."""
+    return RECORDS[name].known_failures.get(f"{desc if variant == 'torch' else variant}-{dtype}-{view}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -185,9 +186,9 @@ def torch_run(name, desc, dtype, variant):
     params = [torch.tensor(p, requires_grad=record.closure) for p in _init(name, dtype)]
     if variant == "two_groups":
         groups = [{"params": params[:-1]}, {"params": params[-1:], "lr": _second_lr(kwargs, name)}]
-        opt = record.reference_class()(groups, **kwargs)
+        opt = record.new_reference(groups, **kwargs)
     else:
-        opt = record.reference_class()(params, **kwargs)
+        opt = record.new_reference(params, **kwargs)
     trajectory = []
     if record.closure:
         def closure():
@@ -259,11 +260,11 @@ def class_run(name, desc, dtype, variant):
     kwargs = _our_kwargs(_kwargs(name, desc))
     record = RECORDS[name]
     params = [jnp.asarray(p) for p in _init(name, dtype)]
-    cls = record.adapter_class()
     if variant == "two_groups":
-        opt = cls([{"params": params[:-1]}, {"params": params[-1:], "lr": _second_lr(kwargs, name)}], **kwargs)
+        opt = record.new_adapter([{"params": params[:-1]}, {"params": params[-1:], "lr": _second_lr(kwargs, name)}],
+                                 **kwargs)
     else:
-        opt = cls(params, **kwargs)
+        opt = record.new_adapter(params, **kwargs)
 
     def flat():
         tree = opt.params
@@ -317,7 +318,10 @@ def _param(name, desc, dtype, view, slow=False):
 def _slow(name, desc, dtype, view):
     """The default run: every config in float64 (the functional view without torch's
     differentiable/fused variants, which compile one more program each), each optimizer's first
-    config in float32; the rest of the sweep is `slow`."""
+    config in float32; the rest of the sweep is `slow`. A record marked `slow` (registry): its
+    example in float64 only."""
+    if RECORDS[name].slow:
+        return not (desc == "example" and dtype == "float64")
     if dtype == "float32":
         return desc != FIRST[name]
     return view == "functional" and ("differentiable" in desc or "fused" in desc)
@@ -338,7 +342,7 @@ def test_torch_config(name, desc, dtype, view):
 
 
 def _variant_param(name, dtype, view, variant):
-    marks = [pytest.mark.slow] if dtype == "float32" else []
+    marks = [pytest.mark.slow] if dtype == "float32" or RECORDS[name].slow else []
     reason = known_failure(name, FIRST[name], dtype, view, variant)
     if reason:
         marks.append(pytest.mark.xfail(strict=True, reason=reason))

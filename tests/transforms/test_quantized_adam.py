@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from optax_like.core.base import apply_updates
+import optax_like as ol
 from optax_like.optimizers import quantized_adam as qo
 from optax_like.transforms import quantized_adam as qa
 
@@ -77,73 +77,35 @@ def test_table_entries_and_midpoints_round_as_torchao(bits, signed):
     np.testing.assert_array_equal(np.asarray(q.codes), ref.codes.numpy())
 
 
-@pytest.mark.parametrize("name,factory,fmt", [("AdamW8bit", qo.adamw8bit, 8), ("AdamW4bit", qo.adamw4bit, 4),
-                                               ("AdamWFp8", qo.adamw_fp8, "fp8")])
-def test_state_loads_into_torchao_and_back(name, factory, fmt):
-    """Our state after 3 steps, written as torchao's state_dict (the tensor subclass built from
-    codes, scale and the format's qmap), loads into a fresh torchao optimizer; one more step on
-    both gives the same params and codes; and torchao's state reads back into ours."""
-    rng = np.random.default_rng(1)
-    shapes = {"w": (64, 128), "b": (100,)}
-    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-    grads = [{k: rng.standard_normal(s).astype(np.float32) * 1e-2 for k, s in shapes.items()} for _ in range(4)]
-    tx = factory()
-    p = {k: jnp.asarray(v) for k, v in params.items()}
-    state = tx.init(p)
-    step = jax.jit(tx.update)
-    for g in grads[:3]:
-        u, state = step({k: jnp.asarray(v) for k, v in g.items()}, state, p)
-        p = apply_updates(p, u)
-    inner = next(s for s in state if isinstance(s, qa.ScaleByQuantizedAdamState))
-
-    def export(x, signed):
-        if not qa.is_quantized(x):
-            return torch.tensor(np.asarray(x))
-        codes = torch.tensor(np.asarray(x.codes).view(np.uint8))
-        scale = torch.tensor(np.asarray(x.scale))
-        if fmt == "fp8":
-            return subclass_fp8.OptimStateFp8(codes.view(torch.float8_e4m3fn), scale, dtype=torch.float32)
-        table = torch.tensor(qa.qmap(fmt, signed))
-        if fmt == 8:
-            return subclass_8bit.OptimState8bit(codes, scale, table, signed, dtype=torch.float32)
-        return subclass_4bit.OptimState4bit(codes, scale, table, signed, shapes["w"], dtype=torch.float32)
-
-    tensors = {k: torch.tensor(np.asarray(p[k]), requires_grad=True) for k in shapes}
-    opt = getattr(torchao_optim, name)(list(tensors.values()))
-    sd = opt.state_dict()
-    sd["state"] = {i: {"step": torch.tensor(float(inner.step[k])),
-                       "exp_avg": export(inner.exp_avg[k], True),
-                       "exp_avg_sq": export(inner.exp_avg_sq[k], False)}
-                   for i, k in enumerate(shapes)}
-    opt.load_state_dict(sd)
-    assert type(opt.state[tensors["w"]]["exp_avg"]).__name__.startswith("OptimState")
-    for k, t in tensors.items():
-        t.grad = torch.tensor(grads[3][k])
-    opt.step()
-    u, state = step({k: jnp.asarray(v) for k, v in grads[3].items()}, state, p)
-    p = apply_updates(p, u)
-    inner = next(s for s in state if isinstance(s, qa.ScaleByQuantizedAdamState))
-    for k in shapes:
-        np.testing.assert_allclose(np.asarray(p[k]), tensors[k].detach().numpy(), rtol=0, atol=1e-6)
-    back = opt.state_dict()["state"][0]
-    np.testing.assert_array_equal(np.asarray(inner.exp_avg["w"].codes).view(np.uint8),
-                                  back["exp_avg"].codes.view(torch.uint8).numpy())
-    np.testing.assert_array_equal(np.asarray(inner.exp_avg_sq["w"].codes).view(np.uint8),
-                                  back["exp_avg_sq"].codes.view(torch.uint8).numpy())
-    assert float(back["step"]) == float(inner.step["w"]) == 4.0
-
-
 def test_none_gradient_leaf_keeps_its_state():
     tx = qo.adam8bit()
     p = {"w": jnp.ones((64, 128)), "b": jnp.ones((10,))}
-    state = tx.init(p)
+    state = ol.per_leaf_scalars(tx.init(p))  # a leaf may miss its gradient
     u, new = tx.update({"w": None, "b": jnp.ones((10,))}, state, p)
     assert u["w"] is None
     old_inner = next(s for s in state if isinstance(s, qa.ScaleByQuantizedAdamState))
     new_inner = next(s for s in new if isinstance(s, qa.ScaleByQuantizedAdamState))
     assert new_inner.exp_avg["w"] is old_inner.exp_avg["w"]
-    assert float(new_inner.step["w"]) == 0.0 and float(new_inner.step["b"]) == 1.0
+    assert new_inner.step.tolist() == [1.0, 0.0]  # leaves in key order: b, w
     assert jax.tree.structure(new) == jax.tree.structure(state)
+
+
+def test_direction_form_without_learning_rate():
+    """Without `learning_rate` the transform emits Adam's direction (m / bc1) / denom, which a
+    chain with the learning rate turns into a step within an ulp of the full form's."""
+    rng = np.random.default_rng(3)
+    p = {"w": jnp.asarray(rng.standard_normal((64, 64)).astype(np.float32))}
+    g = {"w": jnp.asarray(rng.standard_normal((64, 64)).astype(np.float32))}
+    direction = ol.chain(qa.scale_by_quantized_adam(), ol.scale_by_learning_rate(1e-2))
+    full = qa.scale_by_quantized_adam(learning_rate=1e-2)
+    u1, _ = direction.update(g, direction.init(p), p)
+    u2, _ = full.update(g, full.init(p), p)
+    # the full form's update is p_new - p: exact to an ulp of |p| (< 4 here), not of the step
+    np.testing.assert_allclose(np.asarray(u1["w"]), np.asarray(u2["w"]), rtol=0, atol=2.4e-7)
+    with pytest.raises(ValueError, match="needs them"):
+        full.update(g, full.init(p))
+    with pytest.raises(ValueError, match="needs learning_rate"):
+        qa.scale_by_quantized_adam(weight_decay=0.1)
 
 
 def test_min_quant_size_rule():
@@ -175,3 +137,25 @@ def test_signatures_are_torchao_s():
         for name, parameter in theirs.items():
             assert ours[name].default == parameter.default, (cls, name)
             assert ours[name].kind == parameter.kind, (cls, name)
+
+
+def test_the_quantized_layout_kind_is_declared_checked():
+    """`quantized` fields must be buffers with a codec; the state type declares its kind (the
+    converter guesses nothing from names)."""
+    from typing import NamedTuple
+
+    from optax_like.core import torch_layout as tl
+
+    layout = tl.torch_layout_of(qa.scale_by_quantized_adam().init({"w": jnp.zeros((64, 64))}))
+    assert layout is not None and set(layout.quantized) == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert layout.tensor_group_entries == ("lr",)
+
+    class S(NamedTuple):
+        m: object
+        step: object
+
+    codec = tl.QuantizedCodec(qa.QuantizedMoment, lambda node, p: None, lambda value, fresh: fresh)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"quantized fields \['step'\] must be buffers"):
+        tl.declare_torch_state(S, buffers=("m",), scalars={"step": tl.STEP}, started="step", quantized={"step": codec})
+    with pytest.raises(TypeError, match=r"quantized fields \['m'\] must be buffers, each with a QuantizedCodec"):
+        tl.declare_torch_state(S, buffers=("m",), scalars={"step": tl.STEP}, started="step", quantized={"m": "codec"})

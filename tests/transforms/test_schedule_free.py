@@ -112,6 +112,27 @@ def test_state_structure_none_gradients_and_eval_identity():
     assert isinstance(new_state[0].group, ScheduleFreeGroup)
 
 
-def test_complex_params_are_refused():
-    with pytest.raises(TypeError, match="complex"):
-        schedule_free_adamw().init({"w": jnp.ones((2,), jnp.complex64)})
+def test_group_entries_round_trip_and_checks():
+    """The group-form declaration: schedulefree's param group entries out (Python values, the
+    wide pairs summed in float64) and back in, checked, naming the key."""
+    from optax_like.optim import _state_dict
+
+    tx = schedule_free_sgd(lr=0.1, warmup_steps=3)
+    params = [jnp.ones((3,))]
+    state = tx.init(params)
+    for _ in range(2):
+        u, state = tx.update([jnp.ones((3,))], state, params)
+    entries = _state_dict.export_group_entries(state)
+    assert entries == {"k": 2, "weight_sum": pytest.approx(0.1**2 / 9 + 0.2**2 / 9, rel=1e-14),
+                       "lr_max": pytest.approx(0.2 / 3, rel=1e-14), "scheduled_lr": pytest.approx(0.2 / 3, rel=1e-14)}
+    assert type(entries["k"]) is int and all(type(entries[k]) is float for k in ("weight_sum", "lr_max"))
+    assert _state_dict.group_keys(state) == ("k", "weight_sum", "lr_max", "scheduled_lr")
+    assert _state_dict.export_state(state, jax.tree.structure(params), params)[0].keys() == {"z"}
+    loaded = _state_dict.import_group_entries(tx.init(params), entries)
+    assert _state_dict.export_group_entries(loaded) == entries
+    assert jax.tree.structure(loaded) == jax.tree.structure(state)
+    for bad, match in ((dict(k=-1), "'k' must be an integer"), (dict(k=1.5), "'k' must be"),
+                       (dict(weight_sum=float("nan")), "'weight_sum' must be finite"),
+                       (dict(lr_max="x"), "'lr_max' must be a real number")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            _state_dict.import_group_entries(state, bad)
