@@ -85,11 +85,16 @@ def refuse_sparse_weight_decay(weight_decay: Any, message: str) -> None:
     concrete zero passes."""
     value = v.concrete_value(weight_decay)
     if value is None and v.maybe_nonzero(weight_decay):
-        # (the hint joins the message: BaseException.add_note is Python >= 3.11)
-        raise RuntimeError(
-            f"{message}\nweight_decay is a traced value or a schedule here, so it may be nonzero: give it "
-            "as a Python number (e.g. inject_hyperparams(..., static_args=('weight_decay',))) to step "
-            "with sparse gradients.")
+        error = RuntimeError(message)  # torch's message, word for word; the way out as a note
+        note = ("weight_decay is a traced value or a schedule here, so it may be nonzero: give it as a "
+                "Python number (e.g. inject_hyperparams(..., static_args=('weight_decay',))) to step "
+                "with sparse gradients.")
+        add_note = getattr(error, "add_note", None)  # BaseException.add_note: Python >= 3.11
+        if add_note is not None:
+            add_note(note)
+        else:  # Python 3.10: kept in __notes__ (not printed)
+            setattr(error, "__notes__", [note])
+        raise error
     if value:
         raise RuntimeError(message)
 
