@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -160,18 +160,33 @@ class PerLayer(PreciseScalar):
 
     def pick(self, values: Any, dtype) -> jax.Array:
         """`values[index]`: one host value per layer, rounded to `dtype` on the host."""
-        return jnp.asarray(np.asarray(values, dtype=np.float64).astype(dtype))[self.index]
+        return pick_layer(values, self.index, dtype)
 
-    def per_layer(self, fn: Callable[[float], float], dtype, name: str = "hyperparameter") -> jax.Array:
-        """`fn(x)` of the layer's value: Python float64 math per layer (as for a host scalar),
-        checked (`check_representable`) and rounded once to `dtype`, then picked."""
-        values = [fn(h) for h in self.host]
+    def checked_pick(self, values: Sequence[float], dtype, name: str = "hyperparameter") -> jax.Array:
+        """`pick` of per-layer float64 results, each checked (`check_representable`) first."""
         for value in values:
             check_representable(value, dtype, name)
         return self.pick(values, dtype)
 
+    def per_layer(self, fn: Callable[[float], float], dtype, name: str = "hyperparameter") -> jax.Array:
+        """`fn(x)` of the layer's value: Python float64 math per layer (as for a host scalar),
+        checked and rounded once to `dtype`, then picked."""
+        return self.checked_pick([fn(h) for h in self.host], dtype, name)
+
+    def log_and_zero(self, dtype) -> tuple[jax.Array, jax.Array]:
+        """The host path of `bias_correction`/`power` per layer: `log(beta)` (float64, rounded to
+        `dtype`; 0 where beta is 0) and whether beta is 0."""
+        log_beta = self.per_layer(lambda b: float(np.log(np.float64(b))) if b != 0.0 else 0.0, dtype)
+        return log_beta, self.pick([b == 0.0 for b in self.host], jnp.bool_)
+
     def __repr__(self):
         return f"PerLayer({list(self.host)!r})"
+
+
+def pick_layer(values: Any, index: Any, dtype) -> jax.Array:
+    """`values[index]` of one host value per layer (rounded to `dtype` on the host), at a traced
+    layer `index` (inside `jax.vmap` over stacked layers)."""
+    return jnp.asarray(np.asarray(values, dtype=np.float64).astype(dtype))[index]
 
 
 def _per_layer_host(fn: Callable, values: tuple, dtype) -> jax.Array | None:
@@ -182,11 +197,8 @@ def _per_layer_host(fn: Callable, values: tuple, dtype) -> jax.Array | None:
     first = layers[0]
     if any(v.index is not first.index or len(v.host) != len(first.host) for v in layers):
         raise ValueError("PerLayer hyperparameters of one step must share the layer index.")
-    results = [fn(*(v.host[i] if isinstance(v, PerLayer) else float(v) for v in values))
-               for i in range(len(first.host))]
-    for value in results:
-        check_representable(value, dtype, "hyperparameter")
-    return first.pick(results, dtype)
+    return first.checked_pick([fn(*(v.host[i] if isinstance(v, PerLayer) else float(v) for v in values))
+                               for i in range(len(first.host))], dtype)
 
 
 def plain(x: Any) -> Any:
@@ -281,9 +293,9 @@ def bias_correction(beta: Any, count: jax.Array, dtype) -> jax.Array:
     count = jnp.asarray(count)
     if isinstance(beta, PerLayer):  # the host path below, per layer
         wide = jnp.promote_types(dtype, jnp.float32)
-        log_beta = beta.per_layer(lambda b: float(np.log(np.float64(b))) if b != 0.0 else 0.0, wide)
+        log_beta, zero = beta.log_and_zero(wide)
         result = -jnp.expm1(count.astype(wide) * log_beta).astype(dtype)
-        return jnp.where(beta.pick([b == 0.0 for b in beta.host], jnp.bool_), jnp.ones((), dtype), result)
+        return jnp.where(zero, jnp.ones((), dtype), result)
     precise = _precise(beta)
     if precise is not None:
         wide = jnp.promote_types(dtype, jnp.float32)
@@ -309,10 +321,9 @@ def power(beta: Any, count: jax.Array, dtype) -> jax.Array:
     count = jnp.asarray(count)
     if isinstance(beta, PerLayer):  # the host path below, per layer
         wide = jnp.promote_types(dtype, jnp.float32)
-        log_beta = beta.per_layer(lambda b: float(np.log(np.float64(b))) if b != 0.0 else 0.0, wide)
+        log_beta, zero = beta.log_and_zero(wide)
         exact = jnp.exp(count.astype(wide) * log_beta).astype(dtype)
-        zero = jnp.where(count == 0, 1.0, 0.0).astype(dtype)
-        return jnp.where(beta.pick([b == 0.0 for b in beta.host], jnp.bool_), zero, exact)
+        return jnp.where(zero, jnp.where(count == 0, 1.0, 0.0).astype(dtype), exact)
     precise = _precise(beta)
     if precise is not None and not is_host_scalar(beta):
         wide = jnp.promote_types(dtype, jnp.float32)

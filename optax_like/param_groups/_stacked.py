@@ -257,8 +257,7 @@ def _value(spec: Any, index: Any) -> Any:
 
     def scaled(count):  # `Group.effective`'s `schedule(count) * lr_scale` for this layer
         value = schedule(count)
-        factor = numerics.PerLayer(scales, index).pick(scales, jnp.result_type(value))
-        return value * factor
+        return value * numerics.pick_layer(scales, index, jnp.result_type(value))
 
     return scaled
 

@@ -34,11 +34,6 @@ declare_torch_state(
 )
 
 
-def _host_sum(a: Any, b: Any, dtype) -> Any:
-    """`a + b` as timm's Python float math (float64) for host numbers, else in `dtype`."""
-    return numerics.host_or_traced(lambda x, y: x + y, a, b, dtype=dtype)
-
-
 def scale_by_madgrad(
     lr: ScalarOrSchedule = 1e-2,
     momentum: ScalarOrSchedule = 0.9,
@@ -79,7 +74,8 @@ def scale_by_madgrad(
         traced_momentum = has_momentum and not numerics.is_host_scalar(h.momentum)
 
         def step_scalars(t, dtype):
-            lamb = lax.mul(_host_sum(h.lr, h.eps, wide), lax.sqrt(t.astype(wide)))
+            lr_plus_eps = numerics.host_or_traced(lambda a, b: a + b, h.lr, h.eps, dtype=wide)  # timm's Python floats
+            lamb = lax.mul(lr_plus_eps, lax.sqrt(t.astype(wide)))
             return (numerics.cast(lamb, dtype),)
 
         def math(leaf, g, gss, s, x0, p_in, t, scalars):
