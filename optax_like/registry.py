@@ -281,6 +281,17 @@ _SCHEDULE_FREE_DEVIATIONS = (
     "scalar math): params within a few float32 ulps of schedulefree's, not bit for bit (the factory with host "
     "floats keeps the float64 math).",
 )
+# What the three schedule-free records share:
+# - r, weight_lr_power: compile-time in the class, so the averaging weights are schedulefree's
+#   float64 host math;
+# - optim/schedule_free.py: train()/eval() (`before_step`), group entries;
+# - slow: each configuration compiles its double-float (float64 host math) step, ~1-2 s: the
+#   default run takes the example's parity;
+# - layers_vectorised=False: with a per-layer lr, the vmapped double-float scalar math rounds a
+#   few elements an ulp apart from the slices' (measured).
+_SCHEDULE_FREE: dict[str, Any] = dict(
+    adapter=dict(static=("r", "weight_lr_power")), custom_class=True, before_step=("train",), slow=True,
+    layers_vectorised=False, deviations=_SCHEDULE_FREE_DEVIATIONS)
 
 _RECORDS = [
     OptimizerInfo(
@@ -703,16 +714,9 @@ _RECORDS = [
         valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.5, 0.99), Interval(0.5, 0.999)),
                    eps=Interval(1e-6, 1e-3), warmup_steps=Interval(1.0, 10.0, or_zero=True), **_WD),
         variants=dict(unweighted=dict(weight_lr_power=0.0, r=0.0, warmup_steps=0, weight_decay=0.1, betas=(0.8, 0.99))),
-        # r, weight_lr_power: compile-time, so the averaging weights are schedulefree's float64 host math
-        adapter=dict(static=("r", "weight_lr_power")),
-        # optim/schedule_free.py: train()/eval(), group entries; slow: each configuration compiles its
-        # double-float (float64 host math) step, ~1-2 s: the default run takes the example's parity
-        # layers_vectorised=False: with a per-layer lr, the vmapped double-float scalar math rounds
-        # a few elements an ulp apart from the slices' (measured)
-        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
         optax="optax.contrib.schedule_free_adamw({lr})", moved_per_param=7,
         extra_functions=("schedule_free_eval_params", "schedule_free_train_params", "schedule_free_wrapper"),
-        deviations=_SCHEDULE_FREE_DEVIATIONS,
+        **_SCHEDULE_FREE,
     ),
     OptimizerInfo(
         "schedule_free_sgd", "SGDScheduleFree", "schedulefree.SGDScheduleFree",
@@ -721,10 +725,7 @@ _RECORDS = [
         full=dict(warmup_steps=3),  # a changing lr: weight_lr_power matters
         valid=dict(lr=Interval(1e-4, 1.0), momentum=Interval(0.1, 0.99), warmup_steps=Interval(1.0, 10.0, or_zero=True), **_WD),
         invalid=(_BAD_LR, _BAD_WD, dict(momentum=0.0), dict(momentum=1.0)),
-        adapter=dict(static=("r", "weight_lr_power")),
-        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
-        optax="optax.contrib.schedule_free_sgd({lr})", moved_per_param=5,
-        deviations=_SCHEDULE_FREE_DEVIATIONS,
+        optax="optax.contrib.schedule_free_sgd({lr})", moved_per_param=5, **_SCHEDULE_FREE,
     ),
     OptimizerInfo(
         "schedule_free_radam", "RAdamScheduleFree", "schedulefree.RAdamScheduleFree",
@@ -735,10 +736,7 @@ _RECORDS = [
                    eps=Interval(1e-6, 1e-3), **_WD),  # eps: see schedule_free_adamw
         flags=dict(silent_sgd_phase=(True, False)),
         variants=dict(sgd_phase=dict(silent_sgd_phase=False)),
-        adapter=dict(static=("r", "weight_lr_power")),
-        custom_class=True, before_step=("train",), slow=True, layers_vectorised=False,
-        optax=None, moved_per_param=7,
-        deviations=_SCHEDULE_FREE_DEVIATIONS,
+        optax=None, moved_per_param=7, **_SCHEDULE_FREE,
     ),
 ]
 
