@@ -31,6 +31,7 @@ import types
 from typing import Any, Callable, Mapping
 
 from optax_like import optimizers as _opt
+from optax_like.transforms.lamb import lamb_global_clip as _lamb_global_clip
 
 __all__ = ["Interval", "OptimizerInfo", "OPTIMIZERS", "by_class", "fixed", "markdown_table"]
 
@@ -98,7 +99,26 @@ class OptimizerInfo:
     imaginary part): a deviation; the generic test checks both sides.
     before_step: methods the reference needs called on a new instance before it steps
     (schedulefree's `train()`); the adapter class keeps that contract, so the generic suites
-    build both through `new_reference` / `new_adapter`, which call them.
+    build both through `new_reference` / `new_adapter`, which call them. `new_reference` also
+    gives an argument the reference requires (torch's `required`: timm SGDP's lr) the example's
+    value where the caller leaves it out (ours have defaults: the record's deviation).
+    coupling: arguments by which the reference couples the params it updates -> the value that
+    uncouples them (timm Lamb's `max_grad_norm`: one gradient-norm clip over every param; None:
+    none). A coupled leaf's update depends on the other leaves, as the reference's does, so the
+    suites that compare a leaf with the same leaf elsewhere (tests/test_tree_independence.py: a
+    leaf alone and in a tree; tests/test_properties.py: the other leaves of a step with a None
+    gradient against the full step) run with these values (`couples(kwargs)`: whether a
+    configuration couples); the coupled numbers are the parity suites'. The adapter's
+    counterpart, one clip over all param groups, is the `cross_group` adapter option
+    (make_optimizer_class).
+    rewritten_group_entries: param-group entries the reference's step overwrites -> why ours
+    keeps the given value (timm Adafactor's relative-step `lr`: the last param's step size, a
+    tensor of the RMS's rounding): tests/optim/test_classes_parity.py leaves them out of its
+    comparison of the groups after steps (a deviation).
+    jit_rtol: for math that rounds mid-step to a narrow dtype (AdafactorBigVision's bfloat16
+    momentum), the fraction of a leaf's scale by which `jax.jit(update)` and the eager update may
+    differ (tests/test_properties.py): a value one float32 ulp apart (XLA's FMA contraction under
+    jit) that sits on a bfloat16 rounding tie rounds to neighbouring bfloat16 values.
     """
 
     name: str
@@ -131,9 +151,13 @@ class OptimizerInfo:
     complex_refused_here: str = ""
     slow: bool = False
     known_failures: Mapping = dataclasses.field(default_factory=_frozen)
+    coupling: Mapping = dataclasses.field(default_factory=_frozen)
+    rewritten_group_entries: Mapping = dataclasses.field(default_factory=_frozen)
+    jit_rtol: float | None = None
 
     def __post_init__(self):
-        for field in ("example", "full", "valid", "flags", "variants", "adapter", "known_failures"):
+        for field in ("example", "full", "valid", "flags", "variants", "adapter", "known_failures", "coupling",
+                      "rewritten_group_entries"):
             object.__setattr__(self, field, _frozen(getattr(self, field)))
         if self.layout not in ("any", "matrix", "sparse"):
             raise ValueError(f"{self.name}: layout must be 'any', 'matrix' or 'sparse', got {self.layout!r}")
@@ -150,8 +174,16 @@ class OptimizerInfo:
         return getattr(optim, self.cls)
 
     def new_reference(self, params, **kwargs):
-        """A reference optimizer over `params`, ready to step (`before_step` called)."""
-        optimizer = self.reference_class()(params, **kwargs)
+        """A reference optimizer over `params`, ready to step (`before_step` called). An argument
+        the reference requires (default torch's `required`: timm's SGDP lr) that `kwargs` leaves
+        out takes the record's `example` value (ours has a default: the record's deviation); a
+        loaded state dict then sets the groups' value, as for any other argument."""
+        from torch.optim.optimizer import required as torch_required
+
+        cls = self.reference_class()
+        required = [k for k, p in inspect.signature(cls).parameters.items()
+                    if p.default is torch_required and k not in kwargs]
+        optimizer = cls(params, **{k: self.example[k] for k in required}, **kwargs)
         for method in self.before_step:
             getattr(optimizer, method)()
         return optimizer
@@ -172,6 +204,14 @@ class OptimizerInfo:
         defaults = {k: p.default for k, p in inspect.signature(self.factory).parameters.items()}
         values = {**defaults, **kwargs}
         return any(all(values.get(k) == v for k, v in refused.items()) for refused in self.complex_refused)
+
+    def couples(self, kwargs: Mapping) -> bool:
+        """Whether the configuration `kwargs` (arguments left out take the factory's defaults)
+        couples the params' updates (`coupling`)."""
+        if not self.coupling:
+            return False
+        defaults = {k: p.default for k, p in inspect.signature(self.factory).parameters.items()}
+        return any({**defaults, **kwargs}.get(k) != v for k, v in self.coupling.items())
 
     def variant_kwargs(self, variant: str) -> dict:
         """The configuration of a named variant: `example` with the variant's values (`fixed`)."""
@@ -698,6 +738,273 @@ _RECORDS = [
         deviations=("An empty matrix param (a zero-size dimension) steps as a vector here; timm's projection "
                     "raises on it (ZeroDivisionError for delta / sqrt(0), or max() of an empty tensor).",),
     ),
+    # -- timm: SGDP, RAdamLegacy, NvNovoGrad --
+    OptimizerInfo(
+        "sgdp", "SGDP", "timm.optim.sgdp.SGDP",
+        "SGD's momentum (buffer from zeros, damped from step 1) without the radial part on scale-invariant weights (AdamP's projection); decay `lr*wd*wd_ratio/(1-momentum)`; `nesterov`, `caution`",
+        example=dict(lr=0.1, momentum=0.9, weight_decay=0.01),
+        full=dict(momentum=0.9),
+        valid=dict(lr=Interval(1e-4, 1.0), momentum=Interval(0.0, 0.9), dampening=Interval(0.0, 1.0),
+                   eps=Interval(1e-8, 1e-3), delta=Interval(0.0, 2.0), wd_ratio=Interval(0.0, 1.0), **_WD),
+        flags=dict(nesterov=(False, True), caution=(False, True)),
+        # delta=10: every matrix projects by channel (random gradients give |cos| ~ 0.5 per row)
+        variants=dict(projected=dict(delta=10.0), nesterov=dict(nesterov=True, delta=10.0),
+                      dampening=dict(dampening=0.5), caution=dict(caution=True),
+                      caution_projected=dict(caution=True, delta=10.0, nesterov=True),
+                      no_momentum=dict(momentum=0.0), no_decay=dict(weight_decay=0.0)),
+        complex=False,  # matrices: torch's cosine similarity is real only (1-D complex: as timm, untested)
+        shapes=((4, 3), (5,), (2, 3, 2), ()),
+        optax=None, moved_per_param=5, slow=True,
+        deviations=("An empty matrix param (a zero-size dimension) steps as a vector here; timm's projection "
+                    "raises on it (ZeroDivisionError for delta / sqrt(0), or max() of an empty tensor).",
+                    "lr defaults to 1e-3 (torch.optim.SGD's default); timm's SGDP requires it (torch's `required`: "
+                    "constructing without lr raises ValueError).",),
+    ),
+    OptimizerInfo(
+        "radam_legacy", "RAdamLegacy", "timm.optim.radam.RAdamLegacy",
+        "the original RAdam: `rho_t >= 5` switch, eps outside the bias correction, decoupled decay first; float32 math and moments for every param dtype",
+        example=dict(lr=1e-2, weight_decay=0.1),  # beta2 = 0.999: rectified from step 6
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)),
+                   eps=Interval(1e-8, 1e-3), **_WD),
+        variants=dict(late_rectified=dict(betas=(0.9, 0.7)),  # rectified from step 10
+                      never_rectified=dict(betas=(0.9, 0.6)),  # rho_inf = 4
+                      zero_betas=dict(betas=(0.0, 0.0)), no_decay=dict(weight_decay=0.0)),
+        complex=False,
+        complex_refused_here="RAdamLegacy: complex params are not supported (timm computes on `p.float()`, which "
+                             "drops the imaginary part)",
+        # float64 params step in float32 (timm's `p.float()`), whose sqrt is torch's CPU kernel: not correctly
+        # rounded (about 0.7% of values an ulp off, measured), so a float32 ulp (1e-7 relative) can show in the
+        # step; measured worst over the example and variants: 0 (float64), 3.4e-10 (float32, 20 steps)
+        rtol32=1e-6,
+        optax="optax.radam({lr})", optax_note="torch's RAdam", moved_per_param=7, slow=True,
+        deviations=("bfloat16/float16 params: timm keeps exp_avg and exp_avg_sq in float32 (and loads them so); "
+                    "here they are kept in the params' dtype, as every optimizer's buffers (the step itself is "
+                    "float32, as timm's, and rounds the param once): the params stay within a few ulps of timm's "
+                    "(tests/test_generic.py), the state differs by its bf16/f16 rounding. float64 params hold "
+                    "timm's float32 moments exactly (exported as float32, `buffer_dtypes`).",
+                    "Complex params are refused at init (TypeError, `complex_refused_here`); timm's `p.float()` "
+                    "drops the imaginary part (with a warning) and writes the real result back.",),
+    ),
+    OptimizerInfo(
+        "nvnovograd", "NvNovoGrad", "timm.optim.nvnovograd.NvNovoGrad",
+        "NovoGrad: `g / (sqrt(v) + eps)` with `v` a float32 running average of `||g||^2` per param; `grad_averaging`, `amsgrad`, `decoupled_decay`, `corrected_weight_decay`",
+        example=dict(lr=1e-2, weight_decay=0.01),
+        full=dict(amsgrad=True),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.0, 0.999)),
+                   eps=Interval(1e-8, 1e-3), **_WD),
+        flags=dict(amsgrad=(False, True), grad_averaging=(False, True), decoupled_decay=(False, True)),
+        variants=dict(amsgrad=dict(amsgrad=True, betas=(0.9, 0.5)), grad_averaging=dict(grad_averaging=True),
+                      decoupled=dict(decoupled_decay=True, weight_decay=0.1),
+                      corrected=dict(decoupled_decay=True, corrected_weight_decay=True, weight_decay=0.1),
+                      no_decay=dict(weight_decay=0.0)),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(lr=0.0, corrected_weight_decay=True)),
+        complex=False,
+        complex_refused_here="NvNovoGrad: complex params are not supported (timm's exp_avg_sq, a real scalar, takes "
+                             "the real part of sum(g**2) at the first step and raises at the second)",
+        # the denominator is float32 (timm's 0-d exp_avg_sq) also for float64 params, and torch's CPU float32 sqrt
+        # is not correctly rounded (about 0.7% of values an ulp off, measured): a float32 ulp (1e-7 relative) of
+        # the normalised gradient shows in float64 results (measured 1.8e-8 after 20 steps; float32: 1.2e-7)
+        rtol32=1e-6,
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.novograd({lr})", optax_note="other moments (b2 on the norm, no first-step copy)",
+        moved_per_param=5, slow=True,
+        deviations=("Complex params are refused at init (TypeError, `complex_refused_here`); timm's float32 "
+                    "exp_avg_sq takes the real part of the complex sum(g**2) at a first step (with a warning) and "
+                    "raises RuntimeError at the second.",
+                    "bfloat16/float16 params: timm rounds every intermediate tensor (g / d, the decayed update, "
+                    "the momentum) to the params' dtype; here the step is computed in float32 and the momentum "
+                    "rounded once (params within a few ulps, tests/test_generic.py).",),
+    ),
+    # -- timm: Lamb, Adan --
+    OptimizerInfo(
+        "lamb", "Lamb", "timm.optim.lamb.Lamb",
+        "Adam's direction times the layer's trust ratio `||p|| / ||u||`; one gradient-norm clip over every group (`max_grad_norm`); `trust_clip`, `always_adapt`, decoupled or corrected decay, `caution`; group `step`",
+        example=dict(lr=1e-2, weight_decay=0.1),
+        # weight_decay first after lr: the class's two-group test gives group 1 its own decay
+        # (and trust ratio) while one clip spans both groups
+        valid=dict(lr=Interval(1e-4, 0.1), weight_decay=Interval(1e-4, 0.1, or_zero=True),
+                   betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)), eps=Interval(1e-8, 1e-3),
+                   max_grad_norm=Interval(0.1, 10.0)),
+        # caution: variants (complex params are refused with it)
+        flags=dict(bias_correction=(True, False), grad_averaging=(True, False), trust_clip=(False, True),
+                   always_adapt=(False, True), decoupled_decay=(False, True)),
+        variants=dict(
+            decoupled=dict(decoupled_decay=True), corrected=dict(decoupled_decay=True, corrected_weight_decay=True),
+            trust_clip=dict(trust_clip=True), caution=dict(caution=True), no_decay=dict(weight_decay=0.0),
+            always_adapt=dict(always_adapt=True, weight_decay=0.0), unclipped=dict(max_grad_norm=None),
+            uncorrected=dict(bias_correction=False, grad_averaging=False, betas=(0.8, 0.99)),
+        ),
+        invalid=(_BAD_LR, _BAD_EPS, _BAD_WD, dict(lr=0.0, corrected_weight_decay=True)),
+        complex_refused=(dict(caution=True),),  # caution's `u * g > 0` on complex tensors (timm views none as real)
+        adapter=dict(snapshots={"max_lr_snapshot": "lr"}, cross_group={"max_grad_norm": _lamb_global_clip}),
+        coupling=dict(max_grad_norm=None),
+        layers_vectorised=False,  # vmapped over layers, an element rounds an ulp off its slice's (measured)
+        optax="optax.lamb({lr}, weight_decay=0.01)", optax_note="no gradient clip; trust ratio always on",
+        moved_per_param=7,
+        slow=True,  # the default run is at its time budget: the full matrix runs under `-m slow`
+        known_failures={f"two_groups-{dtype}-functional": (
+            "the functional two-group run is a multi_transform of two lambs, each clipping its own group's "
+            "gradients; timm clips every group with one norm (the class does: `cross_group`; deviations)")
+            for dtype in ("float64", "float32")},
+        deviations=(
+            "Functional multi-group optimizers (`multi_transform`, `param_groups.partition`/`create_optimizer`) "
+            "clip each group's gradients by that group's norm; timm's one clip spans every param group (as "
+            "`optax_like.optim.Lamb` does). For timm's numbers functionally, clip the whole tree with "
+            "`lamb_global_clip` first and build the groups with `max_grad_norm=None`.",
+            "The live `param_groups[i]['step']` after a step is the group's int32 device scalar (no host sync); "
+            "timm's is a 0-d float32 tensor. `state_dict()` has a Python float (no entry before the first step, "
+            "as timm), which `optax_like.interop.torch` writes as timm's float32 tensor.",
+        ),
+    ),
+    OptimizerInfo(
+        "adan", "Adan", "timm.optim.adan.Adan",
+        "Nesterov momentum from gradient differences: moments of `g`, `g_t - g_{t-1}` and `(g_t + beta2 (g_t - g_{t-1}))^2`; proximal (`no_prox=False`) or decoupled decay; `caution`; group `step`",
+        example=dict(lr=1e-2, weight_decay=0.02),
+        # beta3 >= 0.5: the second moment must not forget a gradient the first moment still holds
+        # (as Adam's beta2, _ADAM_VALID)
+        valid=dict(lr=Interval(1e-4, 0.1), weight_decay=Interval(1e-4, 0.1, or_zero=True),
+                   betas=(Interval(0.0, 0.99), Interval(0.0, 0.99), Interval(0.5, 0.999)), eps=Interval(1e-8, 1e-3)),
+        flags=dict(no_prox=(False, True)),  # caution: variants (complex params are refused with it)
+        variants=dict(no_prox=dict(no_prox=True), caution=dict(caution=True), no_decay=dict(weight_decay=0.0),
+                      caution_no_prox=dict(caution=True, no_prox=True, betas=(0.9, 0.8, 0.95))),
+        # betas (a triple, checked index by index): tests/transforms/test_adan.py (the generic
+        # checks take pairs)
+        invalid=(_BAD_LR, _BAD_EPS),
+        complex_refused=(dict(caution=True),),  # caution's `m * g > 0` on complex tensors (timm views none as real)
+        layers_vectorised=False,  # vmapped over layers, an element rounds an ulp off its slice's (measured)
+        optax="optax.adan({lr})", optax_note="eps_root inside the root; other decay form", moved_per_param=11,
+        slow=True,  # the default run is at its time budget: the full matrix runs under `-m slow`
+        deviations=(
+            "The live `param_groups[i]['step']` after a step is the group's int32 device scalar (no host sync); "
+            "timm's is a Python int, as `state_dict()` has it (no entry before the first step, as timm).",
+            "timm's `restart_opt()` (zero moments, step 0) is not a method of `optax_like.optim.Adan`: start "
+            "from a fresh functional state (`tx.init(params)`) or a new instance.",
+        ),
+    ),
+    # -- timm: Adafactor, AdafactorBigVision --
+    OptimizerInfo(
+        "timm_adafactor", "TimmAdafactor", "timm.optim.adafactor.Adafactor",
+        "fairseq's Adafactor (timm's factored dims): relative steps `min(1e-2, 1/sqrt(t)) * max(eps_scale, RMS(p))` with `lr=None`, update clipping, `betas` first moment; `caution`, `warmup_init`",
+        # min_dim_size_to_factor=2: the small shapes factor (timm's leading dims (3, 4, 2), trailing (2, 3, 4))
+        example=dict(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.999), min_dim_size_to_factor=2),
+        valid=dict(lr=Interval(1e-4, 0.1), clip_threshold=Interval(0.5, 2.0), eps_scale=Interval(1e-4, 1e-2),
+                   decay_rate=Interval(-1.0, -0.5), **_WD),
+        flags=dict(caution=(False, True), scale_parameter=(True, False)),
+        variants=dict(
+            relative=dict(lr=None),  # timm's default: step sizes from the step and the param's RMS
+            relative_unscaled=dict(lr=None, scale_parameter=False),
+            relative_eps_scale=dict(lr=None, eps_scale=2.0),  # eps_scale > RMS: the Python float lr
+            warmup=dict(lr=None, warmup_init=True), caution=dict(caution=True), no_momentum=dict(betas=None),
+            clipped=dict(clip_threshold=0.3), unfactored=dict(min_dim_size_to_factor=16),
+        ),
+        # none: the reference checks only warmup_init (without lr), and takes any lr, a 3-element
+        # tensor or None included (tests/transforms/test_timm_adafactor.py checks warmup_init)
+        invalid=(),
+        shapes=((4, 3), (5,), (3, 4, 2), (2, 3, 4), ()),
+        complex=False,
+        complex_refused_here="timm's Adafactor: complex params are not supported (timm applies its real-valued math "
+                             "to complex tensors as they are)",
+        adapter=dict(static=("min_dim_size_to_factor",), snapshots={
+            "beta1": lambda args: None if args["betas"] is None else args["betas"][0],  # timm's group entries
+            "relative_step": lambda args: args["lr"] is None}),
+        optax="optax.adafactor({lr})", optax_note="optax's (T5's) defaults and factored dims", moved_per_param=7,
+        slow=True,
+        rewritten_group_entries={"lr": (
+            "with relative steps timm writes each param's step size into its group's lr (the last param's: a "
+            "tensor in the RMS's rounding); the class keeps the given lr (None), which the step does not read")},
+        deviations=(
+            "Complex params are refused at init (TypeError, `complex_refused_here`); timm steps them with its "
+            "real-valued math applied to the complex tensors as they are.",
+            "With relative steps (lr=None) timm writes the step size of the last param it updated into its "
+            "group's `lr` (a 0-d tensor where it takes the param's RMS); the class keeps the group's lr as given.",
+            "An empty param's `RMS` is 0 (timm's `norm / numel ** 0.5` is 0 / 0, nan).",
+            "timm's groups read `beta1` (set from the constructor's `betas`) and ignore a group's own `betas`; "
+            "here a group's `betas` gives its beta1 where `beta1` is None (a group of a constructor without betas).",
+            "The state dict's `RMS` is a 0-d array of the param's compute dtype, as timm's tensor; `step` a Python int.",
+        ),
+    ),
+    OptimizerInfo(
+        "adafactor_big_vision", "AdafactorBigVision", "timm.optim.adafactor_bv.AdafactorBigVision",
+        "big_vision's Adafactor: factored second moment over the two largest dims, `1 - t^-decay_rate` capped at `beta2_cap`, momentum in `momentum_dtype` (bfloat16); `clipping_threshold`, `unscaled_wd`, `caution`, `corrected_weight_decay`",
+        # min_dim_size_to_factor=3: the small shapes factor ((4, 3): rows over dim 0; (3, 3): ties by index)
+        example=dict(lr=1e-2, weight_decay=0.1, min_dim_size_to_factor=3),
+        valid=dict(lr=Interval(1e-4, 0.1), decay_rate=Interval(0.5, 1.0), beta2_cap=Interval(0.9, 0.999),
+                   momentum=Interval(0.0, 0.99), **_WD),
+        flags=dict(caution=(False, True), unscaled_wd=(False, True)),
+        variants=dict(
+            float32_momentum=dict(momentum_dtype="float32"), no_momentum=dict(momentum=None),
+            clipped=dict(clipping_threshold=0.5), caution=dict(caution=True),
+            unscaled=dict(unscaled_wd=True, weight_decay=0.01), corrected=dict(corrected_weight_decay=True),
+            unscaled_corrected=dict(unscaled_wd=True, corrected_weight_decay=True, weight_decay=0.01),
+            capped=dict(decay_offset=3, beta2_cap=0.5),  # the cap binds from step 6
+            unfactored=dict(min_dim_size_to_factor=16), eps=dict(eps=1e-3, momentum_dtype="float32"),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum_dtype="float64"), dict(lr=0.0, corrected_weight_decay=True)),
+        shapes=((4, 3), (5,), (3, 4, 2), (3, 3), ()),
+        complex=False,
+        complex_refused_here="AdafactorBigVision: complex params are not supported (timm applies its real-valued "
+                             "math to complex tensors as they are and casts the momentum to a real dtype)",
+        adapter=dict(static=("min_dim_size_to_factor",), snapshots={"max_lr_snapshot": "lr"}),
+        optax="optax.adafactor({lr})", optax_note="optax's (T5's) factoring and defaults", moved_per_param=6,
+        slow=True,
+        # a bfloat16 momentum entry one ulp (2**-8 of it) apart moves its param by lr * that: measured
+        # 4.4e-4 of the leaf's scale (jit vs eager, hypothesis's example with ties)
+        jit_rtol=1e-2,
+        known_failures={"injected-float32-functional": (
+            "inject_hyperparams in float32 traces momentum and decay_rate as float32 arrays: `1 - momentum` and "
+            "the beta2 schedule are float32's (timm's: Python's float64), and a bfloat16 momentum entry then "
+            "rounds to its neighbour (measured: 1.5e-5 relative at step 2, 1.8e-4 over 20 steps; 3.8e-8 with "
+            "momentum_dtype='float32')")},
+        deviations=(
+            "Complex params are refused at init (TypeError, `complex_refused_here`); timm steps them with its "
+            "real-valued math as they are and casts the momentum to a real dtype (dropping the imaginary part).",
+            "`momentum_dtype` defaults to `jnp.dtype('bfloat16')` (timm: torch.bfloat16, which is accepted, and which "
+            "`to_torch_state_dict` writes); float64 is refused with timm's message for a name it does not know.",
+        ),
+    ),
+    # -- timm: Muon --
+    OptimizerInfo(
+        "timm_muon", "TimmMuon", "timm.optim.muon.Muon",
+        "Newton-Schulz (bfloat16; quintic, polar-express presets) on matrices and convolutions (`conv_mode` flatten/batched), AdamW/NAdamW fallback for the rest; `algo=\"adamuon\"`, `adjust_lr_fn`, `nesterov`",
+        example=dict(lr=0.02, weight_decay=0.1),
+        valid=dict(lr=Interval(1e-4, 0.02), momentum=Interval(0.0, 0.99), fallback_lr_scale=Interval(0.1, 2.0),
+                   betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)), **_WD),
+        flags=dict(nesterov=(False, True), algo=("muon", "adamuon"), conv_mode=("flatten", "batched")),
+        variants=dict(
+            nesterov=dict(nesterov=True), batched=dict(conv_mode="batched"),
+            batched_unnormalised=dict(conv_mode="batched", normalize_spatial=False),
+            original=dict(ns_coefficients="original", adjust_lr_fn="original"),
+            rms_to_rms=dict(adjust_lr_fn="rms_to_rms"), unadjusted=dict(adjust_lr_fn=None),
+            polar_express=dict(ns_coefficients="polar_express", safety_factor=1.01, ns_steps=6),
+            scale_eps=dict(scale_eps=True), fallback_scale=dict(fallback_lr_scale=0.3),
+            adamuon=dict(algo="adamuon"), nadamuon=dict(algo="adamuon", nesterov=True),
+            adamuon_rms_to_rms=dict(algo="adamuon", adjust_lr_fn="rms_to_rms"),
+            adamuon_batched=dict(algo="adamuon", conv_mode="batched"),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, _BAD_EPS, dict(momentum=1.0), dict(momentum=-0.1), dict(conv_mode="conv"),
+                 dict(algo="sgd")),
+        # (8, 6) and (6, 4, 2, 2) (flattened (6, 16), batched (4, 6, 4)) take Muon; (5,), (4, 3) (a side
+        # below 4) and () timm's AdamW fallback
+        shapes=((8, 6), (6, 4, 2, 2), (5,), (4, 3), ()),
+        complex=False,
+        complex_refused_here=("timm's Muon: complex params are not supported (timm casts a complex matrix to "
+                              "bfloat16 for Newton-Schulz, dropping the imaginary part)"),
+        # bf16 Newton-Schulz on both sides: measured <= 1.1e-16 (float64) and 7.7e-8 (float32) relative in every
+        # configuration here but "original" (1.8e-5, a bfloat16 entry of O flipped by the gemm's accumulation order)
+        rtol32=1e-3,
+        adapter=dict(static=("ns_steps",)),
+        optax="optax.contrib.muon({lr})", optax_note="other routing and algorithm details", moved_per_param=5,
+        slow=True,
+        deviations=(
+            "Newton-Schulz runs in bfloat16 as timm's: matmul accumulation order (XLA vs torch's CPU gemm) can "
+            "flip the last bit of a bfloat16 entry of the orthogonalised update (`rtol32`).",
+            "The route (Muon or the AdamW fallback) is fixed by the param's shape; timm's param-group flags "
+            "`use_fallback` / `use_muon` are not supported, and a loaded `use_muon` must equal the shape's route.",
+            "Complex params are refused at init (TypeError, `complex_refused_here`); timm casts a complex Muon "
+            "param's momentum to bfloat16 (dropping the imaginary part) and runs its fallback on real views.",
+            "Bad `ns_coefficients` raise timm's errors at construction (timm: at the first step).",
+        ),
+    ),
     _torchao_adam("adam8bit", "Adam8bit", "8-bit dynamic-map moments in blocks of 256; coupled decay"),
     _torchao_adam("adamw8bit", "AdamW8bit", "8-bit dynamic-map moments in blocks of 256; decoupled decay"),
     _torchao_adam("adam4bit", "Adam4bit", "4-bit moments (two codes a byte) in blocks of 128; coupled decay"),
@@ -715,7 +1022,8 @@ _RECORDS = [
                    eps=Interval(1e-6, 1e-3), warmup_steps=Interval(1.0, 10.0, or_zero=True), **_WD),
         variants=dict(unweighted=dict(weight_lr_power=0.0, r=0.0, warmup_steps=0, weight_decay=0.1, betas=(0.8, 0.99))),
         optax="optax.contrib.schedule_free_adamw({lr})", moved_per_param=7,
-        extra_functions=("schedule_free_eval_params", "schedule_free_train_params", "schedule_free_wrapper"),
+        extra_functions=("schedule_free_eval_params", "schedule_free_train_params", "schedule_free_wrapper",
+                         "recalibrate_batch_stats"),
         **_SCHEDULE_FREE,
     ),
     OptimizerInfo(

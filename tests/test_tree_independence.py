@@ -12,7 +12,8 @@ per-leaf counters, or for the one leaf of a dtype. Before such scalars got a sec
 (`per_param_update(step_scalars=...)`), Adam's first step on a lone float32 leaf of 200,000
 elements differed from the same leaf in a two-leaf tree in 0.34% of its elements (21 of torch's configurations failed this test).
 torch's result for a param never depends on its neighbours (its loops are per param), so ours
-must not either.
+must not either. (A record's `coupling` arguments, by which the reference itself couples its
+params, timm Lamb's one gradient clip over all of them, take their uncoupled values here.)
 
 The same holds for the adapter (`optax_like.optim.<Class>`, whose hyperparameters are traced
 scalars): a param alone in the optimizer and the same param beside two others. The default run
@@ -70,7 +71,8 @@ def _buffers_of(state, key):
 
 @pytest.mark.parametrize("info,desc", CASES)
 def test_a_leaf_alone_gets_the_bits_it_gets_in_a_tree(info, desc):
-    kwargs = db._our_kwargs(db._kwargs(info.cls, desc))
+    # a record's `coupling` arguments (timm Lamb's one clip over every gradient) at their uncoupled value
+    kwargs = {**db._our_kwargs(db._kwargs(info.cls, desc)), **info.coupling}
     rng = np.random.default_rng(0)
     a = rng.standard_normal(SHAPE).astype(np.float32)
     b = rng.standard_normal(SHAPE).astype(np.float32)
@@ -103,7 +105,7 @@ def _class_run(info, kwargs, params, grads):
 @pytest.mark.parametrize("info,desc", CASES)
 def test_adapter_a_param_alone_gets_the_bits_it_gets_beside_others(info, desc):
     """The adapter's path: hyperparameters travel as traced scalars (`optax_like.optim`)."""
-    kwargs = db._our_kwargs(db._kwargs(info.cls, desc))
+    kwargs = {**db._our_kwargs(db._kwargs(info.cls, desc)), **info.coupling}
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(np.float32) for s in (SHAPE, SHAPE, OTHER)]
     grads = [[jnp.asarray(rng.standard_normal(np.shape(p)).astype(np.float32)) for p in params] for _ in range(STEPS)]

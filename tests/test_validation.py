@@ -113,7 +113,8 @@ def _catch(fn):
 
 
 def reference_error(name, kwargs):
-    return _catch(lambda: RECORDS[name].reference_class()(_torch_params(), **_torch_side(kwargs)))
+    # new_reference: an argument the reference requires (timm's SGDP lr) takes the record's example value
+    return _catch(lambda: RECORDS[name].new_reference(_torch_params(), **_torch_side(kwargs)))
 
 
 def factory_error(name, kwargs):

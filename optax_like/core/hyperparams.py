@@ -14,7 +14,9 @@ itself, `inject_hyperparams`, the `optim` classes) must treat them alike:
   program and is a TypeError naming the argument.
 - **static** options: integer counts that shape the program (Muon's `ns_steps`, L-BFGS's
   `max_iter`), declared by the factory with `@integer_args(...)`, and everything else that is
-  not a number (None, strings, callables, tuples holding None).
+  not a number (None, strings, callables, tuples holding None). A number whose default is None
+  (timm's Adafactor `lr=None`: relative step sizes) is declared with `@number_args(...)`: its
+  None is a compile-time option, a number given is traced as any number.
 - **value**-kind arguments: those without a default (`scale(step_size)`,
   `clip_by_global_norm(max_norm)`, `trace(momentum)`), whose signature says nothing. The
   value decides, as optax's `inject_hyperparams` decides: a number (or a tuple of numbers) is
@@ -62,6 +64,7 @@ import numpy as np
 NUMBER, FLAG, STATIC, VALUE = "number", "flag", "static", "value"
 
 _INTEGER_ARGS = "__optax_like_integer_args__"
+_NUMBER_ARGS = "__optax_like_number_args__"
 _REAL = (numbers.Real, np.integer, np.floating)
 _SCALAR = (numbers.Number, np.number)
 _ARRAYS = (jax.Array, np.ndarray)
@@ -150,6 +153,18 @@ def integer_args(*names: str) -> Callable:
     return mark
 
 
+def number_args(*names: str) -> Callable:
+    """Declares arguments of an optimizer factory that are numbers although their default is
+    not one (timm's Adafactor `lr=None`): NUMBER kind, so a number given is traced (no
+    recompilation when it changes) while None stays a compile-time option (`split_arguments`)."""
+
+    def mark(factory):
+        setattr(factory, _NUMBER_ARGS, tuple(names))
+        return factory
+
+    return mark
+
+
 def argument_kinds(factory: Callable) -> dict[str, str]:
     """`{argument name: NUMBER | FLAG | STATIC | VALUE}` for an optimizer factory, from its
     defaults (VALUE: no default, the value passed decides; see `split_arguments`)."""
@@ -157,11 +172,14 @@ def argument_kinds(factory: Callable) -> dict[str, str]:
     if cached is not None:
         return cached
     integers = set(getattr(factory, _INTEGER_ARGS, ()))
+    numbers_ = set(getattr(factory, _NUMBER_ARGS, ()))
     kinds = {}
     for name, p in inspect.signature(factory).parameters.items():
         default = p.default
         if name in integers or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             kinds[name] = STATIC
+        elif name in numbers_:
+            kinds[name] = NUMBER
         elif default is inspect.Parameter.empty:
             kinds[name] = VALUE
         elif isinstance(default, bool):

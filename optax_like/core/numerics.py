@@ -394,6 +394,20 @@ def lerp(start: jax.Array, end: jax.Array, weight: ArrayLike | PreciseScalar) ->
     return jnp.where(jnp.abs(w) < 0.5, start + w * diff, end - diff * (1 - w))
 
 
+def exact_difference(new: jax.Array, old: jax.Array) -> jax.Array:
+    """`new - old`, nudged by one ulp where that makes `old + u == new` (what `apply_updates`
+    computes), so an update that sets a param to `new` lands on it: exact unless `new` is far
+    smaller than `old` in magnitude (then within ulp(old)/2). For transforms whose reference
+    writes the param (`p.copy_(slow)`, schedulefree's `p.lerp_`) instead of adding to it.
+    Complex arrays: part by part."""
+    if jnp.issubdtype(new.dtype, jnp.complexfloating):
+        return lax.complex(exact_difference(jnp.real(new), jnp.real(old)), exact_difference(jnp.imag(new), jnp.imag(old)))
+    u = lax.sub(new, old)
+    up = jnp.nextafter(u, jnp.where(old + u < new, jnp.inf, -jnp.inf).astype(u.dtype))
+    u = jnp.where((old + u != new) & (old + up == new), up, u)
+    return jnp.where(new == old, jnp.zeros((), u.dtype), u)
+
+
 def float32_product(a: jax.Array, b: Any) -> jax.Array:
     """`float32(a) * float32(b)` rounded to float32, as torch's float32 tensor product, also
     when a sum consumes it: XLA:CPU contracts `1 - a * b` into a fused multiply-add, which

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "BOOL",
     "FLOAT",
     "FLOAT32",
     "GroupEntries",
@@ -79,7 +80,10 @@ STEP = "step"  # a 0-d float32 tensor holding a step count (torch's `state['step
 INT_STEP = "int_step"  # a Python int step count (torch's SparseAdam); loads as STEP
 FLOAT32 = "float32"  # a 0-d float32 tensor (NAdam's `mu_product`, ASGD's `eta`/`mu`); loads: a finite number
 FLOAT = "float"  # a Python float (timm's LaProp `exp_avg_lr_1` for a number lr); loads: a finite number
-SCALAR_KINDS = (STEP, INT_STEP, FLOAT32, FLOAT)
+# a Python bool that the configuration fixes per param (timm Muon's `use_muon`: the param's route); loads: a
+# bool equal to the fresh state's (another route is another configuration's state)
+BOOL = "bool"
+SCALAR_KINDS = (STEP, INT_STEP, FLOAT32, FLOAT, BOOL)
 
 # How an internal field (no torch counterpart) is rebuilt when a state dict is loaded.
 STEPS_TAKEN = "steps_taken"  # a 0-d counter of updates: the largest loaded per-param step of the group
@@ -111,7 +115,10 @@ class TorchLayout:
     buffers: fields holding a params-shaped tree, exported per param under the field's name
         (None leaves, e.g. `max_exp_avg_sq` without amsgrad, are not exported).
     scalars: per-param scalar fields (`LeafScalars`) -> their torch form (`STEP`, `INT_STEP`,
-        `FLOAT32`, `FLOAT`).
+        `FLOAT32`, `FLOAT`, `BOOL`). A field holding None (an option that is off: NvNovoGrad's
+        `max_exp_avg_sq` without amsgrad) has no entries. A field `init` makes per leaf (a value
+        of each param's own: NvNovoGrad's `exp_avg_sq`) loads per leaf; others load shared when
+        the loaded values are equal.
     internal: fields torch does not have -> how they are rebuilt on load (`STEPS_TAKEN`,
         `STARTED`).
     started: the per-param counter (a scalar or internal field) whose value > 0 marks a param
@@ -144,6 +151,26 @@ class TorchLayout:
     attribute_group_entries: our param-group entries (the optimizer's arguments) that the
         reference keeps as optimizer attributes, not in its groups (torchao's `block_size`,
         `bf16_stochastic_round`): `to_torch_state_dict` leaves them out.
+    lazy: the node's entries appear after the param's other state (timm's Lookahead creates
+        `lookahead_slow_buff` at a param's first sync, steps after the base's first entries):
+        a loaded entry may lack all of the node's keys (the node then loads as not started for
+        that param, its `started` counter 0), not some of them.
+    buffer_dtypes: buffer fields the reference keeps in one dtype whatever the param's (timm's
+        RAdamLegacy: float32 `exp_avg`/`exp_avg_sq`, also for float64 params) -> that dtype's
+        name: exported in it (the state holds them in the param's dtype, like every buffer:
+        values of that dtype for wider params, rounded for narrower ones); a loaded value is
+        cast to the state's dtype as any buffer.
+    own_dtype: buffer fields the state holds in a dtype other than the param's, chosen by the
+        transform (timm's Adafactor: float32 for 16-bit params; AdafactorBigVision's `exp_avg`
+        in its `momentum_dtype`): exported as held, a loaded value cast to the fresh state's
+        dtype as any buffer. (The generic tests check every other buffer's dtype is the param's.)
+    reduced: buffer fields whose leaves are not params-shaped (timm's factored second moments
+        with a dimension removed, its per-param `RMS` as a 0-d array): exported and loaded by
+        the fresh state's shapes as any buffer. (The generic tests check every other buffer's
+        shape is the param's.)
+    scalars_with: scalar fields a param has only where a buffer field's leaf is not None ->
+        that buffer (timm's Muon: `step` only beside `exp_avg_sq`, the AdamW fallback's and
+        AdaMuon's, not for its plain Muon params): exported and expected on load only there.
     """
 
     buffers: tuple[str, ...] = ()
@@ -159,6 +186,11 @@ class TorchLayout:
     quantized: Mapping[str, "QuantizedCodec"] = dataclasses.field(default_factory=dict)
     tensor_group_entries: tuple[str, ...] = ()
     attribute_group_entries: tuple[str, ...] = ()
+    lazy: bool = False
+    buffer_dtypes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    own_dtype: tuple[str, ...] = ()
+    reduced: tuple[str, ...] = ()
+    scalars_with: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def is_group(self) -> bool:
@@ -193,6 +225,11 @@ def declare_torch_state(
     quantized: Mapping[str, "QuantizedCodec"] | None = None,
     tensor_group_entries: tuple[str, ...] = (),
     attribute_group_entries: tuple[str, ...] = (),
+    lazy: bool = False,
+    buffer_dtypes: Mapping[str, str] | None = None,
+    own_dtype: tuple[str, ...] = (),
+    reduced: tuple[str, ...] = (),
+    scalars_with: Mapping[str, str] | None = None,
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
@@ -204,7 +241,7 @@ def declare_torch_state(
     """
     layout = TorchLayout(tuple(buffers), dict(scalars or {}), dict(internal or {}), started, tuple(construction_args),
                          export, load, tuple(flat_keys), tuple(none_keys), group,
-                         dict(quantized or {}), tuple(tensor_group_entries), tuple(attribute_group_entries))
+                         dict(quantized or {}), tuple(tensor_group_entries), tuple(attribute_group_entries), bool(lazy))
     fields = getattr(state_type, "_fields", None)
     name = getattr(state_type, "__name__", repr(state_type))
     if fields is None:
@@ -244,6 +281,21 @@ def declare_torch_state(
     odd = sorted(k for k, codec in layout.quantized.items() if k not in layout.buffers or not isinstance(codec, QuantizedCodec))
     if odd:
         raise TypeError(f"declare_torch_state({name}): quantized fields {odd} must be buffers, each with a QuantizedCodec")
+    if buffer_dtypes:
+        odd = sorted(k for k, d in buffer_dtypes.items() if k not in layout.buffers or not jnp.issubdtype(d, jnp.floating))
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): buffer_dtypes fields {odd} must be buffers, each with a float dtype")
+        layout = dataclasses.replace(layout, buffer_dtypes={k: jnp.dtype(d).name for k, d in buffer_dtypes.items()})
+    if own_dtype or reduced:
+        odd = sorted(k for k in (*own_dtype, *reduced) if k not in layout.buffers)
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): own_dtype/reduced fields {odd} must be buffers")
+        layout = dataclasses.replace(layout, own_dtype=tuple(own_dtype), reduced=tuple(reduced))
+    if scalars_with:
+        odd = sorted(k for k, b in scalars_with.items() if k not in layout.scalars or b not in layout.buffers)
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): scalars_with {odd} must map scalars to buffers")
+        layout = dataclasses.replace(layout, scalars_with=dict(scalars_with))
     if started is None and not construction_args:
         if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")

@@ -128,10 +128,12 @@ def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]],
 
 
 def _group_value(value: Any) -> Any:
-    """A param group entry for torch: arrays (a Tensor `lr`, array betas) as tensors, the rest
-    copied."""
+    """A param group entry for torch: arrays (a Tensor `lr`, array betas) as tensors, a dtype
+    (timm's AdafactorBigVision `momentum_dtype`) as torch's dtype of that name, the rest copied."""
     if isinstance(value, (jax.Array, np.ndarray)):
         return _tensor(value)
+    if isinstance(value, np.dtype) and isinstance(getattr(_torch(), value.name, None), _torch().dtype):
+        return getattr(_torch(), value.name)
     if isinstance(value, tuple) and any(isinstance(v, (jax.Array, np.ndarray)) for v in value):
         return tuple(_group_value(v) for v in value)
     return copy.deepcopy(value)

@@ -29,7 +29,7 @@ __all__ = [
 def _from_registry(cls_name: str) -> type:
     """The class of `registry.by_class(cls_name)`: its factory's signature and defaults, and the
     record's adapter options (`make_optimizer_class`'s `static`, `structural_zero`, `constants`,
-    `snapshots`, `dense_params_only`). How a state maps to torch's state_dict is declared by the
+    `snapshots`, `dense_params_only`, `cross_group`). How a state maps to torch's state_dict is declared by the
     state types (core.torch_layout)."""
     info = _registry.by_class(cls_name)
     doc = f"`{info.reference}` over `optax_like.{info.name}` (see its docstring)."
@@ -63,6 +63,17 @@ AdamWLegacy = _from_registry("AdamWLegacy")
 NAdamLegacy = _from_registry("NAdamLegacy")
 Mars = _from_registry("Mars")
 AdamP = _from_registry("AdamP")
+SGDP = _from_registry("SGDP")
+RAdamLegacy = _from_registry("RAdamLegacy")
+NvNovoGrad = _from_registry("NvNovoGrad")
+Lamb = _from_registry("Lamb")
+Adan = _from_registry("Adan")
+# timm's Adafactor: the name Adafactor is torch.optim.Adafactor's (above)
+TimmAdafactor = _from_registry("TimmAdafactor")
+TimmAdafactor.__doc__ = f"{TimmAdafactor.__doc__} (timm's class name, Adafactor, is torch.optim.Adafactor's here: `optim.Adafactor`.)"
+AdafactorBigVision = _from_registry("AdafactorBigVision")
+# timm's Muon: the name Muon is torch.optim.Muon's (above)
+TimmMuon = _from_registry("TimmMuon")
 Adam8bit = _from_registry("Adam8bit")
 AdamW8bit = _from_registry("AdamW8bit")
 Adam4bit = _from_registry("Adam4bit")
@@ -75,14 +86,28 @@ __all__ += ["SGD", "Adam", "AdamW", "ASGD", "Rprop", "Adagrad", "Adadelta", "RMS
             "LaProp", "SGDW", "Lars", "AdaBelief", "NAdamW", "MADGRAD",
             "RMSpropTF", "AdamWLegacy", "NAdamLegacy", "Mars", "AdamP"]
 __all__ += ["Adam8bit", "AdamW8bit", "Adam4bit", "AdamW4bit", "AdamFp8", "AdamWFp8"]
+__all__ += ["SGDP", "RAdamLegacy", "NvNovoGrad"]
+__all__ += ["Lamb", "Adan"]
+__all__ += ["TimmAdafactor", "AdafactorBigVision"]
+__all__ += ["TimmMuon"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
 
 __all__.append("LBFGS")
 
-from optax_like.optim.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree  # noqa: E402
+from optax_like.optim.schedule_free import (  # noqa: E402
+    AdamWScheduleFree,
+    RAdamScheduleFree,
+    ScheduleFreeWrapper,
+    SGDScheduleFree,
+)
 
-__all__ += ["AdamWScheduleFree", "SGDScheduleFree", "RAdamScheduleFree"]  # own module: train()/eval()
+# own module: train()/eval()
+__all__ += ["AdamWScheduleFree", "SGDScheduleFree", "RAdamScheduleFree", "ScheduleFreeWrapper"]
+
+from optax_like.optim.wrappers import Lookahead  # noqa: E402  (wraps an optimizer instance)
+
+__all__.append("Lookahead")
 
 from optax_like.optim import lr_scheduler, swa_utils  # noqa: E402
 from optax_like.optim._names import named_parameters  # noqa: E402

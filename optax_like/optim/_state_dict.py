@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_like.core.torch_layout import (
+    BOOL,
     FLOAT,
     FLOAT32,
     INT_STEP,
@@ -69,6 +70,7 @@ __all__ = [
     "group_view",
     "host_array",
     "import_group_entries",
+    "lazy_keys",
     "import_state",
     "loaded_entries",
     "plain",
@@ -168,6 +170,8 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                     buffer = buffers[leaf_index]
                     if codec is not None and isinstance(buffer, codec.node_type):  # a QuantizedTensor
                         buffer = codec.export(buffer, leaves[leaf_index])
+                    elif name in layout.buffer_dtypes and buffer.dtype != layout.buffer_dtypes[name]:
+                        buffer = buffer.astype(layout.buffer_dtypes[name])  # the reference's dtype
                     out[i][name] = buffer
         for name in layout.none_keys:
             for i in range(n):
@@ -175,13 +179,17 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                     out[i][name] = None
         for name, kind in layout.scalars.items():
             values = getattr(node, name)
+            if values is None:  # an option that is off (NvNovoGrad's max_exp_avg_sq without amsgrad)
+                continue
             exported = {}  # a shared scalar is converted once
+            owner = layout.scalars_with.get(name)  # only beside that buffer (timm Muon's `step`)
+            owned = None if owner is None else treedef.flatten_up_to(getattr(node, owner))
             for i in range(n):
-                if started[i]:
+                if started[i] and (owned is None or owned[present[i]] is not None):
                     v = values[i]
                     if id(v) not in exported:
                         exported[id(v)] = (int(v) if kind == INT_STEP else float(v) if kind == FLOAT
-                                           else v.astype(jnp.float32))
+                                           else bool(v) if kind == BOOL else v.astype(jnp.float32))
                     out[i][name] = exported[id(v)]
     return out
 
@@ -348,11 +356,12 @@ def attribute_group_entries(state: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(k for _, layout in _declared_nodes(state, strict=False) for k in layout.attribute_group_entries))
 
 
-def _leaf_scalars_from(values: list, dtype) -> LeafScalars:
+def _leaf_scalars_from(values: list, dtype, per_leaf: bool = False) -> LeafScalars:
     """Per-param host values as a `LeafScalars` of host arrays: shared when all equal (the form
-    `init` makes, so loading equal steps keeps the compiled step), else one per param."""
+    `init` makes, so loading equal steps keeps the compiled step), else one per param; always
+    one per param with `per_leaf` (a scalar `init` makes per leaf: NvNovoGrad's `exp_avg_sq`)."""
     arrays = [np.asarray(v).astype(dtype).reshape(()) for v in values]
-    if arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
+    if not per_leaf and arrays and all(a.tobytes() == arrays[0].tobytes() for a in arrays):
         return LeafScalars.shared(arrays[0], len(arrays))
     return LeafScalars(arrays)
 
@@ -370,15 +379,25 @@ def _placed_like(state: Any, fresh: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------- import
-def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[dict], optimizer_name: str) -> None:
+def lazy_keys(fresh: Any) -> list[frozenset]:
+    """The per-param keys of each node declared `lazy` (entries that may be absent as a whole)."""
+    return [frozenset((*layout.buffers, *layout.scalars)) for _, layout in _declared_nodes(fresh) if layout.lazy]
+
+
+def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[dict], optimizer_name: str,
+               lazy: Sequence[frozenset] = ()) -> None:
     """Each loaded non-empty entry has exactly the keys a stepped param has (`expected_keys`:
-    another optimizer's or another configuration's state is refused). A None value counts only
-    under a key whose expected value is None (`none_keys`); elsewhere it is no entry."""
+    another optimizer's or another configuration's state is refused), but may lack all the keys
+    of a node declared `lazy` (`lazy_keys`). A None value counts only under a key whose expected
+    value is None (`none_keys`); elsewhere it is no entry."""
     for pid, entry, expected_entry in zip(ids, per_param, expected):
         entry = {k for k, v in entry.items() if v is not None or expected_entry.get(k, False)}
         if not entry:
             continue  # no state yet (torch: a param that has not stepped)
         keys = set(expected_entry)
+        for optional in lazy:
+            if not optional & entry:
+                keys -= optional
         missing, unexpected = sorted(keys - entry), sorted(entry - keys)
         if missing or unexpected:
             detail = "; ".join(part for part in (
@@ -478,16 +497,26 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
             new[name] = treedef.unflatten(tree_leaves)
         for name, kind in layout.scalars.items():
             old = getattr(node, name)
+            if old is None:  # an option that is off: no entries (export_state)
+                new[name] = None
+                continue
             values = _scalar_values(old)
             for i, entry in enumerate(per_param):
-                if name in entry:
+                if name in entry and kind == BOOL:  # fixed by the configuration: must match
+                    if not isinstance(entry[name], (bool, np.bool_)) or bool(entry[name]) != bool(values[i]):
+                        raise ValueError(f"{what(i, name)} must be {bool(values[i])} with these options "
+                                         f"(got {entry[name]!r}): is it another configuration's state?")
+                elif name in entry:
                     check = _step_value if kind in _STEP_KINDS else _finite_value
                     values[i] = check(entry[name], what(i, name))
-            new[name] = _leaf_scalars_from(values, old.dtype)
+            # the form init made: shared (equal values load shared) or per leaf
+            new[name] = _leaf_scalars_from(values, old.dtype, per_leaf=not old.is_shared)
         for name, rule in layout.internal.items():
             old = getattr(node, name)
             if rule == STARTED:
-                new[name] = _leaf_scalars_from([1 if entry else 0 for entry in per_param], old.dtype)
+                own = (*layout.buffers, *layout.scalars)  # a lazy node: its own entries
+                new[name] = _leaf_scalars_from([1 if (entry and not layout.lazy) or (layout.lazy and all(
+                    k in entry for k in own)) else 0 for entry in per_param], old.dtype)
             else:
                 assert rule == STEPS_TAKEN
                 new[name] = np.asarray(max_step, np.asarray(old).dtype)

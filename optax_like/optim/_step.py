@@ -138,6 +138,9 @@ class Config(NamedTuple):
     skip_nonfinite: bool = False
     clip: Any = None  # optim/clip_grad.py's check_step_clip
     amp: str | None = None  # loss scaling: None, "scale" or "skip" (see the module's docstring)
+    # (fn, value) pairs: fn(flat gradients of every group, value) before the groups' updates (a
+    # class's `cross_group` arguments, make_optimizer_class: timm Lamb's one clip over all groups)
+    cross_group: tuple = ()
 
 
 def _all_finite(grad) -> jax.Array:
@@ -150,8 +153,8 @@ def _all_finite(grad) -> jax.Array:
 
 def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp=None, count=None):
     """`Optimizer`'s rule: the closure's loss and gradients (when given, else the pending `grads`),
-    unscaled (loss scaling), clipped, then each group's update; -> ((loss, aux, grad_norm,
-    found_inf), leaves, states, skipped)."""
+    unscaled (loss scaling), clipped, through the class's `cross_group` functions, then each
+    group's update; -> ((loss, aux, grad_norm, found_inf), leaves, states, skipped)."""
     closure, layout, specs = config.closure, config.layout, config.specs
     loss = aux = None
     found_inf = amp if config.amp == "skip" else None
@@ -167,6 +170,8 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
     grads, grad_norm = _clip.apply_step_clip(config.clip, grads)
     def update(operands):
         opt_leaves, states, grads = operands
+        for fn, value in config.cross_group:
+            grads = _clip._regroup(grads, fn([g for group in grads for g in group], value))
         new_leaves, new_states = [], []
         for g, (spec, treedef) in enumerate(zip(specs, layout.group_defs)):
             tx = spec.build(hypers[g])

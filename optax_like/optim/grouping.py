@@ -88,7 +88,8 @@ def create_optimizer_v2(params: Any, opt: str = "sgd", lr: Optional[float] = Non
     (`model.group_matcher(coarse=False)`) and `classifier` (`model.pretrained_cfg['classifier']`,
     used only without a group_matcher). `params`: named params (a pytree, or `(name, param)`
     pairs in the model's order), or torch's param groups (passed through). `skip_nonfinite=`
-    reaches the class (the adapter's option)."""
+    reaches the class (the adapter's option). `lookahead_<name>` wraps the optimizer in
+    `Lookahead(optimizer)`, as timm does."""
     groups, opt_weight_decay = _pg_timm.timm_groups(
         params, weight_decay=weight_decay, filter_bias_and_bn=filter_bias_and_bn, layer_decay=layer_decay,
         layer_decay_min_scale=layer_decay_min_scale, layer_decay_no_opt_scale=layer_decay_no_opt_scale,
@@ -96,4 +97,9 @@ def create_optimizer_v2(params: Any, opt: str = "sgd", lr: Optional[float] = Non
         no_weight_decay_list=no_weight_decay_list, group_matcher=group_matcher, classifier=classifier)
     options = _adapter_options(kwargs)
     info, args = _pg_timm.timm_arguments(opt, opt_weight_decay, lr, momentum, foreach, kwargs)
-    return _build(info.adapter_class(), groups, None if groups is params else params, args, options)
+    optimizer = _build(info.adapter_class(), groups, None if groups is params else params, args, options)
+    if _pg_timm.uses_lookahead(opt):
+        from optax_like.optim.wrappers import Lookahead
+
+        optimizer = Lookahead(optimizer)  # timm's defaults: alpha 0.5, k 6
+    return optimizer

@@ -383,6 +383,9 @@ class Optimizer(OptimizerHooks):
     _constants: dict[str, Any] = {}
     # SparseAdam: sparse params are refused at construction, torch's check and message.
     _dense_params_only: bool = False
+    # Arguments the reference applies to all groups at once, from its constructor's value:
+    # argument -> fn(gradients of every group, value) (see make_optimizer_class's `cross_group`).
+    _cross_group: dict[str, Callable] = {}
     _constructing = False  # True while the constructor adds its groups
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
@@ -408,7 +411,8 @@ class Optimizer(OptimizerHooks):
         kinds = hyperparams.argument_kinds(type(self)._factory)
         self._flag_names = frozenset(k for k in defaults if kinds.get(k) == hyperparams.FLAG)
         self._hyper_names = tuple(hyperparams.split_arguments(type(self)._factory, {
-            k: v for k, v in defaults.items() if k not in self._flag_names}, self._static, arrays="one")[0])
+            k: v for k, v in defaults.items() if k not in self._flag_names and k not in self._cross_group},
+            self._static, arrays="one")[0])
         # Reads every group's hyperparameters, then its compile-time options, as one tuple (per
         # step: a C-level getter instead of a generator over names).
         names = self._hyper_names + tuple(k for k in defaults if k not in self._hyper_names)
@@ -724,7 +728,7 @@ class Optimizer(OptimizerHooks):
         static = tuple(
             (k, hyperparams.as_flag(group[k], k) if k in self._flag_names else _hashable(group[k], k))
             for k in self.defaults
-            if k not in self._hyper_names and k not in _KERNEL_SWITCHES
+            if k not in self._hyper_names and k not in _KERNEL_SWITCHES and k not in self._cross_group
         )
         layout = tuple(
             (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0, _array_dtype(group[k]))
@@ -973,7 +977,8 @@ class Optimizer(OptimizerHooks):
             self._extra_state[SR_COUNT] = count + 1
             count = np.int32(count)
         (loss, aux, grad_norm, found_inf), leaves, states, skipped = _step.jitted_step(
-            _step.Config(update, closure, self._layout, specs, skip_nonfinite, clip, amp_mode), leaves, states,
+            _step.Config(update, closure, self._layout, specs, skip_nonfinite, clip, amp_mode, self._cross_group_step()),
+            leaves, states,
             tuple(self._frozen), hypers, grads, args, self._skipped if skip_nonfinite else None, amp, count,
         )
         for group, group_leaves, state in zip(groups, leaves, states):
@@ -989,6 +994,14 @@ class Optimizer(OptimizerHooks):
         if amp_mode is not None and grad_scaler is not None:  # (amp_mode is None without a grad_scaler)
             grad_scaler._stepped(self, found_inf)
         return loss if aux is None else (loss, aux[0])
+
+    def _cross_group_step(self) -> tuple:
+        """The step's `(fn, value)` pairs of the class's `cross_group` arguments, each with the
+        value in `defaults` now (the reference reads `self.defaults[...]` at each step); None: off."""
+        if not self._cross_group:
+            return ()
+        return tuple((fn, _hashable(self.defaults[name], name)) for name, fn in self._cross_group.items()
+                     if self.defaults.get(name) is not None)
 
     def _pending_grads(self) -> tuple[tuple, ...]:
         """The pending gradients, per group (leaf tuples, None = no gradient): for GradScaler."""
@@ -1045,7 +1058,8 @@ class Optimizer(OptimizerHooks):
         """Each loaded entry has the state keys a stepped param of the group has (if declared)."""
         expected = _state_dict.expected_keys(fresh, group.treedef, group.leaves)
         if expected is not None:
-            _state_dict.check_keys(list(group.ids), per_param, expected, type(self).__name__)
+            _state_dict.check_keys(list(group.ids), per_param, expected, type(self).__name__,
+                                   _state_dict.lazy_keys(fresh))
 
     @property
     def state(self) -> dict[Any, Any]:
@@ -1179,22 +1193,26 @@ class Optimizer(OptimizerHooks):
         return "\n".join(lines)
 
 
-def class_factory(factory: Callable, constants: Iterable[str] = ()) -> Callable:
+def class_factory(factory: Callable, constants: Iterable[str] = (), cleared: Iterable[str] = ()) -> Callable:
     """`factory` as a class calls it: one-element array hyperparameters squeezed (torch's
-    `_to_scalar`) and the class's `constants` (group entries that are not factory arguments)
-    left out. Its signature is the factory's (`functools.wraps`)."""
+    `_to_scalar`), the class's `constants` (group entries that are not factory arguments)
+    left out and its `cleared` arguments None (`cross_group` ones: the class applies them over
+    all groups). Its signature is the factory's (`functools.wraps`)."""
     constants = frozenset(constants)
+    cleared = frozenset(cleared)
 
     @functools.wraps(factory)
     def wrapped(**kwargs):
-        return factory(**{k: _to_scalar(v) for k, v in kwargs.items() if k not in constants})
+        return factory(**{k: _to_scalar(v) for k, v in kwargs.items() if k not in constants and k not in cleared},
+                       **dict.fromkeys(cleared))
 
     return wrapped
 
 
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
-                         snapshots: dict[str, str] | None = None, dense_params_only: bool = False,
+                         snapshots: dict[str, str | Callable] | None = None, dense_params_only: bool = False,
+                         cross_group: dict[str, Callable] | None = None,
                          doc: str | None = None, base: type | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
@@ -1204,7 +1222,17 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     (AdamW's `decoupled_weight_decay=True`): shown in `defaults` and `param_groups`, never passed
     to the factory. `snapshots = {entry: argument}`: a None `entry` becomes the constructor's
     `argument` as a float (timm's `max_lr_snapshot`: the constructor's lr, kept while schedulers
-    edit `lr`). `dense_params_only`: sparse params are refused at construction (SparseAdam).
+    edit `lr`); an `argument` that is a function is called with the constructor's arguments
+    instead (`{name: value}`) and gives the entry (timm's Adafactor: `beta1` from `betas`,
+    `relative_step` from `lr is None`). `dense_params_only`: sparse params are refused at construction (SparseAdam).
+    `cross_group = {argument: fn}`: an argument the reference applies to all its param groups at
+    once, reading the constructor's value (`defaults`, as timm's Lamb reads
+    `self.defaults['max_grad_norm']` for one gradient clip over every group): each step, after
+    the step's own clipping and before the groups' updates, the gradients of every group go
+    through `fn(grads, value)` (a flat list, None for no gradient; traceable), with the value in
+    `optimizer.defaults` then (a new value recompiles once; None: not applied); each group's
+    factory is called with the argument None. The groups keep it as an entry (the reference's
+    groups do), which the step does not read, as the reference does not.
     `base`: the class to derive from (an `Optimizer` subclass with the reference's own methods,
     e.g. schedulefree's `train()`/`eval()`, optim/schedule_free.py); default `Optimizer`.
     How the state maps to torch's state dict is declared by the state types
@@ -1221,14 +1249,17 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     # would keep it. Crossing zero recompiles once.
     structural_zero = tuple(structural_zero) + (
         ("weight_decay",) if "weight_decay" in names and "weight_decay" not in tuple(structural_zero) else ())
-    factory = class_factory(factory, constants)
+    cross_group = dict(cross_group or {})
+    factory = class_factory(factory, constants, cleared=cross_group)
 
     def __init__(self, params, *args, model=None, skip_nonfinite=False, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         defaults = {k: bound.arguments[k] for k in names}
         for entry, argument in snapshots.items():
-            if defaults[entry] is None:
+            if defaults[entry] is None and callable(argument):  # derived from the constructor's arguments
+                defaults[entry] = argument(dict(defaults))
+            elif defaults[entry] is None and isinstance(argument, str):
                 value = defaults[argument]  # a pair (timm Mars's betas_1d: the constructor's betas) or a number
                 defaults[entry] = (tuple(hyperparams.concrete_value(x) for x in value) if isinstance(value, (tuple, list))
                                    else hyperparams.concrete_value(value))
@@ -1249,6 +1280,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_structural_zero": tuple(structural_zero),
         "_constants": constants,
         "_dense_params_only": bool(dense_params_only),
+        "_cross_group": cross_group,
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

@@ -38,9 +38,11 @@ import jax
 from optax_like import registry as _registry
 from optax_like.optim import _state_dict
 from optax_like.optim.optimizer import Optimizer, make_optimizer_class
+from optax_like.optim.wrappers import WrapperOptimizer
+from optax_like.optimizers.schedule_free import schedule_free_wrapper
 from optax_like.transforms.schedule_free import schedule_free_eval_params, schedule_free_train_params
 
-__all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree", "ScheduleFreeOptimizer"]
+__all__ = ["AdamWScheduleFree", "RAdamScheduleFree", "SGDScheduleFree", "ScheduleFreeOptimizer", "ScheduleFreeWrapper"]
 
 _NOT_IN_TRAIN_MODE = ("Optimizer was not in train mode when step is called. "
                       "Please insert .train() and .eval() calls on the "
@@ -52,26 +54,32 @@ _to_x = jax.jit(schedule_free_eval_params, static_argnames=("beta1",), donate_ar
 _to_y = jax.jit(schedule_free_train_params, static_argnames=("beta1",), donate_argnums=(1,))
 
 
-class ScheduleFreeOptimizer(Optimizer):
-    """The base of the schedule-free classes: schedulefree's `train()`, `eval()`, its step
-    guard and its groups' `train_mode` flag (see the module docstring)."""
+class ScheduleFreeModes(Optimizer):
+    """What schedulefree's classes and its wrapper share: `train()`, `eval()`, the step guard and
+    the empty `state[p]` entries of visited params. Where the mode lives and which beta1 moves
+    the params are the subclass's (`_in_train_mode`, `_set_train_mode`, `_beta1`)."""
 
     # ids of the params `train()`/`eval()` have visited (schedulefree's empty `state[p]` entries)
     _visited: frozenset = frozenset()
 
+    def _in_train_mode(self, group: dict) -> bool:
+        raise NotImplementedError
+
+    def _set_train_mode(self, group: dict, value: bool) -> None:
+        raise NotImplementedError
+
     def _beta1(self, group: dict) -> float:
-        value = group["betas"][0] if "betas" in self.defaults else group["momentum"]
-        return float(_state_dict.plain(value))
+        raise NotImplementedError
 
     def _move(self, to_train: bool) -> None:
         for group, record in zip(self._own_groups(), self._groups):
-            if bool(group["train_mode"]) == to_train:
+            if self._in_train_mode(group) == to_train:
                 continue
             beta1 = self._beta1(group)
             params = record.treedef.unflatten(record.leaves)
             moved = (_to_y if to_train else _to_x)(record.state, params, beta1=beta1)
             record.leaves = tuple(record.treedef.flatten_up_to(moved))
-            group["train_mode"] = to_train
+            self._set_train_mode(group, to_train)
             self._visited = self._visited | frozenset(record.ids)
 
     def eval(self) -> None:
@@ -81,11 +89,6 @@ class ScheduleFreeOptimizer(Optimizer):
     def train(self) -> None:
         """schedulefree's `train()`: each group in eval mode moves its params to y."""
         self._move(True)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        if isinstance(param_group, dict) and "train_mode" not in param_group:
-            param_group = {**param_group, "train_mode": False}  # schedulefree's default
-        super().add_param_group(param_group)
 
     def _live_state(self) -> dict:
         """Per-param state; a visited param without state has schedulefree's empty entry."""
@@ -102,9 +105,78 @@ class ScheduleFreeOptimizer(Optimizer):
         self._visited = frozenset(id_map[k] for k in state_dict["state"] if k in id_map)
 
     def _step(self, closure=None, *args, **kwargs):
-        if not self.param_groups[0]["train_mode"]:
+        if not self._in_train_mode(self.param_groups[0]):
             raise Exception(_NOT_IN_TRAIN_MODE)
         return super()._step(closure, *args, **kwargs)
+
+
+class ScheduleFreeOptimizer(ScheduleFreeModes):
+    """The base of the schedule-free classes: each group's `train_mode` flag (see the module
+    docstring) and its beta1 (`betas[0]`, or SGD's `momentum`)."""
+
+    def _in_train_mode(self, group: dict) -> bool:
+        return bool(group["train_mode"])
+
+    def _set_train_mode(self, group: dict, value: bool) -> None:
+        group["train_mode"] = value
+
+    def _beta1(self, group: dict) -> float:
+        value = group["betas"][0] if "betas" in self.defaults else group["momentum"]
+        return float(_state_dict.plain(value))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if isinstance(param_group, dict) and "train_mode" not in param_group:
+            param_group = {**param_group, "train_mode": False}  # schedulefree's default
+        super().add_param_group(param_group)
+
+
+class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
+    """schedulefree's `ScheduleFreeWrapper(base, weight_decay_at_y=0.0, momentum=0.9,
+    weight_lr_power=2, r=0)` (1.4.1) over any optax_like.optim optimizer (see
+    `optax_like.schedule_free_wrapper` for the recursion).
+
+    As schedulefree's: the options are attributes of the wrapper (compile-time values here: the
+    averaging weights are its float64 host math), the mode is one `train_mode` attribute
+    (False at construction: call `train()` before stepping, `eval()` before evaluating or
+    saving), `eval()`/`train()` move every param that has a `z` with `p.lerp_(z, 1 - 1/momentum)`
+    / `p.lerp_(z, 1 - momentum)`, each group's `lr` is the base's, and `state_dict()` is the
+    base's with `z` per param and `k`, `lr_max`, `weight_sum` in each group (it loads into
+    schedulefree's wrapper around the same torch optimizer, and back). Not schedulefree's: those
+    group entries are there from construction (schedulefree adds them at the first step, with
+    the same values). A base whose `lr` is a schedule, or a D-Adaptation base (`d`), is not
+    supported (schedulefree reads `group['lr'] * group.get('d', 1)`)."""
+
+    _wrap = staticmethod(schedule_free_wrapper)
+    _constant_options = ("weight_decay_at_y", "momentum", "weight_lr_power", "r")
+    _shared = ("lr",)
+    _refused = (ScheduleFreeOptimizer,)
+
+    def __init__(self, base: Optimizer, weight_decay_at_y: float = 0.0, momentum: float = 0.9,
+                 weight_lr_power: float = 2, r: float = 0) -> None:
+        self.weight_decay_at_y, self.momentum, self.weight_lr_power, self.r = (
+            weight_decay_at_y, momentum, weight_lr_power, r)
+        self.train_mode = False
+        self._take_over(base, {})
+
+    @property
+    def base(self) -> Optimizer:
+        """schedulefree's `wrapper.base`: here the wrapper itself holds the base's groups and
+        state (one jitted step for both), so it is its own base."""
+        return self
+
+    def _in_train_mode(self, group: dict) -> bool:
+        return bool(self.train_mode)
+
+    def _set_train_mode(self, group: dict, value: bool) -> None:
+        pass  # one flag for every group: set by `_move` once all have moved
+
+    def _beta1(self, group: dict) -> float:
+        return float(self.momentum)
+
+    def _move(self, to_train: bool) -> None:
+        if bool(self.train_mode) != to_train:
+            super()._move(to_train)
+            self.train_mode = to_train
 
 
 def _from_registry(cls_name: str) -> type:

@@ -6,6 +6,11 @@ from optax_like.optimizers.adagrad import adagrad
 from optax_like.optimizers.adam import adam
 from optax_like.optimizers.adamax import adamax
 from optax_like.optimizers.adamp import adamp
+from optax_like.optimizers.sgdp import sgdp
+from optax_like.optimizers.radam_legacy import radam_legacy
+from optax_like.optimizers.nvnovograd import nvnovograd
+from optax_like.optimizers.adan import adan
+from optax_like.optimizers.lamb import lamb
 from optax_like.optimizers.adamw import adamw
 from optax_like.optimizers.adamw_legacy import adamw_legacy
 from optax_like.optimizers.lion import lion
@@ -27,8 +32,12 @@ from optax_like.optimizers.sgd import sgd
 from optax_like.optimizers.sgdw import sgdw
 from optax_like.optimizers.sparse_adam import sparse_adam
 from optax_like.optimizers.adafactor import adafactor
+from optax_like.optimizers.timm_adafactor import timm_adafactor
+from optax_like.optimizers.adafactor_big_vision import adafactor_big_vision
 from optax_like.optimizers.muon import muon
+from optax_like.optimizers.timm_muon import timm_muon
 from optax_like.optimizers.schedule_free import (
+    recalibrate_batch_stats,
     schedule_free_adamw,
     schedule_free_eval_params,
     schedule_free_radam,
@@ -40,7 +49,10 @@ from optax_like.optimizers.quantized_adam import adam4bit, adam8bit, adam_fp8, a
 
 __all__ = [
     "adafactor",
+    "timm_adafactor",
+    "adafactor_big_vision",
     "muon",
+    "timm_muon",
     "adadelta",
     "adagrad",
     "adam",
@@ -61,6 +73,11 @@ __all__ = [
     "nadam_legacy",
     "mars",
     "adamp",
+    "sgdp",
+    "radam_legacy",
+    "nvnovograd",
+    "lamb",
+    "adan",
     "nadam",
     "radam",
     "asgd",
@@ -78,4 +95,4 @@ __all__ = [
     "adamw_fp8",
 ]
 __all__ += ["schedule_free_adamw", "schedule_free_sgd", "schedule_free_radam", "schedule_free_wrapper",
-            "schedule_free_eval_params", "schedule_free_train_params"]
+            "schedule_free_eval_params", "schedule_free_train_params", "recalibrate_batch_stats"]

@@ -28,13 +28,14 @@ def decoupled_chain(step: GradientTransformation, lr: Any, weight_decay: Any, de
     )
 
 
-def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any) -> Any:
+def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any, *, unscaled: bool = False) -> Any:
     """The learning rate that scales timm's decoupled weight decay: `lr`, or with
     `corrected_weight_decay` (Defazio et al., 2025) `lr ** 2 / max_lr` where `max_lr` is timm's
     `max_lr_snapshot` (the constructor's lr, a float; required for a schedule or traced lr).
-    Host numbers use timm's float64 math; schedules give a schedule."""
+    `unscaled` (AdafactorBigVision's `unscaled_wd`, big_vision's decay without the lr): 1.0,
+    or `lr / max_lr` corrected. Host numbers use timm's float64 math; schedules give a schedule."""
     if not corrected_weight_decay:
-        return lr
+        return 1.0 if unscaled else lr
     if max_lr_snapshot is None:
         max_lr_snapshot = v.concrete_value(lr)
         if max_lr_snapshot is None or callable(lr):
@@ -46,12 +47,13 @@ def decay_lr(lr: Any, corrected_weight_decay: bool, max_lr_snapshot: Any) -> Any
         raise ValueError(
             f"Corrected weight decay requires a positive max lr, got {max_lr}. Construct the "
             "optimizer with the peak lr.")
+    power = 1 if unscaled else 2
     if callable(lr):
-        return lambda count: numerics.plain(lr(count)) ** 2 / max_lr
+        return lambda count: numerics.plain(lr(count)) ** power / max_lr
     value = v.concrete_value(lr)
     if value is not None:
-        return value ** 2 / max_lr
-    return numerics.plain(lr) ** 2 / max_lr
+        return value ** power / max_lr
+    return numerics.plain(lr) ** power / max_lr
 
 
 def check_compared(value: Any) -> None:

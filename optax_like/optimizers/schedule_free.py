@@ -3,6 +3,11 @@ optimizers (train mode), and the eval/train views of their params."""
 
 from __future__ import annotations
 
+import itertools
+from typing import Any, Callable, Iterable
+
+import jax
+
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.optimizers._timm import check_compared
@@ -139,7 +144,34 @@ def schedule_free_wrapper(
     return wrap_schedule_free(base, lr, weight_decay_at_y, momentum, weight_lr_power, r)
 
 
+def recalibrate_batch_stats(update_stats: Callable[[Any, Any, Any], Any], eval_params: Any, batch_stats: Any,
+                            batches: Iterable[Any], num_batches: int = 50) -> Any:
+    """BatchNorm statistics recomputed at the eval params, as schedulefree's README asks of
+    models with BatchNorm (their running statistics were gathered at the train params y, but the
+    model is evaluated at x):
+
+        model.train(); optimizer.eval()
+        with torch.no_grad():
+            for batch in itertools.islice(train_loader, 50):
+                model(batch)
+        model.eval()
+
+    `update_stats(params, batch_stats, batch) -> batch_stats` is one train-mode forward pass
+    that returns the updated statistics (flax: `model.apply({'params': p, 'batch_stats': s}, x,
+    train=True, mutable=['batch_stats'])[1]['batch_stats']`); it is jitted and run over the
+    first `num_batches` of `batches`, in order, without gradients. `eval_params`:
+    `schedule_free_eval_params(state, params)` (functional) or `optimizer.params` after
+    `optimizer.eval()` (the classes). Returns the new statistics; nothing else changes."""
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 0:
+        raise ValueError(f"num_batches must be a non-negative integer, got {num_batches!r}")
+    step = jax.jit(update_stats)
+    eval_params = jax.lax.stop_gradient(eval_params)
+    for batch in itertools.islice(batches, num_batches):
+        batch_stats = step(eval_params, batch_stats, batch)
+    return batch_stats
+
+
 __all__ = [
-    "schedule_free_adamw", "schedule_free_eval_params", "schedule_free_radam", "schedule_free_sgd",
-    "schedule_free_train_params", "schedule_free_wrapper",
+    "recalibrate_batch_stats", "schedule_free_adamw", "schedule_free_eval_params", "schedule_free_radam",
+    "schedule_free_sgd", "schedule_free_train_params", "schedule_free_wrapper",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections.abc
 import fnmatch
+import functools
 import logging
 import re
 from collections import defaultdict
@@ -377,11 +378,7 @@ def timm_optimizer(opt: str):
     and listing the names that are available."""
     from optax_like import registry
 
-    name = opt.lower()
-    split = name.split("_")
-    if len(split) > 1 and split[0] == "lookahead":
-        raise ValueError(f"{opt!r}: timm's Lookahead wrapper is not available in optax_like.")
-    name = split[-1]
+    name = opt.lower().split("_")[-1]
     if name not in TIMM_OPTIMIZERS:
         raise ValueError(f"Optimizer {name} not found in timm's registry (timm 1.0.31).")
     reference, accepts, defaults = TIMM_OPTIMIZERS[name]
@@ -391,6 +388,12 @@ def timm_optimizer(opt: str):
         raise ValueError(f"timm optimizer {name!r} ({reference}) is not available in optax_like; available: "
                          f"{', '.join(available)}.")
     return by_reference[reference], dict(defaults), accepts
+
+
+def uses_lookahead(opt: str) -> bool:
+    """timm's `lookahead_<name>`: the optimizer wrapped in `Lookahead(optimizer)` (alpha 0.5, k 6)."""
+    split = opt.lower().split("_")
+    return len(split) > 1 and split[0] == "lookahead"
 
 
 def timm_arguments(opt: str, weight_decay: float, lr: Optional[float], momentum: float, foreach: Optional[bool],
@@ -413,13 +416,20 @@ def timm_arguments(opt: str, weight_decay: float, lr: Optional[float], momentum:
     return info, args
 
 
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
 def timm_groups(params: Any, *, weight_decay: float, filter_bias_and_bn: bool, layer_decay: Optional[float],
                 layer_decay_min_scale: float, layer_decay_no_opt_scale: Optional[float], fallback_list: Collection[str],
                 fallback_no_weight_decay: bool, param_group_fn: Optional[Callable], no_weight_decay_list: Collection[str],
                 group_matcher: Any, classifier: Any):
     """timm's `create_optimizer` grouping: `(groups, weight_decay for the optimizer)`, or
-    `(None, weight_decay)` when `params` is already torch's groups (passed through)."""
-    if isinstance(params, (list, tuple)) and params and all(isinstance(g, Mapping) and "params" in g for g in params):
+    `(params, weight_decay)` passed through when `params` is torch's groups or a list of bare
+    arrays (timm groups only a model: `model.parameters()`, a list of tensors, passes through,
+    every param then decayed)."""
+    if isinstance(params, (list, tuple)) and params and all(
+            (isinstance(g, Mapping) and "params" in g) or _is_array(g) for g in params):
         return params, weight_decay
     if param_group_fn is not None:
         return param_group_fn(params), weight_decay
@@ -468,5 +478,13 @@ def create_optimizer(params: Any, opt: str = "sgd", lr: Optional[float] = None, 
         no_weight_decay_list=no_weight_decay_list, group_matcher=group_matcher, classifier=classifier)
     info, args = timm_arguments(opt, opt_weight_decay, lr, momentum, foreach, kwargs)
     is_groups = groups is grouped
-    p = plan_from_groups(groups, info.factory, params=None if is_groups else grouped, **args)
+    factory = info.factory
+    if uses_lookahead(opt):
+        from optax_like.transforms.lookahead import lookahead
+
+        base_factory = factory
+        factory = functools.wraps(base_factory)(lambda **a: lookahead(base_factory(**a)))
+    if is_groups and all(_is_array(g) for g in groups):  # a list of arrays: timm's one group of them
+        return factory(**args)
+    p = plan_from_groups(groups, factory, params=None if is_groups else grouped, **args)
     return stacked_transform(p, params, stacked) if stacked else plan_transform(p)

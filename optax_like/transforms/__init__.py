@@ -24,6 +24,11 @@ from optax_like.transforms.rmsprop_tf import ScaleByRMSpropTFState, scale_by_rms
 from optax_like.transforms.nadam_legacy import ScaleByNadamLegacyState, scale_by_nadam_legacy
 from optax_like.transforms.mars import ScaleByMarsState, scale_by_mars
 from optax_like.transforms.adamp import ScaleByAdampState, scale_by_adamp
+from optax_like.transforms.sgdp import ScaleBySgdpState, scale_by_sgdp
+from optax_like.transforms.radam_legacy import ScaleByRadamLegacyState, scale_by_radam_legacy
+from optax_like.transforms.nvnovograd import ScaleByNvNovoGradState, scale_by_nvnovograd
+from optax_like.transforms.lamb import LambGroup, LambState, ScaleByLambState, lamb_global_clip, scale_by_lamb
+from optax_like.transforms.adan import AdanGroup, AdanState, ScaleByAdanState, scale_by_adan
 from optax_like.transforms.quantized_adam import QuantizedMoment, ScaleByQuantizedAdamState, scale_by_quantized_adam
 from optax_like.transforms.adopt import ScaleByAdoptState, scale_by_adopt
 from optax_like.transforms.laprop import ScaleByLapropState, scale_by_laprop
@@ -31,7 +36,10 @@ from optax_like.transforms.nadam import ScaleByNadamState, scale_by_nadam
 from optax_like.transforms.radam import ScaleByRadamState, scale_by_radam
 from optax_like.transforms.sparse_adam import RowSparseGrad, ScaleBySparseAdamState, scale_by_sparse_adam
 from optax_like.transforms.adafactor import ScaleByAdafactorState, scale_by_adafactor
+from optax_like.transforms.timm_adafactor import ScaleByTimmAdafactorState, scale_by_timm_adafactor
+from optax_like.transforms.adafactor_big_vision import ScaleByAdafactorBigVisionState, scale_by_adafactor_big_vision
 from optax_like.transforms.muon import ScaleByMuonState, scale_by_muon, zeropower_via_newtonschulz
+from optax_like.transforms.timm_muon import ScaleByTimmMuonState, scale_by_timm_muon
 from optax_like.transforms.schedule_free import (
     ScheduleFreeAdamState,
     ScheduleFreeGroup,
@@ -78,9 +86,15 @@ __all__ = [
     "swa_params",
     "ScaleByAdafactorState",
     "scale_by_adafactor",
+    "ScaleByTimmAdafactorState",
+    "scale_by_timm_adafactor",
+    "ScaleByAdafactorBigVisionState",
+    "scale_by_adafactor_big_vision",
     "ScaleByMuonState",
     "scale_by_muon",
     "zeropower_via_newtonschulz",
+    "ScaleByTimmMuonState",
+    "scale_by_timm_muon",
     "RowSparseGrad",
     "ScaleBySparseAdamState",
     "scale_by_sparse_adam",
@@ -145,6 +159,12 @@ __all__ = [
     "scale_by_nadam_legacy",
     "scale_by_mars",
     "scale_by_adamp",
+    "ScaleBySgdpState",
+    "scale_by_sgdp",
+    "ScaleByRadamLegacyState",
+    "scale_by_radam_legacy",
+    "ScaleByNvNovoGradState",
+    "scale_by_nvnovograd",
     "scale_by_nadam",
     "scale_by_radam",
     "scale_by_asgd",
@@ -160,3 +180,9 @@ __all__ = [
 ]
 __all__ += ["ScheduleFreeAdamState", "ScheduleFreeGroup", "ScheduleFreeSGDState", "ScheduleFreeState",
             "scale_by_schedule_free", "wrap_schedule_free"]
+__all__ += ["LambGroup", "LambState", "ScaleByLambState", "lamb_global_clip", "scale_by_lamb",
+            "AdanGroup", "AdanState", "ScaleByAdanState", "scale_by_adan"]
+
+from optax_like.transforms.lookahead import LookaheadGroup, LookaheadSlowState, LookaheadState, lookahead  # noqa: E402
+
+__all__ += ["LookaheadGroup", "LookaheadSlowState", "LookaheadState", "lookahead"]

@@ -72,6 +72,17 @@ def projection(p: jax.Array, g: jax.Array, perturb: jax.Array, delta: Any, eps: 
     return jnp.where(by_channel, channel, jnp.where(by_layer, layer, plain)), jnp.logical_or(by_channel, by_layer)
 
 
+def refuse_complex_projection(params: Any, caution: bool) -> None:
+    """The errors of timm's AdamP/SGDP on complex params, at `init`: with `caution`, torch's `>`
+    on any complex param; else torch's cosine similarity on a complex matrix (real only)."""
+    if caution:
+        refuse_complex_caution(params)
+    matrices = [p for p in jax.tree.leaves(params) if jnp.ndim(p) > 1]
+    refuse_complex(matrices, lambda dtype: RuntimeError(
+        "expected common dtype to be floating point, yet common dtype is "
+        + ("ComplexFloat" if jnp.dtype(dtype) == jnp.complex64 else "ComplexDouble")))
+
+
 def scale_by_adamp(
     lr: ScalarOrSchedule = 1e-3,
     b1: ScalarOrSchedule = 0.9,
@@ -107,12 +118,7 @@ def scale_by_adamp(
         numerics.is_host_scalar(weight_decay) and float(cast(float, weight_decay)) <= 0)
 
     def init(params):
-        if caution:
-            refuse_complex_caution(params)
-        matrices = [p for p in jax.tree.leaves(params) if jnp.ndim(p) > 1]
-        refuse_complex(matrices, lambda dtype: RuntimeError(
-            "expected common dtype to be floating point, yet common dtype is "
-            + ("ComplexFloat" if jnp.dtype(dtype) == jnp.complex64 else "ComplexDouble")))
+        refuse_complex_projection(params, caution)
         return ScaleByAdampState(exp_avg=zeros_like(params), exp_avg_sq=zeros_like(params),
                                  step=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
 

@@ -97,13 +97,8 @@ def zeropower_via_newtonschulz(
     norm = jnp.maximum(norm, numerics.scalar(eps, bf16))
     x = (x.astype(f32) / norm.astype(f32)).astype(bf16)
 
-    def mm(p, q):
-        return jnp.matmul(p, q, preferred_element_type=f32)
-
     def iteration(_, x):
-        gram = mm(x, x.T).astype(bf16)
-        gram_update = (b * gram.astype(f32) + c * mm(gram, gram)).astype(bf16)
-        return (a * x.astype(f32) + mm(gram_update, x)).astype(bf16)
+        return newton_schulz_iteration(x, a, b, c)
 
     if isinstance(ns_steps, (int, np.integer)):
         for i in range(int(ns_steps)):
@@ -113,6 +108,24 @@ def zeropower_via_newtonschulz(
     if transpose:
         x = x.T
     return jnp.asarray(x)
+
+
+def newton_schulz_iteration(x: jax.Array, a, b, c) -> jax.Array:
+    """One bfloat16 Newton-Schulz step on `x` (2-D, or 3-D batched over the leading axis), as
+    torch's CPU `addmm`/`baddbmm` computes it: each matmul accumulates in float32 and its result
+    (with the fused terms) is rounded to bfloat16 once:
+
+        A = X X^T;  B = b A + c A A;  X <- a X + B X
+
+    `a`, `b`, `c`: float32 scalars (a Python float's float32 rounding, as torch's `beta`/`alpha`)."""
+    bf16, f32 = jnp.bfloat16, jnp.float32
+
+    def mm(p, q):
+        return jnp.matmul(p, q, preferred_element_type=f32)
+
+    gram = mm(x, jnp.swapaxes(x, -1, -2)).astype(bf16)
+    gram_update = (b * gram.astype(f32) + c * mm(gram, gram)).astype(bf16)
+    return (a * x.astype(f32) + mm(gram_update, x)).astype(bf16)
 
 
 def adjust_lr_ratio(adjust_lr_fn: Optional[str], shape) -> float:
@@ -179,4 +192,4 @@ def scale_by_muon(
     return GradientTransformation(init, update)
 
 
-__all__ = ["ScaleByMuonState", "scale_by_muon", "zeropower_via_newtonschulz"]
+__all__ = ["ScaleByMuonState", "newton_schulz_iteration", "scale_by_muon", "zeropower_via_newtonschulz"]

@@ -243,15 +243,6 @@ def _lerp(start, end, weight):
     return _fma(jnp.broadcast_to(coeff, diff.shape), diff, base)
 
 
-def _difference(new, old):
-    """`new - old` nudged by one ulp where that makes `old + u == new` (what `apply_updates`
-    computes): exact unless new is far smaller than old in magnitude (then within ulp(old)/2)."""
-    u = lax.sub(new, old)
-    up = jnp.nextafter(u, jnp.where(old + u < new, jnp.inf, -jnp.inf).astype(u.dtype))
-    u = jnp.where((old + u != new) & (old + up == new), up, u)
-    return jnp.where(new == old, jnp.zeros((), u.dtype), u)
-
-
 # --------------------------------------------------------------------------- state
 class ScheduleFreeGroup(NamedTuple):
     """schedulefree's group-level state (entries of its `param_groups`, not `state[p]`).
@@ -277,7 +268,7 @@ _GROUP_FLOATS = {"weight_sum": ("weight_sum", "weight_sum_lo"), "lr_max": ("lr_m
                  "scheduled_lr": ("scheduled_lr", "scheduled_lr_lo")}
 
 
-def _export_group(group: ScheduleFreeGroup) -> dict:
+def _export_group(group: Any) -> dict:
     """`param_groups[i]`'s `k` (a Python int) and `weight_sum`, `lr_max`, `scheduled_lr`
     (Python floats: the pair's float64 sum), as schedulefree keeps them."""
     out: dict = {"k": int(np.asarray(group.k))}
@@ -286,7 +277,7 @@ def _export_group(group: ScheduleFreeGroup) -> dict:
     return out
 
 
-def _view_group(group: ScheduleFreeGroup) -> dict:
+def _view_group(group: Any) -> dict:
     """The live entries (device scalars; a float's high word without x64)."""
     return {"k": group.k, **{key: getattr(group, hi) for key, (hi, _) in _GROUP_FLOATS.items()}}
 
@@ -299,7 +290,7 @@ def _host_number(value: Any, key: str) -> float:
     return float(arr.reshape(()))
 
 
-def _load_group(fresh: ScheduleFreeGroup, entries: dict) -> ScheduleFreeGroup:
+def _load_group(fresh: Any, entries: dict) -> Any:
     """`fresh` with schedulefree's group entries (those given) written in, checked: `k` an
     integer in [0, 2**31), the floats real and finite (schedulefree's next step would give nan)."""
     new = {}
@@ -321,6 +312,21 @@ def _load_group(fresh: ScheduleFreeGroup, entries: dict) -> ScheduleFreeGroup:
 
 declare_torch_state(ScheduleFreeGroup, group=GroupEntries(
     ("k", "weight_sum", "lr_max", "scheduled_lr"), export=_export_group, load=_load_group, view=_view_group))
+
+
+class ScheduleFreeWrapperGroup(ScheduleFreeGroup):
+    """`ScheduleFreeGroup` for `wrap_schedule_free`, whose reference (`ScheduleFreeWrapper`)
+    writes only `k`, `lr_max` and `weight_sum` into the base's groups (its own declaration:
+    `torch_layout_of` reads a type's own)."""
+
+    __slots__ = ()
+
+
+_WRAPPER_KEYS = ("k", "weight_sum", "lr_max")
+declare_torch_state(ScheduleFreeWrapperGroup, group=GroupEntries(
+    _WRAPPER_KEYS, export=lambda g: {k: v for k, v in _export_group(g).items() if k in _WRAPPER_KEYS},
+    load=lambda fresh, entries: _load_group(fresh, {k: v for k, v in entries.items() if k in _WRAPPER_KEYS}),
+    view=lambda g: {k: v for k, v in _view_group(g).items() if k in _WRAPPER_KEYS}))
 
 
 class ScheduleFreeAdamState(NamedTuple):
@@ -350,7 +356,7 @@ class ScheduleFreeState(NamedTuple):
     container is undeclared, so the adapter's converter looks into it)."""
 
     params: Any  # ScheduleFreeAdamState | ScheduleFreeSGDState (z for the wrapper)
-    group: ScheduleFreeGroup
+    group: ScheduleFreeGroup | ScheduleFreeWrapperGroup
     base: Any = None  # the wrapped optimizer's state (`wrap_schedule_free`)
 
 _KINDS = ("adamw", "sgd", "radam")
@@ -520,7 +526,7 @@ def scale_by_schedule_free(
             new_y = rd(_lerp(y, z, c))
             new_y = rd(_fma(jnp.broadcast_to(a, gn.shape), gn, new_y))
             new_z = _fma(jnp.broadcast_to(lax.neg(lr_d), gn.shape), gn, z)
-            u = _difference(new_y, y)
+            u = numerics.exact_difference(new_y, y)
             return (u, new_z, v) if adaptive else (u, new_z)
 
         buffers = ("z", "exp_avg_sq") if adaptive else ("z",)
@@ -563,7 +569,7 @@ def wrap_schedule_free(
 
     def init(params):
         z = jax.tree.map(lambda p: None if p is None else jnp.array(p, copy=True), params, is_leaf=is_none)
-        group = _init_group(momentum)
+        group = ScheduleFreeWrapperGroup(*_init_group(momentum))
         zero = _Wide().host(0.0)
         group = group._replace(lr_max=jnp.array(zero[0], group.lr_max.dtype), lr_max_lo=jnp.zeros((), _F32))
         per_param = ScheduleFreeSGDState(z=z, started=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
@@ -623,7 +629,7 @@ def wrap_schedule_free(
             dtype = numerics.compute_dtype(y.dtype)
             xc = _lerp(x.astype(dtype), z_new.astype(dtype), wide.rounded(ckp1, dtype)).astype(y.dtype)
             y2 = _lerp(xc.astype(dtype), z_new.astype(dtype), wide.rounded(to_y, dtype)).astype(y.dtype)
-            new_u.append(_difference(y2.astype(dtype), y.astype(dtype)))
+            new_u.append(numerics.exact_difference(y2.astype(dtype), y.astype(dtype)))
             new_z.append(z_new)
         new_pp = pp._replace(z=treedef.unflatten(new_z), started=increment_counts(pp.started, updates, params),
                              schedule_count=numerics.safe_increment(pp.schedule_count))
@@ -685,7 +691,8 @@ def schedule_free_train_params(state: Any, eval_params: Any, beta1: Any = None) 
 
 
 __all__ = [
-    "ScheduleFreeAdamState", "ScheduleFreeGroup", "ScheduleFreeSGDState", "ScheduleFreeState", "scale_by_schedule_free",
+    "ScheduleFreeAdamState", "ScheduleFreeGroup", "ScheduleFreeSGDState", "ScheduleFreeState", "ScheduleFreeWrapperGroup",
+    "scale_by_schedule_free",
     "wrap_schedule_free",
     "schedule_free_eval_params", "schedule_free_train_params",
 ]

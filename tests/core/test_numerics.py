@@ -104,3 +104,14 @@ def test_per_layer_values_of_one_step_share_the_index():
     a, b = numerics.PerLayer([1.0, 2.0], 0), numerics.PerLayer([1.0, 2.0], 1)
     with pytest.raises(ValueError, match="share the layer index"):
         numerics.host_or_traced(lambda x, y: x * y, a, b, dtype=jnp.float32)
+
+
+def test_exact_difference_reaches_the_target_where_representable():
+    rng = np.random.default_rng(1)
+    old = rng.standard_normal(10_000).astype(np.float32)
+    new = (old * rng.uniform(0.55, 1.8, 10_000)).astype(np.float32)  # within a factor 2: always reachable
+    u = np.asarray(jax.jit(numerics.exact_difference)(jnp.asarray(new), jnp.asarray(old)))
+    assert np.all(old + u == new)
+    cold, cnew = old[:5000] + 1j * old[5000:], new[:5000] + 1j * new[5000:]  # complex: part by part
+    cu = np.asarray(jax.jit(numerics.exact_difference)(jnp.asarray(cnew), jnp.asarray(cold)))
+    assert cu.dtype == np.complex64 and np.all(cold + cu == cnew)

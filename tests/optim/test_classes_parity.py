@@ -44,6 +44,7 @@ import optax_like as ol
 import optax_like.optim as optim
 from optax_like import registry
 from optax_like.interop import torchao as torchao_interop
+from optax_like.core.torch_layout import host_array
 from optax_like.interop.torch import load_torch_state_dict, to_torch_state_dict
 from tests.parity.harness import assert_close, jax_grad
 
@@ -194,7 +195,7 @@ def _np(x):
     if torchao_interop.is_torchao_state(x):  # torchao's quantized moments: their values (dequantize())
         return np.asarray(torchao_interop.from_torchao(x))
     if isinstance(x, torch.Tensor):
-        return x.detach().numpy()
+        return host_array(x, "state entry")  # (bfloat16 included: AdafactorBigVision's exp_avg)
     return np.asarray(x)  # ours: arrays, QuantizedTensor (np.asarray: its dequantized values)
 
 
@@ -212,7 +213,8 @@ def _outside_groups(name):
     """Constructor arguments the reference keeps as attributes, not in its param groups
     (torchao's `block_size`, `bf16_stochastic_round`): our groups hold them (per group)."""
     arguments = set(inspect.signature(_reference(name)).parameters) - {"params"}
-    return frozenset(arguments - set(_reference(name)([torch.zeros(2, 2, requires_grad=True)]).defaults))  # 2-D: Muon
+    reference = RECORDS[name].new_reference([torch.zeros(2, 2, requires_grad=True)])  # 2-D: Muon; SGDP's lr: the example's
+    return frozenset(arguments - set(reference.defaults))
 
 
 def _check_state(ours, theirs, *, step_repr=True, where="", rtol64=RTOL):
@@ -237,6 +239,9 @@ def _check_state(ours, theirs, *, step_repr=True, where="", rtol64=RTOL):
                     assert a.dtype == np.float32, f"{what}: dtype {a.dtype}, torch's is a 0-d float32"
                 assert float(a) == float(b), f"{what}: {a} != {b}"
                 continue
+            if isinstance(value, bool):  # a declared BOOL scalar (timm Muon's `use_muon`): the same Python bool
+                assert mine[key] is value, f"{what}: {mine[key]!r} != the reference's {value!r}"
+                continue
             assert a.dtype == b.dtype, f"{what}: dtype {a.dtype} != torch's {b.dtype}"
             rtol = rtol64 if b.dtype == np.float64 else RTOL_F32_SCALARS
             scale = float(np.max(np.abs(b))) if b.size else 0.0
@@ -244,15 +249,20 @@ def _check_state(ours, theirs, *, step_repr=True, where="", rtol64=RTOL):
             assert err <= rtol * max(scale, 1e-300), f"{what}: error {err:.3e} (scale {scale:.3e})"
 
 
-def _check_groups(ours, theirs, outside=frozenset()):
+def _check_groups(ours, theirs, outside=frozenset(), rewritten=frozenset()):
     """Every param_groups entry torch has and ours has is equal; ours has nothing extra but the
     constructor arguments the reference keeps `outside` its groups. A 0-d tensor entry of the
-    reference's (torchao keeps lr as a float32 tensor) equals ours in its dtype."""
+    reference's (torchao keeps lr as a float32 tensor) equals ours in its dtype; a torch dtype
+    (timm's AdafactorBigVision `momentum_dtype`) names ours. Entries the reference's step
+    `rewritten` (the record's `rewritten_group_entries`, a deviation) are not compared."""
     assert len(ours["param_groups"]) == len(theirs["param_groups"])
     for g, (o, t) in enumerate(zip(ours["param_groups"], theirs["param_groups"])):
         assert set(o) - outside <= set(t), f"group {g}: keys torch lacks: {set(o) - outside - set(t)}"
-        for key in set(o) & set(t):
+        for key in (set(o) & set(t)) - set(rewritten):
             a, b = o[key], t[key]
+            if isinstance(b, torch.dtype):
+                assert str(a).removeprefix("torch.") == str(b).removeprefix("torch."), f"group {g} {key!r}: {a!r} != {b!r}"
+                continue
             if isinstance(b, torch.Tensor) and b.ndim == 0 and not isinstance(a, torch.Tensor):
                 assert np.asarray(a, b.numpy().dtype) == b.numpy(), f"group {g} {key!r}: {a!r} != {b!r}"
                 continue
@@ -279,7 +289,7 @@ def test_two_groups_match_torch_params_and_state_dict(case, x64):
     ours, theirs = opt.state_dict(), topt.state_dict()
     # torch's SparseAdam keeps `step` as a Python int: see test_step_representation_matches_torch.
     _check_state(ours, theirs, step_repr=name != "SparseAdam", rtol64=_rtol(name))
-    _check_groups(ours, theirs, _outside_groups(name))
+    _check_groups(ours, theirs, _outside_groups(name), RECORDS[name].rewritten_group_entries)
     assert [g["params"] for g in ours["param_groups"]] == [[0, 1], list(range(2, 2 + len(tp[1])))]
 
 
@@ -306,6 +316,9 @@ def test_step_representation_matches_torch(name, x64):
         assert all("step" not in e for e in opt.state.values())
         return
     for pid, entry in theirs.items():
+        if "step" not in entry:  # a param without one (timm Muon's Muon params beside its AdamW fallback's)
+            assert "step" not in opt.state_dict()["state"][pid]
+            continue
         ours = opt.state_dict()["state"][pid]["step"]
         t = entry["step"]
         if isinstance(t, torch.Tensor):
@@ -455,10 +468,11 @@ def test_params_without_gradient_are_skipped_like_torch(name, x64):
         _check_state(opt.state_dict(), topt.state_dict(), step_repr=name != "SparseAdam", where=f"step {t + 1}",
                      rtol64=_rtol(name))
     if any("step" in e for e in topt.state_dict()["state"].values()):  # not SGD's, Muon's, Lion's
-        steps = {pid: float(_np(e["step"])) for pid, e in topt.state_dict()["state"].items()}
+        # (params without a step: timm Muon's Muon params beside its AdamW fallback's)
+        steps = {pid: float(_np(e["step"])) for pid, e in topt.state_dict()["state"].items() if "step" in e}
         ids = [(g, i) for g, group in enumerate(shapes) for i in range(len(group))]
-        assert steps == {pid: 8.0 - sum((t, *gi) in NONE for t in range(8)) for pid, gi in enumerate(ids)}
-        assert {pid: float(e["step"]) for pid, e in opt.state_dict()["state"].items()} == steps
+        assert steps == {pid: 8.0 - sum((t, *gi) in NONE for t in range(8)) for pid, gi in enumerate(ids) if pid in steps}
+        assert {pid: float(e["step"]) for pid, e in opt.state_dict()["state"].items() if "step" in e} == steps
 
 
 

@@ -58,8 +58,6 @@ def test_timm_names_without_our_class_are_errors_naming_them():
     name, reference = missing[0]
     with pytest.raises(ValueError, match=rf"timm optimizer '{name}' \({reference}\) is not available.*available: .*adamw"):
         grouping.create_optimizer_v2(_tree(), name)
-    with pytest.raises(ValueError, match="Lookahead"):
-        grouping.create_optimizer_v2(_tree(), "lookahead_adamw")
 
 
 def test_torch_groups_pass_through_and_adapter_options():
@@ -75,3 +73,19 @@ def test_torch_groups_pass_through_and_adapter_options():
     params = dict(named)
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
     assert float(updates["a.b"][0]) == pytest.approx(-0.5, rel=1e-5)
+
+
+def test_a_list_of_arrays_passes_through_ungrouped_as_in_timm():
+    """timm groups a model only: `create_optimizer_v2(model.parameters(), ...)` (a list of
+    tensors) gives one group with the weight decay for every param, 1-D ones included."""
+    from optax_like import param_groups as pg
+
+    arrays = [jnp.ones((3, 2)), jnp.ones(2)]
+    opt = grouping.create_optimizer_v2([jnp.array(a) for a in arrays], "adamw", lr=0.1, weight_decay=0.5)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.5
+    tx = pg.create_optimizer(arrays, "adamw", lr=0.1, weight_decay=0.5)
+    updates, _ = tx.update([jnp.zeros((3, 2)), jnp.zeros(2)], tx.init(arrays), arrays)
+    opt.backward([jnp.zeros((3, 2)), jnp.zeros(2)])
+    opt.step()
+    np.testing.assert_allclose(np.asarray(updates[1]), -0.1 * 0.5 * np.ones(2), rtol=1e-6)  # decayed
+    np.testing.assert_allclose(np.asarray(opt.params[1]), arrays[1] + updates[1], rtol=1e-6)

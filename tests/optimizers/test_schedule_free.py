@@ -1,7 +1,10 @@
 """schedule_free_adamw / _sgd / _radam against live schedulefree 1.4.1, every step, in both views
-(train-mode params y, eval-mode params x), float32 and float64, jit and lax.scan."""
+(train-mode params y, eval-mode params x), float32 and float64, jit and lax.scan; and
+`recalibrate_batch_stats`, schedulefree's BatchNorm recipe (README) end to end against torch."""
 
 from __future__ import annotations
+
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +24,9 @@ from optax_like.optimizers.schedule_free import (  # noqa: E402
     schedule_free_train_params,
     schedule_free_wrapper,
 )
+from optax_like.optimizers.schedule_free import recalibrate_batch_stats  # noqa: E402
 from optax_like.optimizers.sgd import sgd  # noqa: E402
+from optax_like import optim  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -260,3 +265,70 @@ def test_long_run_10k_steps(kind, kw, dtype):
             _run(kind, kw, dtype, 10_000, chunk=1000)
     else:
         _run(kind, kw, dtype, 10_000, chunk=1000, ulps=8)
+
+
+# --------------------------------------------------------------------------- BatchNorm recipe
+BN_MOMENTUM = 0.1  # torch's BatchNorm default
+
+
+def _bn_update(params, stats, x):
+    """torch's BatchNorm1d running statistics after one train-mode forward pass of Linear -> BN
+    (running_var takes the unbiased batch variance)."""
+    h = x @ params["w"].T + params["b"]
+    mean, var = jnp.mean(h, axis=0), jnp.var(h, axis=0, ddof=1)
+    return {"mean": (1 - BN_MOMENTUM) * stats["mean"] + BN_MOMENTUM * mean,
+            "var": (1 - BN_MOMENTUM) * stats["var"] + BN_MOMENTUM * var}
+
+
+def test_recalibrated_stats_at_eval_params_match_torchs_recipe(x64):
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.standard_normal((4, 3)), rng.standard_normal(4)
+    batches = [rng.standard_normal((8, 3)) for _ in range(6)]
+    lin, bn = torch.nn.Linear(3, 4).double(), torch.nn.BatchNorm1d(4).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(w0))
+        lin.bias.copy_(torch.tensor(b0))
+    ref = schedulefree.SGDScheduleFree(lin.parameters(), lr=0.1, momentum=0.9)
+    ours = optim.SGDScheduleFree({"w": jnp.asarray(w0), "b": jnp.asarray(b0)}, lr=0.1, momentum=0.9)
+    ref.train()
+    ours.train()
+    for t in range(3):  # a few steps on a loss of the linear layer alone
+        g = rng.standard_normal((4, 3)), rng.standard_normal(4)
+        lin.weight.grad, lin.bias.grad = torch.tensor(g[0]), torch.tensor(g[1])
+        ref.step()
+        ours.zero_grad()
+        ours.backward({"w": jnp.asarray(g[0]), "b": jnp.asarray(g[1])})
+        ours.step()
+    # the recipe: model.train(); optimizer.eval(); forward passes without gradients; model.eval()
+    ref.eval()
+    ours.eval()
+    bn.train()
+    with torch.no_grad():
+        for x in itertools.islice(batches, 4):
+            bn(lin(torch.tensor(x)))
+    stats = recalibrate_batch_stats(_bn_update, ours.params,
+                                       {"mean": jnp.zeros(4, jnp.float64), "var": jnp.ones(4, jnp.float64)},
+                                       iter(jnp.asarray(x) for x in batches), num_batches=4)
+    np.testing.assert_allclose(np.asarray(stats["mean"]), bn.running_mean.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(stats["var"]), bn.running_var.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(ours.params["w"]), lin.weight.detach().numpy(), rtol=1e-12)
+
+
+def test_the_functional_eval_params_and_num_batches():
+    tx = schedule_free_sgd(lr=0.1)
+    params = {"w": jnp.ones((4, 3)), "b": jnp.zeros(4)}
+    state = tx.init(params)
+    updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    params = apply_updates(params, updates)
+    x = schedule_free_eval_params(state, params)
+    seen = []
+
+    def count(p, s, batch):
+        jax.debug.callback(lambda b: seen.append(float(b)), batch)
+        return {"n": s["n"] + 1}
+
+    out = recalibrate_batch_stats(count, x, {"n": jnp.zeros((), jnp.int32)}, (jnp.asarray(float(i)) for i in range(9)),
+                                     num_batches=5)
+    assert int(out["n"]) == 5 and seen == [0.0, 1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="num_batches"):
+        recalibrate_batch_stats(count, x, {"n": 0}, [], num_batches=-1)

@@ -1,0 +1,148 @@
+"""Optimizers that wrap another optimizer instance: timm's `Lookahead(base_optimizer, alpha, k)`.
+
+    base = optax_like.optim.AdamW(params, lr=1e-3)
+    optimizer = optax_like.optim.Lookahead(base, alpha=0.5, k=6)
+
+A wrapper class here is a thin view of a functional wrapper (`optax_like.lookahead(base_tx,
+...)`): the wrapped instance is an optimizer of a class derived from both the wrapper and the
+base's class (`isinstance(optimizer, Lookahead)` and `isinstance(optimizer, AdamW)` hold), whose
+factory is the base's factory composed with the functional wrapper, whose arguments become
+param-group entries (timm's `lookahead_alpha`, `lookahead_k`), and whose state is the functional
+wrapper's: the base's state plus the wrapper's declared entries (timm's
+`lookahead_slow_buff`, `lookahead_step`), so `state_dict()` has timm's layout. The wrapper
+takes over the base's param groups, their hyperparameters, params and state as they are at the
+call (one step of the wrapper then continues the base's run); use the wrapper from then on: it
+owns the params (its steps donate them), as timm's wrapper shares the base's params and groups.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from optax_like.core import hyperparams
+from optax_like.optim import _state_dict
+from optax_like.optim.optimizer import Optimizer
+from optax_like.transforms.lookahead import lookahead
+
+__all__ = ["Lookahead"]
+
+_derived_classes: dict = {}
+
+
+def _composed_factory(base_factory: Callable, wrap: Callable, entries: dict[str, str], integer: tuple,
+                      shared: tuple, constants: tuple) -> Callable:
+    """`base_factory`'s arguments plus the group `entries` (`{option: entry}`: keyword-only, with
+    `wrap`'s defaults); builds `wrap(base_factory(**base_args), option=entry value, ...,
+    **shared base args, **constants)`. Integer arguments of both stay compile-time constants
+    (`hyperparams.integer_args`)."""
+    signature = inspect.signature(base_factory)
+    wrap_defaults = {k: p.default for k, p in inspect.signature(wrap).parameters.items()}
+    fixed = dict(constants)
+
+    def factory(**kwargs):
+        own = {option: kwargs.pop(entry) for option, entry in entries.items() if entry in kwargs}
+        own.update({name: kwargs[name] for name in shared})
+        return wrap(base_factory(**kwargs), **own, **fixed)
+
+    params = list(signature.parameters.values()) + [
+        inspect.Parameter(entry, inspect.Parameter.KEYWORD_ONLY, default=wrap_defaults[option])
+        for option, entry in entries.items()]
+    factory.__signature__ = signature.replace(parameters=params)  # pyright: ignore[reportFunctionMemberAccess]
+    factory.__name__ = f"{wrap.__name__}_of_{getattr(base_factory, '__name__', 'optimizer')}"
+    base_integers = tuple(getattr(base_factory, hyperparams._INTEGER_ARGS, ()))
+    return hyperparams.integer_args(*base_integers, *integer)(factory)
+
+
+class WrapperOptimizer(Optimizer):
+    """The base of wrapper classes: `Wrapper(base_optimizer, **options)` returns an instance of
+    `type(Wrapper.__name__, (Wrapper, type(base_optimizer)), ...)` (see the module docstring).
+
+    Subclasses set `_wrap` (the functional wrapper, `wrap(base_tx, **options)`), and say where
+    each option lives: `_entries` (`{option: group entry}`, traced per group as the base's
+    hyperparameters, e.g. timm's `{"alpha": "lookahead_alpha"}`; `_integer_entries`: those that
+    are compile-time integers) or `_constants` options (compile-time values of the instance,
+    kept as its attributes: schedulefree's wrapper keeps `momentum`, `r`, ... as attributes,
+    not in the groups). `_shared`: base arguments `_wrap` also takes (schedulefree's wrapper
+    reads the base group's `lr`). `_refused`: base classes it cannot wrap (besides LBFGS and
+    other wrappers)."""
+
+    _wrap: Callable = None  # pyright: ignore[reportAssignmentType]
+    _entries: dict[str, str] = {}
+    _integer_entries: tuple[str, ...] = ()
+    _constant_options: tuple[str, ...] = ()
+    _shared: tuple[str, ...] = ()
+    _refused: tuple[type, ...] = ()
+    _base_class: type = None  # pyright: ignore[reportAssignmentType]
+
+    def __new__(cls, base_optimizer: Any = None, *args: Any, **kwargs: Any):
+        if cls._base_class is not None:  # a derived class (deepcopy, or a subclass's own call)
+            return object.__new__(cls)
+        if not isinstance(base_optimizer, Optimizer):
+            raise TypeError(f"{cls.__name__} wraps an optax_like.optim optimizer instance, got "
+                            f"{type(base_optimizer).__name__}")
+        from optax_like.optim.lbfgs import LBFGS
+
+        if isinstance(base_optimizer, (WrapperOptimizer, LBFGS, *cls._refused)):
+            # LBFGS: its step runs its own rule over one global state; a wrapper of a wrapper:
+            # not composed here
+            raise TypeError(f"{cls.__name__} cannot wrap a {type(base_optimizer).__name__}")
+        bound = inspect.signature(cls.__init__).bind(None, base_optimizer, *args, **kwargs)
+        bound.apply_defaults()
+        constants = tuple((k, bound.arguments[k]) for k in cls._constant_options)
+        base_cls = type(base_optimizer)
+        key = (cls, base_cls, constants)
+        if key not in _derived_classes:
+            factory = _composed_factory(base_cls._factory, cls._wrap, cls._entries, cls._integer_entries,
+                                        cls._shared, constants)
+            _derived_classes[key] = type(cls.__name__, (cls, base_cls), {
+                "_factory": staticmethod(factory), "_base_class": base_cls, "__module__": "optax_like.optim",
+                "__doc__": cls.__doc__})
+        return object.__new__(_derived_classes[key])
+
+    def _take_over(self, base: Optimizer, options: dict[str, Any]) -> None:
+        """Builds this optimizer over `base`'s groups (their params as they are now, in base's
+        structure and mode) with the `_entries` `options` as new group entries (the others are
+        in the factory), then moves base's state in."""
+        entries = {self._entries[k]: v for k, v in options.items() if k in self._entries}
+        defaults = {**base.defaults, **entries}
+        records = base._groups
+        groups = []
+        for group, record in zip(base.param_groups, records):
+            tree = record.treedef.unflatten(record.leaves)
+            given = {k: v for k, v in group.items() if k not in ("params", "param_names") and (
+                k in base.defaults or k not in (record.entries or ()))}  # not the base state's entries
+            if record.named:
+                tree = list(zip(record.names, [leaf for leaf in record.leaves if leaf is not None]))
+            groups.append({"params": tree, **given, **entries})
+        model = base.params if base._mode == "model" else None
+        params: Any = groups if base._mode != "tree" else groups[0]["params"]
+        Optimizer.__init__(self, params, defaults, model=model, skip_nonfinite=base.skip_nonfinite)
+        if base._mode == "tree":
+            self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
+        for record, own, group in zip(records, self._groups, self.param_groups):
+            own.state = own.state._replace(base=record.state)
+            if own.entries is not None:  # the group entries of the moved state (timm Lamb's `step`)
+                own.entries = _state_dict.export_group_entries(own.state)
+                group.update(own.entries)
+        self._hyper_cache = None
+
+
+class Lookahead(WrapperOptimizer):
+    """timm's `Lookahead(base_optimizer, alpha=0.5, k=6)` (timm.optim.lookahead, 1.0.31) over
+    any optax_like.optim optimizer (see `optax_like.lookahead` for the recursion).
+
+    As timm's: the base's param groups gain `lookahead_alpha`, `lookahead_k` and
+    `lookahead_step` (editable per group; `lookahead_k` is a compile-time integer here: a new
+    value recompiles once); each param's state gains `lookahead_slow_buff` at its first sync;
+    `state_dict()` is the base's with those entries (it loads into timm's
+    `Lookahead(torch_optimizer)` and back), and a state dict without them (a base optimizer's)
+    loads with the group entries kept. timm's validation and messages (at construction).
+    timm's `sync_lookahead()` is not provided."""
+
+    _wrap = staticmethod(lookahead)
+    _entries = {"alpha": "lookahead_alpha", "k": "lookahead_k"}
+    _integer_entries = ("lookahead_k",)
+
+    def __init__(self, base_optimizer: Optimizer, alpha: float = 0.5, k: int = 6) -> None:
+        self._take_over(base_optimizer, {"alpha": alpha, "k": k})
