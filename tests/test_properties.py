@@ -70,7 +70,7 @@ _COMMON = dict(
     print_blob=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FAST = settings(max_examples=10, **_COMMON)
+FAST = settings(max_examples=6, **_COMMON)
 FAST64 = settings(max_examples=3, **_COMMON)
 FAST_JIT = settings(max_examples=4, **_COMMON)
 FAST_ADAPTER = settings(max_examples=3, **_COMMON)

@@ -613,7 +613,8 @@ def _lbfgs_update(tx):
     return update
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+# the jitted form under `slow`: the checks run at trace time, the same code as eager
+@pytest.mark.parametrize("jit", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["eager", "jit"])
 @pytest.mark.parametrize("kind", list(MISMATCHES))
 @pytest.mark.parametrize("name", [n for n, info in RECORDS.items() if info.layout != "sparse"])
 def test_update_rejects_mismatched_grads_naming_the_leaf(name, kind, jit):

@@ -18,6 +18,7 @@ from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts
 from optax_like.core.torch_layout import BOOL, STARTED, STEP, STEPS_TAKEN, declare_torch_state
 from optax_like.core.tree import map_params
+from optax_like.core.tree import zeros_like as tree_zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update, refuse_complex
 from optax_like.transforms.muon import newton_schulz_iteration
 from optax_like.transforms.trust_ratio import leaf_norm
@@ -272,8 +273,8 @@ def scale_by_timm_muon(
         refuse_complex(params, lambda dtype: TypeError(COMPLEX_MESSAGE))
         leaves = [p for p in jax.tree.leaves(params)]
 
-        def zeros_if(keep):
-            return map_params(lambda p: jnp.zeros_like(p) if keep(route(p)) else None, params)
+        def zeros_if(keep):  # tree.zeros_like: the buffers follow the params' shardings
+            return tree_zeros_like(map_params(lambda p: p if keep(route(p)) else None, params))
 
         return ScaleByTimmMuonState(
             use_muon=LeafScalars([jnp.asarray(route(p)) for p in leaves]),

@@ -89,10 +89,13 @@ def _case_id(case):
     return f"{name}-{label}"
 
 
-# A record marked `slow` (registry) runs its example's steps, state_dict and checkpoints both ways
-# by default; its other configurations and the remaining tests per class are `slow`.
-CASE_PARAMS = [pytest.param(case, id=_case_id(case), marks=(pytest.mark.slow,) if RECORDS[case[0]].slow
-                            and case[1] != "example" else ()) for case in CASES]
+# By default each class runs its example, all-flags (every state entry) and per-group structure
+# configurations; the variants run under `slow` (tests/parity/test_optim_db.py steps every variant
+# in the class view). A record marked `slow` (registry) runs its example's steps, state_dict and
+# checkpoints both ways by default; its other configurations and the remaining tests per class
+# are `slow`.
+CASE_PARAMS = [pytest.param(case, id=_case_id(case), marks=(pytest.mark.slow,) if case[1] != "example" and (
+    RECORDS[case[0]].slow or case[1] not in ("flags", "per-group")) else ()) for case in CASES]
 SLOW_CLASSES = [pytest.param(name, marks=(pytest.mark.slow,) if RECORDS[name].slow else ()) for name in CLASSES]
 
 

@@ -513,7 +513,7 @@ def test_model_mode_group_with_none_leaf_keeps_model_leaves():
 
 
 @pytest.mark.parametrize("name", [n for n in optim.__all__ if n[0].isupper() and n not in (
-    "Optimizer", "RemovableHandle", "LBFGS")])
+    "Optimizer", "RemovableHandle", "LBFGS", "Lookahead", "ScheduleFreeWrapper")])  # (wrappers: their own tests)
 def test_skip_nonfinite_works_for_every_class(name):
     params = {"w": jnp.ones((3, 2)), "v": jnp.full((2, 2), 0.5)}
     opt = registry.by_class(name).new_adapter(jax.tree.map(jnp.copy, params), skip_nonfinite=True)
