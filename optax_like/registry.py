@@ -110,7 +110,8 @@ class OptimizerInfo:
     gradient against the full step) run with these values (`couples(kwargs)`: whether a
     configuration couples); the coupled numbers are the parity suites'. The adapter's
     counterpart, one clip over all param groups, is the `cross_group` adapter option
-    (make_optimizer_class).
+    (make_optimizer_class), which `param_groups.cross_group_transform` also applies over a
+    plan's groups.
     rewritten_group_entries: param-group entries the reference's step overwrites -> why ours
     keeps the given value (timm Adafactor's relative-step `lr`: the last param's step size, a
     tensor of the RMS's rounding): tests/optim/test_classes_parity.py leaves them out of its
@@ -843,14 +844,16 @@ _RECORDS = [
         moved_per_param=7,
         slow=True,  # the default run is at its time budget: the full matrix runs under `-m slow`
         known_failures={f"two_groups-{dtype}-functional": (
-            "the functional two-group run is a multi_transform of two lambs, each clipping its own group's "
-            "gradients; timm clips every group with one norm (the class does: `cross_group`; deviations)")
+            "the functional two-group run is a hand-made multi_transform of two lambs, each clipping its own "
+            "group's gradients; timm clips every group with one norm (the class and `param_groups` do: "
+            "`cross_group`; deviations)")
             for dtype in ("float64", "float32")},
         deviations=(
-            "Functional multi-group optimizers (`multi_transform`, `param_groups.partition`/`create_optimizer`) "
-            "clip each group's gradients by that group's norm; timm's one clip spans every param group (as "
-            "`optax_like.optim.Lamb` does). For timm's numbers functionally, clip the whole tree with "
-            "`lamb_global_clip` first and build the groups with `max_grad_norm=None`.",
+            "timm's one gradient clip spans every param group: so does `optax_like.optim.Lamb`, and so do "
+            "`param_groups.partition` / `plan_transform` / `create_optimizer` (`cross_group_transform`, "
+            "tests/param_groups/test_routing.py). A hand-made `multi_transform` of lambs clips each group by "
+            "its own norm: for timm's numbers, clip the whole tree with `lamb_global_clip` first and build the "
+            "groups with `max_grad_norm=None`.",
             "The live `param_groups[i]['step']` after a step is the group's int32 device scalar (no host sync); "
             "timm's is a 0-d float32 tensor. `state_dict()` has a Python float (no entry before the first step, "
             "as timm), which `optax_like.interop.torch` writes as timm's float32 tensor.",
@@ -992,14 +995,15 @@ _RECORDS = [
         # bf16 Newton-Schulz on both sides: measured <= 1.1e-16 (float64) and 7.7e-8 (float32) relative in every
         # configuration here but "original" (1.8e-5, a bfloat16 entry of O flipped by the gemm's accumulation order)
         rtol32=1e-3,
-        adapter=dict(static=("ns_steps",)),
+        adapter=dict(static=("ns_steps",), group_flags=("use_fallback", "use_muon")),
         optax="optax.contrib.muon({lr})", optax_note="other routing and algorithm details", moved_per_param=5,
         slow=True,
         deviations=(
             "Newton-Schulz runs in bfloat16 as timm's: matmul accumulation order (XLA vs torch's CPU gemm) can "
             "flip the last bit of a bfloat16 entry of the orthogonalised update (`rtol32`).",
-            "The route (Muon or the AdamW fallback) is fixed by the param's shape; timm's param-group flags "
-            "`use_fallback` / `use_muon` are not supported, and a loaded `use_muon` must equal the shape's route.",
+            "A param's route (Muon or the AdamW fallback: timm's group flags `use_fallback` / `use_muon`, else "
+            "the shape) is fixed when its state is made (timm: at its first step): a group flag edited after "
+            "that raises at the next step, and a loaded `use_muon` must equal the route.",
             "Complex params are refused at init (TypeError, `complex_refused_here`); timm casts a complex Muon "
             "param's momentum to bfloat16 (dropping the imaginary part) and runs its fallback on real views.",
             "Bad `ns_coefficients` raise timm's errors at construction (timm: at the first step).",

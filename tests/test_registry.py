@@ -23,6 +23,8 @@ README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 SIGNATURE_EXCEPTIONS: dict = {
     # timm's SGDP requires lr (torch's `required`); ours defaults to torch.optim.SGD's 1e-3 (the record's deviation)
     "sgdp": ({"lr": "a default where timm requires one"}, {"lr": "torch's `required`"}),
+    # timm's Muon reads these from a param group only (not constructor arguments there, nor in optim.TimmMuon's)
+    "timm_muon": ({"use_fallback": "a group flag", "use_muon": "a group flag"}, {}),
 }
 
 

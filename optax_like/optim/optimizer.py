@@ -386,6 +386,8 @@ class Optimizer(OptimizerHooks):
     # Arguments the reference applies to all groups at once, from its constructor's value:
     # argument -> fn(gradients of every group, value) (see make_optimizer_class's `cross_group`).
     _cross_group: dict[str, Callable] = {}
+    # Factory arguments read only from the groups that set them (see make_optimizer_class).
+    _group_flags: tuple[str, ...] = ()
     _constructing = False  # True while the constructor adds its groups
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
@@ -499,8 +501,10 @@ class Optimizer(OptimizerHooks):
         # Entries the optimizer does not take are stored and never read, as torch does
         # (Rprop's group with a `weight_decay`: torch keeps it, its step ignores it). torch's
         # validation and messages; the constructor validated its defaults already.
-        if not (self._constructing and all(group[k] is v for k, v in self.defaults.items())):
-            self._factory(**{k: group[k] for k in self.defaults})
+        if not (self._constructing and all(group[k] is v for k, v in self.defaults.items())
+                and not any(k in group for k in self._group_flags)):
+            self._factory(**{k: group[k] for k in self.defaults},
+                          **{k: group[k] for k in self._group_flags if k in group})
         leaves = self._without_duplicates(leaves)
         for other in self._groups:
             if other.named != (given_names is not None):
@@ -729,7 +733,7 @@ class Optimizer(OptimizerHooks):
             (k, hyperparams.as_flag(group[k], k) if k in self._flag_names else _hashable(group[k], k))
             for k in self.defaults
             if k not in self._hyper_names and k not in _KERNEL_SWITCHES and k not in self._cross_group
-        )
+        ) + tuple((k, hyperparams.as_flag(group[k], k)) for k in self._group_flags if k in group)
         layout = tuple(
             (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0, _array_dtype(group[k]))
             for k in self._hyper_names
@@ -907,7 +911,8 @@ class Optimizer(OptimizerHooks):
         return self._step_with_hooks(self._step, (closure, *args), kwargs)
 
     def _hypers(self):
-        values = [(self._group_values(g), g.get("mu_dtype"), g.get("nu_dtype"), g.get("stochastic_rounding"))
+        values = [(self._group_values(g), g.get("mu_dtype"), g.get("nu_dtype"), g.get("stochastic_rounding"),
+                   *[(k in g, g.get(k)) for k in self._group_flags])
                   for g in self._own_groups()]
         cache = self._hyper_cache
         if cache is not None and cache[0] == values:
@@ -922,14 +927,19 @@ class Optimizer(OptimizerHooks):
 
     def _refresh_specs(self) -> None:
         """Rebuilds the state of groups whose compile-time options were edited."""
-        for group, record in zip(self._own_groups(), self._groups):
+        for index, (group, record) in enumerate(zip(self._own_groups(), self._groups)):
             spec = self._spec(group)
             if spec != record.spec:
                 per_param = self._export_group(record)
                 entries = _state_dict.export_group_entries(record.state) if record.entries is not None else None
                 params = record.treedef.unflatten(record.leaves)
                 fresh = self._init_state(spec, params, group)
-                record.state = self._import_group(record, fresh, per_param, entries)
+                try:
+                    record.state = self._import_group(record, fresh, per_param, entries)
+                except ValueError as error:
+                    edited = sorted({k for k, _ in set(spec.static_items) ^ set(record.spec.static_items)})
+                    raise ValueError(f"param group {index}: the edited option(s) {edited} do not fit the state "
+                                     f"its params have (left unchanged): {error}") from None
                 record.spec = spec
                 self._allow_pending_none_grads()
 
@@ -1212,7 +1222,7 @@ def class_factory(factory: Callable, constants: Iterable[str] = (), cleared: Ite
 def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] = (),
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
                          snapshots: dict[str, str | Callable] | None = None, dense_params_only: bool = False,
-                         cross_group: dict[str, Callable] | None = None,
+                         cross_group: dict[str, Callable] | None = None, group_flags: Iterable[str] = (),
                          doc: str | None = None, base: type | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
@@ -1233,12 +1243,19 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     `optimizer.defaults` then (a new value recompiles once; None: not applied); each group's
     factory is called with the argument None. The groups keep it as an entry (the reference's
     groups do), which the step does not read, as the reference does not.
+    `group_flags`: keyword-only flag arguments of the factory that the reference reads from a
+    param group only where the group sets them, and never from its constructor (timm's Muon's
+    `use_fallback` / `use_muon`): not constructor arguments nor `defaults`; a group's own entry
+    (where present) goes to its factory as a compile-time bool, read as the reference's `if`
+    reads it (a present None is False).
     `base`: the class to derive from (an `Optimizer` subclass with the reference's own methods,
     e.g. schedulefree's `train()`/`eval()`, optim/schedule_free.py); default `Optimizer`.
     How the state maps to torch's state dict is declared by the state types
     (core.torch_layout), not here.
     """
+    group_flags = tuple(group_flags)
     signature = inspect.signature(factory)
+    signature = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in group_flags])
     base_cls = Optimizer if base is None else base
     if not (isinstance(base_cls, type) and issubclass(base_cls, Optimizer)):
         raise TypeError(f"make_optimizer_class: base must be an Optimizer subclass, got {base!r}")
@@ -1281,6 +1298,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_constants": constants,
         "_dense_params_only": bool(dense_params_only),
         "_cross_group": cross_group,
+        "_group_flags": group_flags,
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

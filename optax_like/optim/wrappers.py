@@ -17,17 +17,30 @@ owns the params (its steps donate them), as timm's wrapper shares the base's par
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
-from optax_like.core import hyperparams
+import jax
+import jax.numpy as jnp
+
+from optax_like.core import hyperparams, numerics
 from optax_like.optim import _state_dict
 from optax_like.optim.optimizer import Optimizer
-from optax_like.transforms.lookahead import lookahead
+from optax_like.transforms.lookahead import lookahead, lookahead_sync
 
 __all__ = ["Lookahead"]
 
 _derived_classes: dict = {}
+
+
+@functools.partial(jax.jit, static_argnums=(3,), donate_argnums=(1,))  # the params, as a step does
+def _sync(state: Any, params: Any, alpha: jax.Array, present: tuple[bool, ...]):
+    """`lookahead_sync` for the params whose flat positions are `present`: one compile per
+    structure and presence; `alpha` traced (a group edit does not recompile)."""
+    leaves, treedef = jax.tree.flatten(params, is_leaf=lambda x: x is None)
+    grads = treedef.unflatten([leaf if keep else None for leaf, keep in zip(leaves, present)])
+    return lookahead_sync(state, params, grads, alpha)
 
 
 def _composed_factory(base_factory: Callable, wrap: Callable, entries: dict[str, str], integer: tuple,
@@ -138,7 +151,7 @@ class Lookahead(WrapperOptimizer):
     `state_dict()` is the base's with those entries (it loads into timm's
     `Lookahead(torch_optimizer)` and back), and a state dict without them (a base optimizer's)
     loads with the group entries kept. timm's validation and messages (at construction).
-    timm's `sync_lookahead()` is not provided."""
+    `sync_lookahead()` as timm's (`optax_like.lookahead_sync`)."""
 
     _wrap = staticmethod(lookahead)
     _entries = {"alpha": "lookahead_alpha", "k": "lookahead_k"}
@@ -146,3 +159,16 @@ class Lookahead(WrapperOptimizer):
 
     def __init__(self, base_optimizer: Optimizer, alpha: float = 0.5, k: int = 6) -> None:
         self._take_over(base_optimizer, {"alpha": alpha, "k": k})
+
+    def sync_lookahead(self) -> None:
+        """timm's `sync_lookahead()`: every param with a pending gradient (timm: `p.grad is not
+        None`; after `zero_grad()`, none) takes its slow weights now, `slow + alpha * (fast -
+        slow)` (the params themselves at a param's first sync), with its group's
+        `lookahead_alpha`; the group's `lookahead_step` is unchanged. Typically called after the
+        last step of an epoch, before evaluating."""
+        for group, record in zip(self._own_groups(), self._groups):
+            params = record.treedef.unflatten(record.leaves)
+            present = tuple(leaf is not None and g is not None for leaf, g in zip(record.leaves, record.grads))
+            alpha = jnp.asarray(hyperparams.concrete_value(group["lookahead_alpha"]), numerics.float_dtype())
+            new_params, record.state = _sync(record.state, params, alpha, present)
+            record.leaves = tuple(record.treedef.flatten_up_to(new_params))

@@ -33,6 +33,9 @@ def timm_muon(
     scale_eps: bool = False,
     capturable: bool = False,
     verbose: bool = False,
+    *,
+    use_fallback: bool = False,
+    use_muon: Optional[bool] = None,
 ) -> GradientTransformation:
     """Muon (Jordan et al., 2024) with AdaMuon (Si et al., 2025) and an AdamW fallback, as
     timm.optim.Muon (timm 1.0.31) computes it. timm's class name `Muon` is taken here by
@@ -63,8 +66,10 @@ def timm_muon(
     fallback_lr_scale=1.0, betas=(0.9, 0.95), algo="muon", scale_eps=False, capturable=False,
     verbose=False)`. `capturable` and `verbose` (kernel choice, routing logs) are accepted and
     ignored; `adamw_lr` (deprecated in timm) sets `fallback_lr_scale = adamw_lr / lr` with timm's
-    FutureWarning. The route is fixed by the param's shape: timm's group flags `use_fallback` /
-    `use_muon` are not supported. Bad `ns_coefficients` raise timm's errors here at construction,
+    FutureWarning. `use_fallback` and `use_muon` are timm's param-group flags (not constructor
+    arguments there, nor in `optim.TimmMuon`'s constructor: set them in a group's dict, where
+    the class reads them only if present): `use_fallback=True` routes every param of the group
+    to the fallback, else a given `use_muon` decides, else the shape. Bad `ns_coefficients` raise timm's errors here at construction,
     an unknown `adjust_lr_fn` timm's AssertionError at the first update (timm: both at the
     first step). lr, weight_decay, momentum, eps,
     betas and fallback_lr_scale may be schedules `count -> value`.
@@ -91,4 +96,4 @@ def timm_muon(
         lr, weight_decay, momentum, betas[0], betas[1], eps, fallback_lr_scale,
         nesterov=nesterov, ns_steps=ns_steps, ns_coefficients=ns_coefficients, safety_factor=safety_factor,
         adjust_lr_fn=adjust_lr_fn, conv_mode=conv_mode, normalize_spatial=normalize_spatial, algo=algo,
-        scale_eps=scale_eps))
+        scale_eps=scale_eps, use_fallback=use_fallback, use_muon=use_muon))

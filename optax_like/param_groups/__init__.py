@@ -19,7 +19,7 @@ into a `Plan`; `plan_transform(plan)` is its functional optimizer (one `multi_tr
 `create_optimizer` (timm's `create_optimizer_v2`) are in `_timm.py`.
 """
 
-from optax_like.param_groups._build import dry_run, freeze, partition, plan, plan_transform
+from optax_like.param_groups._build import cross_group_transform, dry_run, freeze, partition, plan, plan_transform
 from optax_like.param_groups._rules import DEFAULT, FROZEN, FallThroughWarning, Group, Plan, Rule, muon_rules, named_leaves
 from optax_like.param_groups._stacked import layer_vectors, over_layers, stacked_transform, unstacked, unstacked_names
 from optax_like.param_groups._timm import (
@@ -36,7 +36,7 @@ from optax_like.param_groups._timm import (
 
 __all__ = [
     "DEFAULT", "FROZEN", "FallThroughWarning", "Group", "Plan", "Rule", "TIMM_OPTIMIZERS", "auto_group_layers",
-    "create_optimizer", "dry_run", "freeze", "group_with_matcher", "hf_param_groups", "muon_rules", "named_leaves",
+    "create_optimizer", "cross_group_transform", "dry_run", "freeze", "group_with_matcher", "hf_param_groups", "muon_rules", "named_leaves",
     "param_groups_layer_decay", "param_groups_weight_decay", "partition", "plan", "plan_from_groups",
     "plan_transform", "timm_optimizer", "layer_vectors", "over_layers", "stacked_transform", "unstacked",
     "unstacked_names",

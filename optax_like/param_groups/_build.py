@@ -8,6 +8,7 @@ while tracing (once per params structure, cached), and the jitted step is exactl
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable, Collection, Hashable, Mapping, Optional, Sequence
 
 import jax
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs
 from optax_like.core.tree import is_none
 from optax_like.param_groups._rules import FROZEN, Group, Plan, Rule, make_plan, param_name
-from optax_like.transforms.combine import multi_transform
+from optax_like.transforms.combine import chain, multi_transform
 
-__all__ = ["dry_run", "freeze", "partition", "plan", "plan_transform"]
+__all__ = ["cross_group_transform", "dry_run", "freeze", "partition", "plan", "plan_transform"]
 
 
 def _factory(optimizer: Any) -> Callable:
@@ -86,14 +87,69 @@ def dry_run(params: Any, rules: Sequence[Rule], optimizer: Any, *, routes: Optio
     return p.rows()
 
 
+def _cross_group(factory: Callable) -> Mapping[str, Callable]:
+    """The registry record's `cross_group` adapter option for `factory` ({} for others)."""
+    from optax_like import registry
+
+    for info in registry.OPTIMIZERS.values():
+        if info.factory is factory:
+            return info.adapter.get("cross_group", {})
+    return {}
+
+
 def group_transform(p: Plan, group: Group) -> GradientTransformation:
     """One group's optimizer: its optimizer's factory with the group's hyperparameters (lr
-    times `lr_scale`)."""
+    times `lr_scale`); an argument the optimizer applies over all its groups at once
+    (`cross_group`, timm Lamb's `max_grad_norm`) is None here (`cross_group_transform`)."""
     factory, _ = p.optimizers[group.optimizer]
+    factory = _factory(factory)
     kwargs = dict(group.hyperparameters)
     if "lr" in kwargs:
         kwargs["lr"] = group.effective("lr")
-    return _factory(factory)(**kwargs)
+    kwargs.update(dict.fromkeys(k for k in _cross_group(factory) if k in kwargs))
+    return factory(**kwargs)
+
+
+def cross_group_transform(p: Plan) -> Optional[GradientTransformation]:
+    """What an optimizer of the plan applies to the gradients of all its groups at once, before
+    their updates (the registry record's `cross_group`: timm Lamb's one gradient clip over every
+    param group, with the optimizer's own `max_grad_norm`, not a group's), in torch's order of the
+    groups and their params; None when no optimizer of the plan has one. Stateless."""
+    applied = []  # (names in torch's order, [(fn, value), ...]) per optimizer of the plan
+    for key, (optimizer, kwargs) in p.optimizers.items():
+        factory = _factory(optimizer)
+        functions = _cross_group(factory)
+        names = [name for group in p.groups if group.optimizer == key for name in group.names]
+        if functions and names:
+            defaults = {k: q.default for k, q in inspect.signature(factory).parameters.items()}
+            applied.append((names, [(fn, kwargs.get(arg, defaults.get(arg))) for arg, fn in functions.items()]))
+    if not applied:
+        return None
+
+    def init(params):
+        del params
+        return ()
+
+    def update(updates, state, params=None):
+        del params
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(updates, is_leaf=is_none)
+        position = {param_name(path): i for i, (path, _) in enumerate(leaves)}
+        new = [leaf for _, leaf in leaves]
+        for names, functions in applied:
+            indices = [position[name] for name in names if name in position]
+            grads = [new[i] for i in indices]
+            for fn, value in functions:
+                grads = fn(grads, value)
+            for i, g in zip(indices, grads):
+                new[i] = g
+        return treedef.unflatten(new), state
+
+    return GradientTransformation(init, update)
+
+
+def _with_cross_group(p: Plan, tx: GradientTransformationExtraArgs) -> GradientTransformationExtraArgs:
+    clip = cross_group_transform(p)
+    return tx if clip is None else chain(clip, tx)
 
 
 def plan_transform(p: Plan) -> GradientTransformationExtraArgs:
@@ -116,7 +172,7 @@ def plan_transform(p: Plan) -> GradientTransformationExtraArgs:
 
         return jax.tree_util.tree_map_with_path(label, tree, is_leaf=lambda x: x is None and False)
 
-    return multi_transform(transforms, labels)
+    return _with_cross_group(p, multi_transform(transforms, labels))
 
 
 def partition(rules: Sequence[Rule], optimizer: Any, *, routes: Optional[Mapping] = None,

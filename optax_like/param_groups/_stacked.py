@@ -319,8 +319,11 @@ def stacked_transform(p: Plan, params: Any, stacked: Collection[str]) -> Gradien
     `plan_transform` has them; `unstacked(plan_transform(p), stacked)` where some stacked leaf's
     layers do not share an optimizer (see the module docstring). The state is made for
     `params`' structure."""
-    from optax_like.param_groups._build import freeze, group_transform, plan_transform
+    from optax_like.param_groups._build import cross_group_transform, freeze, group_transform, plan_transform
     from optax_like.transforms.combine import multi_transform
+
+    if cross_group_transform(p) is not None:  # timm Lamb's clip over all its groups: per-param norms
+        return unstacked(plan_transform(p), stacked)
 
     group_of = {name: group for group in p.groups for name in group.names}
     transforms: dict[Hashable, Any] = {}

@@ -183,6 +183,7 @@ __all__ += ["ScheduleFreeAdamState", "ScheduleFreeGroup", "ScheduleFreeSGDState"
 __all__ += ["LambGroup", "LambState", "ScaleByLambState", "lamb_global_clip", "scale_by_lamb",
             "AdanGroup", "AdanState", "ScaleByAdanState", "scale_by_adan"]
 
-from optax_like.transforms.lookahead import LookaheadGroup, LookaheadSlowState, LookaheadState, lookahead  # noqa: E402
+from optax_like.transforms.lookahead import (  # noqa: E402
+    LookaheadGroup, LookaheadSlowState, LookaheadState, lookahead, lookahead_sync)
 
-__all__ += ["LookaheadGroup", "LookaheadSlowState", "LookaheadState", "lookahead"]
+__all__ += ["LookaheadGroup", "LookaheadSlowState", "LookaheadState", "lookahead", "lookahead_sync"]

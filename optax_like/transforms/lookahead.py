@@ -33,7 +33,7 @@ from optax_like.core.leaf_scalars import init_counts, select_present
 from optax_like.core.torch_layout import STARTED, GroupEntries, declare_torch_state
 from optax_like.core.tree import is_none
 
-__all__ = ["LookaheadGroup", "LookaheadSlowState", "LookaheadState", "lookahead"]
+__all__ = ["LookaheadGroup", "LookaheadSlowState", "LookaheadState", "lookahead", "lookahead_sync"]
 
 
 class LookaheadSlowState(NamedTuple):
@@ -139,10 +139,7 @@ def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: in
                 new_slow.append(s)
                 continue
             fast: jax.Array = apply_updates(p, u)  # pyright: ignore[reportAssignmentType]  (a leaf)
-            dtype = numerics.compute_dtype(p.dtype)
-            pulled = lax.add(s.astype(dtype), lax.mul(numerics.scalar(a, dtype),
-                                                       lax.sub(fast, s).astype(dtype))).astype(p.dtype)
-            slow_new = jnp.where(was_started, pulled, fast)
+            slow_new = _pulled(fast, s, was_started, a)
             new_slow.append(jnp.where(sync, slow_new, s))
             new_u.append(jnp.where(sync, numerics.exact_difference(slow_new, p), u))
         new_state = LookaheadState(
@@ -150,3 +147,42 @@ def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: in
         return treedef.unflatten(new_u), new_state
 
     return GradientTransformation(init, update)
+
+
+def _pulled(fast: jax.Array, slow: jax.Array, started: Any, alpha: Any) -> jax.Array:
+    """timm's `update_slow` for one param: `slow + alpha * (fast - slow)` (`fast` at the first sync)."""
+    dtype = numerics.compute_dtype(fast.dtype)
+    pulled = lax.add(slow.astype(dtype), lax.mul(numerics.scalar(alpha, dtype),
+                                                  lax.sub(fast, slow).astype(dtype))).astype(fast.dtype)
+    return jnp.where(started, pulled, fast)
+
+
+def lookahead_sync(state: LookaheadState, params: Any, grads: Any = None,
+                   alpha: ScalarOrSchedule = 0.5) -> tuple[Any, LookaheadState]:
+    """timm's `Lookahead.sync_lookahead()` on a `lookahead` state: every param with a gradient
+    in `grads` (timm: `p.grad is not None`; None: every param) is synced now, whatever the step,
+
+        slow = fast (its first sync) | slow + alpha * (fast - slow);   param = slow
+
+    and `(new params, new state)` are returned (the step counter `lookahead_step` is unchanged, as
+    timm's). `alpha`: the number the group holds (timm's `lookahead_alpha`; a schedule is read at
+    the steps taken). Pure; usually called once before evaluating, as timm's training loop does."""
+    treedef = jax.tree.structure(params, is_leaf=is_none)
+    present = params if grads is None else grads
+    a = numerics.resolve(alpha, state.group.lookahead_step)
+    slow_state = state.slow
+    synced = select_present(slow_state.synced.map(numerics.safe_increment), slow_state.synced, present, params)
+    ps, gs = jax.tree.leaves(params, is_leaf=is_none), treedef.flatten_up_to(present)
+    slows = treedef.flatten_up_to(slow_state.lookahead_slow_buff)
+    started = iter([c > 0 for c in slow_state.synced])
+    new_p, new_slow = [], []
+    for p, g, s in zip(ps, gs, slows):
+        was_started = None if p is None else next(started)
+        if p is None or g is None:
+            new_p.append(p)
+            new_slow.append(s)
+            continue
+        slow_new = _pulled(p, s, was_started, a)
+        new_p.append(slow_new)
+        new_slow.append(slow_new)
+    return treedef.unflatten(new_p), state._replace(slow=LookaheadSlowState(treedef.unflatten(new_slow), synced))

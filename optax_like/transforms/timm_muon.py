@@ -15,6 +15,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.hyperparams import as_flag
 from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts
 from optax_like.core.torch_layout import BOOL, STARTED, STEP, STEPS_TAKEN, declare_torch_state
 from optax_like.core.tree import map_params
@@ -234,6 +235,8 @@ def scale_by_timm_muon(
     normalize_spatial: bool = True,
     algo: str = "muon",
     scale_eps: bool = False,
+    use_fallback: bool = False,
+    use_muon: Optional[bool] = None,
 ) -> GradientTransformation:
     """timm's Muon step, learning rate and decay included (the block emits the whole step), in
     timm's order of operations. Params that `is_suitable_for_muon` (matrices, convolutions)
@@ -254,8 +257,12 @@ def scale_by_timm_muon(
         p <- p - (lr_f / (1 - b1^t)) * n / (sqrt(v) / sqrt(1 - b2^t) + eps),  n = lerp(m, g, 1 - b1)
              (nesterov) or m
 
-    The route is fixed by the param's shape (the state's `use_muon`, loaded only equal).
-    Complex params are refused at `init`.
+    The route is timm's: `use_fallback=True` (timm's param-group flag) sends every param to the
+    fallback, else a `use_muon` given (True/False) decides, else the param's shape
+    (`is_suitable_for_muon`). It is fixed when the state is made (timm: at a param's first step;
+    the state's `use_muon`, loaded only equal): an update whose flags route a param otherwise
+    than its state raises. `use_muon=True` on a param with fewer than 2 dims raises timm's
+    AssertionError at `init` (timm: at the first step). Complex params are refused at `init`.
     """
     if conv_mode not in CONV_MODES:
         raise ValueError(f"Invalid conv_mode: {conv_mode}")
@@ -265,9 +272,20 @@ def scale_by_timm_muon(
     ns_steps = int(ns_steps)
     nesterov, normalize_spatial, scale_eps = bool(nesterov), bool(normalize_spatial), bool(scale_eps)
     adamuon = algo == "adamuon"
+    use_fallback = as_flag(use_fallback, "use_fallback")
+    use_muon = None if use_muon is None else as_flag(use_muon, "use_muon")
 
     def route(p) -> bool:
+        if use_fallback or use_muon is not None:
+            return not use_fallback and bool(use_muon)
         return is_suitable_for_muon(tuple(jnp.shape(p)))
+
+    def checked_route(p) -> bool:
+        muon = route(p)
+        if muon and jnp.ndim(p) < 2:
+            raise AssertionError(f"Input must be 2D or 3D, got {jnp.ndim(p)}D. Flatten batch dims first. "
+                                 f"(timm's Muon, a param of shape {tuple(jnp.shape(p))} with use_muon=True)")
+        return muon
 
     def init(params):
         refuse_complex(params, lambda dtype: TypeError(COMPLEX_MESSAGE))
@@ -277,7 +295,7 @@ def scale_by_timm_muon(
             return tree_zeros_like(map_params(lambda p: p if keep(route(p)) else None, params))
 
         return ScaleByTimmMuonState(
-            use_muon=LeafScalars([jnp.asarray(route(p)) for p in leaves]),
+            use_muon=LeafScalars([jnp.asarray(checked_route(p)) for p in leaves]),
             momentum_buffer=zeros_if(lambda muon: muon),
             exp_avg=zeros_if(lambda muon: not muon),
             exp_avg_sq=zeros_if(lambda muon: adamuon or not muon),
@@ -311,7 +329,12 @@ def scale_by_timm_muon(
             shape = tuple(leaf.like.shape)
             step_size, bc2_sqrt, bc2 = scalars
             eps_ = numerics.scalar(h.eps, dtype)
-            if not route(leaf.like):
+            if route(leaf.like) != (buf is not None):  # the state's route (its buffers) is the param's
+                raise ValueError(
+                    f"timm's Muon: the flags route a param of shape {shape} to "
+                    f"{'Muon' if route(leaf.like) else 'the AdamW fallback'}, its state to the other (timm fixes a "
+                    "param's route at its first step): set use_fallback / use_muon before the state is made.")
+            if buf is None:
                 moved = decayed(p, fallback_lr, dtype)
                 weight = numerics.one_minus(h.b1, dtype)
                 m = numerics.lerp(m, g, weight)

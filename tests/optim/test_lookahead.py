@@ -79,6 +79,29 @@ def test_group_edits_of_alpha_follow_timm(x64):
         _assert_params(ours, tp)
 
 
+def test_sync_lookahead_follows_timm(x64):
+    """`sync_lookahead()` syncs the params with a gradient now (a first sync makes the slow copy;
+    a later one pulls it), leaves the step counters, and with no gradients (after `zero_grad`)
+    does nothing, as timm's; steps and state dicts continue alike after it."""
+    reference, ours, tp, grads = _pair(alpha=0.3, k=4)
+    for t, g in enumerate(grads[:11], start=1):
+        _step_both(reference, ours, tp, g, none=(1,) if t == 2 else ())
+        if t in (2, 5, 9):  # before the first periodic sync (param 1 without a gradient), after it, mid-period
+            reference.sync_lookahead()
+            ours.sync_lookahead()
+        _assert_params(ours, tp)
+    _assert_state_dicts(ours, reference)
+    reference.zero_grad()
+    ours.zero_grad()
+    before = [np.asarray(x).copy() for x in jax.tree.leaves(ours.params)]
+    reference.sync_lookahead()
+    ours.sync_lookahead()
+    for a, b in zip(jax.tree.leaves(ours.params), before):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    _assert_params(ours, tp)
+    assert [g["lookahead_step"] for g in ours.param_groups] == [11, 11]
+
+
 def test_state_dict_continues_in_timm_and_timms_in_ours(x64):
     reference, ours, tp, grads = _pair()
     for g in grads[:7]:

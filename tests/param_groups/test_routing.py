@@ -10,6 +10,7 @@ import optax_like as ol
 from optax_like import optim
 from optax_like import param_groups as pg
 from optax_like.optim import grouping
+from optax_like.registry import import_reference_module
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -119,3 +120,113 @@ def test_adapter_routing_exports_each_optimizers_torch_state():
     theirs = muon.state_dict()
     assert [g["param_names"] for g in sd["param_groups"]] == [g["param_names"] for g in theirs["param_groups"]]
     assert {i: sorted(s) for i, s in sd["state"].items()} == {i: sorted(s) for i, s in theirs["state"].items()}
+
+
+# ------------------------------------------------ timm's create_optimizer_v2: Muon's flags, Lamb's one clip
+def _timm_model():
+    torch.manual_seed(0)
+    block = torch.nn.Module()
+    block.fc1, block.norm, block.fc2 = torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 8)
+    model = torch.nn.Module()
+    model.embed, model.blocks, model.head = torch.nn.Embedding(12, 8), torch.nn.ModuleList([block]), torch.nn.Linear(8, 3)
+    return model.double()
+
+
+def _timm_run(timm_models, kwargs, steps=5, scale=1.0):
+    """timm's `create_optimizer_v2(model, **kwargs)` and ours in both views (the functional
+    `param_groups.create_optimizer`, the class `optim.create_optimizer_v2`) on one model's named
+    params and the same float64 gradients (times `scale`); the three params after each step."""
+    _, _, factory = timm_models
+    model = _timm_model()
+    theirs = factory.create_optimizer_v2(model, **kwargs)
+    rng = np.random.default_rng(1)
+    with jax.enable_x64(True):
+        named = [(n, jnp.asarray(p.detach().numpy())) for n, p in model.named_parameters()]
+        tx = pg.create_optimizer(named, **kwargs)
+        opt = grouping.create_optimizer_v2(named, **kwargs)
+        ours = dict(named)
+        state = tx.init(ours)
+        step = jax.jit(tx.update)
+        for _ in range(steps):
+            grads = {n: scale * rng.standard_normal(p.shape) for n, p in named}
+            for n, p in model.named_parameters():
+                p.grad = torch.tensor(grads[n])
+            theirs.step()
+            updates, state = step({n: jnp.asarray(g) for n, g in grads.items()}, state, ours)
+            ours = ol.apply_updates(ours, updates)
+            opt.zero_grad()
+            opt.backward([[jnp.asarray(grads[n]) for n in group["param_names"]] for group in opt.param_groups])
+            opt.step()
+            by_name = {n: a for group, arrays in zip(opt.param_groups, opt.params)
+                       for n, a in zip(group["param_names"], arrays)}
+            for n, p in model.named_parameters():
+                want = p.detach().numpy()
+                np.testing.assert_allclose(np.asarray(ours[n]), want, rtol=1e-12, atol=1e-15, err_msg=f"functional {n}")
+                np.testing.assert_allclose(np.asarray(by_name[n]), want, rtol=1e-12, atol=1e-15, err_msg=f"class {n}")
+    return theirs, opt
+
+
+@pytest.mark.parametrize("algo", ["muon", "adamuon"])
+def test_timm_muon_fallback_list_routes_as_timm(timm_models, algo):
+    """timm's `fallback_list` marks groups `use_fallback`: timm's Muon trains their matrices
+    (here the embedding and the head) with its AdamW fallback, in both views, as timm does."""
+    kwargs = dict(opt=algo, lr=0.02, weight_decay=0.1, fallback_list=["embed.*", "head.*"])
+    theirs, opt = _timm_run(timm_models, kwargs)
+    assert any(g.get("use_fallback") for g in opt.param_groups)
+    assert [bool(g.get("use_fallback")) for g in opt.param_groups] == [bool(g.get("use_fallback"))
+                                                                      for g in theirs.param_groups]
+    sd = opt.state_dict()
+    names = [n for g in sd["param_groups"] for n in g["param_names"]]
+    ids = [i for g in sd["param_groups"] for i in g["params"]]
+    muon = {names[ids.index(i)] for i, s in sd["state"].items() if s["use_muon"]}
+    assert muon == {"blocks.0.fc1.weight", "blocks.0.fc2.weight"}  # not embed/head, matrices that fall back
+
+
+def test_timm_muon_group_flags(timm_models):
+    """`use_muon=True` forces Muon on a matrix the shape rule would leave to the fallback (3 x 8
+    has a side below 4), `use_muon=False` the fallback on one it would take; a group flag edited
+    after a param's state exists is refused naming the group, and the state is kept."""
+    muon_cls = import_reference_module("timm.optim.muon").Muon
+    model = _timm_model()
+    named = dict(model.named_parameters())
+    groups = lambda get: [{"params": [get("head.weight")], "use_muon": True},
+                          {"params": [get("blocks.0.fc1.weight")], "use_muon": False},
+                          {"params": [get("blocks.0.fc2.weight")]}]
+    theirs = muon_cls(groups(named.__getitem__), lr=0.02, weight_decay=0.1)
+    with jax.enable_x64(True):
+        start = {n: jnp.asarray(p.detach().numpy()) for n, p in named.items()}
+        opt = optim.TimmMuon(groups(start.__getitem__), lr=0.02, weight_decay=0.1)
+        rng = np.random.default_rng(2)
+        order = ["head.weight", "blocks.0.fc1.weight", "blocks.0.fc2.weight"]
+        for _ in range(4):
+            grads = {n: rng.standard_normal(named[n].shape) for n in order}
+            for n in order:
+                named[n].grad = torch.tensor(grads[n])
+            theirs.step()
+            opt.zero_grad()
+            opt.backward([[jnp.asarray(grads[n])] for n in order])
+            opt.step()
+        for n, (got,) in zip(order, opt.params):
+            np.testing.assert_allclose(np.asarray(got), named[n].detach().numpy(), rtol=1e-12, atol=1e-15, err_msg=n)
+        assert [bool(s["use_muon"]) for s in opt.state_dict()["state"].values()] == [True, False, True]
+        before = opt.state_dict()
+        opt.param_groups[1]["use_muon"] = True
+        opt.backward([[jnp.asarray(grads[n])] for n in order])
+        with pytest.raises(ValueError, match=r"param group 1: the edited option\(s\) \['use_muon'\]"):
+            opt.step()
+        after = opt.state_dict()
+        for i in before["state"]:
+            for k, x in before["state"][i].items():
+                np.testing.assert_array_equal(np.asarray(after["state"][i][k]), np.asarray(x))
+    with pytest.raises(AssertionError, match="Input must be 2D or 3D, got 1D"):
+        optim.TimmMuon([{"params": [jnp.ones(5)], "use_muon": True}])
+
+
+def test_lamb_clips_over_every_group_in_both_views(timm_models):
+    """timm's Lamb clips the gradients of all its param groups by one global norm: so do the
+    functional `param_groups.create_optimizer` (its groups share `cross_group_transform`) and the
+    class, over timm's two weight-decay groups, with gradients large enough that the clip binds."""
+    _timm_run(timm_models, dict(opt="lamb", lr=1e-2, weight_decay=0.1, max_grad_norm=0.5), scale=3.0)
+    plan = pg.plan_from_groups(pg.param_groups_weight_decay(
+        [(n, jnp.zeros(p.shape)) for n, p in _timm_model().named_parameters()], weight_decay=0.1), "lamb")
+    assert len(plan.groups) == 2 and pg.cross_group_transform(plan) is not None
