@@ -2,14 +2,20 @@
 
     .venv/bin/python benchmarks/all_optimizers.py --markdown
     .venv/bin/python benchmarks/all_optimizers.py --optimizers adam,nadam --layers 4 --d-model 512
+    .venv/bin/python benchmarks/all_optimizers.py --optimizers adopt,adan --program   # + compiled-program columns
 
 The tree is transformer-like (benchmarks/optimizer_step.py's `make_shapes`, smaller by
 default: 2 blocks, d_model 256, vocab 4096: 38 leaves, 2.6M float32 params). Every JAX step is
 `step(params, state, grads) -> (params, state)`, jitted with params and state donated. The
 torch columns run the record's reference (`torch.optim.<Class>`, or timm's class: the row says
 so) with its default implementation on CPU (foreach where it picks it) and, where the record
-says torch has one, `fused=True`. All implementations of one optimizer are timed round-robin
-(one step each, repeated) so load changes hit them alike; medians are reported.
+says torch has one, `fused=True`. The implementations of one optimizer are timed round-robin
+(one step each, repeated) so load changes hit them alike, the JAX ones among themselves (the
+first of each round alternating) and torch's after them: the step that runs right after a
+torch step is slower on this machine whichever it is (AdamWLegacy, 2 cpus: optax_like 1.2-1.85x
+optax's when run right after torch's step, 0.64-0.75x with optax there instead; a 50 ms pause
+after torch does not remove it), which charged optax_like, run first, in the earlier tables.
+Medians are reported.
 
 The rows are optax_like.registry's records (not LBFGS, whose step is a closure); the optax
 counterpart is the record's `optax` expression (`optax.sgd(lr, momentum=0.9)`, `optax.adam(lr)`,
@@ -67,8 +73,11 @@ class JaxStep:
         state = tx.init(params)
         fn = jax.jit(step, donate_argnums=(0, 1))
         t0 = time.perf_counter()
-        self.compiled = fn.lower(params, state, grads).compile()
+        self.lowered = fn.lower(params, state, grads)
+        self.compiled = self.lowered.compile()
         self.compile_s = time.perf_counter() - t0
+        self.n_leaves = len(jax.tree.leaves(params))
+        self.param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
         self.params, self.state, self.grads = params, state, grads
         for _ in range(2):
             self.step()
@@ -132,6 +141,9 @@ def main(argv=None):
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--program", action="store_true",
+                        help="add the compiled programs' statistics (model_shapes.program_stats): values read "
+                             "and written per param, fusions, distinct kernels, for optax_like / optax")
     args = parser.parse_args(argv)
     args.tree = "transformer"
     shapes = make_shapes(args)
@@ -143,8 +155,10 @@ def main(argv=None):
     print(f"# one step per optimizer, transformer-like tree: {len(shapes)} leaves, {n:,} float32 params; "
           f"{platform.machine()}, {os.cpu_count()} cpus, jax {jax.__version__}, torch {torch.__version__.split('+')[0]}, "
           f"load avg {load_avg()}")
-    print("| optimizer | optax_like ms | optax ms | torch ms | torch fused ms | vs optax | vs torch | vs torch fused | compile s (ol / optax) | note |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    program_head = " values moved/param (ol / optax) | fusions (ol / optax) | kernels (ol / optax) |" if args.program else ""
+    print("| optimizer | optax_like ms | optax ms | torch ms | torch fused ms | vs optax | vs torch | vs torch fused | "
+          f"compile s (ol / optax) |{program_head} note |")
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (3 if args.program else 0) + "---|")
     for name in args.optimizers.split(","):
         info = records()[name]
         note = info.optax_note
@@ -158,12 +172,7 @@ def main(argv=None):
                 runs[impl] = build(name, opt_shapes, impl)
             except Exception as e:  # an implementation missing in this environment: say so
                 note = f"{note}; {impl} failed: {type(e).__name__}: {str(e)[:60]}".strip("; ")
-        times = {impl: [] for impl in runs}
-        for _ in range(args.reps):
-            for impl, run in runs.items():
-                t0 = time.perf_counter()
-                run.step()
-                times[impl].append(time.perf_counter() - t0)
+        times = timed(runs, args.reps)
         med = {impl: median_ms(t) for impl, t in times.items()}
         cell = lambda impl: f"{med[impl]:.2f}" if impl in med else "-"  # noqa: E731
         ratio = lambda impl: f"{med['ol'] / med[impl]:.2f}" if impl in med and "ol" in med else "-"  # noqa: E731
@@ -172,9 +181,35 @@ def main(argv=None):
             note = (note + "; 2-D leaves only").strip("; ")
         if info.layout == "sparse":
             note = ("row-sparse grads (1/8 of rows); torch: sparse COO; " + note).strip("; ")
+        program = ""
+        if args.program:
+            stats = {i: program_stats(runs[i]) for i in ("ol", "optax") if i in runs}
+            cells = lambda key, fmt: " / ".join(fmt.format(stats[i][key]) if i in stats else "-" for i in ("ol", "optax"))  # noqa: E731
+            program = f" {cells('values_per_param', '{:.1f}')} | {cells('fusions', '{}')} | {cells('kernels', '{}')} |"
         print(f"| {name} | {cell('ol')} | {cell('optax')} | {cell('torch')} | {cell('torch-fused')} | "
-              f"{ratio('optax')} | {ratio('torch')} | {ratio('torch-fused')} | {compile_s} | {note} |", flush=True)
+              f"{ratio('optax')} | {ratio('torch')} | {ratio('torch-fused')} | {compile_s} |{program} {note} |", flush=True)
     print(f"# load avg after: {load_avg()}")
+
+
+def timed(runs: dict, reps: int) -> dict:
+    """Seconds per step of each implementation, `reps` rounds: the JAX implementations
+    round-robin among themselves (the first of each round alternating), then torch's."""
+    jax_impls = [impl for impl, run in runs.items() if isinstance(run, JaxStep)]
+    times = {impl: [] for impl in runs}
+    for group in (jax_impls, [impl for impl in runs if impl not in jax_impls]):
+        for r in range(reps):
+            for impl in group[r % max(len(group), 1):] + group[:r % max(len(group), 1)]:
+                t0 = time.perf_counter()
+                runs[impl].step()
+                times[impl].append(time.perf_counter() - t0)
+    return times
+
+
+def program_stats(run: JaxStep) -> dict:
+    """model_shapes.program_stats of a JAX step (deterministic facts of its compiled program)."""
+    from model_shapes import program_stats as stats
+
+    return stats(run.lowered, run.compiled, run.n_leaves, run.param_bytes)
 
 
 if __name__ == "__main__":

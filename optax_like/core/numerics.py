@@ -403,9 +403,28 @@ def exact_difference(new: jax.Array, old: jax.Array) -> jax.Array:
     if jnp.issubdtype(new.dtype, jnp.complexfloating):
         return lax.complex(exact_difference(jnp.real(new), jnp.real(old)), exact_difference(jnp.imag(new), jnp.imag(old)))
     u = lax.sub(new, old)
-    up = jnp.nextafter(u, jnp.where(old + u < new, jnp.inf, -jnp.inf).astype(u.dtype))
-    u = jnp.where((old + u != new) & (old + up == new), up, u)
-    return jnp.where(new == old, jnp.zeros((), u.dtype), u)
+    landed = lax.add(old, u)
+    up = _next_toward(u, lax.lt(landed, new))
+    u = lax.select(lax.bitwise_and(lax.ne(landed, new), lax.eq(lax.add(old, up), new)), up, u)
+    return lax.select(lax.eq(new, old), lax.full_like(u, 0), u)
+
+
+def _next_toward(u: jax.Array, upward: jax.Array) -> jax.Array:
+    """`nextafter(u, +inf if upward else -inf)` for zero and finite `u`, on the bits (a few
+    integer ops where `jnp.nextafter`'s general expansion takes ~25 per element). NaN and
+    infinite `u` give some NaN or infinity: `exact_difference` never picks those (`old + up`
+    cannot equal `new` there unless `old + u` did)."""
+    bits = lax.bitcast_convert_type(u, _SAME_WIDTH_INT[jnp.dtype(u.dtype).itemsize])
+    # a zero starts from the zero of the direction's sign (+-0 -> +-smallest subnormal below)
+    signed_zero = lax.select(upward, lax.full_like(bits, 0), lax.full_like(bits, jnp.iinfo(bits.dtype).min))
+    bits = lax.select(lax.eq(u, lax.full_like(u, 0)), signed_zero, bits)
+    # one step on the magnitude's bits: toward zero when the sign opposes the direction
+    toward_zero = lax.eq(lax.lt(bits, lax.full_like(bits, 0)), upward)
+    return lax.bitcast_convert_type(lax.add(bits, lax.select(toward_zero, lax.full_like(bits, -1), lax.full_like(bits, 1))),
+                                    u.dtype)
+
+
+_SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
 
 
 def float32_product(a: jax.Array, b: Any) -> jax.Array:

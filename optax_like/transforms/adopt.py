@@ -85,13 +85,17 @@ def scale_by_adopt(
                 c = lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide))
                 c = lax.convert_element_type(c, dtype)
                 normed = lax.clamp(lax.neg(c), normed, c)
-            m_new = numerics.lerp(m, normed, numerics.one_minus(h.b1, dtype))
-            step = cautious(m_new, g) if caution else m_new
+            # the stored moment is m_t except at the first step, where the update is 0 whatever
+            # it is: the param's kernel reads the stored moment (XLA then keeps the division in
+            # the moment's kernel and writes m in place; from m_t it would recompute the lerp
+            # from m and a materialised g / denom, and copy m first)
+            m_out = jnp.where(first, m, numerics.lerp(m, normed, numerics.one_minus(h.b1, dtype)))
+            step = cautious(m_out, g) if caution else m_out
             moved = lax.add(moved, lax.mul(numerics.scalar(h.lr, dtype), lax.neg(step)))
             gg = lax.mul(g, g)
             v_new = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
             u = jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p))
-            return u, jnp.where(first, m, m_new), jnp.where(first, lax.add(v, gg), v_new)
+            return u, m_out, jnp.where(first, lax.add(v, gg), v_new)
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,))
 
