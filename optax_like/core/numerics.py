@@ -404,7 +404,10 @@ def exact_difference(new: jax.Array, old: jax.Array) -> jax.Array:
         return lax.complex(exact_difference(jnp.real(new), jnp.real(old)), exact_difference(jnp.imag(new), jnp.imag(old)))
     u = lax.sub(new, old)
     landed = lax.add(old, u)
-    up = _next_toward(u, lax.lt(landed, new))
+    if jnp.dtype(u.dtype).itemsize not in _SAME_WIDTH_INT:  # float8: jnp's general nextafter
+        up = jnp.nextafter(u, jnp.where(landed < new, jnp.inf, -jnp.inf).astype(u.dtype))
+    else:
+        up = _next_toward(u, lax.lt(landed, new))
     u = lax.select(lax.bitwise_and(lax.ne(landed, new), lax.eq(lax.add(old, up), new)), up, u)
     return lax.select(lax.eq(new, old), lax.full_like(u, 0), u)
 

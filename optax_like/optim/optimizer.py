@@ -389,6 +389,7 @@ class Optimizer(OptimizerHooks):
     # Factory arguments read only from the groups that set them (see make_optimizer_class).
     _group_flags: tuple[str, ...] = ()
     _constructing = False  # True while the constructor adds its groups
+    _grads_after_closure = False  # the last step was a closure's, and zero_grad() has not run since
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
                  skip_nonfinite: bool = False) -> None:
@@ -885,6 +886,8 @@ class Optimizer(OptimizerHooks):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drops the pending gradients (or zeroes those that exist, as torch does)."""
+        if set_to_none:
+            self._grads_after_closure = False
         for group in self._groups:
             group.grads = ((None,) * len(group.grads) if set_to_none
                            else tuple(None if g is None else jnp.zeros_like(g) for g in group.grads))
@@ -993,6 +996,9 @@ class Optimizer(OptimizerHooks):
         )
         for group, group_leaves, state in zip(groups, leaves, states):
             group.leaves, group.state = group_leaves, state
+        # torch's closure leaves its gradients in p.grad (timm's Lookahead.sync_lookahead reads
+        # which params have one); ours are consumed inside the step: remember that they exist
+        self._grads_after_closure = closure is not None
         if self._has_group_entries:
             for group, record in zip(self._own_groups(), groups):
                 if record.entries is not None:  # the live entries: the new state's device scalars

@@ -40,7 +40,7 @@ def _sync(state: Any, params: Any, alpha: jax.Array, present: tuple[bool, ...]):
     structure and presence; `alpha` traced (a group edit does not recompile)."""
     leaves, treedef = jax.tree.flatten(params, is_leaf=lambda x: x is None)
     grads = treedef.unflatten([leaf if keep else None for leaf, keep in zip(leaves, present)])
-    return lookahead_sync(state, params, grads, alpha)
+    return lookahead_sync(state, params, grads, alpha=alpha)
 
 
 def _composed_factory(base_factory: Callable, wrap: Callable, entries: dict[str, str], integer: tuple,
@@ -161,14 +161,15 @@ class Lookahead(WrapperOptimizer):
         self._take_over(base_optimizer, {"alpha": alpha, "k": k})
 
     def sync_lookahead(self) -> None:
-        """timm's `sync_lookahead()`: every param with a pending gradient (timm: `p.grad is not
-        None`; after `zero_grad()`, none) takes its slow weights now, `slow + alpha * (fast -
+        """timm's `sync_lookahead()`: every param with a gradient (timm: `p.grad is not None`:
+        the pending ones, every param after a `step(closure)`; after `zero_grad()`, none) takes its slow weights now, `slow + alpha * (fast -
         slow)` (the params themselves at a param's first sync), with its group's
         `lookahead_alpha`; the group's `lookahead_step` is unchanged. Typically called after the
         last step of an epoch, before evaluating."""
         for group, record in zip(self._own_groups(), self._groups):
             params = record.treedef.unflatten(record.leaves)
-            present = tuple(leaf is not None and g is not None for leaf, g in zip(record.leaves, record.grads))
+            present = tuple(leaf is not None and (g is not None or self._grads_after_closure)
+                            for leaf, g in zip(record.leaves, record.grads))
             alpha = jnp.asarray(hyperparams.concrete_value(group["lookahead_alpha"]), numerics.float_dtype())
             new_params, record.state = _sync(record.state, params, alpha, present)
             record.leaves = tuple(record.treedef.flatten_up_to(new_params))

@@ -69,7 +69,9 @@ def timm_muon(
     FutureWarning. `use_fallback` and `use_muon` are timm's param-group flags (not constructor
     arguments there, nor in `optim.TimmMuon`'s constructor: set them in a group's dict, where
     the class reads them only if present): `use_fallback=True` routes every param of the group
-    to the fallback, else a given `use_muon` decides, else the shape. Bad `ns_coefficients` raise timm's errors here at construction,
+    to the fallback, else a given `use_muon` decides, else the shape. A flag present in a group
+    reads as timm's `if` reads it (`use_muon: None` there is False, the fallback); as an argument
+    here, `use_muon=None` is "not set". Bad `ns_coefficients` raise timm's errors here at construction,
     an unknown `adjust_lr_fn` timm's AssertionError at the first update (timm: both at the
     first step). lr, weight_decay, momentum, eps,
     betas and fallback_lr_scale may be schedules `count -> value`.

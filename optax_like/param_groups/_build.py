@@ -87,14 +87,20 @@ def dry_run(params: Any, rules: Sequence[Rule], optimizer: Any, *, routes: Optio
     return p.rows()
 
 
-def _cross_group(factory: Callable) -> Mapping[str, Callable]:
-    """The registry record's `cross_group` adapter option for `factory` ({} for others)."""
+def _adapter_option(factory: Callable, option: str) -> Any:
+    """The registry record's adapter `option` for `factory`, or for the factory it wraps
+    (`functools.wraps`: timm's `lookahead_<name>`); {} for others."""
     from optax_like import registry
 
+    inner = inspect.unwrap(factory)
     for info in registry.OPTIMIZERS.values():
-        if info.factory is factory:
-            return info.adapter.get("cross_group", {})
+        if info.factory is factory or info.factory is inner:
+            return info.adapter.get(option, {})
     return {}
+
+
+def _cross_group(factory: Callable) -> Mapping[str, Callable]:
+    return _adapter_option(factory, "cross_group")
 
 
 def group_transform(p: Plan, group: Group) -> GradientTransformation:
@@ -122,7 +128,9 @@ def cross_group_transform(p: Plan) -> Optional[GradientTransformation]:
         names = [name for group in p.groups if group.optimizer == key for name in group.names]
         if functions and names:
             defaults = {k: q.default for k, q in inspect.signature(factory).parameters.items()}
-            applied.append((names, [(fn, kwargs.get(arg, defaults.get(arg))) for arg, fn in functions.items()]))
+            values = [(fn, kwargs.get(arg, defaults.get(arg))) for arg, fn in functions.items()]
+            if any(value is not None for _, value in values):  # None: not applied (timm: no clip)
+                applied.append((names, values))
     if not applied:
         return None
 

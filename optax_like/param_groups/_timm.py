@@ -223,7 +223,8 @@ def plan_from_groups(groups: Sequence[Mapping], optimizer: Any, *, params: Any =
     `hyperparameters`; `lr_scale` is kept as timm's entry (see `Plan`); `use_fallback` is
     kept as a marker. `route_key(group)` may name a route for a group (None: the default).
     Params of `params` in no group are frozen."""
-    from optax_like.param_groups._build import _resolve
+    from optax_like.core.hyperparams import as_flag
+    from optax_like.param_groups._build import _adapter_option, _resolve
 
     if not isinstance(optimizer, type):
         optimizer, routes = _resolve(optimizer, routes)
@@ -246,7 +247,8 @@ def plan_from_groups(groups: Sequence[Mapping], optimizer: Any, *, params: Any =
                 raise ValueError(f"param group {g} sets {k!r}, which is not a hyperparameter of "
                                  f"{getattr(opt, '__name__', opt)} (its hyperparameters: {sorted(kinds)}).")
         config = _configuration(opt, kwargs)
-        config.update({k: v for k, v in overrides.items() if k in kinds})
+        flags = _adapter_option(opt, "group_flags")  # timm Muon's use_fallback/use_muon: read as timm's `if`
+        config.update({k: (as_flag(v, k) if k in flags else v) for k, v in overrides.items() if k in kinds})
         names = tuple(n for n, _ in pairs)
         for n, p in pairs:
             if n in seen:

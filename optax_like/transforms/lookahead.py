@@ -157,16 +157,16 @@ def _pulled(fast: jax.Array, slow: jax.Array, started: Any, alpha: Any) -> jax.A
     return jnp.where(started, pulled, fast)
 
 
-def lookahead_sync(state: LookaheadState, params: Any, grads: Any = None,
-                   alpha: ScalarOrSchedule = 0.5) -> tuple[Any, LookaheadState]:
+def lookahead_sync(state: LookaheadState, params: Any, grads: Any = None, *,
+                   alpha: ScalarOrSchedule) -> tuple[Any, LookaheadState]:
     """timm's `Lookahead.sync_lookahead()` on a `lookahead` state: every param with a gradient
     in `grads` (timm: `p.grad is not None`; None: every param) is synced now, whatever the step,
 
         slow = fast (its first sync) | slow + alpha * (fast - slow);   param = slow
 
     and `(new params, new state)` are returned (the step counter `lookahead_step` is unchanged, as
-    timm's). `alpha`: the number the group holds (timm's `lookahead_alpha`; a schedule is read at
-    the steps taken). Pure; usually called once before evaluating, as timm's training loop does."""
+    timm's). `alpha`: the `lookahead`'s own (timm's group `lookahead_alpha`; the state does not
+    hold it, so it is required here; a schedule is read at the steps taken). Pure; usually called once before evaluating, as timm's training loop does."""
     treedef = jax.tree.structure(params, is_leaf=is_none)
     present = params if grads is None else grads
     a = numerics.resolve(alpha, state.group.lookahead_step)

@@ -102,6 +102,34 @@ def test_sync_lookahead_follows_timm(x64):
     assert [g["lookahead_step"] for g in ours.param_groups] == [11, 11]
 
 
+def test_sync_lookahead_after_closure_steps_follows_timm(x64):
+    """After `step(closure)` every param has a gradient in torch (the closure's backward): a
+    sync then pulls every param, as timm's, until `zero_grad()`."""
+    p0, _ = make_problem("float64", steps=1)
+    target = [np.cos(np.arange(x.size)).reshape(x.shape) for x in p0]
+    tp = [torch.tensor(x, requires_grad=True) for x in p0]
+    reference = TimmLookahead(torch.optim.AdamW(_groups(tp), lr=0.05), alpha=0.3, k=4)
+    ours = optim.Lookahead(optim.AdamW(_groups([jnp.asarray(x) for x in p0]), lr=0.05), alpha=0.3, k=4)
+
+    def closure():
+        reference.zero_grad()
+        loss = sum(((x - torch.tensor(t)) ** 2).sum() for x, t in zip(tp, target))
+        loss.backward()
+        return loss
+
+    def loss_fn(groups):
+        return sum(jnp.sum((x - t) ** 2) for x, t in zip([p for g in groups for p in g], target))
+
+    for t in range(1, 7):
+        reference.step(closure)
+        ours.step(loss_fn)
+        if t in (2, 5):
+            reference.sync_lookahead()
+            ours.sync_lookahead()
+        _assert_params(ours, tp)
+    _assert_state_dicts(ours, reference)
+
+
 def test_state_dict_continues_in_timm_and_timms_in_ours(x64):
     reference, ours, tp, grads = _pair()
     for g in grads[:7]:

@@ -189,15 +189,21 @@ def test_timm_muon_group_flags(timm_models):
     muon_cls = import_reference_module("timm.optim.muon").Muon
     model = _timm_model()
     named = dict(model.named_parameters())
+    # a present None reads as timm's `if` reads it: False, the fallback (embed.weight would take Muon)
     groups = lambda get: [{"params": [get("head.weight")], "use_muon": True},
                           {"params": [get("blocks.0.fc1.weight")], "use_muon": False},
-                          {"params": [get("blocks.0.fc2.weight")]}]
+                          {"params": [get("blocks.0.fc2.weight")]},
+                          {"params": [get("embed.weight")], "use_muon": None}]
     theirs = muon_cls(groups(named.__getitem__), lr=0.02, weight_decay=0.1)
+    order = ["head.weight", "blocks.0.fc1.weight", "blocks.0.fc2.weight", "embed.weight"]
     with jax.enable_x64(True):
         start = {n: jnp.asarray(p.detach().numpy()) for n, p in named.items()}
         opt = optim.TimmMuon(groups(start.__getitem__), lr=0.02, weight_decay=0.1)
+        plan = pg.plan_from_groups(groups(lambda n: (n, start[n])), "timm_muon", lr=0.02, weight_decay=0.1)
+        tx = pg.plan_transform(plan)  # the functional view of the same groups
+        functional = {n: jnp.asarray(named[n].detach().numpy()) for n in order}  # (the class donates start's)
+        state = tx.init(functional)
         rng = np.random.default_rng(2)
-        order = ["head.weight", "blocks.0.fc1.weight", "blocks.0.fc2.weight"]
         for _ in range(4):
             grads = {n: rng.standard_normal(named[n].shape) for n in order}
             for n in order:
@@ -206,9 +212,13 @@ def test_timm_muon_group_flags(timm_models):
             opt.zero_grad()
             opt.backward([[jnp.asarray(grads[n])] for n in order])
             opt.step()
+            updates, state = tx.update({n: jnp.asarray(grads[n]) for n in order}, state, functional)
+            functional = ol.apply_updates(functional, updates)
         for n, (got,) in zip(order, opt.params):
-            np.testing.assert_allclose(np.asarray(got), named[n].detach().numpy(), rtol=1e-12, atol=1e-15, err_msg=n)
-        assert [bool(s["use_muon"]) for s in opt.state_dict()["state"].values()] == [True, False, True]
+            want = named[n].detach().numpy()
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15, err_msg=n)
+            np.testing.assert_allclose(np.asarray(functional[n]), want, rtol=1e-12, atol=1e-15, err_msg=f"functional {n}")
+        assert [bool(s["use_muon"]) for s in opt.state_dict()["state"].values()] == [True, False, True, False]
         before = opt.state_dict()
         opt.param_groups[1]["use_muon"] = True
         opt.backward([[jnp.asarray(grads[n])] for n in order])
@@ -222,11 +232,13 @@ def test_timm_muon_group_flags(timm_models):
         optim.TimmMuon([{"params": [jnp.ones(5)], "use_muon": True}])
 
 
-def test_lamb_clips_over_every_group_in_both_views(timm_models):
+@pytest.mark.parametrize("opt", ["lamb", "lookahead_lamb"])
+def test_lamb_clips_over_every_group_in_both_views(timm_models, opt):
     """timm's Lamb clips the gradients of all its param groups by one global norm: so do the
-    functional `param_groups.create_optimizer` (its groups share `cross_group_transform`) and the
-    class, over timm's two weight-decay groups, with gradients large enough that the clip binds."""
-    _timm_run(timm_models, dict(opt="lamb", lr=1e-2, weight_decay=0.1, max_grad_norm=0.5), scale=3.0)
+    functional `param_groups.create_optimizer` (its groups share `cross_group_transform`, also
+    under timm's Lookahead) and the class, over timm's two weight-decay groups, with gradients
+    large enough that the clip binds."""
+    _timm_run(timm_models, dict(opt=opt, lr=1e-2, weight_decay=0.1, max_grad_norm=0.5), scale=3.0)
     plan = pg.plan_from_groups(pg.param_groups_weight_decay(
         [(n, jnp.zeros(p.shape)) for n, p in _timm_model().named_parameters()], weight_decay=0.1), "lamb")
     assert len(plan.groups) == 2 and pg.cross_group_transform(plan) is not None
