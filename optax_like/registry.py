@@ -116,6 +116,11 @@ class OptimizerInfo:
     keeps the given value (timm Adafactor's relative-step `lr`: the last param's step size, a
     tensor of the RMS's rounding): tests/optim/test_classes_parity.py leaves them out of its
     comparison of the groups after steps (a deviation).
+    draws: for a reference that draws random numbers inside its step (timm's Kron: Python's
+    `random` and `torch.randn`), the dotted path of a function `draws(reference) -> reference`
+    that `new_reference` applies to every new instance: from then on each of its steps draws the
+    values ours draws (our public draw function, from the param's position and step), in its
+    call order, so the generic suites compare numbers (a deviation: the draws are ours).
     jit_rtol: for math that rounds mid-step to a narrow dtype (AdafactorBigVision's bfloat16
     momentum), the fraction of a leaf's scale by which `jax.jit(update)` and the eager update may
     differ (tests/test_properties.py): a value one float32 ulp apart (XLA's FMA contraction under
@@ -155,6 +160,7 @@ class OptimizerInfo:
     coupling: Mapping = dataclasses.field(default_factory=_frozen)
     rewritten_group_entries: Mapping = dataclasses.field(default_factory=_frozen)
     jit_rtol: float | None = None
+    draws: str | None = None
 
     def __post_init__(self):
         for field in ("example", "full", "valid", "flags", "variants", "adapter", "known_failures", "coupling",
@@ -187,6 +193,9 @@ class OptimizerInfo:
         optimizer = cls(params, **{k: self.example[k] for k in required}, **kwargs)
         for method in self.before_step:
             getattr(optimizer, method)()
+        if self.draws is not None:
+            module, _, attr = self.draws.rpartition(".")
+            optimizer = getattr(importlib.import_module(module), attr)(optimizer)
         return optimizer
 
     def new_adapter(self, params, **kwargs):
@@ -333,6 +342,13 @@ _SCHEDULE_FREE_DEVIATIONS = (
 _SCHEDULE_FREE: dict[str, Any] = dict(
     adapter=dict(static=("r", "weight_lr_power")), custom_class=True, before_step=("train",), slow=True,
     layers_vectorised=False, deviations=_SCHEDULE_FREE_DEVIATIONS)
+
+# timm's Adahessian: optim_db's runs that cannot match (strict xfails)
+_ADAHESSIAN_UNUSED = ("the None-gradient run's loss leaves the last param out: JAX differentiates it to a zero "
+                      "gradient and it steps (decays); timm's grad is None and it is skipped (deviations)")
+_ADAHESSIAN_PARTS = ("multi_transform's parts each see only their own params, which value_fn (a loss of the whole "
+                     "list) cannot take; the class view of this run (one Hessian-vector product over both groups, "
+                     "as timm) passes")
 
 _RECORDS = [
     OptimizerInfo(
@@ -519,6 +535,50 @@ _RECORDS = [
         invalid=(_BAD_LR,),
         closure=True, groups=False, shapes=((4, 3), (5,)), custom_class=True,
         extra_functions=("lbfgs_history",),
+    ),
+    OptimizerInfo(
+        "adahessian", "Adahessian", "timm.optim.adahessian.Adahessian",
+        "Hutchinson `z * (H z)` estimates (Rademacher probes, `n_samples`, every `update_each` steps) as Adam's second moment, `hessian_power`; `step(loss_fn)`",
+        example=dict(lr=0.1, weight_decay=1e-2),
+        valid=dict(lr=Interval(1e-4, 0.1), betas=(Interval(0.0, 0.99), Interval(0.5, 0.999)),
+                   eps=Interval(1e-8, 1e-3), hessian_power=Interval(0.1, 1.0), **_WD),
+        flags=dict(avg_conv_kernel=(False, True)),
+        variants=dict(
+            power=dict(hessian_power=0.5, betas=(0.8, 0.99)), every_3=dict(update_each=3, n_samples=2),
+            conv=dict(avg_conv_kernel=True, update_each=2), no_decay=dict(weight_decay=0.0),
+        ),
+        invalid=(_BAD_LR, _BAD_EPS, *_BAD_BETAS, dict(hessian_power=1.5), dict(hessian_power=-0.1)),
+        complex=False,
+        complex_refused_here=("Adahessian: complex params are not supported (timm's real Rademacher probes cannot be "
+                              "grad_outputs of complex gradients)"),
+        # a step differentiates a loss twice (`closure`): the gradient-driven generic suites leave it out;
+        # tests/parity/test_optim_db.py runs it on its separable closure loss (a diagonal Hessian: the estimate
+        # is exact whatever the probes, timm's own generator included); tests/transforms/test_adahessian.py and
+        # tests/optim/test_adahessian.py on a coupled loss with our probes fed to timm's torch.randint, with
+        # state dicts both ways
+        closure=True, custom_class=True, shapes=((4, 3), (3,), (2, 3, 2, 2), ()),
+        adapter=dict(static=("update_each", "n_samples", "avg_conv_kernel")),
+        optax=None, moved_per_param=9,
+        slow=True,  # the default run is at its time budget: the full matrix runs under `-m slow`
+        known_failures={
+            **{f"none_grad-{dtype}-{view}": _ADAHESSIAN_UNUSED for dtype in ("float64", "float32")
+               for view in ("functional", "class")},
+            **{f"two_groups-{dtype}-functional": _ADAHESSIAN_PARTS for dtype in ("float64", "float32")},
+        },
+        deviations=(
+            "The probes are JAX's PRNG (a key in the state, seeded with timm's 2147483647, the adapter's group "
+            "index folded in), not torch's generator: the same distribution, other numbers (the parity tests "
+            "feed ours to timm's `torch.randint`).",
+            "Hessian-vector products are forward over reverse (`jax.jvp` of `jax.grad`; timm: reverse over "
+            "reverse): the same products, rounded apart by a few ulps.",
+            "timm keeps the estimate on the param (`p.hess`) and its generator outside its state dict; so "
+            "here (internal, FRESH): after `load_state_dict` every param recomputes its estimate at the next "
+            "step and the key restarts from the seed, as a resumed timm run does.",
+            "A param the loss does not use gets a zero gradient and steps (timm: grad None, skipped). Complex "
+            "params are refused at init (TypeError, `complex_refused_here`).",
+            "`update_each`, `n_samples` and `avg_conv_kernel` are compile-time group entries (timm: optimizer "
+            "attributes; the adapter requires one n_samples for all groups, as timm's).",
+        ),
     ),
     OptimizerInfo(
         "lion", "Lion", "timm.optim.lion.Lion",
@@ -1007,6 +1067,46 @@ _RECORDS = [
             "Complex params are refused at init (TypeError, `complex_refused_here`); timm casts a complex Muon "
             "param's momentum to bfloat16 (dropping the imaginary part) and runs its fallback on real views.",
             "Bad `ns_coefficients` raise timm's errors at construction (timm: at the first step).",
+        ),
+    ),
+    OptimizerInfo(
+        "kron", "Kron", "timm.optim.kron.Kron",
+        "PSGD Kron: momentum preconditioned by Kronecker factors (triangular or diagonal per dim, `memory_save_mode`) fitted to random probes at `preconditioner_update_probability`; RMS capped at 1.1; coupled, decoupled (`corrected_weight_decay`) or stochastic decay; `flatten`; seeded draws (`kron_draws`)",
+        example=dict(lr=1e-2, weight_decay=1e-2),
+        valid=dict(lr=Interval(1e-4, 0.1), momentum=Interval(0.0, 0.99), precond_lr=Interval(1e-3, 0.5), **_WD),
+        flags=dict(decoupled_decay=(False, True), momentum_into_precond_update=(True, False)),
+        variants=dict(
+            decoupled=dict(decoupled_decay=True, weight_decay=0.1),
+            corrected=dict(decoupled_decay=True, corrected_weight_decay=True, weight_decay=0.1),
+            stochastic=dict(stochastic_weight_decay=True, weight_decay=0.1),
+            stochastic_decoupled=dict(stochastic_weight_decay=True, decoupled_decay=True, weight_decay=0.1),
+            gradient_probe=dict(momentum_into_precond_update=False),
+            one_diag=dict(memory_save_mode="one_diag"), smart_one_diag=dict(memory_save_mode="smart_one_diag"),
+            all_diag=dict(memory_save_mode="all_diag"),
+            small_triangular=dict(max_size_triangular=3, min_ndim_triangular=1),  # (5,) diagonal, (4, 3)'s 4 too
+            flatten=dict(flatten=True, flatten_start_dim=0),  # (4, 3) -> (12,), (2, 3, 2) -> (12,)
+            every_third=dict(preconditioner_update_probability=0.34),  # updates at counter >= 2.94: every 3rd step
+            scaled=dict(precond_init_scale=2.0, precond_lr=0.3),
+        ),
+        invalid=(_BAD_LR, _BAD_WD, dict(momentum=1.0), dict(momentum=-0.1)),
+        shapes=((4, 3), (5,), (2, 3, 2), ()),
+        complex=False,  # timm: NotImplementedError at its first step (its RMS cap's clamp); here at init
+        adapter=dict(static=("precond_init_scale",), snapshots={"max_lr_snapshot": "lr"}),  # Q's initial value
+        draws="optax_like.transforms.kron.drive_reference",
+        optax=None, moved_per_param=6, extra_functions=("kron_with_seed",),
+        slow=True,
+        deviations=(
+            "Random numbers: timm draws from Python's `random.Random(1337)` (balance, stochastic decay) and torch's "
+            "global generator (probes); here from `kron_draws(seed, leaf index, step, ...)` (JAX's PRNG, `seed` "
+            "default 1337): other values, reproducible per param and resumable from a state dict. The parity "
+            "suites make timm draw ours (`draws`: `transforms.kron.drive_reference`).",
+            "timm's `state_dict()['rng_state']` (its Python generator) is not written and is ignored on load: the "
+            "draws follow from the seed and each param's loaded step.",
+            "`deterministic` is accepted and ignored (the draws are always deterministic).",
+            "The parity suites run timm's plain helpers in place of its `torch.compile`d ones (same math; "
+            "inductor compiles each shape for seconds).",
+            "Complex params are refused at init with timm's error (timm: at its first step, from its RMS cap's "
+            "`clamp`, after a float32 triangular solve that drops their imaginary part).",
         ),
     ),
     _torchao_adam("adam8bit", "Adam8bit", "8-bit dynamic-map moments in blocks of 256; coupled decay"),

@@ -163,9 +163,9 @@ def our_run(view, info, kwargs, init, grads):
 
 
 # ------------------------------------------------------------------------------- complex params
-# by default the example and the all-flags configuration (every state entry); variants under `slow`
+# by default the example; the all-flags configuration (every state entry) and the variants under `slow`
 COMPLEX_CASES = [pytest.param(info, config, view, id=f"{info.name}-{config}-{view}",
-                              marks=(pytest.mark.slow,) if info.slow or config not in ("example", "flags") else ())
+                              marks=(pytest.mark.slow,) if info.slow or config != "example" else ())
                  for info in RECORDS
                  for config, kwargs in _configs(info).items() if not info.refuses_complex(kwargs)
                  for view in ("functional", "class")]

@@ -318,8 +318,12 @@ def _params_shaped(state, params):
         if same and not isinstance(node, jax.Array):
             shaped.append((name, node))
         elif isinstance(node, tuple) and hasattr(node, "_fields"):
+            # a declared `lists` field (timm Kron's `Q`: a tuple of factors per param) is neither
+            # params-shaped nor per-leaf vectors (a factor of n entries is not a per-leaf vector)
+            lists = torch_layout_of(node).lists if torch_layout_of(node) is not None else ()
             for field, child in zip(node._fields, node):
-                visit(child, field)
+                if field not in lists:
+                    visit(child, field)
         elif isinstance(node, (tuple, list)):
             for child in node:
                 visit(child, name)

@@ -60,6 +60,7 @@ import numpy as np
 __all__ = [
     "BOOL",
     "FLOAT",
+    "FRESH",
     "FLOAT32",
     "GroupEntries",
     "INT_STEP",
@@ -88,7 +89,10 @@ SCALAR_KINDS = (STEP, INT_STEP, FLOAT32, FLOAT, BOOL)
 # How an internal field (no torch counterpart) is rebuilt when a state dict is loaded.
 STEPS_TAKEN = "steps_taken"  # a 0-d counter of updates: the largest loaded per-param step of the group
 STARTED = "started"  # a per-param int counter read as "has state": 1 where the param has a loaded entry, else 0
-REBUILD_RULES = (STEPS_TAKEN, STARTED)
+# any field (params-shaped trees too) the reference does not save: kept as `init` made it (timm Adahessian's
+# Hessian estimate `p.hess`, an attribute of the param, and its generator, which a resumed timm run restarts)
+FRESH = "fresh"
+REBUILD_RULES = (STEPS_TAKEN, STARTED, FRESH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +124,7 @@ class TorchLayout:
         of each param's own: NvNovoGrad's `exp_avg_sq`) loads per leaf; others load shared when
         the loaded values are equal.
     internal: fields torch does not have -> how they are rebuilt on load (`STEPS_TAKEN`,
-        `STARTED`).
+        `STARTED`, `FRESH`: as `init` made them, for any field, params-shaped trees too).
     started: the per-param counter (a scalar or internal field) whose value > 0 marks a param
         torch has state for (torch creates state at a param's first gradient); None: every
         param has state from construction (torch's Adagrad).
@@ -171,6 +175,15 @@ class TorchLayout:
     scalars_with: scalar fields a param has only where a buffer field's leaf is not None ->
         that buffer (timm's Muon: `step` only beside `exp_avg_sq`, the AdamW fallback's and
         AdaMuon's, not for its plain Muon params): exported and expected on load only there.
+    torch_keys: fields exported (and loaded) under another key than the field's name, for the
+        reference's keys that are no Python identifiers (timm Adahessian's `'hessian step'`).
+    always: scalar fields every param has from construction, started or not (timm Adahessian
+        sets `state[p]['hessian step'] = 0` in `__init__`): exported for every param; a loaded
+        entry may hold only these (the node's other keys are then absent as a whole: not started).
+    lists: buffer fields whose per-param value is a tuple of arrays (timm's Kron: `Q`, one
+        preconditioner factor per dim): exported as a Python list of them (the reference's list
+        of tensors), loaded element by element against the fresh state's (same length, each of
+        its shape). Declare them `reduced` (and `own_dtype` where their dtype is not the param's).
     """
 
     buffers: tuple[str, ...] = ()
@@ -191,6 +204,13 @@ class TorchLayout:
     own_dtype: tuple[str, ...] = ()
     reduced: tuple[str, ...] = ()
     scalars_with: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    torch_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    always: tuple[str, ...] = ()
+    lists: tuple[str, ...] = ()
+
+    def key(self, field: str) -> str:
+        """The reference's key of `field` (`torch_keys`, else the field's name)."""
+        return self.torch_keys.get(field, field)
 
     @property
     def is_group(self) -> bool:
@@ -230,6 +250,9 @@ def declare_torch_state(
     own_dtype: tuple[str, ...] = (),
     reduced: tuple[str, ...] = (),
     scalars_with: Mapping[str, str] | None = None,
+    torch_keys: Mapping[str, str] | None = None,
+    always: tuple[str, ...] = (),
+    lists: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
@@ -296,6 +319,18 @@ def declare_torch_state(
         if odd:
             raise TypeError(f"declare_torch_state({name}): scalars_with {odd} must map scalars to buffers")
         layout = dataclasses.replace(layout, scalars_with=dict(scalars_with))
+    if torch_keys or always:
+        odd = sorted(k for k in torch_keys or {} if k not in (*layout.buffers, *layout.scalars))
+        odd += sorted(k for k in always if k not in layout.scalars)
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): torch_keys fields must be buffers or scalars, always "
+                            f"fields scalars: {odd}")
+        layout = dataclasses.replace(layout, torch_keys=dict(torch_keys or {}), always=tuple(always))
+    if lists:
+        odd = sorted(k for k in lists if k not in layout.reduced)
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): lists fields {odd} must be reduced buffers")
+        layout = dataclasses.replace(layout, lists=tuple(lists))
     if started is None and not construction_args:
         if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")

@@ -74,6 +74,7 @@ TimmAdafactor.__doc__ = f"{TimmAdafactor.__doc__} (timm's class name, Adafactor,
 AdafactorBigVision = _from_registry("AdafactorBigVision")
 # timm's Muon: the name Muon is torch.optim.Muon's (above)
 TimmMuon = _from_registry("TimmMuon")
+Kron = _from_registry("Kron")
 Adam8bit = _from_registry("Adam8bit")
 AdamW8bit = _from_registry("AdamW8bit")
 Adam4bit = _from_registry("Adam4bit")
@@ -90,10 +91,13 @@ __all__ += ["SGDP", "RAdamLegacy", "NvNovoGrad"]
 __all__ += ["Lamb", "Adan"]
 __all__ += ["TimmAdafactor", "AdafactorBigVision"]
 __all__ += ["TimmMuon"]
+__all__ += ["Kron"]
 
 from optax_like.optim.lbfgs import LBFGS  # noqa: E402  (own class: closure-only step, global state)
+from optax_like.optim.adahessian import Adahessian  # noqa: E402  (own step: a loss function, Hessian-vector products)
 
 __all__.append("LBFGS")
+__all__.append("Adahessian")
 
 from optax_like.optim.schedule_free import (  # noqa: E402
     AdamWScheduleFree,

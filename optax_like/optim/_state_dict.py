@@ -10,7 +10,9 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
   Python int; `mu_product`, `eta`, `mu`: 0-d float32); declared `none_keys` as None (timm's
   SGDW without momentum: `{'momentum_buffer': None}`); internal fields not at all. A param
   appears once its declared `started` counter is > 0 (torch creates state at the first gradient),
-  or always for states that exist from construction (Adagrad).
+  or always for states that exist from construction (Adagrad); a declared `always` scalar is
+  exported for every param (timm Adahessian's 'hessian step', set in its constructor), and a field
+  with a declared `torch_keys` name under that key. Internal `FRESH` fields load as `init` made them.
 - `import_state(fresh, per_param, ...)`: `fresh` (an init state) with loaded entries written in,
   after checking every entry against what torch's next step needs; internal fields are rebuilt
   by their declared rule. Pure: a refusal leaves nothing changed, and every message names the
@@ -46,6 +48,7 @@ from optax_like.core.torch_layout import (
     BOOL,
     FLOAT,
     FLOAT32,
+    FRESH,
     INT_STEP,
     STARTED,
     STEP,
@@ -172,7 +175,9 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                         buffer = codec.export(buffer, leaves[leaf_index])
                     elif name in layout.buffer_dtypes and buffer.dtype != layout.buffer_dtypes[name]:
                         buffer = buffer.astype(layout.buffer_dtypes[name])  # the reference's dtype
-                    out[i][name] = buffer
+                    elif name in layout.lists:  # a tuple of arrays: the reference's list (timm Kron's Q)
+                        buffer = list(buffer)
+                    out[i][layout.key(name)] = buffer
         for name in layout.none_keys:
             for i in range(n):
                 if started[i]:
@@ -184,13 +189,14 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
             exported = {}  # a shared scalar is converted once
             owner = layout.scalars_with.get(name)  # only beside that buffer (timm Muon's `step`)
             owned = None if owner is None else treedef.flatten_up_to(getattr(node, owner))
+            always = name in layout.always  # from construction (timm Adahessian's 'hessian step')
             for i in range(n):
-                if started[i] and (owned is None or owned[present[i]] is not None):
+                if (started[i] or always) and (owned is None or owned[present[i]] is not None):
                     v = values[i]
                     if id(v) not in exported:
                         exported[id(v)] = (int(v) if kind == INT_STEP else float(v) if kind == FLOAT
                                            else bool(v) if kind == BOOL else v.astype(jnp.float32))
-                    out[i][name] = exported[id(v)]
+                    out[i][layout.key(name)] = exported[id(v)]
     return out
 
 
@@ -344,6 +350,15 @@ def _loaded_buffer(value: Any, like: Any, param: Any, codec: QuantizedCodec | No
     return _buffer_value(value, like, pid, key)
 
 
+def _loaded_list(value: Any, like: tuple, pid: int, key: str) -> tuple:
+    """A loaded list-valued buffer (a declared `lists` field: timm Kron's `Q`) for the fresh
+    tuple `like`: as many arrays, each loaded as a buffer of its fresh array's shape and dtype."""
+    if not isinstance(value, (list, tuple)) or len(value) != len(like):
+        got = f"a list of {len(value)}" if isinstance(value, (list, tuple)) else type(value).__name__
+        raise ValueError(f"loaded state for param {pid}: {key!r} must be a list of {len(like)} tensors, got {got}")
+    return tuple(_buffer_value(v, f, pid, f"{key}[{j}]") for j, (v, f) in enumerate(zip(value, like)))
+
+
 def tensor_group_entries(state: Any) -> tuple[str, ...]:
     """Param-group entries the reference keeps as 0-d float32 tensors (declared
     `tensor_group_entries`: torchao's `lr`)."""
@@ -380,8 +395,10 @@ def _placed_like(state: Any, fresh: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- import
 def lazy_keys(fresh: Any) -> list[frozenset]:
-    """The per-param keys of each node declared `lazy` (entries that may be absent as a whole)."""
-    return [frozenset((*layout.buffers, *layout.scalars)) for _, layout in _declared_nodes(fresh) if layout.lazy]
+    """The per-param keys of each node declared `lazy` (entries that may be absent as a whole),
+    and of each node with `always` fields its other keys (absent before the param starts)."""
+    return [frozenset(layout.key(k) for k in (*layout.buffers, *layout.scalars) if k not in layout.always)
+            for _, layout in _declared_nodes(fresh) if layout.lazy or layout.always]
 
 
 def check_keys(ids: Sequence[int], per_param: Sequence[dict], expected: Sequence[dict], optimizer_name: str,
@@ -476,7 +493,8 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
     # Step counts first: STEPS_TAKEN counters are rebuilt from them.
     steps = [0]
     for node, layout in nodes:
-        for key, kind in layout.scalars.items():
+        for field, kind in layout.scalars.items():
+            key = layout.key(field)
             if kind in _STEP_KINDS:
                 steps += [_step_value(entry[key], what(i, key)) for i, entry in enumerate(per_param) if key in entry]
     max_step = max(steps)
@@ -488,12 +506,15 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
             return _import_global(node, layout, per_param, ids)
         new = {}
         for name in layout.buffers:
+            key = layout.key(name)
             tree_leaves = list(treedef.flatten_up_to(getattr(node, name)))
             for i, leaf_index in enumerate(present):
                 like = tree_leaves[leaf_index]
-                if like is not None and name in per_param[i]:
-                    tree_leaves[leaf_index] = _loaded_buffer(per_param[i][name], like, leaves[leaf_index],
-                                                             layout.quantized.get(name), ids[i], name)
+                if like is not None and key in per_param[i] and name in layout.lists:  # timm Kron's Q
+                    tree_leaves[leaf_index] = _loaded_list(per_param[i][key], like, ids[i], key)
+                elif like is not None and key in per_param[i]:
+                    tree_leaves[leaf_index] = _loaded_buffer(per_param[i][key], like, leaves[leaf_index],
+                                                             layout.quantized.get(name), ids[i], key)
             new[name] = treedef.unflatten(tree_leaves)
         for name, kind in layout.scalars.items():
             old = getattr(node, name)
@@ -501,20 +522,23 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
                 new[name] = None
                 continue
             values = _scalar_values(old)
+            key = layout.key(name)
             for i, entry in enumerate(per_param):
-                if name in entry and kind == BOOL:  # fixed by the configuration: must match
-                    if not isinstance(entry[name], (bool, np.bool_)) or bool(entry[name]) != bool(values[i]):
-                        raise ValueError(f"{what(i, name)} must be {bool(values[i])} with these options "
-                                         f"(got {entry[name]!r}): is it another configuration's state?")
-                elif name in entry:
+                if key in entry and kind == BOOL:  # fixed by the configuration: must match
+                    if not isinstance(entry[key], (bool, np.bool_)) or bool(entry[key]) != bool(values[i]):
+                        raise ValueError(f"{what(i, key)} must be {bool(values[i])} with these options "
+                                         f"(got {entry[key]!r}): is it another configuration's state?")
+                elif key in entry:
                     check = _step_value if kind in _STEP_KINDS else _finite_value
-                    values[i] = check(entry[name], what(i, name))
+                    values[i] = check(entry[key], what(i, key))
             # the form init made: shared (equal values load shared) or per leaf
             new[name] = _leaf_scalars_from(values, old.dtype, per_leaf=not old.is_shared)
         for name, rule in layout.internal.items():
             old = getattr(node, name)
-            if rule == STARTED:
-                own = (*layout.buffers, *layout.scalars)  # a lazy node: its own entries
+            if rule == FRESH:  # not saved by the reference: as init made it
+                new[name] = old
+            elif rule == STARTED:
+                own = tuple(layout.key(k) for k in (*layout.buffers, *layout.scalars))  # a lazy node: its own entries
                 new[name] = _leaf_scalars_from([1 if (entry and not layout.lazy) or (layout.lazy and all(
                     k in entry for k in own)) else 0 for entry in per_param], old.dtype)
             else:

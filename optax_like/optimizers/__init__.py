@@ -6,6 +6,7 @@ from optax_like.optimizers.adagrad import adagrad
 from optax_like.optimizers.adam import adam
 from optax_like.optimizers.adamax import adamax
 from optax_like.optimizers.adamp import adamp
+from optax_like.optimizers.adahessian import adahessian
 from optax_like.optimizers.sgdp import sgdp
 from optax_like.optimizers.radam_legacy import radam_legacy
 from optax_like.optimizers.nvnovograd import nvnovograd
@@ -36,6 +37,7 @@ from optax_like.optimizers.timm_adafactor import timm_adafactor
 from optax_like.optimizers.adafactor_big_vision import adafactor_big_vision
 from optax_like.optimizers.muon import muon
 from optax_like.optimizers.timm_muon import timm_muon
+from optax_like.optimizers.kron import kron, kron_with_seed
 from optax_like.optimizers.schedule_free import (
     recalibrate_batch_stats,
     schedule_free_adamw,
@@ -53,6 +55,8 @@ __all__ = [
     "adafactor_big_vision",
     "muon",
     "timm_muon",
+    "kron",
+    "kron_with_seed",
     "adadelta",
     "adagrad",
     "adam",
@@ -73,6 +77,7 @@ __all__ = [
     "nadam_legacy",
     "mars",
     "adamp",
+    "adahessian",
     "sgdp",
     "radam_legacy",
     "nvnovograd",

@@ -24,6 +24,8 @@ from optax_like.transforms.rmsprop_tf import ScaleByRMSpropTFState, scale_by_rms
 from optax_like.transforms.nadam_legacy import ScaleByNadamLegacyState, scale_by_nadam_legacy
 from optax_like.transforms.mars import ScaleByMarsState, scale_by_mars
 from optax_like.transforms.adamp import ScaleByAdampState, scale_by_adamp
+from optax_like.transforms.adahessian import (ScaleByAdahessianState, adahessian_probes, hutchinson,
+                                               hutchinson_estimate, rademacher_probes, scale_by_adahessian)
 from optax_like.transforms.sgdp import ScaleBySgdpState, scale_by_sgdp
 from optax_like.transforms.radam_legacy import ScaleByRadamLegacyState, scale_by_radam_legacy
 from optax_like.transforms.nvnovograd import ScaleByNvNovoGradState, scale_by_nvnovograd
@@ -40,6 +42,7 @@ from optax_like.transforms.timm_adafactor import ScaleByTimmAdafactorState, scal
 from optax_like.transforms.adafactor_big_vision import ScaleByAdafactorBigVisionState, scale_by_adafactor_big_vision
 from optax_like.transforms.muon import ScaleByMuonState, scale_by_muon, zeropower_via_newtonschulz
 from optax_like.transforms.timm_muon import ScaleByTimmMuonState, scale_by_timm_muon
+from optax_like.transforms.kron import ScaleByKronState, kron_draws, scale_by_kron
 from optax_like.transforms.schedule_free import (
     ScheduleFreeAdamState,
     ScheduleFreeGroup,
@@ -95,6 +98,9 @@ __all__ = [
     "zeropower_via_newtonschulz",
     "ScaleByTimmMuonState",
     "scale_by_timm_muon",
+    "ScaleByKronState",
+    "kron_draws",
+    "scale_by_kron",
     "RowSparseGrad",
     "ScaleBySparseAdamState",
     "scale_by_sparse_adam",
@@ -159,6 +165,12 @@ __all__ = [
     "scale_by_nadam_legacy",
     "scale_by_mars",
     "scale_by_adamp",
+    "ScaleByAdahessianState",
+    "adahessian_probes",
+    "hutchinson",
+    "hutchinson_estimate",
+    "rademacher_probes",
+    "scale_by_adahessian",
     "ScaleBySgdpState",
     "scale_by_sgdp",
     "ScaleByRadamLegacyState",

@@ -89,13 +89,13 @@ def _case_id(case):
     return f"{name}-{label}"
 
 
-# By default each class runs its example, all-flags (every state entry) and per-group structure
-# configurations; the variants run under `slow` (tests/parity/test_optim_db.py steps every variant
+# By default each class runs its example and per-group structure configurations; all-flags (every
+# state entry) and the variants run under `slow` (tests/parity/test_optim_db.py steps every variant
 # in the class view). A record marked `slow` (registry) runs its example's steps, state_dict and
 # checkpoints both ways by default; its other configurations and the remaining tests per class
 # are `slow`.
 CASE_PARAMS = [pytest.param(case, id=_case_id(case), marks=(pytest.mark.slow,) if case[1] != "example" and (
-    RECORDS[case[0]].slow or case[1] not in ("flags", "per-group")) else ()) for case in CASES]
+    RECORDS[case[0]].slow or case[1] != "per-group") else ()) for case in CASES]
 SLOW_CLASSES = [pytest.param(name, marks=(pytest.mark.slow,) if RECORDS[name].slow else ()) for name in CLASSES]
 
 
@@ -220,6 +220,22 @@ def _outside_groups(name):
     return frozenset(arguments - set(reference.defaults))
 
 
+def _flat_lists(mine: dict, theirs: dict, what: str) -> tuple[dict, dict]:
+    """Both entries with each list-valued key (timm Kron's `Q`: a list of tensors) as one key per
+    element, `key[j]`, after checking that both lists have the same length."""
+    flat_mine, flat_theirs = {}, {}
+    for key, value in theirs.items():
+        if isinstance(value, (list, tuple)):
+            other = mine[key]
+            assert isinstance(other, (list, tuple)) and len(other) == len(value), \
+                f"{what} {key!r}: {type(other).__name__} of {len(other)}, the reference's a list of {len(value)}"
+            flat_mine.update({f"{key}[{j}]": x for j, x in enumerate(other)})
+            flat_theirs.update({f"{key}[{j}]": x for j, x in enumerate(value)})
+        else:
+            flat_mine[key], flat_theirs[key] = mine[key], value
+    return flat_mine, flat_theirs
+
+
 def _check_state(ours, theirs, *, step_repr=True, where="", rtol64=RTOL):
     """ours['state'] == theirs['state']: ids, keys, dtypes, shapes, values (float64 ones within
     `rtol64`: a record's rtol32 where its math is float32's)."""
@@ -227,6 +243,7 @@ def _check_state(ours, theirs, *, step_repr=True, where="", rtol64=RTOL):
     for pid, entry in theirs["state"].items():
         mine = ours["state"][pid]
         assert sorted(mine) == sorted(entry), f"{where} param {pid}"
+        mine, entry = _flat_lists(mine, entry, f"{where} param {pid}")
         for key, value in entry.items():
             what = f"{where} param {pid} {key!r}"
             if value is None:  # a declared `none_keys` entry (timm's SGDW without momentum)
@@ -423,6 +440,7 @@ def test_state_dict_round_trip_is_bit_identical(name, x64):
     for pid, entry in opt.state_dict()["state"].items():
         other = fresh.state_dict()["state"][pid]
         assert sorted(other) == sorted(entry)
+        other, entry = _flat_lists(other, entry, f"param {pid}")
         for key, value in entry.items():
             np.testing.assert_array_equal(np.asarray(other[key]), np.asarray(value), err_msg=f"{pid} {key}")
 

@@ -5,8 +5,9 @@ Every optimizer of `optax_like.registry` is run against its reference in both of
 - `functional`: the factory (`optax_like.adam(**kwargs)`), one jitted `update` + `apply_updates`;
 - `class`: the adapter (`optax_like.optim.Adam(params, **kwargs)`), `backward(grads)` + `step()`;
 
-for 20 steps on a fixed gradient sequence (LBFGS: a fixed smooth loss, one `step(closure)` per
-step), in float64 (scoped x64) and float32. The reference runs each configuration once; both
+for 20 steps on a fixed gradient sequence (a record with `closure`, LBFGS and Adahessian: a fixed
+smooth, separable loss, one `step(closure)` per step; its Hessian is diagonal, so Adahessian's
+Hutchinson estimate is exact whatever the probes, timm's generator's or ours), in float64 (scoped x64) and float32. The reference runs each configuration once; both
 views are compared with its params after every step: float64 within 1e-10 relative (floor 1:
 see tests/parity/harness.py), float32 within 1e-5 (a record's `rtol32`, bf16 inner math such as
 Muon's Newton-Schulz, applies to both dtypes: float64 params share that math). LBFGS also
@@ -29,10 +30,12 @@ None-gradient run (a param without gradient on some steps, skipped as torch skip
 `multi_transform`), on the first configuration, where the record allows several groups; and
 `inject_hyperparams(factory)` on the example (every hyperparameter a traced scalar).
 
-The default run covers every configuration in float64 (the functional view without torch's
-`differentiable`/`fused` variants) and each optimizer's first configuration in float32, plus
-the None-gradient, two-group and injected runs in float64; the rest of the sweep is marked `slow`
-(`-m slow` or `-m ''` runs it all).
+The default run (one representative configuration per optimizer, plus a sample): each
+optimizer's first configuration in both views and dtypes, every other configuration after it in
+float64 in one view (alternately functional and class; torch's `differentiable`/`fused` ones in
+the class view), the None-gradient and two-group runs functionally and the injected run, in
+float64; the rest of the sweep is marked `slow` (`-m slow` or `-m ''` runs it all; the class
+view's None-gradient and two-group runs are also tests/optim/test_classes_parity.py's).
 """
 
 from __future__ import annotations
@@ -148,13 +151,16 @@ def _grads(name, dtype, variant):
     return out
 
 
-def _lbfgs_loss(params, lib, dtype, variant):
-    """A smooth, non-quadratic loss; the None-gradient run leaves the last param out."""
+def _lbfgs_loss(params, lib, dtype, variant, name="LBFGS"):
+    """A smooth, non-quadratic loss (of the record `name`'s shapes); the None-gradient run leaves
+    the last param out. Separable: its Hessian is diagonal, so a Hutchinson estimate z * (H z)
+    is the diagonal whatever the probes (Adahessian: the reference's own generator, no draws to
+    feed)."""
     rng = np.random.default_rng(2)
     used = params[:-1] if variant == "none_grad" else params
     total = 0.0
     for i, p in enumerate(used):
-        shape = RECORDS["LBFGS"].shapes[i]
+        shape = RECORDS[name].shapes[i]
         c = rng.uniform(0.5, 2.0, shape).astype(dtype)
         t = rng.standard_normal(shape).astype(dtype)
         c, t = (jnp.asarray(c), jnp.asarray(t)) if lib is jnp else (torch.tensor(c), torch.tensor(t))
@@ -193,14 +199,15 @@ def torch_run(name, desc, dtype, variant):
     if record.closure:
         def closure():
             opt.zero_grad()
-            loss = _lbfgs_loss(params, torch, dtype, variant)
-            loss.backward()
+            loss = _lbfgs_loss(params, torch, dtype, variant, name)
+            loss.backward(create_graph=True)  # (Adahessian differentiates the gradients)
             return loss
 
         for _ in range(STEPS):
             opt.step(closure)
             state = opt.state[params[0]]
-            trajectory.append(([p.detach().numpy().copy() for p in params], (state["n_iter"], state["func_evals"])))
+            counts = (state["n_iter"], state["func_evals"]) if "n_iter" in state else None  # LBFGS's
+            trajectory.append(([p.detach().numpy().copy() for p in params], counts))
         return trajectory
     grads = _grads(name, dtype, variant)
     for t in range(STEPS):
@@ -234,7 +241,7 @@ def functional_run(name, desc, dtype, variant):
     if variant == "none_grad" and not record.closure:
         state = ol.per_leaf_scalars(state)  # per-param counters: a leaf may miss its gradient
     if record.closure:
-        loss = functools.partial(_lbfgs_loss, lib=jnp, dtype=dtype, variant=variant)
+        loss = functools.partial(_lbfgs_loss, lib=jnp, dtype=dtype, variant=variant, name=name)
 
         @jax.jit
         def step(state, params):
@@ -243,7 +250,7 @@ def functional_run(name, desc, dtype, variant):
 
         for _ in range(STEPS):
             params, state = step(state, params)
-            yield params, (int(state.n_iter), int(state.func_evals))
+            yield params, ((int(state.n_iter), int(state.func_evals)) if hasattr(state, "n_iter") else None)
         return
 
     @jax.jit
@@ -271,14 +278,16 @@ def class_run(name, desc, dtype, variant):
         return [p for group in tree for p in group] if variant == "two_groups" else list(tree)
 
     if record.closure:
-        loss = functools.partial(_lbfgs_loss, lib=jnp, dtype=dtype, variant=variant)
+        loss = functools.partial(_lbfgs_loss, lib=jnp, dtype=dtype, variant=variant, name=name)
+        if variant == "two_groups":
+            loss = (lambda lbfgs_loss: lambda groups: lbfgs_loss([p for group in groups for p in group]))(loss)
         for t in range(STEPS):
             opt.step(loss)
             if t < STEPS - 1:
                 yield flat(), None  # the state dict exports the whole history: read it once
             else:
                 entry = opt.state_dict()["state"][0]
-                yield flat(), (entry["n_iter"], entry["func_evals"])
+                yield flat(), ((entry["n_iter"], entry["func_evals"]) if "n_iter" in entry else None)
         return
     for grads in _grads(name, dtype, variant):
         opt.zero_grad()
@@ -316,15 +325,26 @@ def _param(name, desc, dtype, view, slow=False):
 
 
 def _slow(name, desc, dtype, view):
-    """The default run: every config in float64 (the functional view without torch's
-    differentiable/fused variants, which compile one more program each), each optimizer's first
-    config in float32; the rest of the sweep is `slow`. A record marked `slow` (registry): its
-    example in float64 only."""
+    """The default run: each optimizer's first config in both views and dtypes; every other
+    config after it in float64 in one view (alternately functional and class; torch's
+    differentiable/fused variants, which compile one more program each functionally, in the class
+    view); the rest of the sweep is `slow`. A record marked `slow` (registry): its example in
+    float64 only."""
     if RECORDS[name].slow:
         return not (desc == "example" and dtype == "float64")
-    if dtype == "float32":
-        return desc != FIRST[name]
-    return view == "functional" and ("differentiable" in desc or "fused" in desc)
+    if desc == FIRST[name]:
+        return False
+    if dtype == "float32" or _DEFAULT_VIEW[name, desc] is None:
+        return True
+    if "differentiable" in desc or "fused" in desc:
+        return view == "functional"
+    return view != _DEFAULT_VIEW[name, desc]
+
+
+# the view of a configuration's default float64 run after the first (None: under slow only):
+# configs 1, 3, 5, ... alternately functional and class
+_DEFAULT_VIEW = {(name, desc): ("functional", "class")[(i // 2) % 2] if i % 2 else None
+                 for name in RECORDS for i, (desc, _) in enumerate(_configs(name))}
 
 
 PARAMS = [
@@ -342,7 +362,8 @@ def test_torch_config(name, desc, dtype, view):
 
 
 def _variant_param(name, dtype, view, variant):
-    marks = [pytest.mark.slow] if dtype == "float32" or RECORDS[name].slow else []
+    slow = dtype == "float32" or RECORDS[name].slow or (view == "class" and variant != "injected")
+    marks = [pytest.mark.slow] if slow else []
     reason = known_failure(name, FIRST[name], dtype, view, variant)
     if reason:
         marks.append(pytest.mark.xfail(strict=True, reason=reason))
