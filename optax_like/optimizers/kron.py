@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional, Union
 
+from optax_like.core import hyperparams
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
 from optax_like.core.hyperparams import integer_args
@@ -97,6 +98,10 @@ def _kron(seed, *, lr, momentum, weight_decay, preconditioner_update_probability
     validate_scalar(lr, "lr", "learning rate")
     v.check(momentum, "momentum", lambda x: 0.0 <= x < 1.0, "Invalid beta parameter: {}")
     v.check(weight_decay, "weight_decay", v.nonnegative, "Invalid weight_decay value: {}")
+    prob = preconditioner_update_probability
+    if not callable(prob) and prob is not None and hyperparams.is_number(prob) and float(prob) == 0.0:
+        raise ValueError("preconditioner_update_probability=0: timm divides by it (ZeroDivisionError at its first "
+                         "step); give a probability in (0, 1], a callable, or None for timm's schedule.")
     wd_lr = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)  # (timm checks a corrected max lr always)
     return chain(scale_by_kron(
         lr, momentum, weight_decay, preconditioner_update_probability, precond_lr, decay_lr=wd_lr,

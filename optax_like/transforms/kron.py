@@ -376,7 +376,8 @@ def scale_by_kron(
             # momentum in its dtype (torch's in-place ops compute in the wider dtype), debiased by
             # timm's Python float `1 - beta ** step`
             m_dtype = m.dtype
-            wide = jnp.promote_types(m_dtype, g.dtype)
+            # (a 16-bit buffer: torch computes in float32 with float32 scalars, then rounds once)
+            wide = numerics.compute_dtype(jnp.promote_types(m_dtype, g.dtype))
             m = numerics.cast(lax.mul(numerics.cast(m, wide), numerics.scalar(h.momentum, wide)), m_dtype)
             m = numerics.cast(lax.add(numerics.cast(m, wide), lax.mul(numerics.cast(g, wide),
                                                                       numerics.one_minus(h.momentum, wide))), m_dtype)
@@ -392,24 +393,36 @@ def scale_by_kron(
                 return update_preconditioner(qs, exprs, big_g, kron_draws(seed, i, t, shape, pd).V, h.precond_lr)
 
             qs = _branch(do_update, precondition, tuple(qs))
-            pre = numerics.cast(_einsum(exprs[-1], *qs, *qs, debiased), dtype)
-            rms = lax.sqrt(jnp.mean(lax.mul(pre, pre)))
-            factor = jnp.minimum(lax.div(numerics.scalar(1.1, dtype), lax.add(rms, numerics.scalar(1e-8, dtype))),
-                                 jnp.ones((), dtype))
-            pre = lax.mul(pre, factor).reshape(p.shape)
-            moved = p
+            # each torch op on the param-dtype tensors computes in `cd` (float32 for 16-bit params,
+            # with float32 scalars) and rounds once to the param's dtype
+            cd = numerics.compute_dtype(dtype)
+
+            def op(x):
+                return numerics.cast(x, dtype)
+
+            def up(x):
+                return numerics.cast(x, cd)
+
+            pre = op(_einsum(exprs[-1], *qs, *qs, debiased))
+            rms = op(lax.sqrt(up(jnp.mean(op(lax.mul(up(pre), up(pre)))))))
+            # timm's `1.1 / (rms + 1e-8)`: Tensor.__rtruediv__ is `reciprocal() * 1.1`, two roundings
+            shifted = op(lax.add(up(rms), numerics.scalar(1e-8, cd)))
+            factor = op(lax.mul(up(op(lax.div(jnp.ones((), cd), up(shifted)))), numerics.scalar(1.1, cd)))
+            factor = jnp.minimum(factor, jnp.ones((), dtype))
+            pre = op(lax.mul(up(pre), up(factor))).reshape(p.shape)
+            moved = up(p)
             if decays:
                 wd = h.weight_decay
                 if stochastic_weight_decay:  # timm's Python float `2 * rng.random() * wd`
                     u = draws.weight_decay
                     wd = lax.mul(lax.mul(numerics.scalar(2.0, u.dtype), u), numerics.scalar(wd, u.dtype))
-                if decoupled_decay:
-                    moved = lax.mul(p, decoupled_decay_keep(h.decay_with, wd, dtype))
+                if decoupled_decay:  # p.mul_(keep), written p - (1 - keep) p: an FMA cannot skip its rounding
+                    keep = decoupled_decay_keep(h.decay_with, wd, cd)
+                    moved = up(op(lax.sub(moved, lax.mul(1 - keep, moved))))
                 else:
-                    pre = lax.add(pre, lax.mul(p, numerics.scalar(wd, dtype)))
+                    pre = op(lax.add(up(pre), lax.mul(up(p), numerics.scalar(wd, cd))))
             # p.add_(P, alpha=-lr): 16-bit params in float32, rounded once (the update's dtype)
-            cd = numerics.compute_dtype(dtype)
-            new_p = lax.sub(numerics.cast(moved, cd), lax.mul(numerics.scalar(h.lr, cd), numerics.cast(pre, cd)))
+            new_p = lax.sub(moved, lax.mul(numerics.scalar(h.lr, cd), up(pre)))
             return lax.sub(new_p, numerics.cast(p, cd)), m, qs
 
         new_updates, new_state = per_param_update(
