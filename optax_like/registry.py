@@ -327,6 +327,9 @@ _SCHEDULE_FREE_DEVIATIONS = (
     "`train_mode`, `weight_sum`, `lr_max`, `scheduled_lr`), which here are the groups' entries, as there.",
     "A live group's `k`, `weight_sum`, `lr_max`, `scheduled_lr` are device scalars after a step (no host sync; "
     "a float's float32 high word without x64); `state_dict()` has schedulefree's exact Python values.",
+    "torch's CPU kernels fuse `add_(x, alpha=)`, `lerp_` and `addcmul_` into one rounding (`vec::fmadd`); here "
+    "they are `a * b + c`, which XLA may or may not contract: float32 params within 1.5-8 ulps of the largest "
+    "after 10,000 steps (measured), float64 within 1e-12. An exact emulation cost 1.8-1.9x optax's step.",
     "Without x64 the class's traced hyperparameters are float32 (lr rounded before schedulefree's float64 "
     "scalar math): params within a few float32 ulps of schedulefree's, not bit for bit (the factory with host "
     "floats keeps the float64 math).",

@@ -216,33 +216,13 @@ def _rounded_product(a, b):
 
 
 def _fma(a, b, c):
-    """`a * b + c` rounded once, as torch's CPU kernels compute `add_(x, alpha=)`, `lerp_`,
-    `addcmul_` (`vec::fmadd`). float32: an exact product (Dekker, `_Wide`) and TwoSum, one
-    final rounding (a double rounding only when the residuals land on a tie); float64 the
-    same with Veltkamp's split."""
-    a, b = jnp.broadcast_arrays(a, b) if jnp.ndim(a) != jnp.ndim(b) else (a, b)
-    if jnp.dtype(c.dtype) == _F32:
-        ah, al = _Wide._split(a)
-        bh, bl = _Wide._split(b)
-    elif jnp.dtype(c.dtype) == jnp.dtype(jnp.float64):
-        ah, al = _veltkamp(a)
-        bh, bl = _veltkamp(b)
-    else:
-        return lax.add(lax.mul(a, b), c)
-    p = _rounded_product(a, b)
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    s = p + c
-    bb = s - p
-    t = (p - (s - bb)) + (c - bb)
-    return s + (t + e)
-
-
-def _veltkamp(a):
-    """float64 `a` as hi + lo with 26-bit halves (Veltkamp; the product behind a select so that
-    XLA cannot contract `c - a`). Finite |a| < 2**996."""
-    c = _rounded_product(a, jnp.full((), 134217729.0, a.dtype))
-    hi = c - (c - a)
-    return hi, a - hi
+    """`a * b + c`, where torch's CPU kernels fuse it (`vec::fmadd`: `add_(x, alpha=)`, `lerp_`,
+    `addcmul_`) and round once. Here XLA may contract it into an FMA or round the product
+    first: either way within an ulp of torch's result per op. An exact emulation (a Dekker
+    product and TwoSum, ~25 ops per element) made the step 1.8-1.9x optax's on CPU for a few
+    ulps over a 10,000-step run (BENCHMARKS.md, "schedule-free"); float32 stays within a few
+    ulps of schedulefree's, float64 within 1e-12."""
+    return lax.add(lax.mul(a, b), c)
 
 
 def _lerp(start, end, weight):
@@ -525,7 +505,7 @@ def scale_by_schedule_free(
             elif adaptive:
                 v, y = rest[0], rest[1]
                 v = rd(lax.mul(v, numerics.scalar(h.b2, dtype)))
-                v = rd(_fma(_rounded_product(numerics.one_minus(h.b2, dtype), grad), grad, v))
+                v = rd(_fma(lax.mul(numerics.one_minus(h.b2, dtype), grad), grad, v))
                 denom = rd(lax.div(v, scalars[3]))
                 denom = rd(lax.add(rd(lax.sqrt(denom)), numerics.scalar(h.eps, dtype)))
                 normalized = rd(lax.div(grad, denom))
@@ -538,7 +518,7 @@ def scale_by_schedule_free(
             new_y = rd(_lerp(y, z, c))
             new_y = rd(_fma(jnp.broadcast_to(a, gn.shape), gn, new_y))
             new_z = _fma(jnp.broadcast_to(lax.neg(lr_d), gn.shape), gn, z)
-            u = numerics.exact_difference(new_y, y)
+            u = lax.sub(new_y, y)
             return (u, new_z, v) if adaptive else (u, new_z)
 
         buffers = ("z", "exp_avg_sq") if adaptive else ("z",)
@@ -641,7 +621,7 @@ def wrap_schedule_free(
             dtype = numerics.compute_dtype(y.dtype)
             xc = _lerp(x.astype(dtype), z_new.astype(dtype), wide.rounded(ckp1, dtype)).astype(y.dtype)
             y2 = _lerp(xc.astype(dtype), z_new.astype(dtype), wide.rounded(to_y, dtype)).astype(y.dtype)
-            new_u.append(numerics.exact_difference(y2.astype(dtype), y.astype(dtype)))
+            new_u.append(lax.sub(y2.astype(dtype), y.astype(dtype)))
             new_z.append(z_new)
         new_pp = pp._replace(z=treedef.unflatten(new_z), started=increment_counts(pp.started, updates, params),
                              schedule_count=numerics.safe_increment(pp.schedule_count))

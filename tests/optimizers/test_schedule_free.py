@@ -258,13 +258,15 @@ def test_wrapper_parity(kw, base_kw, parity_dtype):
 ], ids=lambda c: str(c))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_long_run_10k_steps(kind, kw, dtype):
-    """Measured (checked every step): float32 within 0.5-3 ulps of the largest param, float64
-    within ~1e-15 of it (elements that cross zero have larger relative errors)."""
+    """Measured (checked every step): float32 within 1.5-8 ulps of the largest param (the four
+    configurations: 2, 8, 3, 1.5; torch's fused multiply-adds are plain `a * b + c` here, see
+    transforms/schedule_free.py `_fma`; an exact emulation gave 0.5-3 at 1.8x the step time),
+    float64 within ~1e-15 of it (elements that cross zero have larger relative errors)."""
     if dtype == "float64":
         with jax.enable_x64(True):
             _run(kind, kw, dtype, 10_000, chunk=1000)
     else:
-        _run(kind, kw, dtype, 10_000, chunk=1000, ulps=8)
+        _run(kind, kw, dtype, 10_000, chunk=1000, ulps=16)
 
 
 # --------------------------------------------------------------------------- BatchNorm recipe
