@@ -286,9 +286,6 @@ _TORCHAO_DEVIATIONS = (
     "The step is emitted as the change `p_new - p` of torchao's float32 step (float64 params get its float32 "
     "value, 16-bit ones its rounding, as `p.copy_(p_f32)`), which `apply_updates` adds back: exact unless "
     "p_new and p are more than a factor 2 apart (then within an ulp of p_new).",
-    "inject_hyperparams in float32 traces betas as float32 arrays, so `1 - beta2` is float32's (torchao: "
-    "Python's float64 with a float32 `beta2 ** step`): steps differ by ~6.5e-6 relative at beta2=0.999 (the "
-    "adapter passes host-computed `1 - beta`: exact).",
     "A 0-d float64 param steps here; torchao 0.18's compiled step (torch 2.13 inductor, CPU) leaves it and its "
     "state unchanged (its eager step, `torch.compile` off, updates it as here).",
 )
@@ -315,9 +312,6 @@ def _torchao_adam(name: str, cls: str, summary: str) -> OptimizerInfo:
         moved_per_param=4, deviations=_TORCHAO_DEVIATIONS,
         complex_refused_here="quantized Adam states: complex params are not supported (torchao casts them to real, dropping the imaginary part)",
         slow=True,  # torchao compiles a step per param shape and configuration: the default run takes the example
-        known_failures={"injected-float32-functional": (
-            "inject_hyperparams in float32 traces betas as float32 arrays: `1 - beta2` is float32's, torchao's "
-            "Python's float64 (measured: 5.3e-7 relative after 8 steps, and a moved code: 4.5e-5; deviations)")},
     )
 
 
@@ -327,15 +321,15 @@ _SCHEDULE_FREE_DEVIATIONS = (
     "`train_mode`, `weight_sum`, `lr_max`, `scheduled_lr`), which here are the groups' entries, as there.",
     "A live group's `k`, `weight_sum`, `lr_max`, `scheduled_lr` are device scalars after a step (no host sync; "
     "a float's float32 high word without x64); `state_dict()` has schedulefree's exact Python values.",
-    "torch's CPU kernels fuse `add_(x, alpha=)`, `lerp_` and `addcmul_` into one rounding (`vec::fmadd`); here "
-    "they are `a * b + c`, which XLA may or may not contract: float32 params within 1.5-8 ulps of the largest "
-    "after 10,000 steps (measured), float64 within 1e-12. An exact emulation cost 1.8-1.9x optax's step.",
     "Without x64 the class's traced hyperparameters are float32 (lr rounded before schedulefree's float64 "
     "scalar math): params within a few float32 ulps of schedulefree's, not bit for bit (the factory with host "
     "floats keeps the float64 math).",
 )
 # What the three schedule-free records share:
 # - r, weight_lr_power: compile-time in the class, so the averaging weights are schedulefree's
+    "torch's CPU kernels fuse `add_(x, alpha=)`, `lerp_` and `addcmul_` into one rounding (`vec::fmadd`); here "
+    "they are `a * b + c`, which XLA may or may not contract: float32 params within 1.5-8 ulps of the largest "
+    "after 10,000 steps (measured), float64 within 1e-12. An exact emulation cost 1.8-1.9x optax's step.",
 #   float64 host math;
 # - optim/schedule_free.py: train()/eval() (`before_step`), group entries;
 # - slow: each configuration compiles its double-float (float64 host math) step, ~1-2 s: the
@@ -1016,11 +1010,6 @@ _RECORDS = [
         # a bfloat16 momentum entry one ulp (2**-8 of it) apart moves its param by lr * that: measured
         # 4.4e-4 of the leaf's scale (jit vs eager, hypothesis's example with ties)
         jit_rtol=1e-2,
-        known_failures={"injected-float32-functional": (
-            "inject_hyperparams in float32 traces momentum and decay_rate as float32 arrays: `1 - momentum` and "
-            "the beta2 schedule are float32's (timm's: Python's float64), and a bfloat16 momentum entry then "
-            "rounds to its neighbour (measured: 1.5e-5 relative at step 2, 1.8e-4 over 20 steps; 3.8e-8 with "
-            "momentum_dtype='float32')")},
         deviations=(
             "Complex params are refused at init (TypeError, `complex_refused_here`); timm steps them with its "
             "real-valued math as they are and casts the momentum to a real dtype (dropping the imaginary part).",

@@ -14,6 +14,7 @@ torch does, to float32 rounding:
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from typing import Any, Callable, Sequence
 
@@ -93,7 +94,8 @@ def resolve(value: ScalarOrSchedule, count: jax.Array) -> Any:
 @jax.tree_util.register_pytree_node_class
 class PreciseScalar:
     """A traced hyperparameter `value` with its host-computed `one_minus_value` (1 - x) and
-    `log_value` (log x, nan for x <= 0), all 0-d arrays of one dtype.
+    `log_value` (log x, 0 for x <= 0: consumers select on the value there), all 0-d arrays of
+    one dtype.
 
     Reads like its value: Python arithmetic and comparisons, `astype`, `dtype`, `shape`; jax
     functions take `numerics.plain(x)` (or `numerics.scalar(x, dtype)`)."""
@@ -121,6 +123,28 @@ class PreciseScalar:
 
     def __repr__(self):
         return f"PreciseScalar({self.value!r})"
+
+
+def precise_triple(x: float) -> tuple[float, float, float]:
+    """`x`, `1 - x` and `log x` in float64, as torch's host math computes them from a Python
+    float (`log` is 0 for x <= 0, never NaN (states carry it: `jax_debug_nans`, bitwise
+    comparisons); its consumers select on the value there): what a `PreciseScalar` carries."""
+    x = float(x)
+    return x, 1.0 - x, (math.log(x) if x > 0 else 0.0)
+
+
+def precise_scalar(x: Any, dtype) -> PreciseScalar:
+    """A hyperparameter as a `PreciseScalar` of 0-d `dtype` arrays: for a host number (or a
+    concrete array) `1 - x` and `log x` from its float64 value, each rounded once
+    (`precise_triple`); for a traced value the same computed in the graph."""
+    if isinstance(x, PreciseScalar):
+        return PreciseScalar(*(jnp.asarray(v).astype(dtype) for v in (x.value, x.one_minus_value, x.log_value)))
+    if hyperparams.is_array(x) and not hyperparams.is_array(x, concrete=True):
+        value = jnp.asarray(x).astype(dtype)
+        log = jnp.where(value > 0, jnp.log(jnp.where(value > 0, value, 1)), 0)
+        return PreciseScalar(value, (1 - value).astype(dtype), log.astype(dtype))
+    triple = precise_triple(float(np.asarray(plain(x), np.float64)))
+    return PreciseScalar(*(jnp.asarray(np.float64(t), dtype) for t in triple))
 
 
 def _delegate(name):
@@ -156,7 +180,7 @@ class PerLayer(PreciseScalar):
         self.index = index
         wide = float_dtype()
         super().__init__(self.pick(self.host, wide), self.per_layer(lambda h: 1.0 - h, wide),
-                         self.per_layer(lambda h: float(np.log(np.float64(h))) if h > 0 else float("nan"), wide))
+                         self.per_layer(lambda h: float(np.log(np.float64(h))) if h > 0 else 0.0, wide))
 
     def pick(self, values: Any, dtype) -> jax.Array:
         """`values[index]`: one host value per layer, rounded to `dtype` on the host."""

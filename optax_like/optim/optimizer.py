@@ -89,7 +89,6 @@ import dataclasses
 import functools
 import inspect
 import itertools
-import math
 import operator
 import warnings
 import weakref
@@ -239,11 +238,6 @@ def _float(x: Any, name: str) -> float:
         return hyperparams.as_number(x, name)
     except TypeError:
         raise TypeError(f"param group entry {name!r} must be a real number, got {x!r}.") from None
-
-
-def _precise_triple(x: float) -> tuple[float, float, float]:
-    """x, 1 - x and log(x) in float64 (log is nan for x <= 0; consumers fall back)."""
-    return x, 1.0 - x, (math.log(x) if x > 0 else math.nan)
 
 
 
@@ -757,7 +751,7 @@ class Optimizer(OptimizerHooks):
                 x = _float(x, name)
                 for dtype in check_dtypes:
                     numerics.check_representable(x, dtype, name)
-                rows.append(_precise_triple(x))
+                rows.append(numerics.precise_triple(x))
         return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
     def _init_state(self, spec: _step.GroupSpec, params, group):

@@ -46,6 +46,17 @@ def _normalize(value: Any, like: Any, name: str = "hyperparameter") -> Any:
     return jnp.asarray(value, dtype=like.dtype)
 
 
+def _companions_of_given(given: Any, stored: Any) -> Any:
+    """The companions of an argument as the user gave it (a Python float keeps its float64
+    value for `1 - x` and `log x`), in the stored value's dtype."""
+    if isinstance(stored, tuple):
+        return tuple(_companions_of_given(g, s) for g, s in zip(given, stored))
+    if hyperparams.is_host_scalar(given) or hyperparams.is_array(given, concrete=True):
+        precise = numerics.precise_scalar(given, stored.dtype)
+        return precise.one_minus_value, precise.log_value
+    return _companions(stored)
+
+
 def _place_like(value: Any, like: Any) -> Any:
     """`value` on `like`'s devices and sharding when `like` is a committed array (e.g. the
     replicated output of a jitted step on a mesh), so that an edit does not change the jitted
@@ -62,6 +73,16 @@ def _place_like(value: Any, like: Any) -> Any:
     return value
 
 
+def _companions(value: Any) -> Any:
+    """A stored hyperparameter's `(1 - x, log x)` (a pair, or a tuple of pairs for a tuple such as
+    `betas`): from its float64 value where it is a host number or a concrete array (torch's host
+    math), else in the graph."""
+    if isinstance(value, tuple):
+        return tuple(_companions(v) for v in value)
+    precise = numerics.precise_scalar(value, value.dtype)
+    return precise.one_minus_value, precise.log_value
+
+
 @jax.tree_util.register_pytree_with_keys_class
 class HyperparamsDict(dict):
     """A dict of hyperparameter arrays that keeps each entry's dtype (and non-weak type) on edit.
@@ -69,27 +90,67 @@ class HyperparamsDict(dict):
     `state.hyperparams['lr'] = 0.01` stores `jnp.asarray(0.01, float32)`, not a Python float,
     so the next call of a jitted step sees the same signature and does not recompile, whatever
     scalar type was assigned (Python float, NumPy scalar, jax array).
+
+    Each stored (not scheduled) entry also carries, out of sight, its `1 - x` and `log x`
+    computed from the assigned number in float64 and rounded once (`numerics.PreciseScalar`,
+    what the stateful adapter feeds its factories): the injected step then does torch's float64
+    scalar math (`1 - beta2` of the Python float 0.999, not of its float32 rounding). They are
+    pytree children under the node's `precise` key (a dict of pairs).
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.precise: dict[str, Any] = {}  # key -> _companions of its value (stored entries only)
+
     def __setitem__(self, key, value):
+        given = value
         if key in self:
             value = _place_like(_normalize(value, self[key], key), self[key])
+        if key in self.precise:  # from the value given (Python's 0.99, not its float32 rounding)
+            self.precise[key] = _place_like(_companions_of_given(given, value), self.precise[key])
         super().__setitem__(key, value)
 
     def update(self, *args, **kwargs):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
+    def precise_value(self, key: str, value: Any) -> Any:
+        """`value` (this entry's value, cast for the step) as a `PreciseScalar` (a tuple of them
+        for a tuple) with the entry's stored companions; `value` itself for a scheduled entry."""
+        pairs = self.precise.get(key)
+        if pairs is None:
+            return value
+        if isinstance(value, tuple):
+            return tuple(numerics.PreciseScalar(v, *(c.astype(v.dtype) for c in pair)) for v, pair in zip(value, pairs))
+        return numerics.PreciseScalar(value, *(c.astype(value.dtype) for c in pairs))
+
     def tree_flatten_with_keys(self):
         keys = sorted(self)
-        return [(jax.tree_util.DictKey(k), dict.__getitem__(self, k)) for k in keys], tuple(keys)
+        children = [(jax.tree_util.DictKey(k), dict.__getitem__(self, k)) for k in keys]
+        children.append((jax.tree_util.GetAttrKey("precise"), dict(self.precise)))
+        return children, tuple(keys)
 
     @classmethod
     def tree_unflatten(cls, keys, values):
         out = cls()
         for k, v in zip(keys, values):
             dict.__setitem__(out, k, v)
+        out.precise = dict(values[len(keys)]) if len(values) > len(keys) else {}
         return out
+
+    def __copy__(self):
+        out = type(self)(self)
+        out.precise = dict(self.precise)
+        return out
+
+    def __reduce__(self):
+        return _rebuild_hyperparams, (dict(self), dict(self.precise))
+
+
+def _rebuild_hyperparams(values: dict, precise: dict) -> HyperparamsDict:
+    out = HyperparamsDict(values)
+    out.precise = precise
+    return out
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -122,6 +183,11 @@ def inject_hyperparams(
     `state.hyperparams`. A value that cannot be stored (a string for `lr`, 1e308 in float32) is
     an error naming the argument.
     The factory is called once with the given values to validate them up front.
+
+    Each stored number reaches the factory as a `numerics.PreciseScalar`, with `1 - x` and `log x`
+    computed from the value given (or assigned later) in float64 and rounded once, as the stateful
+    adapter feeds its groups' hyperparameters: `1 - beta2` and the bias corrections are torch's
+    float64 host math also in float32 (`HyperparamsDict`). Scheduled values are traced as they are.
     """
     static_args = frozenset((static_args,) if isinstance(static_args, str) else static_args)
     signature = inspect.signature(factory)
@@ -156,21 +222,31 @@ def inject_hyperparams(
                 values[name] = to_array(schedule(count), name)
             return values
 
+        def precise(stored: HyperparamsDict, values: dict) -> dict:
+            # what the factory gets: each stored number with its host companions (PreciseScalar)
+            return {name: stored.precise_value(name, v) for name, v in values.items()}
+
         def init(params):
             count = jnp.zeros((), jnp.int32)
             values = {name: to_array(v, name) for name, v in numeric.items()}
-            values = hyperparams_at(count, values)
-            inner = factory(**static, **values)
-            return InjectHyperparamsState(count, HyperparamsDict(values), inner.init(params))
+            stored = HyperparamsDict(hyperparams_at(count, values))
+            # companions from the arguments as given (Python's float64 0.999, not float32's)
+            stored.precise = {name: _companions_of_given(v, values[name]) for name, v in numeric.items()}
+            inner = factory(**static, **precise(stored, stored))
+            return InjectHyperparamsState(count, stored, inner.init(params))
 
         def update(updates, state, params=None, **extra_args):
-            stored = {name: _normalize(state.hyperparams[name], to_array(numeric[name], name), name) for name in numeric}
+            current = state.hyperparams
+            stored = {name: _normalize(current[name], to_array(numeric[name], name), name) for name in numeric}
             values = hyperparams_at(state.count, stored)
-            inner = with_extra_args_support(factory(**static, **values))
+            new_hyperparams = HyperparamsDict(values)
+            # (a dict without companions, put in by hand: computed from its values, in the graph)
+            known = getattr(current, "precise", {})
+            new_hyperparams.precise = {name: known[name] if name in known else _companions(stored[name])
+                                       for name in numeric}
+            inner = with_extra_args_support(factory(**static, **precise(new_hyperparams, values)))
             updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-            new_state = InjectHyperparamsState(
-                numerics.safe_increment(state.count), HyperparamsDict(values), inner_state
-            )
+            new_state = InjectHyperparamsState(numerics.safe_increment(state.count), new_hyperparams, inner_state)
             return updates, new_state
 
         return GradientTransformationExtraArgs(init, update)

@@ -146,3 +146,36 @@ def test_static_args_is_a_name_or_names(static_args):
 def test_static_args_must_name_arguments_of_the_factory(static_args):
     with pytest.raises(ValueError, match="static_args must name arguments of sgd"):
         ol.inject_hyperparams(ol.sgd, static_args=static_args)
+
+
+def test_stored_numbers_carry_torchs_float64_one_minus_and_log():
+    """`1 - beta2` is computed from the Python float 0.999 in float64 and rounded once (torch's host
+    math), not from its float32 rounding; an assignment recomputes it; the structure is fixed."""
+    tx = ol.inject_hyperparams(ol.adam)(lr=1e-3, betas=(0.9, 0.999))
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    one_minus_b2, log_b2 = state.hyperparams.precise["betas"][1]
+    assert one_minus_b2 == np.float32(1.0 - 0.999) != np.float32(1.0 - np.float32(0.999))
+    assert log_b2 == np.float32(np.log(0.999))
+    state.hyperparams["betas"] = (0.9, 0.99)
+    assert state.hyperparams.precise["betas"][1][0] == np.float32(1.0 - 0.99)
+    _, new_state = jax.jit(tx.update)({"w": jnp.ones(3)}, state, params)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert new_state.hyperparams.precise["betas"][1][0] == np.float32(1.0 - 0.99)
+
+
+def test_injected_adam_float32_takes_torchs_one_minus_beta2():
+    """Adam's second moment after one step is (1 - beta2) g^2 with torch's float32 `1 - beta2`."""
+    tx = ol.inject_hyperparams(ol.adam)(lr=1e-3, betas=(0.9, 0.999))
+    params = [jnp.ones(4)]
+    g = jnp.asarray([3.0, 1e-3, 7.0, 0.5], jnp.float32)
+    _, state = jax.jit(tx.update)([g], tx.init(params), params)
+    v = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(state.inner_state)[0]
+         if "exp_avg_sq" in jax.tree_util.keystr(path)]
+    assert len(v) == 1
+    import torch
+    tp = torch.ones(4, requires_grad=True)
+    topt = torch.optim.Adam([tp], lr=1e-3, betas=(0.9, 0.999), foreach=False)
+    tp.grad = torch.tensor(np.asarray(g))
+    topt.step()
+    np.testing.assert_array_equal(np.asarray(v[0]), topt.state[tp]["exp_avg_sq"].numpy())
