@@ -295,7 +295,8 @@ def _assert_within_ulps(mine, reference, dtype, ulps, step):
         assert worst <= ulps, f"step {step}, param {i}: {worst:.1f} ulps from the reference (> {ulps})"
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("dtype", [pytest.param(jnp.bfloat16, id="bfloat16"),
+                                   pytest.param(jnp.float16, id="float16", marks=pytest.mark.slow)])  # budget
 @pytest.mark.parametrize("info", RECORD_PARAMS)
 def test_low_precision_params_keep_their_dtype_and_follow_the_reference(info, dtype):
     init, grads = _problem(info, np.dtype(dtype), LOW_PRECISION_STEPS)

@@ -25,7 +25,8 @@ and hyperparameters drawn from the record's `valid` ranges (its `flags` drawn by
   steps, `state_dict()` -> fresh instance -> `load_state_dict` -> more steps gives the params
   and the state of the uninterrupted run bit-identically.
 
-Budget: the default run takes each record's plain configuration (its variants under `slow`)
+Budget: the default run takes each record's plain configuration (its variants under `slow`),
+the float64 invariants for one record in two and jit-vs-eager for the others (`HALF_IDS`),
 with small `max_examples` and `derandomize=True` (deterministic in CI), and a fixed tree per
 configuration for the jitted tests, so that jit caches hit; the `slow` tests run the same
 properties with more examples. The records' ranges exclude values at which the reference itself
@@ -150,6 +151,11 @@ CASE_IDS = [c.id for c in CASES]
 # The default run: one case per record; its variants run under `slow`.
 # (A record marked `slow` in the registry: all its cases.)
 DEFAULT_IDS = [pytest.param(c.id, marks=(pytest.mark.slow,) if c.variant or c.info.slow else ()) for c in CASES]
+# Two of the default run's four property tests take half the records each (alternately, in the
+# registry's order): every record gets one of them by default, both under `slow`.
+_DEFAULT_CASES = [c.id for c in CASES if not (c.variant or c.info.slow)]
+HALF_IDS = [[pytest.param(c.id, marks=(pytest.mark.slow,) if c.id not in _DEFAULT_CASES or
+                          _DEFAULT_CASES.index(c.id) % 2 != half else ()) for c in CASES] for half in (0, 1)]
 
 
 def test_every_functional_optimizer_has_a_record():
@@ -503,7 +509,7 @@ def test_update_invariants(case_id):
     _EAGER[case_id]()
 
 
-@pytest.mark.parametrize("case_id", DEFAULT_IDS)
+@pytest.mark.parametrize("case_id", HALF_IDS[0])
 def test_update_invariants_float64(case_id, x64):
     _EAGER64[case_id]()
 
@@ -672,7 +678,7 @@ _JIT_HOST_SLOW = {c.id: _jit_test(settings(max_examples=5, **_COMMON), False, Tr
 _JIT64_SLOW = {c.id: _jit_test(settings(max_examples=5, **_COMMON), True, False)(c) for c in CASES}
 
 
-@pytest.mark.parametrize("case_id", DEFAULT_IDS)
+@pytest.mark.parametrize("case_id", HALF_IDS[1])
 def test_jit_matches_eager(case_id):
     _JIT[case_id]()
 

@@ -89,13 +89,22 @@ def _case_id(case):
     return f"{name}-{label}"
 
 
-# By default each class runs its example and per-group structure configurations; all-flags (every
+# By default each class runs one two-group configuration: its per-group structure one (the second
+# group with its own options) where it has one, else its example; the example, all-flags (every
 # state entry) and the variants run under `slow` (tests/parity/test_optim_db.py steps every variant
 # in the class view). A record marked `slow` (registry) runs its example's steps, state_dict and
 # checkpoints both ways by default; its other configurations and the remaining tests per class
 # are `slow`.
-CASE_PARAMS = [pytest.param(case, id=_case_id(case), marks=(pytest.mark.slow,) if case[1] != "example" and (
-    RECORDS[case[0]].slow or case[1] != "per-group") else ()) for case in CASES]
+_PER_GROUP = {name for name, label, _, _ in CASES if label == "per-group" and not RECORDS[name].slow}
+
+
+def _default_two_groups(case) -> bool:
+    name, label = case[0], case[1]
+    return label == "per-group" if name in _PER_GROUP else label == "example"
+
+
+CASE_PARAMS = [pytest.param(case, id=_case_id(case), marks=() if _default_two_groups(case) else (pytest.mark.slow,))
+               for case in CASES]
 SLOW_CLASSES = [pytest.param(name, marks=(pytest.mark.slow,) if RECORDS[name].slow else ()) for name in CLASSES]
 
 

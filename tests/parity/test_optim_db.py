@@ -30,12 +30,11 @@ None-gradient run (a param without gradient on some steps, skipped as torch skip
 `multi_transform`), on the first configuration, where the record allows several groups; and
 `inject_hyperparams(factory)` on the example (every hyperparameter a traced scalar).
 
-The default run (one representative configuration per optimizer, plus a sample): each
-optimizer's first configuration in both views and dtypes, every other configuration after it in
-float64 in one view (alternately functional and class; torch's `differentiable`/`fused` ones in
-the class view), the None-gradient and two-group runs functionally and the injected run, in
-float64; the rest of the sweep is marked `slow` (`-m slow` or `-m ''` runs it all; the class
-view's None-gradient and two-group runs are also tests/optim/test_classes_parity.py's).
+The default run (one representative configuration per optimizer): each optimizer's first
+configuration in float64 in both views and in float32 functionally, the None-gradient and
+two-group runs functionally and the injected run, in float64; the rest of the sweep is marked
+`slow` (`-m slow` or `-m ''` runs it all; the class view's None-gradient and two-group runs are
+also tests/optim/test_classes_parity.py's).
 """
 
 from __future__ import annotations
@@ -325,26 +324,14 @@ def _param(name, desc, dtype, view, slow=False):
 
 
 def _slow(name, desc, dtype, view):
-    """The default run: each optimizer's first config in both views and dtypes; every other
-    config after it in float64 in one view (alternately functional and class; torch's
-    differentiable/fused variants, which compile one more program each functionally, in the class
-    view); the rest of the sweep is `slow`. A record marked `slow` (registry): its example in
-    float64 only."""
+    """The default run: each optimizer's first config (one representative configuration), in
+    float64 in both views and in float32 functionally; every other config, dtype and view is
+    `slow`. A record marked `slow` (registry): its example in float64 only."""
     if RECORDS[name].slow:
         return not (desc == "example" and dtype == "float64")
-    if desc == FIRST[name]:
-        return False
-    if dtype == "float32" or _DEFAULT_VIEW[name, desc] is None:
+    if desc != FIRST[name]:
         return True
-    if "differentiable" in desc or "fused" in desc:
-        return view == "functional"
-    return view != _DEFAULT_VIEW[name, desc]
-
-
-# the view of a configuration's default float64 run after the first (None: under slow only):
-# configs 1, 3, 5, ... alternately functional and class
-_DEFAULT_VIEW = {(name, desc): ("functional", "class")[(i // 2) % 2] if i % 2 else None
-                 for name in RECORDS for i, (desc, _) in enumerate(_configs(name))}
+    return dtype == "float32" and view == "class"
 
 
 PARAMS = [

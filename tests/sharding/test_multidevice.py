@@ -22,7 +22,7 @@ def run_cases(*pytest_args: str) -> subprocess.CompletedProcess:
     env["XLA_FLAGS"] = " ".join(flags + ["--xla_force_host_platform_device_count=8"])
     env["JAX_PLATFORMS"] = "cpu"  # the virtual devices are CPU devices, even on a GPU host
     env.pop("JAX_ENABLE_X64", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", str(CASES), *pytest_args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", "-p", "no:randomly", str(CASES), *pytest_args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
