@@ -84,7 +84,8 @@ class OptimizerInfo:
     layers_vectorised: stacked layers (`param_groups.stacked_transform`: a scan over layers,
     layer decay's lr per layer) are updated by one program vmapped over the layers, with the
     numbers of the slices run one by one, bit for bit (tests/param_groups/test_stacked.py);
-    False where XLA compiles the vmapped math differently (then the slices are run one by one).
+    False where XLA compiles the vmapped math differently, or where each slice draws its own
+    random values (timm's Kron: a param's index and group) (then the slices are run one by one).
     optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
     none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
     bound). deviations: known differences from the reference, each with its reason.
@@ -119,8 +120,10 @@ class OptimizerInfo:
     draws: for a reference that draws random numbers inside its step (timm's Kron: Python's
     `random` and `torch.randn`), the dotted path of a function `draws(reference) -> reference`
     that `new_reference` applies to every new instance: from then on each of its steps draws the
-    values ours draws (our public draw function, from the param's position and step), in its
-    call order, so the generic suites compare numbers (a deviation: the draws are ours).
+    values ours draws (our public draw function, from the param's position, its group's position
+    and its step), in its call order, so the generic suites compare numbers (a deviation: the
+    draws are ours). A reference whose draws run over all its groups needs the `group_index`
+    adapter option (make_optimizer_class), so that each group draws its own values.
     jit_rtol: for math that rounds mid-step to a narrow dtype (AdafactorBigVision's bfloat16
     momentum), the fraction of a leaf's scale by which `jax.jit(update)` and the eager update may
     differ (tests/test_properties.py): a value one float32 ulp apart (XLA's FMA contraction under
@@ -324,12 +327,12 @@ _SCHEDULE_FREE_DEVIATIONS = (
     "Without x64 the class's traced hyperparameters are float32 (lr rounded before schedulefree's float64 "
     "scalar math): params within a few float32 ulps of schedulefree's, not bit for bit (the factory with host "
     "floats keeps the float64 math).",
-)
-# What the three schedule-free records share:
-# - r, weight_lr_power: compile-time in the class, so the averaging weights are schedulefree's
     "torch's CPU kernels fuse `add_(x, alpha=)`, `lerp_` and `addcmul_` into one rounding (`vec::fmadd`); here "
     "they are `a * b + c`, which XLA may or may not contract: float32 params within 1.5-8 ulps of the largest "
     "after 10,000 steps (measured), float64 within 1e-12. An exact emulation cost 1.8-1.9x optax's step.",
+)
+# What the three schedule-free records share:
+# - r, weight_lr_power: compile-time in the class, so the averaging weights are schedulefree's
 #   float64 host math;
 # - optim/schedule_free.py: train()/eval() (`before_step`), group entries;
 # - slow: each configuration compiles its double-float (float64 host math) step, ~1-2 s: the
@@ -575,6 +578,10 @@ _RECORDS = [
             "params are refused at init (TypeError, `complex_refused_here`).",
             "`update_each`, `n_samples` and `avg_conv_kernel` are compile-time group entries (timm: optimizer "
             "attributes; the adapter requires one n_samples for all groups, as timm's).",
+            "`n_samples` or `update_each` below 1 is refused at construction (ValueError naming it: the factory, the "
+            "class, `scale_by_adahessian`; `n_samples` also by `hutchinson`): timm accepts them and fails at its "
+            "first step (no probe: its estimate stays the float 0.0, an `addcmul_()` TypeError; `% 0`: "
+            "ZeroDivisionError).",
         ),
     ),
     OptimizerInfo(
@@ -1083,13 +1090,17 @@ _RECORDS = [
         invalid=(_BAD_LR, _BAD_WD, dict(momentum=1.0), dict(momentum=-0.1)),
         shapes=((4, 3), (5,), (2, 3, 2), ()),
         complex=False,  # timm: NotImplementedError at its first step (its RMS cap's clamp); here at init
-        adapter=dict(static=("precond_init_scale",), snapshots={"max_lr_snapshot": "lr"}),  # Q's initial value
+        # precond_init_scale: Q's initial value; param_group: each group's own draws (timm: one stream)
+        adapter=dict(static=("precond_init_scale",), snapshots={"max_lr_snapshot": "lr"}, group_index="param_group"),
         draws="optax_like.transforms.kron.drive_reference",
+        # each layer of a stacked leaf is a param of the unstacked model, with its own draws (its index and
+        # group's); vmapped over layers they would all draw the first layer's: run slice by slice
+        layers_vectorised=False,
         optax=None, moved_per_param=6, extra_functions=("kron_with_seed",),
         slow=True,
         deviations=(
             "Random numbers: timm draws from Python's `random.Random(1337)` (balance, stochastic decay) and torch's "
-            "global generator (probes); here from `kron_draws(seed, leaf index, step, ...)` (JAX's PRNG, `seed` "
+            "global generator (probes); here from `kron_draws(seed, leaf index, step, ..., group)` (JAX's PRNG, `seed` "
             "default 1337): other values, reproducible per param and resumable from a state dict. The parity "
             "suites make timm draw ours (`draws`: `transforms.kron.drive_reference`).",
             "timm's `state_dict()['rng_state']` (its Python generator) is not written and is ignored on load: the "

@@ -256,3 +256,29 @@ def as_number(value: Any, name: str) -> float:
     if number is None:
         raise TypeError(f"{name} must be a real number, but got {value!r} of type {type(value).__name__}.")
     return number
+
+
+def as_dtype(value: Any, name: str, *, allowed: Any = None) -> Optional[np.dtype]:
+    """A dtype argument as a NumPy dtype (jnp's names: 'bfloat16' included), or None for None:
+    a dtype, a scalar type (`jnp.float32`), its name, or a torch dtype (`torch.bfloat16`, read
+    by its name). `allowed`: "floating" (real floating dtypes only) or a collection of dtype
+    names; another dtype is a ValueError naming the argument, a value that is no dtype a
+    TypeError. (A dtype is compared with None explicitly by callers: never `dtype or default`.)"""
+    import jax.numpy as jnp
+
+    if value is None:
+        return None
+    if type(value).__module__ == "torch":
+        given: Any = str(value).removeprefix("torch.")
+    else:
+        given = value
+    try:
+        dtype = np.dtype(jnp.dtype(given))
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a dtype, a dtype's name or a torch dtype, got {value!r}.") from None
+    if allowed == "floating":
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"{name} must be a floating dtype, got {value!r} ({dtype.name}).")
+    elif allowed is not None and dtype.name not in tuple(allowed):
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r} ({dtype.name}).")
+    return dtype

@@ -729,6 +729,11 @@ class Optimizer(OptimizerHooks):
             for k in self.defaults
             if k not in self._hyper_names and k not in _KERNEL_SWITCHES and k not in self._cross_group
         ) + tuple((k, hyperparams.as_flag(group[k], k)) for k in self._group_flags if k in group)
+        index_argument = getattr(type(self), "_group_index_argument", None)
+        if index_argument is not None:  # the group's position in param_groups (a group being added: the next)
+            params = group.get("params")
+            own = isinstance(params, _GroupParams) and params._optimizer is self
+            static += ((index_argument, params._group if own else len(self._groups)),)
         layout = tuple(
             (k, len(group[k]) if isinstance(group[k], (tuple, list)) else 0, _array_dtype(group[k]))
             for k in self._hyper_names
@@ -1223,7 +1228,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
                          structural_zero: Iterable[str] = (), constants: dict[str, Any] | None = None,
                          snapshots: dict[str, str | Callable] | None = None, dense_params_only: bool = False,
                          cross_group: dict[str, Callable] | None = None, group_flags: Iterable[str] = (),
-                         doc: str | None = None, base: type | None = None) -> type:
+                         group_index: str | None = None, doc: str | None = None, base: type | None = None) -> type:
     """A torch-named Optimizer class for `factory`: its signature and defaults are the factory's.
 
         SGD = make_optimizer_class("SGD", optax_like.sgd, structural_zero=("momentum",))
@@ -1248,6 +1253,12 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     `use_fallback` / `use_muon`): not constructor arguments nor `defaults`; a group's own entry
     (where present) goes to its factory as a compile-time bool, read as the reference's `if`
     reads it (a present None is False).
+    `group_index`: the name of a keyword-only int argument of the factory (default 0) that receives
+    the group's position in `param_groups` (static: each group compiles its own program), for a
+    reference whose step differs per group by more than its entries (timm's Kron draws from one
+    stream over all its groups; ours keys each draw on the group too: `kron(param_group=...)`).
+    Not a constructor argument nor in `defaults`; `param_groups`' functional builders pass a
+    group's position among its optimizer's groups the same way.
     `base`: the class to derive from (an `Optimizer` subclass with the reference's own methods,
     e.g. schedulefree's `train()`/`eval()`, optim/schedule_free.py); default `Optimizer`.
     How the state maps to torch's state dict is declared by the state types
@@ -1255,7 +1266,11 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
     """
     group_flags = tuple(group_flags)
     signature = inspect.signature(factory)
-    signature = signature.replace(parameters=[p for p in signature.parameters.values() if p.name not in group_flags])
+    if group_index is not None and signature.parameters.get(group_index, None) is None:
+        raise TypeError(f"make_optimizer_class: group_index {group_index!r} is not an argument of "
+                        f"{getattr(factory, '__name__', factory)}")
+    signature = signature.replace(parameters=[p for p in signature.parameters.values()
+                                              if p.name not in group_flags and p.name != group_index])
     base_cls = Optimizer if base is None else base
     if not (isinstance(base_cls, type) and issubclass(base_cls, Optimizer)):
         raise TypeError(f"make_optimizer_class: base must be an Optimizer subclass, got {base!r}")
@@ -1299,6 +1314,7 @@ def make_optimizer_class(name: str, factory: Callable, *, static: Iterable[str] 
         "_dense_params_only": bool(dense_params_only),
         "_cross_group": cross_group,
         "_group_flags": group_flags,
+        "_group_index_argument": group_index,
         "__doc__": doc or f"torch.optim.{name} over `optax_like.{factory.__name__}` (see its docstring).",
         "__module__": "optax_like.optim",
     })

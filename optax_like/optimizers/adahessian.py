@@ -48,7 +48,8 @@ def adahessian(
     counterpart: `timm.optim.Adahessian(params, lr=0.1, betas=(0.9, 0.999), eps=1e-8,
     weight_decay=0.0, hessian_power=1.0, update_each=1, n_samples=1, avg_conv_kernel=False)`,
     whose checks and messages these are (update_each and n_samples: positive ints here, which
-    timm does not check). lr, betas, eps, weight_decay and hessian_power may be schedules.
+    timm does not check: 0 fails at its first step, a ZeroDivisionError or, with no probe, a
+    TypeError). lr, betas, eps, weight_decay and hessian_power may be schedules.
     """
     check_compared(lr)
     v.check(lr, "lr", v.nonnegative, "Invalid learning rate: {}")

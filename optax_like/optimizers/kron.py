@@ -14,17 +14,7 @@ from optax_like.transforms.combine import chain
 from optax_like.transforms.kron import DEFAULT_SEED, scale_by_kron
 
 
-def _dtype_or_none(value: Any) -> Any:
-    """A dtype argument as jnp reads it: None, a dtype or its name (torch's `torch.bfloat16`
-    is read by its name)."""
-    if value is None:
-        return None
-    if type(value).__module__ == "torch":
-        return str(value).removeprefix("torch.")
-    return value
-
-
-@integer_args("max_size_triangular", "min_ndim_triangular", "flatten_start_dim", "flatten_end_dim")
+@integer_args("max_size_triangular", "min_ndim_triangular", "flatten_start_dim", "flatten_end_dim", "param_group")
 def kron(
     lr: ScalarOrSchedule = 0.001,
     momentum: ScalarOrSchedule = 0.9,
@@ -47,6 +37,7 @@ def kron(
     deterministic: bool = False,
     *,
     max_lr_snapshot: Optional[float] = None,
+    param_group: int = 0,
 ) -> GradientTransformation:
     """PSGD Kron (Li's Kronecker-factored preconditioner, Walters' kron_torch) as timm.optim.Kron
     (timm 1.0.31) computes it: momentum, debiased, preconditioned by `Q^T Q` with one factor per
@@ -65,9 +56,14 @@ def kron(
     makes (timm's `deterministic` seeds a generator per draw for that; accepted and ignored here).
     The numbers equal timm's when timm is given these draws (tests: `registry`'s `draws`).
 
+    `param_group`: the index of the param group this optimizer steps among the groups of one
+    timm Kron (its draws are the group's own, `kron_draws(..., group=param_group)`; the adapter
+    class and `param_groups` pass it per group: the adapter option `group_index`); 0 for one group.
+
     `preconditioner_update_probability`: None, a float (timm's Python float math), or a callable
     `step -> probability` traced on the step count (a jnp function). `mu_dtype` /
-    `precond_dtype`: a dtype or its name (torch's dtypes are read by name). `max_lr_snapshot`:
+    `precond_dtype`: a floating dtype or its name (torch's dtypes are read by name; another dtype
+    is a ValueError naming the argument). `max_lr_snapshot`:
     the peak lr for `corrected_weight_decay` with a schedule or traced lr (timm's snapshot of its
     constructor's lr). Complex params are refused at init with timm's NotImplementedError (timm:
     at its first step; its float32 triangular solve drops their imaginary part).
@@ -93,7 +89,8 @@ def kron_with_seed(seed: int, **kwargs: Any) -> GradientTransformation:
 def _kron(seed, *, lr, momentum, weight_decay, preconditioner_update_probability, max_size_triangular,
           min_ndim_triangular, memory_save_mode, momentum_into_precond_update, precond_lr, precond_init_scale,
           mu_dtype, precond_dtype, decoupled_decay, corrected_weight_decay, flatten, flatten_start_dim,
-          flatten_end_dim, stochastic_weight_decay, deterministic, max_lr_snapshot) -> GradientTransformation:
+          flatten_end_dim, stochastic_weight_decay, deterministic, max_lr_snapshot,
+          param_group) -> GradientTransformation:
     del deterministic
     validate_scalar(lr, "lr", "learning rate")
     v.check(momentum, "momentum", lambda x: 0.0 <= x < 1.0, "Invalid beta parameter: {}")
@@ -103,14 +100,17 @@ def _kron(seed, *, lr, momentum, weight_decay, preconditioner_update_probability
         raise ValueError("preconditioner_update_probability=0: timm divides by it (ZeroDivisionError at its first "
                          "step); give a probability in (0, 1], a callable, or None for timm's schedule.")
     wd_lr = decay_lr(lr, corrected_weight_decay, max_lr_snapshot)  # (timm checks a corrected max lr always)
+    # (timm checks neither dtype: an integer one fails at its first step, RuntimeError or NotImplementedError)
+    mu_dtype = hyperparams.as_dtype(mu_dtype, "mu_dtype", allowed="floating")
+    precond_dtype = hyperparams.as_dtype(precond_dtype, "precond_dtype", allowed="floating")
     return chain(scale_by_kron(
         lr, momentum, weight_decay, preconditioner_update_probability, precond_lr, decay_lr=wd_lr,
         max_size_triangular=max_size_triangular, min_ndim_triangular=min_ndim_triangular,
         memory_save_mode=memory_save_mode, momentum_into_precond_update=momentum_into_precond_update,
-        precond_init_scale=precond_init_scale, mu_dtype=_dtype_or_none(mu_dtype),
-        precond_dtype=_dtype_or_none(precond_dtype), decoupled_decay=decoupled_decay, flatten=flatten,
+        precond_init_scale=precond_init_scale, mu_dtype=mu_dtype,
+        precond_dtype=precond_dtype, decoupled_decay=decoupled_decay, flatten=flatten,
         flatten_start_dim=flatten_start_dim, flatten_end_dim=flatten_end_dim,
-        stochastic_weight_decay=stochastic_weight_decay, seed=seed))
+        stochastic_weight_decay=stochastic_weight_decay, seed=seed, group=param_group))
 
 
 _DEFAULTS = {k: p.default for k, p in inspect.signature(kron).parameters.items()}

@@ -106,13 +106,20 @@ def _cross_group(factory: Callable) -> Mapping[str, Callable]:
 def group_transform(p: Plan, group: Group) -> GradientTransformation:
     """One group's optimizer: its optimizer's factory with the group's hyperparameters (lr
     times `lr_scale`); an argument the optimizer applies over all its groups at once
-    (`cross_group`, timm Lamb's `max_grad_norm`) is None here (`cross_group_transform`)."""
+    (`cross_group`, timm Lamb's `max_grad_norm`) is None here (`cross_group_transform`); the
+    registry record's `group_index` argument (timm Kron's per-group draws) is the group's
+    position among its optimizer's groups (its position in that optimizer's torch param_groups,
+    `Plan.torch_groups`), as the adapter class passes it."""
     factory, _ = p.optimizers[group.optimizer]
     factory = _factory(factory)
     kwargs = dict(group.hyperparameters)
     if "lr" in kwargs:
         kwargs["lr"] = group.effective("lr")
     kwargs.update(dict.fromkeys(k for k in _cross_group(factory) if k in kwargs))
+    index_argument = _adapter_option(factory, "group_index")
+    if index_argument:
+        labels = [g.label for g in p.groups if g.optimizer == group.optimizer]
+        kwargs[index_argument] = labels.index(group.label)
     return factory(**kwargs)
 
 

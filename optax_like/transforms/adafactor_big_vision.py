@@ -12,6 +12,7 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.hyperparams import as_dtype
 from optax_like.core.leaf_scalars import LeafScalars, init_counts
 from optax_like.core.torch_layout import STEP, STEPS_TAKEN, declare_torch_state
 from optax_like.core.tree import is_none, map_params, zeros_like
@@ -50,13 +51,15 @@ declare_torch_state(
 def momentum_dtype_of(value: Any) -> np.dtype:
     """timm's `momentum_dtype` as a dtype: a name ('bfloat16', 'float16', 'float32'; timm's
     AssertionError for another), a dtype, or a torch dtype (torch.bfloat16, read by its name)."""
-    name = value if isinstance(value, str) else str(value).removeprefix("torch.")
-    if isinstance(value, str) or type(value).__module__ == "torch":
-        if name not in MOMENTUM_DTYPES:
-            raise AssertionError(f"{value} dtype not supported")
-        return np.dtype(jnp.dtype(name))
-    dtype = np.dtype(jnp.dtype(value))
-    if dtype.name not in MOMENTUM_DTYPES:
+    try:
+        dtype = as_dtype(value, "momentum_dtype", allowed=MOMENTUM_DTYPES)
+    except ValueError:  # a dtype of another kind
+        dtype = None
+    except TypeError:  # no dtype: a name is timm's assertion, another value ours
+        if not isinstance(value, str):
+            raise
+        dtype = None
+    if dtype is None:
         raise AssertionError(f"{value} dtype not supported")
     return dtype
 

@@ -69,11 +69,19 @@ def _real_compute_dtype(x: Any):
     return numerics.compute_dtype(dtype)
 
 
+def _check_n_samples(n_samples: int) -> None:
+    """No probe, no estimate: timm accepts `n_samples=0` and fails at its first step (its
+    estimate stays the float 0.0: `addcmul_()` TypeError); refused here, naming the argument."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples}")
+
+
 def rademacher_probes(key: jax.Array, like: Any, n_samples: int) -> list:
     """`n_samples` trees of Rademacher probes (+-1 with probability 1/2 each) with `like`'s
     structure and shapes, in each leaf's compute dtype (float32 for 16-bit leaves: timm's
     `torch.randint(0, 2, size) * 2.0 - 1.0` is float32); None leaves stay None. Sample `s`,
     leaf `i` (in `like`'s flattening order) draws from `split(fold_in(key, s), n)[i]`: pure."""
+    _check_n_samples(n_samples)
     leaves, treedef = jax.tree.flatten(like, is_leaf=is_none)
     out = []
     for s in range(n_samples):
@@ -232,6 +240,7 @@ def scale_by_adahessian(
     update_each, n_samples, avg_conv_kernel = int(update_each), int(n_samples), bool(avg_conv_kernel)
     if update_each < 1:
         raise ValueError(f"update_each must be a positive int, got {update_each}")
+    _check_n_samples(n_samples)
 
     def init(params):
         refuse_complex(params, lambda dtype: TypeError(

@@ -16,9 +16,10 @@ from jax import lax
 from optax_like.core import numerics
 from optax_like.core import validation
 from optax_like.core.base import GradientTransformation, ScalarOrSchedule
+from optax_like.core.hyperparams import as_dtype
 from optax_like.core.leaf_scalars import LeafScalars, init_counts, next_counts, select_present
 from optax_like.core.torch_layout import INT_STEP, STEPS_TAKEN, declare_torch_state
-from optax_like.core.tree import map_params
+from optax_like.core.tree import is_none, map_params
 from optax_like.core.tree import zeros_like as tree_zeros_like
 from optax_like.transforms._per_param import hyperparams, per_param_update, refuse_complex
 from optax_like.transforms.weight_decay import decoupled_decay_keep
@@ -64,14 +65,18 @@ class KronDraws(NamedTuple):
     weight_decay: jax.Array
 
 
-def kron_draws(seed: int, index: int, step: Any, shape: tuple, dtype: Any) -> KronDraws:
+def kron_draws(seed: int, index: int, step: Any, shape: tuple, dtype: Any, group: int = 0) -> KronDraws:
     """The draws of param number `index` (its position among the non-None leaves the transform
-    updates) at its step number `step` (1 for its first update): a pure function of these, so
-    the draws of any step can be computed from a state (`step` + 1), a resumed state draws what
-    an uninterrupted one draws, and a param's draws do not depend on the other params (timm
-    draws from one Python stream over all params). Uniforms in the default float dtype
-    (float64 with x64), `V` in `dtype`."""
+    updates) of param group number `group` (its position among the groups of one optimizer; a
+    transform steps one group) at its step number `step` (1 for its first update): a pure
+    function of these, so the draws of any step can be computed from a state (`step` + 1), a
+    resumed state draws what an uninterrupted one draws, and a param's draws do not depend on
+    the other params (timm draws from one Python stream over all params of all groups). Group 0's
+    key is `(seed, index, step)`; another group's folds its index in last. Uniforms in the
+    default float dtype (float64 with x64), `V` in `dtype`."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(seed)), int(index)), step)
+    if int(group) != 0:
+        key = jax.random.fold_in(key, int(group))
     k_balance, k_v, k_wd = jax.random.split(key, 3)
     uniform = numerics.float_dtype()
     return KronDraws(jax.random.uniform(k_balance, (), uniform), jax.random.normal(k_v, tuple(shape), dtype),
@@ -81,25 +86,49 @@ def kron_draws(seed: int, index: int, step: Any, shape: tuple, dtype: Any) -> Kr
 # ------------------------------------------------------------------------------- structure
 def safe_flatten_shape(shape: tuple, start_dim: int, end_dim: int) -> tuple:
     """timm's `safe_flatten(t, start_dim, end_dim).shape`: dims `start..end` merged, the shape
-    unchanged when the param has too few dims."""
+    unchanged when the param has too few dims or `start_dim` is past the end dim (both compared
+    as timm compares them: `start_dim` as given, `end_dim` made non-negative once, clipped to the
+    last dim); otherwise torch's `t.flatten(start_dim, end_dim)`, whose negative dims wrap once
+    more, with its IndexError for a dim out of range and its RuntimeError for a start after the
+    end (a 0-d tensor flattens to shape (1,))."""
     ndim = len(shape)
     end = min(end_dim if end_dim >= 0 else ndim + end_dim, ndim - 1)
     if ndim <= start_dim or start_dim > end:
         return tuple(shape)
-    start = start_dim if start_dim >= 0 else ndim + start_dim
+    return _torch_flatten_shape(tuple(shape), start_dim, end)
+
+
+def _torch_flatten_shape(shape: tuple, start_dim: int, end_dim: int) -> tuple:
+    """`torch.flatten(t, start_dim, end_dim).shape`, torch's errors included."""
+    ndim = len(shape)
+    size = max(ndim, 1)  # torch wraps a 0-d tensor's dims as a 1-d one's
+
+    def wrap(d):
+        if not -size <= d <= size - 1:
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-size}, {size - 1}], but got {d})")
+        return d + size if d < 0 else d
+
+    start, end = wrap(start_dim), wrap(end_dim)
+    if start > end:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    if ndim == 0:
+        return (1,)
     return (*shape[:start], int(np.prod(shape[start:end + 1], dtype=np.int64)), *shape[end + 1:])
 
 
-def diagonal_dims(shape: tuple, max_size: int, min_ndim_triangular: int, memory_save_mode: Optional[str]) -> tuple:
+def diagonal_dims(shape: tuple, max_size: int, min_ndim_triangular: int, memory_save_mode: Optional[str], *,
+                  name: str = "") -> tuple:
     """timm's `_init_Q_exprs` choice, per dim of `shape`: True where the factor is diagonal
-    (size 1, above `max_size`, fewer than `min_ndim_triangular` dims, or `memory_save_mode`)."""
+    (size 1, above `max_size`, fewer than `min_ndim_triangular` dims, or `memory_save_mode`).
+    `name`: the param, for timm's error for more than 13 dims."""
     if memory_save_mode not in MEMORY_SAVE_MODES:
         raise ValueError(
             f"Invalid memory_save_mode: {memory_save_mode}, must be one of [None, 'one_diag', 'all_diag']")
     if len(shape) == 0:
         return ()
     if len(shape) > 13:
-        raise ValueError(f"Got tensor with dim {len(shape)}; Einstein runs out of letters!")
+        raise ValueError(f"Got tensor with dim {len(shape)}; Einstein runs out of letters!"
+                         + (f" (param {name})" if name else ""))
     dim_diag = [False] * len(shape)
     if memory_save_mode == "one_diag":
         dim_diag[int(np.argsort(shape)[::-1][0])] = True
@@ -282,6 +311,7 @@ def scale_by_kron(
     flatten_end_dim: int = -1,
     stochastic_weight_decay: bool = False,
     seed: int = DEFAULT_SEED,
+    group: int = 0,
 ) -> GradientTransformation:
     """timm's Kron step, in `Kron.step`'s order (the block emits the whole step, decay and lr
     included: the stochastic decay is drawn per param):
@@ -297,14 +327,18 @@ def scale_by_kron(
         wd   = 2 u_w wd (stochastic_weight_decay);  p <- p (1 - decay_lr wd) (decoupled) | P <- P + wd p
         p   <- p - lr P
 
-    The random values `u_b`, `V`, `u_w` come from `kron_draws(seed, leaf index, step, ...)`
-    (timm: Python's `random.Random(1337)` and torch's global generator). Computation in the
-    param's dtype (16-bit params too, as timm's), the preconditioner in `precond_dtype`.
+    The random values `u_b`, `V`, `u_w` come from `kron_draws(seed, leaf index, step, ...,
+    group)` (timm: Python's `random.Random(1337)` and torch's global generator; `group`: the
+    index of the param group this transform steps among one optimizer's groups). Computation in
+    the param's dtype (16-bit params too, as timm's), the preconditioner in `precond_dtype`
+    (floating dtypes, their names or torch's); `wd` in the uniform's dtype (float64 with x64, as
+    timm's Python float), the decoupled `1 - decay_lr wd` too, rounded once to the param's.
+    Errors for a param's structure (timm's for more than 13 dims, torch's `flatten` ones) name
+    the param (its path, leaf index and shape), at `init` (timm: at its first step).
     """
-    if mu_dtype is not None:
-        mu_dtype = jnp.dtype(mu_dtype)
-    if precond_dtype is not None:
-        precond_dtype = jnp.dtype(precond_dtype)
+    mu_dtype = as_dtype(mu_dtype, "mu_dtype", allowed="floating")
+    precond_dtype = as_dtype(precond_dtype, "precond_dtype", allowed="floating")
+    group = int(group)
     decoupled_decay, flatten = bool(decoupled_decay), bool(flatten)
     stochastic_weight_decay = bool(stochastic_weight_decay)
     momentum_into_precond_update = bool(momentum_into_precond_update)
@@ -318,24 +352,37 @@ def scale_by_kron(
     def shape_of(p):
         return safe_flatten_shape(tuple(p.shape), start_dim, end_dim) if flatten else tuple(p.shape)
 
-    def structure(p):
+    def own_or(dtype, p):  # (explicit: a NumPy dtype's truth value is not its being given)
+        return p.dtype if dtype is None else dtype
+
+    def structure(p, name=""):
         shape = shape_of(p)
-        diag = diagonal_dims(shape, max_size, min_ndim, memory_save_mode)
+        diag = diagonal_dims(shape, max_size, min_ndim, memory_save_mode, name=name)
         return shape, diag, einsum_exprs(shape, diag)
+
+    def check_structures(params):  # each param's structure, its errors naming the param
+        leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]
+        for i, (path, p) in enumerate((path, p) for path, p in leaves if p is not None):
+            name = f"{jax.tree_util.keystr(path) or '(the root)'}, leaf {i}, shape {tuple(p.shape)}"
+            try:
+                structure(p, name)
+            except (IndexError, RuntimeError) as error:  # torch's flatten errors
+                raise type(error)(f"{error} (param {name})") from None
 
     def init(params):
         refuse_complex(params, lambda dtype: NotImplementedError(COMPLEX_MESSAGE))
+        check_structures(params)
 
         def q_of(p):
             shape, diag, _ = structure(p)
-            qs = init_q(shape, diag, precond_init_scale, precond_dtype or p.dtype)
+            qs = init_q(shape, diag, precond_init_scale, own_or(precond_dtype, p))
             # a factor of the param's own shape (a vector's diagonal) takes the param's sharding
             return tuple(lax.add(tree_zeros_like(p, q.dtype), q) if q.shape == tuple(p.shape) else q for q in qs)
 
         def momentum_like(p):  # the param's sharding where it has the param's shape (not flattened)
             if shape_of(p) == tuple(p.shape):
-                return tree_zeros_like(p, mu_dtype or p.dtype)
-            return jnp.zeros(shape_of(p), mu_dtype or p.dtype)
+                return tree_zeros_like(p, own_or(mu_dtype, p))
+            return jnp.zeros(shape_of(p), own_or(mu_dtype, p))
 
         return ScaleByKronState(
             momentum_buffer=map_params(momentum_like, params),
@@ -370,7 +417,7 @@ def scale_by_kron(
             dtype = p.dtype
             shape, diag, exprs = structure(p)
             g = g.reshape(shape)
-            pd = precond_dtype or g.dtype
+            pd = own_or(precond_dtype, g)
             if not p.size:  # an empty param: nothing moves (its factors' terms are zeros)
                 return jnp.zeros(p.shape, numerics.compute_dtype(dtype)), m, tuple(qs)
             # momentum in its dtype (torch's in-place ops compute in the wider dtype), debiased by
@@ -384,13 +431,13 @@ def scale_by_kron(
             m_compute = numerics.compute_dtype(m_dtype)
             bc = numerics.bias_correction(h.momentum, t, m_compute)
             debiased = numerics.cast(numerics.cast(lax.div(numerics.cast(m, m_compute), bc), m_dtype), pd)
-            draws = kron_draws(seed, i, t, shape, pd)
+            draws = kron_draws(seed, i, t, shape, pd, group)
 
             def precondition(qs):
                 if len(shape) > 1:
                     qs = _branch(draws.balance < _BALANCE_PROB, balance_q, qs)
                 big_g = debiased if momentum_into_precond_update else numerics.cast(g, pd)
-                return update_preconditioner(qs, exprs, big_g, kron_draws(seed, i, t, shape, pd).V, h.precond_lr)
+                return update_preconditioner(qs, exprs, big_g, kron_draws(seed, i, t, shape, pd, group).V, h.precond_lr)
 
             qs = _branch(do_update, precondition, tuple(qs))
             # each torch op on the param-dtype tensors computes in `cd` (float32 for 16-bit params,
@@ -413,11 +460,13 @@ def scale_by_kron(
             moved = up(p)
             if decays:
                 wd = h.weight_decay
+                keep_dtype = cd
                 if stochastic_weight_decay:  # timm's Python float `2 * rng.random() * wd`
                     u = draws.weight_decay
                     wd = lax.mul(lax.mul(numerics.scalar(2.0, u.dtype), u), numerics.scalar(wd, u.dtype))
+                    keep_dtype = jnp.promote_types(u.dtype, cd)  # timm's float `1. - lr * wd` (float64 with x64)
                 if decoupled_decay:  # p.mul_(keep), written p - (1 - keep) p: an FMA cannot skip its rounding
-                    keep = decoupled_decay_keep(h.decay_with, wd, cd)
+                    keep = numerics.cast(decoupled_decay_keep(h.decay_with, wd, keep_dtype), cd)
                     moved = up(op(lax.sub(moved, lax.mul(1 - keep, moved))))
                 else:
                     pre = op(lax.add(up(pre), lax.mul(up(p), numerics.scalar(wd, cd))))
@@ -474,8 +523,10 @@ def drive_reference(optimizer: Any, seed: int = DEFAULT_SEED) -> Any:
     """Makes a `timm.optim.Kron` instance draw what `scale_by_kron(seed=seed)` draws (for parity
     tests: the record's `draws`): each of its steps takes its balance and stochastic-decay
     uniforms from a queue of `kron_draws` values (its `self.rng`) and its probes from
-    `kron_draws(...).V` (`torch.randn` while it steps), for param number `i` of its group at its
-    step `t`, the leaf index and step ours uses. Also sets the instance's `torch.compile`d helpers
+    `kron_draws(...).V` (`torch.randn` while it steps), for param number `i` of its group number
+    `g` (its position in `param_groups`) at its step `t`: the leaf index, step and group ours
+    uses (`scale_by_kron(group=g)`, which the adapter class and `param_groups` pass per group:
+    the factory's `param_group`). Also sets the instance's `torch.compile`d helpers
     to timm's plain functions (inductor compiles each shape for seconds; eager is the same math).
     Returns the optimizer."""
     import sys
@@ -493,15 +544,15 @@ def drive_reference(optimizer: Any, seed: int = DEFAULT_SEED) -> Any:
     probes: dict = {}
 
     def randn(*size, generator=None, dtype=None, device=None, **kwargs):
-        i, t, shape, dt = probes[stub.current]
-        v = kron_draws(seed, i, t, shape, dt).V
+        i, t, shape, dt, g = probes[stub.current]
+        v = kron_draws(seed, i, t, shape, dt, g).V
         out = _tensor(np.asarray(v))
         assert tuple(out.shape) == tuple(size[0] if len(size) == 1 else size) and out.dtype == dtype
         return out
 
     def driven_step(closure=None):
         stub.queue, probes_now = [], {}
-        for group in optimizer.param_groups:
+        for g, group in enumerate(optimizer.param_groups):
             stochastic = group["stochastic_weight_decay"] and group["weight_decay"] != 0
             for i, p in enumerate(group["params"]):
                 if p.grad is None:
@@ -510,11 +561,11 @@ def drive_reference(optimizer: Any, seed: int = DEFAULT_SEED) -> Any:
                 shape = tuple(p.grad.shape)
                 if group["flatten"]:
                     shape = safe_flatten_shape(shape, group["flatten_start_dim"], group["flatten_end_dim"])
-                dtype = group.get("precond_dtype") or p.grad.dtype
-                dt = jnp.dtype(str(dtype).removeprefix("torch."))
-                draws = kron_draws(seed, i, t, shape, dt)
-                key = (id(group), i)
-                probes_now[key] = (i, t, shape, dt)
+                dtype = group.get("precond_dtype")  # timm's `precond_dtype or grad.dtype`
+                dt = as_dtype(p.grad.dtype if dtype is None else dtype, "precond_dtype")
+                draws = kron_draws(seed, i, t, shape, dt, g)
+                key = (g, i)
+                probes_now[key] = (i, t, shape, dt, g)
                 stub.queue.append((float(draws.balance), key))
                 if stochastic:
                     stub.queue.append((float(draws.weight_decay), key))

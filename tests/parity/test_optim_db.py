@@ -224,8 +224,10 @@ def _functional_tx(name, kwargs, variant):
         return ol.inject_hyperparams(factory)(**kwargs)
     if variant == "two_groups":
         n = len(RECORDS[name].shapes)
+        index = RECORDS[name].adapter.get("group_index")  # the second group's position (timm Kron: its draws)
+        second = dict(kwargs, lr=_second_lr(kwargs, name), **({index: 1} if index else {}))
         return ol.multi_transform(
-            {"a": factory(**kwargs), "b": factory(**dict(kwargs, lr=_second_lr(kwargs, name)))},
+            {"a": factory(**kwargs), "b": factory(**second)},
             ["a"] * (n - 1) + ["b"],
         )
     return factory(**kwargs)

@@ -265,3 +265,24 @@ def test_none_gradients_skip_the_param_and_its_hessian_step_as_timm(dtype):
             assert worst_error(params, tparams) <= RTOL[dtype]
         steps = [ref.state[p]["hessian step"] for p in tparams]
         assert adahessian_node(state).hessian_step.tolist() == steps and len(set(steps)) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_no_probe_refused_at_construction_in_every_view():
+    """timm accepts `n_samples=0` and fails at its first step (no probe: its estimate stays the
+    float 0.0, `addcmul_()` TypeError); ours refuses it when built, naming the argument, in
+    the factory, the transform, the class and the probe functions (not deep inside a step)."""
+    from optax_like.transforms.adahessian import rademacher_probes, scale_by_adahessian
+
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = reference_module().Adahessian([p], n_samples=0)  # accepted
+    (p ** 3).sum().backward(create_graph=True)
+    with pytest.raises(TypeError, match="addcmul_"):
+        opt.step()
+    message = "n_samples must be a positive int, got 0"
+    for make in (lambda: ol.adahessian(n_samples=0), lambda: scale_by_adahessian(n_samples=0),
+                 lambda: ol.optim.Adahessian([jnp.ones(3)], n_samples=0),
+                 lambda: ol.hutchinson(lambda x: jnp.sum(x ** 3), jnp.ones(3), jax.random.PRNGKey(0), n_samples=0),
+                 lambda: rademacher_probes(jax.random.PRNGKey(0), [jnp.ones(3)], 0)):
+        with pytest.raises(ValueError, match=message):
+            make()
