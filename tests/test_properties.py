@@ -751,6 +751,11 @@ def run_round_trip(case: Case, example):
             if x is None or y is None:  # a declared "present but None" entry (timm SGDW's momentum_buffer)
                 assert x is None and y is None, f"param {pid} {key!r}: None vs {x if y is None else y!r}"
                 continue
+            if isinstance(x, (list, tuple)):  # a declared list of tensors (timm Kron's Q): element by element
+                assert isinstance(y, (list, tuple)) and len(x) == len(y), f"param {pid} {key!r}: lengths"
+                for i, (xi, yi) in enumerate(zip(x, y)):
+                    assert_bit_equal(jnp.asarray(xi), jnp.asarray(yi), f"param {pid} {key!r}[{i}]")
+                continue
             assert_bit_equal(jnp.asarray(x), jnp.asarray(y), f"param {pid} {key!r}")
 
 
