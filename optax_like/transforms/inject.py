@@ -46,17 +46,6 @@ def _normalize(value: Any, like: Any, name: str = "hyperparameter") -> Any:
     return jnp.asarray(value, dtype=like.dtype)
 
 
-def _companions_of_given(given: Any, stored: Any) -> Any:
-    """The companions of an argument as the user gave it (a Python float keeps its float64
-    value for `1 - x` and `log x`), in the stored value's dtype."""
-    if isinstance(stored, tuple):
-        return tuple(_companions_of_given(g, s) for g, s in zip(given, stored))
-    if hyperparams.is_host_scalar(given) or hyperparams.is_array(given, concrete=True):
-        precise = numerics.precise_scalar(given, stored.dtype)
-        return precise.one_minus_value, precise.log_value
-    return _companions(stored)
-
-
 def _place_like(value: Any, like: Any) -> Any:
     """`value` on `like`'s devices and sharding when `like` is a committed array (e.g. the
     replicated output of a jitted step on a mesh), so that an edit does not change the jitted
@@ -73,13 +62,14 @@ def _place_like(value: Any, like: Any) -> Any:
     return value
 
 
-def _companions(value: Any) -> Any:
+def _companions(given: Any, stored: Any) -> Any:
     """A stored hyperparameter's `(1 - x, log x)` (a pair, or a tuple of pairs for a tuple such as
-    `betas`): from its float64 value where it is a host number or a concrete array (torch's host
-    math), else in the graph."""
-    if isinstance(value, tuple):
-        return tuple(_companions(v) for v in value)
-    precise = numerics.precise_scalar(value, value.dtype)
+    `betas`), in `stored`'s dtype: from the float64 value of `given` (the number as the user gave
+    it: Python's 0.999, not its float32 rounding) where it is a host number or a concrete array
+    (torch's host math), else in the graph."""
+    if isinstance(stored, tuple):
+        return tuple(_companions(g, s) for g, s in zip(given, stored))
+    precise = numerics.precise_scalar(given, stored.dtype)
     return precise.one_minus_value, precise.log_value
 
 
@@ -107,7 +97,7 @@ class HyperparamsDict(dict):
         if key in self:
             value = _place_like(_normalize(value, self[key], key), self[key])
         if key in self.precise:  # from the value given (Python's 0.99, not its float32 rounding)
-            self.precise[key] = _place_like(_companions_of_given(given, value), self.precise[key])
+            self.precise[key] = _place_like(_companions(given, value), self.precise[key])
         super().__setitem__(key, value)
 
     def update(self, *args, **kwargs):
@@ -231,7 +221,7 @@ def inject_hyperparams(
             values = {name: to_array(v, name) for name, v in numeric.items()}
             stored = HyperparamsDict(hyperparams_at(count, values))
             # companions from the arguments as given (Python's float64 0.999, not float32's)
-            stored.precise = {name: _companions_of_given(v, values[name]) for name, v in numeric.items()}
+            stored.precise = {name: _companions(v, values[name]) for name, v in numeric.items()}
             inner = factory(**static, **precise(stored, stored))
             return InjectHyperparamsState(count, stored, inner.init(params))
 
@@ -242,7 +232,7 @@ def inject_hyperparams(
             new_hyperparams = HyperparamsDict(values)
             # (a dict without companions, put in by hand: computed from its values, in the graph)
             known = getattr(current, "precise", {})
-            new_hyperparams.precise = {name: known[name] if name in known else _companions(stored[name])
+            new_hyperparams.precise = {name: known[name] if name in known else _companions(stored[name], stored[name])
                                        for name in numeric}
             inner = with_extra_args_support(factory(**static, **precise(new_hyperparams, values)))
             updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
