@@ -1,6 +1,6 @@
 """The benchmark matrix on real model shapes: optax_like vs optax vs torch (foreach, fused).
 
-    .venv/bin/python benchmarks/model_shapes.py --write      # full matrix -> BENCHMARKS.md (~8-10 min, 2 cpus)
+    .venv/bin/python benchmarks/model_shapes.py --write      # full matrix -> BENCHMARKS.md (~25 min, 2 cpus)
     .venv/bin/python benchmarks/model_shapes.py              # the same tables, printed only
     .venv/bin/python benchmarks/model_shapes.py --quick      # smoke run: reduced shapes, 2 other optimizers
     .venv/bin/python benchmarks/model_shapes.py --program    # deterministic program stats only (no timing)
@@ -174,16 +174,20 @@ def _main_optimizers():
 def _left_out(info):
     """Left out of the other-optimizers table: layouts other than "any" (Muon's 2-D params are
     compute-bound Newton-Schulz matmuls on every 2-D leaf: minutes per step on ResNet-50's fc on 2
-    cpus; SparseAdam needs sparse gradients), which have their row in benchmarks/all_optimizers.py,
-    and LBFGS (a closure per step)."""
-    return info.layout != "any" or info.closure
+    cpus; SparseAdam needs sparse gradients), records marked `compute_bound` (timm's Kron: 8 min
+    for its row in session 14's run), which have their row in benchmarks/all_optimizers.py, and
+    LBFGS (a closure per step)."""
+    return info.layout != "any" or info.closure or bool(info.compute_bound)
+
+
+def _why_left_out(info) -> str:
+    return "closure" if info.closure else "compute-bound" if info.compute_bound else info.layout + " layout"
 
 
 def left_out() -> str:
     from optax_like import registry
 
-    names = [f"{name} ({'closure' if info.closure else info.layout + ' layout'})"
-             for name, info in registry.OPTIMIZERS.items() if _left_out(info)]
+    names = [f"{name} ({_why_left_out(info)})" for name, info in registry.OPTIMIZERS.items() if _left_out(info)]
     return ", ".join(names) + ": see all_optimizers.py (LBFGS: not benchmarked)"
 
 

@@ -88,7 +88,9 @@ class OptimizerInfo:
     random values (timm's Kron: a param's index and group) (then the slices are run one by one).
     optax: the optax counterpart for benchmarks (`{lr}` is formatted), None where optax has
     none; moved_per_param: values per param one step must read or write (benchmarks' bandwidth
-    bound). deviations: known differences from the reference, each with its reason.
+    bound); compute_bound: why a step is dominated by matrix work, not memory (left out of
+    benchmarks/model_shapes.py's real-shape table). deviations: known differences from the
+    reference, each with its reason.
     slow: the default test run takes only the record's example against the reference (float64
     parity in both views, tests/parity/test_optim_db.py; the class's state_dict and checkpoints
     both ways, tests/optim/test_classes_parity.py); every other generic case of the record is
@@ -154,6 +156,7 @@ class OptimizerInfo:
     optax_note: str = ""
     fused: bool = False
     moved_per_param: int = 5
+    compute_bound: str = ""
     deviations: tuple = ()
     extra_functions: tuple = ()
     before_step: tuple = ()
@@ -1092,6 +1095,8 @@ _RECORDS = [
         complex=False,  # timm: NotImplementedError at its first step (its RMS cap's clamp); here at init
         # precond_init_scale: Q's initial value; param_group: each group's own draws (timm: one stream)
         adapter=dict(static=("precond_init_scale",), snapshots={"max_lr_snapshot": "lr"}, group_index="param_group"),
+        compute_bound="triangular solves and matmuls on each dim's factor (up to 2048 x 2048) at every "
+                      "preconditioner update: minutes per step on ResNet-50's shapes on 2 cpus",
         draws="optax_like.transforms.kron.drive_reference",
         # each layer of a stacked leaf is a param of the unstacked model, with its own draws (its index and
         # group's); vmapped over layers they would all draw the first layer's: run slice by slice
