@@ -454,16 +454,22 @@ def permute_flat_entry(entry: dict, flat_keys: Sequence[str], sizes: Sequence[in
     return out
 
 
-def loaded_entries(by_id: dict, ids: Sequence[int]) -> list[dict]:
+def loaded_entries(by_id: dict, ids: Sequence[int], fresh: Any = None) -> list[dict]:
     """The loaded entry of each param (empty: no state), copied. None values are kept: under a
     declared `none_keys` key one is state (timm's `{'momentum_buffer': None}`); `check_keys`
-    and `import_state` drop the others (torch's older SGD saved `momentum_buffer: None`)."""
+    and `import_state` drop the others (torch's older SGD saved `momentum_buffer: None`).
+    A None under a key that `fresh` (the group's init state) declares `BOOL` reads as False, as
+    the reference's `if` reads it (timm's Muon copies a group's `use_muon: None` into each
+    param's state and routes it to the fallback)."""
+    bools = frozenset() if fresh is None else frozenset(
+        layout.key(name) for _, layout in _declared_nodes(fresh) for name, kind in layout.scalars.items()
+        if kind == BOOL)
     out = []
     for pid in ids:
         entry = by_id.get(pid, {})
         if not isinstance(entry, dict):
             raise TypeError(f"loaded state for param {pid} must be a dict of its state entries, got {type(entry).__name__}")
-        out.append(dict(entry))
+        out.append({k: False if v is None and k in bools else v for k, v in entry.items()})
     return out
 
 

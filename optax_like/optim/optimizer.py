@@ -1159,7 +1159,7 @@ class Optimizer(OptimizerHooks):
         new_states = []
         for g, (record, group, spec) in enumerate(zip(self._groups, new_groups, new_specs)):
             fresh = self._init_state(spec, record.treedef.unflatten(record.leaves), group)
-            per_param = _state_dict.loaded_entries(by_id, list(record.ids))
+            per_param = _state_dict.loaded_entries(by_id, list(record.ids), fresh)
             flat_keys = _state_dict.global_flat_keys(fresh)
             if flat_keys is not None:  # torch's LBFGS: one entry, vectors in the saver's param order
                 per_param = self._global_entry_in_our_order(record, saved_groups[g], id_map, per_param, flat_keys)

@@ -219,6 +219,26 @@ def test_timm_muon_group_flags(timm_models):
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-15, err_msg=n)
             np.testing.assert_allclose(np.asarray(functional[n]), want, rtol=1e-12, atol=1e-15, err_msg=f"functional {n}")
         assert [bool(s["use_muon"]) for s in opt.state_dict()["state"].values()] == [True, False, True, False]
+        # timm's own state holds the group's None as embed.weight's `use_muon`: it loads as the
+        # fallback its `if` reads (it was refused as a missing key), and the next steps agree
+        saved = theirs.state_dict()
+        assert [s["use_muon"] for s in saved["state"].values()] == [True, False, True, None]
+        resumed = optim.TimmMuon(groups(lambda n: jnp.asarray(named[n].detach().numpy())), lr=0.02,
+                                 weight_decay=0.1)
+        resumed.load_state_dict(saved)
+        for _ in range(2):
+            grads = {n: rng.standard_normal(named[n].shape) for n in order}
+            for n in order:
+                named[n].grad = torch.tensor(grads[n])
+            theirs.step()
+            for o in (opt, resumed):
+                o.zero_grad()
+                o.backward([[jnp.asarray(grads[n])] for n in order])
+                o.step()
+        for n, (got,), (again,) in zip(order, opt.params, resumed.params):
+            for x, what in ((got, n), (again, f"resumed {n}")):
+                np.testing.assert_allclose(np.asarray(x), named[n].detach().numpy(), rtol=1e-12, atol=1e-15,
+                                           err_msg=what)
         before = opt.state_dict()
         opt.param_groups[1]["use_muon"] = True
         opt.backward([[jnp.asarray(grads[n])] for n in order])
