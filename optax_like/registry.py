@@ -347,8 +347,6 @@ _SCHEDULE_FREE: dict[str, Any] = dict(
     layers_vectorised=False, deviations=_SCHEDULE_FREE_DEVIATIONS)
 
 # timm's Adahessian: optim_db's runs that cannot match (strict xfails)
-_ADAHESSIAN_UNUSED = ("the None-gradient run's loss leaves the last param out: JAX differentiates it to a zero "
-                      "gradient and it steps (decays); timm's grad is None and it is skipped (deviations)")
 _ADAHESSIAN_PARTS = ("multi_transform's parts each see only their own params, which value_fn (a loss of the whole "
                      "list) cannot take; the class view of this run (one Hessian-vector product over both groups, "
                      "as timm) passes")
@@ -564,8 +562,6 @@ _RECORDS = [
         optax=None, moved_per_param=9,
         slow=True,  # the default run is at its time budget: the full matrix runs under `-m slow`
         known_failures={
-            **{f"none_grad-{dtype}-{view}": _ADAHESSIAN_UNUSED for dtype in ("float64", "float32")
-               for view in ("functional", "class")},
             **{f"two_groups-{dtype}-functional": _ADAHESSIAN_PARTS for dtype in ("float64", "float32")},
         },
         deviations=(
@@ -577,8 +573,7 @@ _RECORDS = [
             "timm keeps the estimate on the param (`p.hess`) and its generator outside its state dict; so "
             "here (internal, FRESH): after `load_state_dict` every param recomputes its estimate at the next "
             "step and the key restarts from the seed, as a resumed timm run does.",
-            "A param the loss does not use gets a zero gradient and steps (timm: grad None, skipped). Complex "
-            "params are refused at init (TypeError, `complex_refused_here`).",
+            "Complex params are refused at init (TypeError, `complex_refused_here`).",
             "`update_each`, `n_samples` and `avg_conv_kernel` are compile-time group entries (timm: optimizer "
             "attributes; the adapter requires one n_samples for all groups, as timm's).",
             "`n_samples` or `update_each` below 1 is refused at construction (ValueError naming it: the factory, the "
@@ -1095,13 +1090,13 @@ _RECORDS = [
         complex=False,  # timm: NotImplementedError at its first step (its RMS cap's clamp); here at init
         # precond_init_scale: Q's initial value; param_group: each group's own draws (timm: one stream)
         adapter=dict(static=("precond_init_scale",), snapshots={"max_lr_snapshot": "lr"}, group_index="param_group"),
-        compute_bound="triangular solves and matmuls on each dim's factor (up to 2048 x 2048) at every "
-                      "preconditioner update: minutes per step on ResNet-50's shapes on 2 cpus",
         draws="optax_like.transforms.kron.drive_reference",
         # each layer of a stacked leaf is a param of the unstacked model, with its own draws (its index and
         # group's); vmapped over layers they would all draw the first layer's: run slice by slice
         layers_vectorised=False,
         optax=None, moved_per_param=6, extra_functions=("kron_with_seed",),
+        compute_bound="triangular solves and matmuls on each dim's factor (up to 2048 x 2048) at every "
+                      "preconditioner update: minutes per step on ResNet-50's shapes on 2 cpus",
         slow=True,
         deviations=(
             "Random numbers: timm draws from Python's `random.Random(1337)` (balance, stochastic decay) and torch's "

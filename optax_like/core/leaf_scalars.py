@@ -4,7 +4,9 @@ count and select them under torch's "no gradient, no step" rule."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, cast
+import itertools
+import operator
+from typing import Any, Callable, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -179,6 +181,19 @@ def per_leaf_scalars(tree: Any) -> Any:
     state. Cost: the per-param scalar work (step increments, bias corrections) is done per leaf.
     """
     return jax.tree.map(lambda n: _split(n) if isinstance(n, LeafScalars) else n, tree, is_leaf=is_leaf_scalars)
+
+
+def per_leaf_where_none(state: Any, grads: Sequence, leaves: Sequence) -> Any:
+    """`state` as `per_leaf_scalars` makes it when a gradient in `grads` is None for a leaf of
+    `leaves` (None entries: no leaf) and `state` has a shared `LeafScalars` node; else `state`
+    itself. Traceable: the stateful adapter applies it between steps to pending gradients and
+    inside its step to a closure's (a param the loss does not reach), where the new structure
+    compiles the next step once more."""
+    if any(map(operator.is_, grads, itertools.repeat(None))) and any(  # (C-level first: every step)
+            g is None and p is not None for g, p in zip(grads, leaves)):
+        if any(isinstance(n, LeafScalars) and n.is_shared for n in jax.tree.leaves(state, is_leaf=is_leaf_scalars)):
+            return per_leaf_scalars(state)
+    return state
 
 
 def leaf_scalars_like(tree: Any, reference: Any) -> Any:

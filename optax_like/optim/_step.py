@@ -27,6 +27,7 @@ from jax.experimental import sparse as jsparse
 from optax_like.core import numerics
 from optax_like.core.base import apply_updates
 from optax_like.core.gradients import value_and_grad
+from optax_like.core.leaf_scalars import per_leaf_where_none
 from optax_like.optim import clip_grad as _clip
 from optax_like.transforms import mixed_precision
 from optax_like.transforms.sparse_adam import RowSparseGrad
@@ -164,7 +165,9 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
             # torch's `scaler.scale(loss).backward()`; the step returns the loss itself
             return (mixed_precision.scale_loss(loss, amp) if config.amp == "scale" else loss), (loss, aux)
 
-        (_, (loss, aux)), grads = value_and_grad(loss_of, has_aux=True)(opt_leaves)  # torch's convention for complex
+        # torch's `.grad`: conjugated for complex params, None for a param the loss does not reach (skipped)
+        (_, (loss, aux)), grads = value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(opt_leaves)
+        states = tuple(per_leaf_where_none(s, g, leaves) for s, g, leaves in zip(states, grads, opt_leaves))
         if config.amp == "scale":
             grads, found_inf = mixed_precision.unscale_grads(grads, amp)
     grads, grad_norm = _clip.apply_step_clip(config.clip, grads)

@@ -18,6 +18,8 @@ from jax import lax
 
 from optax_like import registry as _registry
 from optax_like.core.gradients import value_and_grad
+from optax_like.core.leaf_scalars import per_leaf_where_none
+from optax_like.core.tree import is_none
 from optax_like.optim import _step
 from optax_like.optim.optimizer import Optimizer, make_optimizer_class
 from optax_like.transforms.adahessian import (ScaleByAdahessianState, adahessian_probes, adahessian_selection,
@@ -50,7 +52,9 @@ def adahessian_update(config: _step.Config, opt_leaves, states, frozen, hypers, 
     def loss_of(leaves):
         return _step.split_aux(closure(_step.user_tree(layout, leaves, frozen), *args))
 
-    (loss, aux), grads = value_and_grad(loss_of, has_aux=True)(tuple(opt_leaves))
+    # a param the loss does not reach gets None (timm's `p.grad is None`: skipped, no probe)
+    (loss, aux), grads = value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(tuple(opt_leaves))
+    states = tuple(per_leaf_where_none(s, g, leaves) for s, g, leaves in zip(states, grads, opt_leaves))
     trees = [treedef.unflatten(g) for treedef, g in zip(layout.group_defs, grads)]
     options = [dict(spec.static_items) for spec in specs]
     n_samples = {o["n_samples"] for o in options}
@@ -69,11 +73,12 @@ def adahessian_update(config: _step.Config, opt_leaves, states, frozen, hypers, 
 
     grad_fn, primals = jax.grad(value), tuple(opt_leaves)
 
-    def hvp(tangents):  # over every group's params at once (timm's one autograd.grad)
-        tangents = jax.tree.map(lambda z, x: z.astype(x.dtype), tangents, primals)
+    def hvp(tangents):  # over every group's params at once (timm's one autograd.grad); None: no probe
+        tangents = jax.tree.map(lambda z, x: jnp.zeros_like(x) if z is None else z.astype(x.dtype), tangents,
+                                primals, is_leaf=is_none)
         return jax.jvp(grad_fn, (primals,), (tangents,))[1]
 
-    samples = [tuple(tuple(jax.tree.leaves(p[s])) for p in probes) for s in range(n)]
+    samples = [tuple(tuple(jax.tree.leaves(p[s], is_leaf=is_none)) for p in probes) for s in range(n)]
     zeros = jax.tree.map(jnp.zeros_like, samples[0])
     hessians = (lax.cond(jnp.any(jnp.stack(selections)), lambda: hutchinson_estimate(hvp, samples), lambda: zeros)
                 if selections else zeros)
@@ -144,6 +149,6 @@ Adahessian = make_optimizer_class(
 
     `update_each`, `n_samples` and `avg_conv_kernel` are compile-time group entries here (timm:
     attributes of the optimizer, for every group; `to_torch_state_dict` leaves them out).
-    Differences from timm: a param that the loss does not use gets a zero gradient and steps
-    (timm's grad is None: skipped); complex params are refused at construction.
+    A param that the loss does not reach gets no gradient and is skipped, as timm skips
+    `p.grad is None`. Difference from timm: complex params are refused at construction.
     """)

@@ -18,7 +18,8 @@ differentiated and the update applied in the same jitted call, and the loss retu
 array: no host sync). It plays torch's closure that begins with `zero_grad()`: pending gradients
 are discarded. A closure returning `(loss, aux)` makes `step` return `(loss, aux)`.
 `step(..., clip_grad_norm=max_norm)` clips the gradients in the same call (optim/clip_grad.py).
-Every optimized leaf gets a gradient (zero where unused). A closure defined once
+A param the loss does not reach gets no gradient (None: skipped, as torch skips
+`p.grad is None` after its closure's `zero_grad()`). A closure defined once
 compiles once; a new function object (a per-step lambda) is a new jit key and retraces.
 `backward(grads)` accumulates explicit gradients (a tree in the params' structure, `None` for
 "no gradient") until `zero_grad()`; `step()` uses them; a leaf without gradient is skipped with
@@ -88,7 +89,6 @@ import copy
 import dataclasses
 import functools
 import inspect
-import itertools
 import operator
 import warnings
 import weakref
@@ -102,7 +102,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 
 from optax_like.core import hyperparams, numerics
-from optax_like.core.leaf_scalars import LeafScalars, is_leaf_scalars, per_leaf_scalars
+from optax_like.core.leaf_scalars import per_leaf_where_none
 from optax_like.core.tree import check_params, check_same_structure, is_none, path_str
 from optax_like.optim import _names
 from optax_like.optim import _state_dict
@@ -822,11 +822,7 @@ class Optimizer(OptimizerHooks):
         jitted step compiles once more), never inside a step."""
         for group, group_grads in zip(self._groups, grads):
             group.grads = group_grads
-            if any(map(operator.is_, group_grads, itertools.repeat(None))) and any(  # (C-level first: every step)
-                    gr is None and p is not None for gr, p in zip(group_grads, group.leaves)):
-                if any(isinstance(n, LeafScalars) and n.is_shared
-                       for n in jax.tree.leaves(group.state, is_leaf=is_leaf_scalars)):
-                    group.state = per_leaf_scalars(group.state)
+            group.state = per_leaf_where_none(group.state, group_grads, group.leaves)
 
     def _allow_pending_none_grads(self) -> None:
         """After the state was rebuilt (a load, an option edit): pending gradients set with a

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import jax
-
-from optax_like.core import hyperparams
+from optax_like.core import gradients, hyperparams
 from optax_like.core import validation as v
 from optax_like.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optax_like.optimizers._timm import check_compared
@@ -39,8 +37,11 @@ def adahessian(
     `optax_like.hutchinson` for the estimate alone):
 
         tx = optax_like.adahessian(lr=0.1, weight_decay=1e-4)
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        loss, grads = optax_like.value_and_grad(loss_fn, none_if_unreached=True)(params)
         updates, state = tx.update(grads, state, params, value_fn=loss_fn)
+
+    (`none_if_unreached`: None for a param the loss does not reach, which is then skipped, as
+    timm skips `p.grad is None`; `grads=None` does the same.)
 
     Chain: `scale_by_adahessian -> [add_decoupled_weight_decay]` (the decay block emits
     `p * c + u`: timm decays the param first). The probes come from a JAX PRNG key in the state,
@@ -71,7 +72,9 @@ def adahessian(
 
     def update(updates, state, params=None, **extra_args):
         if updates is None and extra_args.get("value_fn") is not None and params is not None:
-            updates = jax.grad(extra_args["value_fn"])(params)  # LBFGS's convention: value_fn's gradients
+            # LBFGS's convention: value_fn's gradients; None for a param it does not reach (timm's
+            # `p.grad is None`: skipped; the state then needs per-leaf scalars, `per_leaf_scalars`)
+            updates = gradients.grad(extra_args["value_fn"], none_if_unreached=True)(params)
         return inner.update(updates, state, params, **extra_args)  # pyright: ignore[reportArgumentType]
 
     return GradientTransformationExtraArgs(inner.init, update)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from optax_like.core import numerics
+from optax_like.core import gradients, numerics
 from optax_like.core.base import GradientTransformationExtraArgs, ScalarOrSchedule
 from optax_like.core.leaf_scalars import LeafScalars, increment_counts, init_counts, leaf_scalars, select_present
 from optax_like.core.torch_layout import FRESH, INT_STEP, STEPS_TAKEN, declare_torch_state
@@ -267,7 +267,8 @@ def scale_by_adahessian(
         if updates is None:  # LBFGS's convention: the gradients of value_fn at params
             if value_fn is None:
                 raise TypeError("scale_by_adahessian: updates=None needs value_fn= (the loss to differentiate)")
-            updates = jax.grad(value_fn)(params)
+            # None for a param value_fn does not reach: skipped, as timm skips `p.grad is None`
+            updates = gradients.grad(value_fn, none_if_unreached=True)(params)
         selection = adahessian_selection(state, updates, update_each)
         if hessian is None:
             assert value_fn is not None  # (exactly one of them, checked above)

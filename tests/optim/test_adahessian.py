@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+import optax_like as ol
 from optax_like import optim
 from optax_like.optim.adahessian import NEEDS_CLOSURE, _adahessian_node
 from tests.transforms.test_adahessian import (CONFIGS, INFO, RTOL, feeding, init_params, loss, probe_bits,
@@ -27,6 +28,7 @@ from tests.transforms.test_adahessian import (CONFIGS, INFO, RTOL, feeding, init
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 SPLIT = 2  # group 0: params[:2], group 1: params[2:] (its own lr)
+N_LOSS = 4  # the params loss() reads (W, b, K, c): others are not in its graph
 
 
 def _groups(params, kwargs):
@@ -34,9 +36,11 @@ def _groups(params, kwargs):
 
 
 def _bits(opt, n_samples, update_each, dtype):
-    """The probes our next step draws (grads as the step computes them)."""
+    """The probes our next step draws (grads as the step computes them: None for a param the
+    loss does not read, which neither timm nor the step draws a probe for)."""
     value_fn = functools.partial(loss, lib=jnp, dtype=dtype)
-    grads = jax.grad(lambda ps: value_fn([p for g in ps for p in g]))(list(opt.params))
+    grads = ol.grad(lambda ps: value_fn([p for g in ps for p in g][:N_LOSS]), none_if_unreached=True)(
+        list(opt.params))
     return probe_bits([(_adahessian_node(g.state), list(gg)) for g, gg in zip(opt._groups, grads)],
                       n_samples, update_each)
 
@@ -113,6 +117,27 @@ def test_state_dict_both_ways_recomputes_the_estimate_as_a_resumed_timm(config, 
             ours2.step(lambda groups: value_fn([p for g in groups for p in g]))
             assert worst_error([p for g in ours2.params for p in g], t2) <= RTOL["float64"]
         _state_entries_equal(ours2.state_dict()["state"], ref2.state_dict()["state"], "float64")
+
+
+def test_a_param_the_loss_does_not_read_is_skipped_as_timm_skips_it(x64):
+    """A param outside the loss's graph: timm's `p.grad is None` (no probe, no state but its
+    'hessian step', no decay). The class's step gives it no gradient either: it stays as it was,
+    and the others follow timm's (whose probes for them are drawn in the same order)."""
+    kwargs = dict(INFO.example, weight_decay=0.1)
+    p0 = init_params("float64") + [np.ones(3)]
+    tparams = [torch.tensor(p, requires_grad=True) for p in p0]
+    ref = INFO.new_reference(_groups(tparams, kwargs), **kwargs)
+    opt = INFO.new_adapter(_groups([jnp.asarray(p) for p in p0], kwargs), **kwargs)
+    value_fn = functools.partial(loss, lib=jnp, dtype="float64")
+    for _ in range(3):
+        with feeding(_bits(opt, 1, 1, "float64")):
+            ref.step(torch_closure(ref, tparams[:N_LOSS], "float64"))
+        opt.step(lambda groups: value_fn([p for g in groups for p in g][:N_LOSS]))
+        assert worst_error([p for g in opt.params for p in g], tparams) <= RTOL["float64"]
+    assert tparams[-1].grad is None
+    np.testing.assert_array_equal(np.asarray(opt.params[1][-1]), np.ones(3))
+    _state_entries_equal(opt.state_dict()["state"], ref.state_dict()["state"], "float64")
+    assert opt.state_dict()["state"][N_LOSS] == {"hessian step": 0}
 
 
 def test_step_needs_the_loss():

@@ -126,6 +126,51 @@ def test_missing_gradient_skips_leaf_and_accumulation_adds():
     assert {i: float(e["step"]) for i, e in ts.items()} == {i: float(e["step"]) for i, e in opt.state.items()}
 
 
+@pytest.mark.parametrize("cls, kwargs", [
+    ("Adam", dict(lr=0.1, weight_decay=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1, weight_decay=0.1)),
+])
+def test_closure_step_skips_a_param_the_loss_does_not_reach_as_torch(cls, kwargs, x64):
+    """torch's closure begins with `zero_grad()` (set_to_none): a param outside the loss's graph
+    (unused, or read through `detach()`) keeps `grad is None` and is skipped: no decay, no
+    momentum, no state until a step reaches it. `step(closure)` gives it no gradient either.
+    Two closures alternate, one reaching `b`, one not (its `stop_gradient` is torch's detach)."""
+    rng = np.random.default_rng(3)
+    a0, b0, x = (rng.standard_normal(s) for s in ((3, 2), (4,), (5, 3)))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a0, b0))
+    topt = getattr(torch.optim, cls)([ta, tb], foreach=False, **kwargs)
+    opt = getattr(optim, cls)([jnp.asarray(a0), jnp.asarray(b0)], **kwargs)
+    tx = torch.tensor(x)
+
+    def only_a(p, x):
+        return jnp.sum(jnp.tanh(x @ p[0]) ** 2) + jnp.sum(jax.lax.stop_gradient(p[1]))
+
+    def both(p, x):
+        return jnp.sum(jnp.tanh(x @ p[0]) ** 2) + jnp.sum(jnp.sin(p[1]))
+
+    for step, reach_b in enumerate([False, False, True, False, True]):
+        def closure():
+            topt.zero_grad()
+            value = torch.sum(torch.tanh(tx @ ta) ** 2)
+            value = value + (torch.sum(torch.sin(tb)) if reach_b else torch.sum(tb.detach()))
+            value.backward()
+            return value
+
+        theirs = topt.step(closure)
+        ours = opt.step(both if reach_b else only_a, jnp.asarray(x))
+        np.testing.assert_allclose(np.asarray(ours), theirs.detach().numpy(), rtol=1e-12)
+        for got, want in zip(opt.params, (ta, tb)):
+            np.testing.assert_allclose(np.asarray(got), want.detach().numpy(), rtol=1e-12, atol=1e-15)
+        ts, os_ = topt.state_dict()["state"], opt.state_dict()["state"]
+        assert {i for i, e in os_.items() if e} == set(ts), (step, os_.keys(), ts.keys())
+        for i, entry in ts.items():
+            for key, value in entry.items():
+                np.testing.assert_allclose(np.asarray(os_[i][key]), np.asarray(value), rtol=1e-12, atol=1e-15,
+                                           err_msg=f"step {step} param {i} {key}")
+    np.testing.assert_array_equal(np.asarray(opt.params[1]) != b0, True)  # reached at steps 2 and 4
+
+
 def test_zero_grad_set_to_none_false_steps_with_zero_gradient():
     params_np, grads_np = make_problem("float32", steps=2)
     tp, topt = _torch_run("SGD", dict(lr=0.1, weight_decay=0.5), params_np, grads_np)

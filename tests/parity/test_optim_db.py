@@ -239,7 +239,7 @@ def functional_run(name, desc, dtype, variant):
     tx = _functional_tx(name, kwargs, variant)
     params = [jnp.asarray(p) for p in _init(name, dtype)]
     state = tx.init(params)
-    if variant == "none_grad" and not record.closure:
+    if variant == "none_grad":  # (closure records: the loss leaves the last param out)
         state = ol.per_leaf_scalars(state)  # per-param counters: a leaf may miss its gradient
     if record.closure:
         loss = functools.partial(_lbfgs_loss, lib=jnp, dtype=dtype, variant=variant, name=name)
