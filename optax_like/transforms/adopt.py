@@ -74,16 +74,23 @@ def scale_by_adopt(
                         decay_lr=decay_lr, weight_decay=weight_decay)
         decays = validation.maybe_nonzero(h.weight_decay)
 
-        def math(leaf, g, m, v, p, t):
-            dtype = leaf.dtype
+        clips = numerics.plain(h.clip_exp) is not None
+
+        def step_scalars(t, dtype):  # once per step count, not per leaf
             first = lax.eq(t, jnp.ones_like(t))
+            if not clips:
+                return first, None
+            wide = numerics.float_dtype()
+            c = lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide))
+            return first, lax.convert_element_type(c, dtype)
+
+        def math(leaf, g, m, v, p, _t, scalars):
+            dtype = leaf.dtype
+            first, c = scalars
             moved = lax.add(p, lax.mul(decoupled_decay_alpha(h.decay_lr, h.weight_decay, dtype), p)) if decays else p
             denom = lax.max(lax.sqrt(v), numerics.scalar(h.eps, dtype))
             normed = lax.div(g, denom)
-            if numerics.plain(h.clip_exp) is not None:
-                wide = numerics.float_dtype()
-                c = lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide))
-                c = lax.convert_element_type(c, dtype)
+            if clips:
                 normed = lax.clamp(lax.neg(c), normed, c)
             # the stored moment is m_t except at the first step, where the update is 0 whatever
             # it is: the param's kernel reads the stored moment (XLA then keeps the division in
@@ -97,6 +104,7 @@ def scale_by_adopt(
             u = jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p))
             return u, m_out, jnp.where(first, lax.add(v, gg), v_new)
 
-        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,))
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
+                                step_scalars=step_scalars)
 
     return GradientTransformation(init, update)
