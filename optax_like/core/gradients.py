@@ -8,7 +8,7 @@ For real params the two are the same array.
 
     grads = optax_like.grad(loss_fn)(params)          # jax.grad, complex leaves conjugated
     updates, state = tx.update(grads, state, params)  # torch's numbers, complex params included
-    optimizer.backward(optax_like.grad(loss_fn)(optimizer.params))
+    optimizer.backward(optax_like.grad(loss_fn, none_if_unreached=True)(optimizer.params))
 
 `optimizer.step(loss_fn)` differentiates through `value_and_grad` below, so it needs nothing.
 
@@ -18,7 +18,10 @@ For real params the two are the same array.
 would step the param: momentum, weight decay). It adds no computation: an identity with a custom
 VJP around the differentiated leaves sees, while the backward pass is traced, which cotangents
 are symbolic zeros (no differentiable path from the value), and those leaves' zeros are replaced
-by None. The stateful adapter's `step(closure)` uses it.
+by None. The stateful adapter's `step(closure)` uses it. "Reach" follows JAX's derivatives:
+an op whose derivative JAX knows to be zero (`floor`, `round`, `sign`, ...) does not reach its
+input, where torch's graph does (a zero `.grad`); a param read only through one gets None here.
+A functional state needs per-leaf step counters for None leaves (`optax_like.per_leaf_scalars`).
 """
 
 from __future__ import annotations

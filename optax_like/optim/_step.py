@@ -208,6 +208,17 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
     return (loss, aux, grad_norm, found_inf if config.amp == "scale" else None), new_leaves, new_states, skipped
 
 
+def reached_by_closure(layout: Layout, closure: Callable, opt_leaves, frozen, args) -> list[tuple[bool, ...]]:
+    """Per group, per leaf: whether `closure`'s loss reaches the param (the step gives it a
+    gradient; `core.gradients`' `none_if_unreached`). Abstract: `jax.eval_shape`, no computation."""
+    def loss_of(leaves):
+        return split_aux(closure(user_tree(layout, leaves, frozen), *args))[0]
+
+    grads = jax.eval_shape(lambda leaves: value_and_grad(loss_of, none_if_unreached=True)(leaves)[1],
+                           tuple(tuple(group) for group in opt_leaves))
+    return [tuple(g is not None for g in group) for group in grads]
+
+
 def adapter_step(config: Config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp=None, count=None):
     return config.update(config, opt_leaves, states, frozen, hypers, grads, args, skipped, amp, count)
 

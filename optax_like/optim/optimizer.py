@@ -383,7 +383,9 @@ class Optimizer(OptimizerHooks):
     # Factory arguments read only from the groups that set them (see make_optimizer_class).
     _group_flags: tuple[str, ...] = ()
     _constructing = False  # True while the constructor adds its groups
-    _grads_after_closure = False  # the last step was a closure's, and zero_grad() has not run since
+    # (closure, args) of the last step when it was a closure's and zero_grad() has not run since:
+    # which params that closure reaches (`_step.reached_by_closure`) have gradients, as torch's do
+    _last_closure: tuple | None = None
 
     def __init__(self, params: Any, defaults: dict[str, Any], *, model: Any = None,
                  skip_nonfinite: bool = False) -> None:
@@ -882,10 +884,20 @@ class Optimizer(OptimizerHooks):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drops the pending gradients (or zeroes those that exist, as torch does)."""
         if set_to_none:
-            self._grads_after_closure = False
+            self._last_closure = None
         for group in self._groups:
             group.grads = ((None,) * len(group.grads) if set_to_none
                            else tuple(None if g is None else jnp.zeros_like(g) for g in group.grads))
+
+    def _closure_gradients(self) -> list[tuple[bool, ...]] | None:
+        """Per group, per leaf: whether the last `step(closure)` left the param a gradient (torch's
+        `p.grad is not None` after its closure: the loss reaches it); None when the last step
+        was not a closure's or `zero_grad()` ran since. Traces the closure (abstractly) once per
+        call: for rare readers (timm's `Lookahead.sync_lookahead`), not every step."""
+        if self._last_closure is None:
+            return None
+        closure, args = self._last_closure
+        return _step.reached_by_closure(self._layout, closure, [g.leaves for g in self._groups], self._frozen, args)
 
     # ------------------------------------------------------------------ step
     def step(self, closure: Callable | None = None, *args: Any, **kwargs: Any):
@@ -992,8 +1004,9 @@ class Optimizer(OptimizerHooks):
         for group, group_leaves, state in zip(groups, leaves, states):
             group.leaves, group.state = group_leaves, state
         # torch's closure leaves its gradients in p.grad (timm's Lookahead.sync_lookahead reads
-        # which params have one); ours are consumed inside the step: remember that they exist
-        self._grads_after_closure = closure is not None
+        # which params have one); ours are consumed inside the step: remember the call, whose
+        # reach tells which exist (`_closure_gradients`)
+        self._last_closure = None if closure is None else (closure, args)
         if self._has_group_entries:
             for group, record in zip(self._own_groups(), groups):
                 if record.entries is not None:  # the live entries: the new state's device scalars

@@ -162,14 +162,16 @@ class Lookahead(WrapperOptimizer):
 
     def sync_lookahead(self) -> None:
         """timm's `sync_lookahead()`: every param with a gradient (timm: `p.grad is not None`:
-        the pending ones, every param after a `step(closure)`; after `zero_grad()`, none) takes its slow weights now, `slow + alpha * (fast -
+        the pending ones, or after a `step(closure)` those its loss reaches; after `zero_grad()`,
+        none) takes its slow weights now, `slow + alpha * (fast -
         slow)` (the params themselves at a param's first sync), with its group's
         `lookahead_alpha`; the group's `lookahead_step` is unchanged. Typically called after the
         last step of an epoch, before evaluating."""
-        for group, record in zip(self._own_groups(), self._groups):
+        reached = self._closure_gradients()  # after a step(closure): the params its loss reaches
+        for i, (group, record) in enumerate(zip(self._own_groups(), self._groups)):
             params = record.treedef.unflatten(record.leaves)
-            present = tuple(leaf is not None and (g is not None or self._grads_after_closure)
-                            for leaf, g in zip(record.leaves, record.grads))
+            present = tuple(leaf is not None and (g is not None or (reached is not None and reached[i][j]))
+                            for j, (leaf, g) in enumerate(zip(record.leaves, record.grads)))
             alpha = jnp.asarray(hyperparams.concrete_value(group["lookahead_alpha"]), numerics.float_dtype())
             new_params, record.state = _sync(record.state, params, alpha, present)
             record.leaves = tuple(record.treedef.flatten_up_to(new_params))

@@ -37,11 +37,14 @@ def adahessian(
     `optax_like.hutchinson` for the estimate alone):
 
         tx = optax_like.adahessian(lr=0.1, weight_decay=1e-4)
+        state = optax_like.per_leaf_scalars(tx.init(params))
         loss, grads = optax_like.value_and_grad(loss_fn, none_if_unreached=True)(params)
         updates, state = tx.update(grads, state, params, value_fn=loss_fn)
 
     (`none_if_unreached`: None for a param the loss does not reach, which is then skipped, as
-    timm skips `p.grad is None`; `grads=None` does the same.)
+    timm skips `p.grad is None`; `grads=None` does the same. Such a None needs the per-leaf step
+    counters of `per_leaf_scalars`: the shared ones `init` gives raise a NoneGradientError naming
+    the leaf.)
 
     Chain: `scale_by_adahessian -> [add_decoupled_weight_decay]` (the decay block emits
     `p * c + u`: timm decays the param first). The probes come from a JAX PRNG key in the state,

@@ -228,7 +228,9 @@ def scale_by_adahessian(
         out  = -(lr / (1 - b1^t)) * m_t / d
 
     `update(updates, state, params, *, value_fn=None, hessian=None)`: `value_fn(params)` the
-    loss (updates=None: its gradient at params is the update's gradient; the transform draws
+    loss (updates=None: its gradient at params is the update's gradient, None for a param it
+    does not reach, skipped as timm skips `p.grad is None`, which needs `per_leaf_scalars`
+    state; the transform draws
     the probes and computes the products: `jax.jvp` of `jax.grad`,
     skipped by a `lax.cond` at steps where no leaf recomputes), or `hessian` the estimate for
     the probes `adahessian_probes(state, updates, ...)` gives (its leaves that are not

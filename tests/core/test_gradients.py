@@ -95,3 +95,16 @@ def test_none_if_unreached_same_program_values():
         return sum(1 for line in fn.lower(params).compile().as_text().splitlines() if " = " in line)
 
     assert ops(ours) <= ops(plain)  # no zeros are materialised for the unused leaf
+
+
+def test_zero_derivative_ops_do_not_reach_unlike_torch_and_the_documented_workaround():
+    """A documented deviation (docs/adapter.md): a param read only through `floor` (an op whose
+    JAX derivative is a symbolic zero) gets None here, where torch's graph holds it (`.grad`
+    zeros); `+ 0 * sum(p)` makes it reached, with torch's zeros."""
+    t = torch.tensor([0.5, 2.5], requires_grad=True)
+    torch.floor(t).sum().backward()
+    assert t.grad is not None and not t.grad.any()
+    p = {"w": jnp.asarray([0.5, 2.5])}
+    assert ol.grad(lambda q: jnp.sum(jnp.floor(q["w"])), none_if_unreached=True)(p)["w"] is None
+    grads = ol.grad(lambda q: jnp.sum(jnp.floor(q["w"])) + 0 * jnp.sum(q["w"]), none_if_unreached=True)(p)
+    np.testing.assert_array_equal(np.asarray(grads["w"]), t.grad.numpy())
