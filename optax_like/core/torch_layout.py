@@ -180,6 +180,9 @@ class TorchLayout:
     always: scalar fields every param has from construction, started or not (timm Adahessian
         sets `state[p]['hessian step'] = 0` in `__init__`): exported for every param; a loaded
         entry may hold only these (the node's other keys are then absent as a whole: not started).
+    negated: buffer fields the state holds with the opposite sign of the reference's (timm's
+        Adan keeps `neg_pre_grad = -g`; the state keeps `g`, which XLA passes on as it is where a
+        negation took a kernel of its own per leaf): exported and loaded negated (exact).
     lists: buffer fields whose per-param value is a tuple of arrays (timm's Kron: `Q`, one
         preconditioner factor per dim): exported as a Python list of them (the reference's list
         of tensors), loaded element by element against the fresh state's (same length, each of
@@ -207,6 +210,7 @@ class TorchLayout:
     torch_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     always: tuple[str, ...] = ()
     lists: tuple[str, ...] = ()
+    negated: tuple[str, ...] = ()
 
     def key(self, field: str) -> str:
         """The reference's key of `field` (`torch_keys`, else the field's name)."""
@@ -253,6 +257,7 @@ def declare_torch_state(
     torch_keys: Mapping[str, str] | None = None,
     always: tuple[str, ...] = (),
     lists: tuple[str, ...] = (),
+    negated: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
@@ -331,6 +336,11 @@ def declare_torch_state(
         if odd:
             raise TypeError(f"declare_torch_state({name}): lists fields {odd} must be reduced buffers")
         layout = dataclasses.replace(layout, lists=tuple(lists))
+    if negated:
+        odd = sorted(k for k in negated if k not in layout.buffers or k in (*layout.quantized, *layout.lists))
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): negated fields {odd} must be plain buffers")
+        layout = dataclasses.replace(layout, negated=tuple(negated))
     if started is None and not construction_args:
         if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")

@@ -38,7 +38,7 @@ the declarations and nothing else: no field names, shapes or dtypes are guessed.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +177,8 @@ def export_state(state: Any, treedef, leaves: Sequence, every_param: bool = Fals
                         buffer = buffer.astype(layout.buffer_dtypes[name])  # the reference's dtype
                     elif name in layout.lists:  # a tuple of arrays: the reference's list (timm Kron's Q)
                         buffer = list(buffer)
+                    if name in layout.negated:  # held with the opposite sign (timm Adan's neg_pre_grad)
+                        buffer = jnp.negative(cast(jax.Array, buffer))  # (declared plain: no codec, no list)
                     out[i][layout.key(name)] = buffer
         for name in layout.none_keys:
             for i in range(n):
@@ -521,6 +523,8 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
                 elif like is not None and key in per_param[i]:
                     tree_leaves[leaf_index] = _loaded_buffer(per_param[i][key], like, leaves[leaf_index],
                                                              layout.quantized.get(name), ids[i], key)
+                    if name in layout.negated:
+                        tree_leaves[leaf_index] = -tree_leaves[leaf_index]
             new[name] = treedef.unflatten(tree_leaves)
         for name, kind in layout.scalars.items():
             old = getattr(node, name)

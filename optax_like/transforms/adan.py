@@ -27,13 +27,14 @@ class ScaleByAdanState(NamedTuple):
     exp_avg: Any  # first moment of the gradient, params-shaped
     exp_avg_sq: Any  # second moment of g_t + beta2 (g_t - g_{t-1})
     exp_avg_diff: Any  # first moment of the gradient difference g_t - g_{t-1}
-    neg_pre_grad: Any  # minus the last gradient
+    pre_grad: Any  # the last gradient (timm keeps its negation, `neg_pre_grad`: exported negated)
     started: LeafScalars  # per-leaf count of steps with a gradient (timm has state once > 0)
     schedule_count: jax.Array  # updates applied so far, for scheduled hyperparameters
 
 
-declare_torch_state(ScaleByAdanState, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad"),
-                    started="started", internal={"started": STARTED, "schedule_count": STEPS_TAKEN})
+declare_torch_state(ScaleByAdanState, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"),
+                    started="started", internal={"started": STARTED, "schedule_count": STEPS_TAKEN},
+                    torch_keys={"pre_grad": "neg_pre_grad"}, negated=("pre_grad",))
 
 
 class AdanGroup(NamedTuple):
@@ -66,7 +67,8 @@ def scale_by_adan(
     """Adan's step, learning rate and decay included, in timm's order of operations (its
     single-tensor path), with `t` the group's step (counted at every update) and `d_t = g_t -
     g_{t-1}` (0 at a param's first gradient and at the group's first step: timm resets its
-    `neg_pre_grad` to `-g` there):
+    `neg_pre_grad` to `-g` there; the state keeps the last gradient itself, `pre_grad`, and
+    the state dict exports timm's negation):
 
         m_t  = lerp(m, g, 1 - b1)
         a_t  = b2 a + (1 - b2) d_t                          (exp_avg_diff)
@@ -91,7 +93,7 @@ def scale_by_adan(
             refuse_complex_caution(params)
         per_param = ScaleByAdanState(
             exp_avg=zeros_like(params), exp_avg_sq=zeros_like(params), exp_avg_diff=zeros_like(params),
-            neg_pre_grad=zeros_like(params), started=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
+            pre_grad=zeros_like(params), started=init_counts(params), schedule_count=jnp.zeros((), jnp.int32))
         return AdanState(per_param, AdanGroup(jnp.zeros((), jnp.int32)))
 
     def update(updates, state, params=None):
@@ -119,12 +121,13 @@ def scale_by_adan(
                 memo[dtype] = scalars
             return memo[dtype]
 
-        def math(leaf, g, m, n, a, neg_pre, p, count, scalars):
+        def math(leaf, g, m, n, a, pre, p, count, scalars):
             started, _ = count
             neg_step, neg_step_diff, bc3_sqrt = scalars[:3]
             dtype = leaf.dtype
             fresh = jnp.logical_or(lax.eq(started, jnp.zeros_like(started)), lax.eq(step, jnp.ones_like(step)))
-            d = lax.add(jnp.where(fresh, lax.neg(g), neg_pre), g)  # timm's neg_pre_grad.add_(grad)
+            # timm's neg_pre_grad.add_(grad), neg_pre_grad = -pre: the same rounding as g - pre
+            d = lax.sub(g, jnp.where(fresh, g, pre))
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
             a = lax.add(lax.mul(a, numerics.scalar(h.b2, dtype)), lax.mul(numerics.one_minus(h.b2, dtype), d))
             z = lax.add(lax.mul(d, numerics.scalar(h.b2, dtype)), g)
@@ -150,10 +153,10 @@ def scale_by_adan(
             moved = lax.add(moved, q_a)
             if decays and not no_prox:
                 moved = lax.div(moved, scalars[3])
-            return lax.sub(moved, p), m, n, a, lax.neg(g)
+            return lax.sub(moved, p), m, n, a, g
 
         new_updates, per_param = per_param_update(
-            state.params, updates, math, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "neg_pre_grad"),
+            state.params, updates, math, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"),
             inputs=(params,), step_field="started", counts=state.params.started.map(lambda s: (s, step)),
             step_scalars=step_scalars)
         return new_updates, AdanState(per_param, AdanGroup(step))

@@ -75,6 +75,8 @@ def test_undeclared_state_is_an_error_naming_the_field():
     (dict(buffers=("a",), scalars={"step": STEP}, internal={"count": STEPS_TAKEN}, started="a"), "started='a'"),
     (dict(export=lambda state: {}), "both export and load"),
     (dict(buffers=("a",), export=lambda state: {}, load=lambda fresh, entry: fresh), "declares no buffers"),
+    (dict(buffers=("a",), scalars={"step": STEP}, internal={"count": STEPS_TAKEN}, started="step",
+          negated=("step",)), "negated fields ['step'] must be plain buffers"),
 ])
 def test_declarations_are_checked_at_import(kwargs, message):
     class S(NamedTuple):
