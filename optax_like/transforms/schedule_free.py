@@ -495,6 +495,7 @@ def scale_by_schedule_free(
             c, a, lr_d = scalars[:3]
             dtype = leaf.dtype
             rd = leaf.rounded  # torch writes every in-place result back into the param's dtype
+            gn_y = None  # the y update's gn where it recomputes its own (below)
             if adaptive and leaf.is_complex:  # schedulefree's complex ops (addcmul_(g, g), sqrt, div)
                 v, y = rest[0], rest[1]
                 gc, vc = leaf.as_complex(grad, v)
@@ -506,17 +507,27 @@ def scale_by_schedule_free(
                 v, y = rest[0], rest[1]
                 v = rd(lax.mul(v, numerics.scalar(h.b2, dtype)))
                 v = rd(_fma(lax.mul(numerics.one_minus(h.b2, dtype), grad), grad, v))
-                denom = rd(lax.div(v, scalars[3]))
-                denom = rd(lax.add(rd(lax.sqrt(denom)), numerics.scalar(h.eps, dtype)))
-                normalized = rd(lax.div(grad, denom))
-                gn = normalized if radam_on is None else jnp.where(radam_on, normalized, grad)
+
+                def normalized_of(grad, v):
+                    denom = rd(lax.div(v, scalars[3]))
+                    denom = rd(lax.add(rd(lax.sqrt(denom)), numerics.scalar(h.eps, dtype)))
+                    normalized = rd(lax.div(grad, denom))
+                    return normalized if radam_on is None else jnp.where(radam_on, normalized, grad)
+
+                gn = normalized_of(grad, v)
+                # The y update recomputes it from its inputs behind a barrier (the same numbers):
+                # XLA then computes it inside both the z and the y kernels, where one shared
+                # result (its fusion does not duplicate a divide) was written to memory and read twice
+                gn_y = normalized_of(*lax.optimization_barrier((grad, v)))
             else:
                 y = rest[0]
                 gn = grad
+            gn_y = gn if gn_y is None else gn_y
             if decays:
                 gn = rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn))
+                gn_y = rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn_y))
             new_y = rd(_lerp(y, z, c))
-            new_y = rd(_fma(jnp.broadcast_to(a, gn.shape), gn, new_y))
+            new_y = rd(_fma(jnp.broadcast_to(a, gn_y.shape), gn_y, new_y))
             new_z = _fma(jnp.broadcast_to(lax.neg(lr_d), gn.shape), gn, z)
             u = lax.sub(new_y, y)
             return (u, new_z, v) if adaptive else (u, new_z)
