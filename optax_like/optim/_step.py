@@ -129,6 +129,20 @@ def split_aux(out):
     return out, None
 
 
+def closure_loss(layout: Layout, closure: Callable, frozen, args) -> Callable:
+    """The closure as a function of the groups' leaves: `leaves -> (loss, aux)` (`split_aux`)."""
+    return lambda leaves: split_aux(closure(user_tree(layout, leaves, frozen), *args))
+
+
+def closure_gradients(loss_of: Callable, opt_leaves, states) -> tuple:
+    """`((value, aux), grads, states)` for `loss_of(leaves) -> (value, aux)`: torch's `.grad` of
+    every group's leaves (conjugated for complex params; None for a param the value does not
+    reach, which the update skips, as torch skips `p.grad is None`) and the groups' states, each
+    with per-leaf step counters where one of its leaves got None."""
+    value, grads = value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(tuple(opt_leaves))
+    return value, grads, tuple(per_leaf_where_none(s, g, leaves) for s, g, leaves in zip(states, grads, opt_leaves))
+
+
 class Config(NamedTuple):
     """The static part of a step (the jit key)."""
 
@@ -160,14 +174,14 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
     loss = aux = None
     found_inf = amp if config.amp == "skip" else None
     if closure is not None:
+        loss_and_aux = closure_loss(layout, closure, frozen, args)
+
         def loss_of(leaves):
-            loss, aux = split_aux(closure(user_tree(layout, leaves, frozen), *args))
+            loss, aux = loss_and_aux(leaves)
             # torch's `scaler.scale(loss).backward()`; the step returns the loss itself
             return (mixed_precision.scale_loss(loss, amp) if config.amp == "scale" else loss), (loss, aux)
 
-        # torch's `.grad`: conjugated for complex params, None for a param the loss does not reach (skipped)
-        (_, (loss, aux)), grads = value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(opt_leaves)
-        states = tuple(per_leaf_where_none(s, g, leaves) for s, g, leaves in zip(states, grads, opt_leaves))
+        (_, (loss, aux)), grads, states = closure_gradients(loss_of, opt_leaves, states)
         if config.amp == "scale":
             grads, found_inf = mixed_precision.unscale_grads(grads, amp)
     grads, grad_norm = _clip.apply_step_clip(config.clip, grads)
@@ -211,10 +225,8 @@ def gradient_update(config: Config, opt_leaves, states, frozen, hypers, grads, a
 def reached_by_closure(layout: Layout, closure: Callable, opt_leaves, frozen, args) -> list[tuple[bool, ...]]:
     """Per group, per leaf: whether `closure`'s loss reaches the param (the step gives it a
     gradient; `core.gradients`' `none_if_unreached`). Abstract: `jax.eval_shape`, no computation."""
-    def loss_of(leaves):
-        return split_aux(closure(user_tree(layout, leaves, frozen), *args))[0]
-
-    grads = jax.eval_shape(lambda leaves: value_and_grad(loss_of, none_if_unreached=True)(leaves)[1],
+    loss_of = closure_loss(layout, closure, frozen, args)
+    grads = jax.eval_shape(lambda leaves: value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(leaves)[1],
                            tuple(tuple(group) for group in opt_leaves))
     return [tuple(g is not None for g in group) for group in grads]
 

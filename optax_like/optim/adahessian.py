@@ -17,8 +17,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from optax_like import registry as _registry
-from optax_like.core.gradients import value_and_grad
-from optax_like.core.leaf_scalars import per_leaf_where_none
 from optax_like.core.tree import is_none
 from optax_like.optim import _step
 from optax_like.optim.optimizer import Optimizer, make_optimizer_class
@@ -49,12 +47,9 @@ def adahessian_update(config: _step.Config, opt_leaves, states, frozen, hypers, 
     closure: Callable = config.closure  # pyright: ignore[reportAssignmentType]  (_step refuses None)
     layout, specs = config.layout, config.specs
 
-    def loss_of(leaves):
-        return _step.split_aux(closure(_step.user_tree(layout, leaves, frozen), *args))
-
+    loss_of = _step.closure_loss(layout, closure, frozen, args)
     # a param the loss does not reach gets None (timm's `p.grad is None`: skipped, no probe)
-    (loss, aux), grads = value_and_grad(loss_of, has_aux=True, none_if_unreached=True)(tuple(opt_leaves))
-    states = tuple(per_leaf_where_none(s, g, leaves) for s, g, leaves in zip(states, grads, opt_leaves))
+    (loss, aux), grads, states = _step.closure_gradients(loss_of, opt_leaves, states)
     trees = [treedef.unflatten(g) for treedef, g in zip(layout.group_defs, grads)]
     options = [dict(spec.static_items) for spec in specs]
     n_samples = {o["n_samples"] for o in options}

@@ -522,10 +522,11 @@ def scale_by_schedule_free(
             else:
                 y = rest[0]
                 gn = grad
-            gn_y = gn if gn_y is None else gn_y
-            if decays:
-                gn = rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn))
-                gn_y = rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn_y))
+            def decayed(gn):
+                return rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn)) if decays else gn
+
+            gn = decayed(gn)
+            gn_y = gn if gn_y is None else decayed(gn_y)
             new_y = rd(_lerp(y, z, c))
             new_y = rd(_fma(jnp.broadcast_to(a, gn_y.shape), gn_y, new_y))
             new_z = _fma(jnp.broadcast_to(lax.neg(lr_d), gn.shape), gn, z)
