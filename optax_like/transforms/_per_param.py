@@ -23,6 +23,18 @@ sizes) are computed by a `step_scalars(count, dtype)` function given to `per_par
 not inside `math`: `per_param_update` computes them once per distinct (count, dtype), hands
 them to `math`, and gives a scalar that only one leaf uses a second use (see
 `per_param_update`), so that a leaf rounds alone as it does in a model.
+
+Uniform kernels: XLA:CPU compiles each distinct fused kernel once (160 same-shaped Adam leaves
+compile in 0.3 s, 160 different shapes in 3.6 s), so compile time follows the number of distinct
+kernels, and a kernel whose parameters come in another order is another kernel. XLA numbers a
+fusion's parameters in the order it fuses producers, latest in post-order first. A traced
+scalar's broadcast to a leaf's shape is shared (CSE) by every leaf of that shape: for the first
+such leaf it sits inside the leaf's own graph, for the others before it. Where it is an operand
+after one of the leaf's arrays (`clamp(-c, x, c)`: `c` after `x`), the first leaf of each shape
+gets a kernel of its own; written as the first operand of each op that reads it
+(`min(c, max(-c, x))`), it is fused last in every leaf, and all leaves of a shape share kernels
+(adopt: 104 -> 86 distinct kernels on ResNet-50's shapes, optax's count).
+`benchmarks/model_shapes.py` reports the count ("distinct kernels").
 """
 
 from __future__ import annotations

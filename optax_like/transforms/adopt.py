@@ -77,32 +77,43 @@ def scale_by_adopt(
         clips = numerics.plain(h.clip_exp) is not None
 
         def step_scalars(t, dtype):  # once per step count, not per leaf
+            # timm's first step sets v = g * g and moves neither m nor the param. Here the first
+            # step is in the step scalars where that is exact: v's update weights (b2, 1 - b2)
+            # become (0, 1), which from the fresh v = 0 give 0 * 0 + (1 * g) * g = g * g, and
+            # the step size -lr becomes 0 (the moment it multiplies is the fresh m = 0). The
+            # moment (whose normalised gradient may be inf or NaN at the first step, g / eps)
+            # and the update (p - p is NaN for an inf param) keep an elementwise select.
             first = lax.eq(t, jnp.ones_like(t))
+            zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+            b2_ = jnp.where(first, zero, numerics.scalar(h.b2, dtype))
+            w2 = jnp.where(first, one, numerics.one_minus(h.b2, dtype))
+            neg_lr = jnp.where(first, zero, lax.neg(jnp.asarray(numerics.scalar(h.lr, dtype))))
             if not clips:
-                return first, None
+                return first, None, b2_, w2, neg_lr
             wide = numerics.float_dtype()
-            c = lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide))
-            return first, lax.convert_element_type(c, dtype)
+            c = lax.convert_element_type(lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide)), dtype)
+            return first, (lax.neg(c), c), b2_, w2, neg_lr
 
         def math(leaf, g, m, v, p, _t, scalars):
             dtype = leaf.dtype
-            first, c = scalars
+            first, c, b2_, w2, neg_lr = scalars
             moved = lax.add(p, lax.mul(decoupled_decay_alpha(h.decay_lr, h.weight_decay, dtype), p)) if decays else p
             denom = lax.max(lax.sqrt(v), numerics.scalar(h.eps, dtype))
             normed = lax.div(g, denom)
-            if clips:
-                normed = lax.clamp(lax.neg(c), normed, c)
-            # the stored moment is m_t except at the first step, where the update is 0 whatever
-            # it is: the param's kernel reads the stored moment (XLA then keeps the division in
-            # the moment's kernel and writes m in place; from m_t it would recompute the lerp
-            # from m and a materialised g / denom, and copy m first)
+            if clips:  # clamp(normed, -c, c), the broadcast scalars first (see
+                # transforms/_per_param.py, "Uniform kernels")
+                normed = lax.min(c[1], lax.max(c[0], normed))
+            # the stored moment is m_t except at the first step (m): the param's kernel reads the
+            # stored moment (XLA then keeps the division in the moment's kernel and writes m in
+            # place; from m_t it would recompute the lerp from m and a materialised g / denom,
+            # and copy m first)
             m_out = jnp.where(first, m, numerics.lerp(m, normed, numerics.one_minus(h.b1, dtype)))
             step = cautious(m_out, g) if caution else m_out
-            moved = lax.add(moved, lax.mul(numerics.scalar(h.lr, dtype), lax.neg(step)))
-            gg = lax.mul(g, g)
-            v_new = lax.add(lax.mul(v, numerics.scalar(h.b2, dtype)), lax.mul(lax.mul(numerics.one_minus(h.b2, dtype), g), g))
+            moved = lax.add(moved, lax.mul(neg_lr, step))  # timm's p.add_(m, alpha=-lr)
+            v_new = lax.add(lax.mul(v, b2_), lax.mul(lax.mul(w2, g), g))
+            # the first step's update is 0, not p - p (an inf param stays inf, as timm's)
             u = jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p))
-            return u, m_out, jnp.where(first, lax.add(v, gg), v_new)
+            return u, m_out, v_new
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
                                 step_scalars=step_scalars)
