@@ -437,12 +437,14 @@ def measure(opt_name, spec, shapes, args, device, with_adapter=False, time_steps
     n_params = int(sum(np.prod(s) for s in shapes))
     param_bytes = 4 * n_params
     compile_s = collections.defaultdict(list)
-    last = {}
+    # Nothing of an earlier compile is alive during a timed one (a kept Lowered/Compiled pair of
+    # ResNet-50's step made the next compiles of both libraries ~10% slower, optax_like's more);
+    # the program the rows run and describe is one more compile, untimed.
     for _ in range(compiles or args.compiles):
         for lib, (factory, apply) in libs.items():
-            seconds, lowered, compiled, tx = fresh_compile(factory, apply, shapes, device)
-            compile_s[lib].append(seconds)
-            last[lib] = (lowered, compiled, tx)
+            compile_s[lib].append(fresh_compile(factory, apply, shapes, device)[0])
+            gc.collect()
+    last = {lib: fresh_compile(factory, apply, shapes, device)[1:] for lib, (factory, apply) in libs.items()}
     row = dict(optimizer=opt_name, leaves=len(shapes), params=n_params, note=note, values=values)
     if "optax" in compile_s:  # per-round ratios: a slow round (load) hits both of its compiles
         row["compile_ratio"] = float(np.median(np.divide(compile_s["ol"], compile_s["optax"])))

@@ -82,7 +82,8 @@ def scale_by_adopt(
             # become (0, 1), which from the fresh v = 0 give 0 * 0 + (1 * g) * g = g * g, and
             # the step size -lr becomes 0 (the moment it multiplies is the fresh m = 0). The
             # moment (whose normalised gradient may be inf or NaN at the first step, g / eps)
-            # and the update (p - p is NaN for an inf param) keep an elementwise select.
+            # and a decayed param's update (p - p is NaN for an inf param) keep an elementwise
+            # select.
             first = lax.eq(t, jnp.ones_like(t))
             zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
             b2_ = jnp.where(first, zero, numerics.scalar(h.b2, dtype))
@@ -109,11 +110,12 @@ def scale_by_adopt(
             # and copy m first)
             m_out = jnp.where(first, m, numerics.lerp(m, normed, numerics.one_minus(h.b1, dtype)))
             step = cautious(m_out, g) if caution else m_out
-            moved = lax.add(moved, lax.mul(neg_lr, step))  # timm's p.add_(m, alpha=-lr)
             v_new = lax.add(lax.mul(v, b2_), lax.mul(lax.mul(w2, g), g))
+            if not decays:  # timm's p.add_(m, alpha=-lr) is p + u
+                return lax.mul(neg_lr, step), m_out, v_new
+            moved = lax.add(moved, lax.mul(neg_lr, step))
             # the first step's update is 0, not p - p (an inf param stays inf, as timm's)
-            u = jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p))
-            return u, m_out, v_new
+            return jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p)), m_out, v_new
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
                                 step_scalars=step_scalars)
