@@ -90,20 +90,20 @@ def scale_by_adopt(
             w2 = jnp.where(first, one, numerics.one_minus(h.b2, dtype))
             neg_lr = jnp.where(first, zero, lax.neg(jnp.asarray(numerics.scalar(h.lr, dtype))))
             if not clips:
-                return first, None, b2_, w2, neg_lr
+                return first, None, None, b2_, w2, neg_lr
             wide = numerics.float_dtype()
             c = lax.convert_element_type(lax.pow(lax.convert_element_type(t - 1, wide), numerics.scalar(h.clip_exp, wide)), dtype)
-            return first, (lax.neg(c), c), b2_, w2, neg_lr
+            return first, lax.neg(c), c, b2_, w2, neg_lr
 
         def math(leaf, g, m, v, p, _t, scalars):
             dtype = leaf.dtype
-            first, c, b2_, w2, neg_lr = scalars
+            first, neg_c, c, b2_, w2, neg_lr = scalars
             moved = lax.add(p, lax.mul(decoupled_decay_alpha(h.decay_lr, h.weight_decay, dtype), p)) if decays else p
             denom = lax.max(lax.sqrt(v), numerics.scalar(h.eps, dtype))
             normed = lax.div(g, denom)
             if clips:  # clamp(normed, -c, c), the broadcast scalars first (see
                 # transforms/_per_param.py, "Uniform kernels")
-                normed = lax.min(c[1], lax.max(c[0], normed))
+                normed = lax.min(c, lax.max(neg_c, normed))
             # the stored moment is m_t except at the first step (m): the param's kernel reads the
             # stored moment (XLA then keeps the division in the moment's kernel and writes m in
             # place; from m_t it would recompute the lerp from m and a materialised g / denom,

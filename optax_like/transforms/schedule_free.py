@@ -37,6 +37,33 @@ _F32 = jnp.dtype(jnp.float32)
 
 
 # --------------------------------------------------------------------------- wide scalars
+class _Host:
+    """A wide number whose float64 value is known while tracing (a hyperparameter given as a
+    Python number, or host math on such numbers). `_Wide` computes an operation on two of them
+    on the host, in float64 (Python's own float arithmetic: schedulefree's numbers exactly),
+    skips a product by 1, and makes the `(hi, lo)` pair (`pair`, indexable as one) only where
+    a traced number meets it: the traced step holds only the arithmetic that depends on the
+    step (schedule-free AdamW's scalars: 27 -> 18 fusions in a one-leaf step)."""
+
+    __slots__ = ("value", "_wide", "_pair")
+
+    def __init__(self, value: Any, wide: "_Wide"):
+        self.value = np.float64(value)
+        self._wide = wide
+        self._pair = None
+
+    def pair(self):
+        if self._pair is None:
+            self._pair = self._wide.pair_of(self.value)
+        return self._pair
+
+    def __getitem__(self, index):
+        return self.pair()[index]
+
+    def __iter__(self):
+        return iter(self.pair())
+
+
 class _Wide:
     """Scalar arithmetic standing in for Python's float64 host math inside a traced step.
 
@@ -45,7 +72,8 @@ class _Wide:
     double-float, normalised (`|lo| <= ulp(hi) / 2`), so `hi` is the value rounded to float32.
     Dekker's products split operands by masking their low 12 bits, so every partial product
     is exact and an FMA contraction by XLA changes nothing; the rounded product itself goes
-    through a select XLA cannot contract into the add that follows.
+    through a select XLA cannot contract into the add that follows. A number known on the host
+    is a `_Host` (its float64 value; operations on two of them are done on the host).
     """
 
     def __init__(self):
@@ -53,14 +81,17 @@ class _Wide:
         self.dtype = numerics.float_dtype()
 
     # construction
-    def host(self, value: float):
-        v = np.float64(value)
+    def host(self, value: float) -> _Host:
+        return _Host(value, self)
+
+    def pair_of(self, value: np.float64):
+        """The traced `(hi, lo)` pair of a float64 value."""
         if self.x64:
-            return jnp.asarray(v, jnp.float64), jnp.zeros((), jnp.float64)
-        hi = np.float32(v)
+            return jnp.asarray(value, jnp.float64), jnp.zeros((), jnp.float64)
+        hi = np.float32(value)
         # Behind a barrier: XLA's simplifier folds `(x + C) - C` to `x` for constants C,
         # which erases TwoSum's error term.
-        return lax.optimization_barrier((jnp.asarray(hi), jnp.asarray(np.float32(v - np.float64(hi)))))
+        return lax.optimization_barrier((jnp.asarray(hi), jnp.asarray(np.float32(value - np.float64(hi)))))
 
     def of(self, x: Any):
         """A hyperparameter (host number, traced scalar or `PreciseScalar`) as a wide number.
@@ -78,6 +109,18 @@ class _Wide:
             return n.astype(jnp.float64), jnp.zeros((), jnp.float64)
         hi = n.astype(_F32)
         return hi, (n - hi.astype(jnp.int32)).astype(_F32)
+
+    @staticmethod
+    def _hosts(*xs) -> bool:
+        return all(isinstance(x, _Host) for x in xs)
+
+    @staticmethod
+    def _is(x, value: float) -> bool:
+        return isinstance(x, _Host) and x.value == value
+
+    def _folded(self, fn, *xs) -> _Host:
+        with np.errstate(all="ignore"):  # inf and nan as float64 arithmetic gives them
+            return self.host(fn(*(x.value for x in xs)))
 
     # arithmetic
     @staticmethod
@@ -103,24 +146,34 @@ class _Wide:
         return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
     def add(self, x, y):
+        if self._hosts(x, y):
+            return self._folded(np.add, x, y)
         if self.x64:
             return x[0] + y[0], x[1]
         s, e = self._two_sum(x[0], y[0])
         return self._quick(s, e + (x[1] + y[1]))
 
     def neg(self, x):
+        if isinstance(x, _Host):
+            return self.host(-x.value)
         return -x[0], -x[1]
 
     def sub(self, x, y):
         return self.add(x, self.neg(y))
 
     def mul(self, x, y):
+        if self._hosts(x, y):
+            return self._folded(np.multiply, x, y)
+        if self._is(x, 1.0) or self._is(y, 1.0):  # exact: 1 * (hi, lo) is (hi, lo)
+            return y if self._is(x, 1.0) else x
         if self.x64:
             return x[0] * y[0], x[1]
         p, e = self._two_prod(x[0], y[0])
         return self._quick(p, e + (x[0] * y[1] + x[1] * y[0]))
 
     def div(self, x, y):
+        if self._hosts(x, y):
+            return self._folded(np.divide, x, y)
         if self.x64:
             return x[0] / y[0], x[1]
         q1 = x[0] / y[0]
@@ -132,6 +185,8 @@ class _Wide:
         """`x ** exponent`: wide for a non-negative integer or half-integer host exponent, else
         `pow` in the widest float (float32 without x64: ~1 ulp of float32 in the weight)."""
         e = numerics.plain(exponent)
+        if numerics.is_host_scalar(e) and isinstance(x, _Host):
+            return self._folded(lambda v: v ** np.float64(float(e)), x)
         if numerics.is_host_scalar(e) and float(e) != int(e) and float(2 * e) == int(2 * e) and 0 < e <= 32:
             return self.sqrt(self.power(x, int(2 * e)))  # half-integer powers (r=0.5) stay exact
         if numerics.is_host_scalar(e) and float(e) == int(e) and 0 <= int(e) <= 64:
@@ -150,6 +205,8 @@ class _Wide:
 
     def sqrt(self, x):
         """The square root (wide; one Newton correction of float32's correctly rounded sqrt)."""
+        if isinstance(x, _Host):
+            return self._folded(np.sqrt, x)
         if self.x64:
             return jnp.sqrt(x[0]), x[1]
         root = jnp.sqrt(x[0])
@@ -164,20 +221,28 @@ class _Wide:
         arithmetic (~62 rounded products, ~1e-12 relative without x64)."""
         if self.x64:
             return jnp.power(x[0], n.astype(jnp.float64)), x[1]
-        out, _, _ = lax.fori_loop(0, 31, _power_step, (self.host(1.0), x, n))
+        out, _, _ = lax.fori_loop(0, 31, _power_step, (tuple(self.host(1.0)), tuple(x), n))
         return out
 
     def where(self, cond, x, y):
+        if isinstance(cond, (bool, np.bool_)):
+            return x if cond else y
         return jnp.where(cond, x[0], y[0]), jnp.where(cond, x[1], y[1])
 
     def greater(self, x, y):
+        if self._hosts(x, y):
+            return bool(x.value > y.value)
         return (x[0] > y[0]) | ((x[0] == y[0]) & (x[1] > y[1]))
 
     def is_zero(self, x):
+        if isinstance(x, _Host):
+            return bool(x.value == 0)
         return (x[0] == 0) & (x[1] == 0)
 
     def rounded(self, x, dtype):
         """The value rounded once to `dtype` (as torch rounds a Python scalar into a tensor op)."""
+        if isinstance(x, _Host):  # (through float32 without x64, as the pair's hi)
+            return jnp.asarray(np.float64(x.value) if self.x64 else np.float32(x.value)).astype(dtype)
         if self.x64:
             return x[0].astype(dtype)
         if jnp.dtype(dtype) == _F32:
@@ -225,14 +290,21 @@ def _fma(a, b, c):
     return lax.add(lax.mul(a, b), c)
 
 
-def _lerp(start, end, weight):
+def _lerp_weights(weight) -> tuple:
+    """`(|w| < 0.5, w or w - 1)` of `_lerp` for a scalar weight (computed once per step where
+    every leaf lerps by the same weight)."""
+    small = jnp.abs(weight) < 0.5  # (jnp: a complex weight's modulus)
+    return small, jnp.where(small, weight, weight - jnp.ones((), weight.dtype))
+
+
+def _lerp(start, end, weight, weights: tuple | None = None):
     """torch's CPU `start.lerp_(end, weight)` (`lerp_vec`): `fma(w, end - start, start)` for
-    |w| < 0.5, else `fma(w - 1, end - start, end)` (w - 1 in the tensor's dtype)."""
+    |w| < 0.5, else `fma(w - 1, end - start, end)` (w - 1 in the tensor's dtype). `weights`:
+    `_lerp_weights(weight)`, when already computed."""
+    small, coeff = _lerp_weights(weight) if weights is None else weights
     diff = lax.sub(end, start)
-    small = jnp.abs(weight) < 0.5
-    coeff = jnp.where(small, weight, weight - jnp.ones((), weight.dtype))
-    base = jnp.where(small, start, end)
-    return _fma(jnp.broadcast_to(coeff, diff.shape), diff, base)
+    base = lax.select(lax.broadcast_in_dim(small, diff.shape, ()), start, end)
+    return _fma(coeff, diff, base)
 
 
 # --------------------------------------------------------------------------- state
@@ -488,11 +560,13 @@ def scale_by_schedule_free(
         def step_scalars(count, dtype):
             del count
             out = (wide.rounded(ckp1, dtype), wide.rounded(y_lr, dtype), wide.rounded(lr_t, dtype))
-            return _computed_once(out + ((bc2_of(dtype),) if adaptive else ()), step)
+            out = _computed_once(out + ((bc2_of(dtype),) if adaptive else ()), step)
+            return out + _lerp_weights(out[0])  # the y lerp's weight: the same for every leaf
 
         def math(leaf, grad, z, *rest):
             scalars = rest[-1]
             c, a, lr_d = scalars[:3]
+            c_weights = scalars[-2:]
             dtype = leaf.dtype
             rd = leaf.rounded  # torch writes every in-place result back into the param's dtype
             gn_y = None  # the y update's gn where it recomputes its own (below)
@@ -523,13 +597,13 @@ def scale_by_schedule_free(
                 y = rest[0]
                 gn = grad
             def decayed(gn):
-                return rd(_fma(jnp.broadcast_to(numerics.scalar(h.weight_decay, dtype), y.shape), y, gn)) if decays else gn
+                return rd(_fma(numerics.scalar(h.weight_decay, dtype), y, gn)) if decays else gn
 
             gn = decayed(gn)
             gn_y = gn if gn_y is None else decayed(gn_y)
-            new_y = rd(_lerp(y, z, c))
-            new_y = rd(_fma(jnp.broadcast_to(a, gn_y.shape), gn_y, new_y))
-            new_z = _fma(jnp.broadcast_to(lax.neg(lr_d), gn.shape), gn, z)
+            new_y = rd(_lerp(y, z, c, c_weights))
+            new_y = rd(_fma(a, gn_y, new_y))
+            new_z = _fma(lax.neg(lr_d), gn, z)
             u = lax.sub(new_y, y)
             return (u, new_z, v) if adaptive else (u, new_z)
 
