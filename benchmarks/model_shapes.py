@@ -24,7 +24,10 @@ state donated, on the CPU device. Columns:
   back to back, so a slow round from the machine's load hits both). On this 2-cpu machine
   single rows still move by up to 0.14 between two runs (session 6: ResNet-50 AdamW 1.01,
   then 1.15): compare rows across runs, not one row of one run.
-  Includes tracing and lowering of the step, not `init` (run eagerly once).
+  Includes tracing and lowering of the step, not `init` (run eagerly once). Nothing of an
+  earlier compile is alive during a timed one (`gc.collect()` between them; since session 15:
+  a kept Lowered/Compiled pair of the previous round slowed both libraries' next compiles by
+  ~10%, optax_like's more); the program the row describes and times is one more compile.
 - program stats, from the same lowering and compiled executable (deterministic): StableHLO ops
   per leaf, fusions and distinct kernels (fused computations that differ after renaming; XLA:CPU
   emits one kernel per distinct one), values moved per param (bytes read and written by the
