@@ -43,7 +43,7 @@ class _Host:
     on the host, in float64 (Python's own float arithmetic: schedulefree's numbers exactly),
     skips a product by 1, and makes the `(hi, lo)` pair (`pair`, indexable as one) only where
     a traced number meets it: the traced step holds only the arithmetic that depends on the
-    step (schedule-free AdamW's scalars: 27 -> 18 fusions in a one-leaf step)."""
+    step (schedule-free AdamW's one-leaf step: 27 -> 24 fusions, 1540 -> 1311 HLO lines)."""
 
     __slots__ = ("value", "_wide", "_pair")
 
