@@ -88,7 +88,8 @@ def scale_by_adopt(
             zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
             b2_ = jnp.where(first, zero, numerics.scalar(h.b2, dtype))
             w2 = jnp.where(first, one, numerics.one_minus(h.b2, dtype))
-            neg_lr = jnp.where(first, zero, lax.neg(jnp.asarray(numerics.scalar(h.lr, dtype))))
+            # -0.0, the additive identity: p + (-0.0 * 0) is p, a -0.0 param included
+            neg_lr = jnp.where(first, jnp.full((), -0.0, dtype), lax.neg(jnp.asarray(numerics.scalar(h.lr, dtype))))
             if not clips:
                 return first, None, None, b2_, w2, neg_lr
             wide = numerics.float_dtype()
@@ -114,8 +115,8 @@ def scale_by_adopt(
             if not decays:  # timm's p.add_(m, alpha=-lr) is p + u
                 return lax.mul(neg_lr, step), m_out, v_new
             moved = lax.add(moved, lax.mul(neg_lr, step))
-            # the first step's update is 0, not p - p (an inf param stays inf, as timm's)
-            return jnp.where(first, jnp.zeros_like(p), lax.sub(moved, p)), m_out, v_new
+            # the first step's update is -0.0, not p - p (an inf param stays inf, as timm's)
+            return jnp.where(first, jnp.full_like(p, -0.0), lax.sub(moved, p)), m_out, v_new
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
                                 step_scalars=step_scalars)

@@ -1,6 +1,6 @@
 """ADOPT's first step and non-finite inputs against live timm (float32): the first step lives in
-the step scalars where that is exact (transforms/adopt.py), so it is timm's bit for bit, nan, inf
-and overflowing `g / eps` included; and the update without decoupled decay is `-lr * m` itself,
+the step scalars where that is exact (transforms/adopt.py), so it is timm's bit for bit, nan, inf,
+-0.0 and overflowing `g / eps` included; and the update without decoupled decay is `-lr * m` itself,
 so an inf param stays inf as timm's does. Later steps: the same nan and inf entries, the finite
 ones within a few ulps (timm's `addcmul_` may fuse its multiply-add)."""
 
@@ -52,8 +52,8 @@ def test_first_step_and_non_finite_entries_follow_timm(kwargs):
                  "exp_avg_sq": (ours[1], their_state["exp_avg_sq"])}
         for name, (mine, timms) in pairs.items():
             mine, timms = np.asarray(mine), timms.numpy()
-            if t == 1:
-                np.testing.assert_array_equal(mine, timms, err_msg=f"{name}, step {t}")
+            if t == 1:  # bits (signed zeros and nan payloads included)
+                np.testing.assert_array_equal(mine.view(np.uint32), timms.view(np.uint32), err_msg=f"{name}, step {t}")
                 continue
             finite = np.isfinite(timms)
             np.testing.assert_array_equal(mine[~finite], timms[~finite], err_msg=f"{name}, step {t}")
