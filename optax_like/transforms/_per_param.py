@@ -54,8 +54,16 @@ from optax_like.core.tree import update_leaves
 
 
 def hyperparams(count: jax.Array, **values: Any) -> SimpleNamespace:
-    """Each hyperparameter resolved at the schedule `count` (`numerics.resolve`), by name."""
-    return SimpleNamespace(**{name: numerics.resolve(value, count) for name, value in values.items()})
+    """Each hyperparameter resolved at the schedule `count` (`numerics.resolve`), by name. A
+    schedule must return a scalar: another shape is refused here, naming the argument (rather
+    than broadcast into the params' math, or failing there in a lax shape check)."""
+    resolved = {}
+    for name, value in values.items():
+        resolved[name] = numerics.resolve(value, count)
+        if callable(value) and tuple(getattr(resolved[name], "shape", ())) != ():
+            raise ValueError(f"the schedule given as {name!r} returned an array of shape "
+                             f"{tuple(resolved[name].shape)}; a schedule must return a scalar")
+    return SimpleNamespace(**resolved)
 
 
 def refuse_complex(params: Any, error: Callable[[np.dtype], Exception]) -> None:

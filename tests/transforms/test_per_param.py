@@ -92,6 +92,16 @@ def test_hyperparams_resolves_schedules_at_the_count():
     assert float(h.lr) == 1.5 and h.b1 == 0.9 and h.none is None
 
 
+@pytest.mark.parametrize("name", ["adabelief", "adopt", "adam", "schedule_free_adamw"])
+def test_a_schedule_returning_a_non_scalar_is_refused_naming_the_argument(name):
+    from optax_like import registry
+
+    tx = registry.OPTIMIZERS[name].factory(lr=1e-3, betas=(0.9, lambda count: jnp.full((1,), 0.999)))
+    params = [jnp.ones((3,))]
+    with pytest.raises(ValueError, match=r"schedule given as 'b2' returned an array of shape \(1,\)"):
+        jax.jit(tx.update)(params, tx.init(params), params)
+
+
 def _barriers(tx, params):
     """The optimization_barriers in the jaxpr of one `update` on `params`."""
     state = tx.init(params)
