@@ -183,6 +183,10 @@ class TorchLayout:
     negated: buffer fields the state holds with the opposite sign of the reference's (timm's
         Adan keeps `neg_pre_grad = -g`; the state keeps `g`, which XLA passes on as it is where a
         negation took a kernel of its own per leaf): exported and loaded negated (exact).
+    stepped_if_present: step scalars whose reference takes a param with an entry as past its
+        first step whatever the count says (timm's Adopt: `first_steps = len(state) == 0`),
+        where the state knows a first step by its count (`t == 1`): a loaded entry whose count
+        is 0 is refused, naming the param and the key (the reference never saves one).
     lists: buffer fields whose per-param value is a tuple of arrays (timm's Kron: `Q`, one
         preconditioner factor per dim): exported as a Python list of them (the reference's list
         of tensors), loaded element by element against the fresh state's (same length, each of
@@ -211,6 +215,7 @@ class TorchLayout:
     always: tuple[str, ...] = ()
     lists: tuple[str, ...] = ()
     negated: tuple[str, ...] = ()
+    stepped_if_present: tuple[str, ...] = ()
 
     def key(self, field: str) -> str:
         """The reference's key of `field` (`torch_keys`, else the field's name)."""
@@ -258,6 +263,7 @@ def declare_torch_state(
     always: tuple[str, ...] = (),
     lists: tuple[str, ...] = (),
     negated: tuple[str, ...] = (),
+    stepped_if_present: tuple[str, ...] = (),
 ) -> TorchLayout:
     """Attaches a `TorchLayout` to `state_type` (a NamedTuple class) and returns it.
 
@@ -341,6 +347,11 @@ def declare_torch_state(
         if odd:
             raise TypeError(f"declare_torch_state({name}): negated fields {odd} must be plain buffers")
         layout = dataclasses.replace(layout, negated=tuple(negated))
+    if stepped_if_present:
+        odd = sorted(k for k in stepped_if_present if layout.scalars.get(k) not in (STEP, INT_STEP))
+        if odd:
+            raise TypeError(f"declare_torch_state({name}): stepped_if_present fields {odd} must be step scalars")
+        layout = dataclasses.replace(layout, stepped_if_present=tuple(stepped_if_present))
     if started is None and not construction_args:
         if buffers or layout.scalars or none_keys:
             raise TypeError(f"declare_torch_state({name}): say which counter marks a started param (started=...)")

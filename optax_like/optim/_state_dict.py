@@ -541,6 +541,10 @@ def import_state(fresh: Any, per_param: Sequence[dict], treedef, leaves: Sequenc
                 elif key in entry:
                     check = _step_value if kind in _STEP_KINDS else _finite_value
                     values[i] = check(entry[key], what(i, key))
+                    if name in layout.stepped_if_present and values[i] == 0:
+                        raise ValueError(f"{what(i, key)} is 0 in an entry: the reference takes a param with "
+                                         "state as past its first step, which a count of 0 cannot say here "
+                                         "(the reference never saves such an entry)")
             # the form init made: shared (equal values load shared) or per leaf
             new[name] = _leaf_scalars_from(values, old.dtype, per_leaf=not old.is_shared)
         for name, rule in layout.internal.items():

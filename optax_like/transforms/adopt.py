@@ -31,6 +31,7 @@ declare_torch_state(
     scalars={"step": STEP},
     internal={"schedule_count": STEPS_TAKEN},
     started="step",
+    stepped_if_present=("step",),  # timm: first_steps = len(state) == 0; here t == 1
 )
 
 

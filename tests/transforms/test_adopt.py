@@ -58,3 +58,28 @@ def test_first_step_and_non_finite_entries_follow_timm(kwargs):
             finite = np.isfinite(timms)
             np.testing.assert_array_equal(mine[~finite], timms[~finite], err_msg=f"{name}, step {t}")
             np.testing.assert_array_max_ulp(mine[finite], timms[finite], maxulp=4)
+
+
+def test_a_loaded_entry_with_step_0_is_refused_and_the_optimizer_is_unchanged():
+    """timm's Adopt takes a param with state as past its first step (`len(state) == 0` decides),
+    ours knows the first step by `step == 1`: an entry with step 0 (timm never saves one) would
+    resume on another path, so it is refused, naming the param and the key."""
+    torch = pytest.importorskip("torch")
+    reference = import_reference_module("timm.optim.adopt").Adopt
+    theirs = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    their_opt = reference([theirs], lr=0.1)
+    theirs.grad = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    their_opt.step()
+    state_dict = their_opt.state_dict()
+    state_dict["state"][0]["step"] = torch.tensor(0.0)
+    ours = ol.optim.Adopt([jnp.asarray([1.0, 2.0])], lr=0.1)
+    ours.grad = [jnp.asarray([0.5, -1.0])]
+    ours.step()
+    before = ours.state_dict()
+    with pytest.raises(ValueError, match=r"param 0: 'step' is 0 in an entry"):
+        ours.load_state_dict(state_dict)
+    after = ours.state_dict()
+    assert float(after["state"][0]["step"]) == float(before["state"][0]["step"]) == 1.0
+    np.testing.assert_array_equal(np.asarray(after["state"][0]["exp_avg_sq"]), np.asarray(before["state"][0]["exp_avg_sq"]))
+    state_dict["state"][0]["step"] = torch.tensor(1.0)  # timm's own entry loads
+    ours.load_state_dict(state_dict)
