@@ -33,7 +33,21 @@ such leaf it sits inside the leaf's own graph, for the others before it. Where i
 after one of the leaf's arrays (`clamp(-c, x, c)`: `c` after `x`), the first leaf of each shape
 gets a kernel of its own; written as the first operand of each op that reads it
 (`min(c, max(-c, x))`), it is fused last in every leaf, and all leaves of a shape share kernels
-(adopt: 104 -> 86 distinct kernels on ResNet-50's shapes, optax's count).
+(adopt: 104 -> 86 distinct kernels on ResNet-50's shapes, optax's count). Where the
+order is not ours to choose (a division, `sqrt(v) / s`), each leaf gets its own copy of the
+step scalars (`_pinned_to_leaf`: an `optimization_barrier` with the leaf's gradient, which CSE
+cannot merge across leaves), so every leaf is fused as the first of its shape is; each copy
+then has one use, so it gets the second use that keeps XLA's division (below). A scalar whose
+last op is cheap (NAdam's `-expm1(...)`) is still fused into each kernel from the first leaf's
+place: `computed_once=True` makes it a division by a traced 1 (exact) that XLA computes once.
+The same values and compiled arithmetic: every registry optimizer's params and states after 5
+steps bit for bit, functional (float32 and float64) and through the adapter's traced
+hyperparameters. Distinct kernels on ResNet-50's shapes (optax's Adam: 87): Adam, AdamW,
+NAdamW, AdamWLegacy 105 -> 87, NAdam 108 -> 90, RAdam 106 -> 88, Adan 134 -> 117, Lamb 194 ->
+176, AdamP 221 -> 203, Mars 148 -> 130, timm's Muon 121 -> 103, RAdamLegacy 88 -> 86; the
+others unchanged but schedule-free RAdam 115 -> 116 (its `rho_t > 4` is a step scalar now).
+Left: LaProp, Adafactor, torchao's low-bit Adams and schedule-free still compile a first leaf
+of a shape to kernels of its own (tests/transforms/test_per_param.py lists the uniform ones).
 `benchmarks/model_shapes.py` reports the count ("distinct kernels").
 """
 
@@ -47,6 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import core as jax_core
+from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core.leaf_scalars import increment_counts, next_counts
@@ -157,6 +172,7 @@ def per_param_update(
     step_field: str = "step",
     check: Callable | None = None,
     views: bool = True,
+    computed_once: bool = False,
 ) -> tuple[Any, Any]:
     """One step of a per-parameter transform: `math` on every leaf that has an update.
 
@@ -190,6 +206,13 @@ def per_param_update(
         output: scalars only, so no update is held in memory for it on any backend). Trees
         whose leaves share their scalars get no barrier. tests/test_tree_independence.py
         checks every optimizer.
+        Each leaf receives its own copies of the traced ones (`_pinned_to_leaf`), so that leaves
+        of one shape share kernels ("Uniform kernels" above).
+      computed_once: the traced floating step scalars are divided by a traced 1 (exact), which
+        XLA computes once per step instead of fusing a scalar's cheap last op (NAdam's
+        `-expm1(...)`) into every leaf kernel from the first leaf's place: for transforms whose
+        leaves of one shape still compile to several kernels without it (tests/transforms/
+        test_per_param.py); each such scalar may become a scalar kernel of its own.
       step_field: the name of the per-leaf counter field.
       check: called with each raw gradient leaf before it is read (torch's per-step errors).
 
@@ -206,7 +229,10 @@ def per_param_update(
     reference = trees[0] if reference is None else reference
     n_buffers = len(buffers)
     # once per distinct (count, dtype): a count stored shared is one object for every leaf
-    scalars_of = None if step_scalars is None else numerics.once_per_step(lambda c, dtype: tuple(step_scalars(c, dtype)))
+    schedule_count = numerics.safe_increment(state.schedule_count)
+    one = lax.gt(schedule_count, jnp.zeros((), schedule_count.dtype))  # traced, always true
+    scalars_of = None if step_scalars is None else numerics.once_per_step(
+        lambda c, dtype: _computed_once(tuple(step_scalars(c, dtype)), one if computed_once else None))
     used = []  # per leaf: the traced step scalars its math received
 
     def leaf_fn(g, ref, *rest):
@@ -215,9 +241,9 @@ def per_param_update(
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
         if scalars_of is not None:
-            scalars = scalars_of(extra[0], leaf.dtype)
+            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype), g)
             extra = (*extra, scalars)
-            used.append(scalars)
+            used.append(pinned)
         if views:
             out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
         else:
@@ -232,13 +258,49 @@ def per_param_update(
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
     results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
     new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
-    schedule_count = _second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), used)
+    schedule_count = _second_use_of_lone_scalars(schedule_count, used)
     new_state = state._replace(
         **dict(zip(buffers, new_trees)),
         **{step_field: increment_counts(old_step, updates, reference)},
         schedule_count=schedule_count,
     )
     return new_updates, new_state
+
+
+def _computed_once(scalars: tuple, one: jax.Array | None) -> tuple:
+    """The traced floating step scalars, each divided by a traced 1 (`one`, a bool that is
+    always true): exactly themselves, but each is then a division, which XLA's fusion computes
+    once and does not copy into its consumers. A cheap op at the end of a scalar's chain (the
+    negation in `-expm1(t log b)`) is otherwise fused into every leaf kernel that reads it, from
+    the first leaf's place in the program, which gives that leaf kernels of their own (see
+    "Uniform kernels"). Each becomes a scalar kernel where it was a chain of cheap ops fused
+    into the leaf kernels (ADOPT's first-step weights: 5 more kernels), hence opt-in
+    (`per_param_update(computed_once=True)`); `one` None: the scalars as they are."""
+    if one is None:
+        return scalars
+    out = []
+    for s in scalars:
+        if isinstance(s, (jax.Array, jax_core.Tracer)) and jnp.ndim(s) == 0 and jnp.issubdtype(s.dtype, jnp.inexact):
+            s = lax.div(s, lax.convert_element_type(one, s.dtype))
+        out.append(s)
+    return tuple(out)
+
+
+def _pinned_to_leaf(scalars: tuple, anchor: jax.Array) -> tuple[tuple, tuple]:
+    """`(scalars, pinned)`: the leaf's own copies of its traced step scalars (`scalars` with
+    the traced ones replaced; `pinned`: those copies), passed through one
+    `optimization_barrier` with an array of the leaf (its gradient), so that XLA's CSE cannot
+    share their broadcasts between leaves of the same shape (see "Uniform kernels"); the same
+    values. Each copy has one user, so it gets a second use (`_second_use_of_lone_scalars`)."""
+    leaves, treedef = jax.tree.flatten(scalars)
+    traced = [i for i, x in enumerate(leaves)
+              if isinstance(x, (jax.Array, jax_core.Tracer)) and jnp.ndim(x) == 0]
+    if not traced:
+        return scalars, ()
+    pinned, _ = jax.lax.optimization_barrier((tuple(leaves[i] for i in traced), anchor))
+    for i, x in zip(traced, pinned):
+        leaves[i] = x
+    return jax.tree.unflatten(treedef, leaves), tuple(pinned)
 
 
 def _second_use_of_lone_scalars(count: jax.Array, used: list) -> jax.Array:

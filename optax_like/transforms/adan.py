@@ -104,9 +104,19 @@ def scale_by_adan(
         wide = numerics.float_dtype()
         memo: dict = {}
 
-        def step_scalars(_count, dtype):
-            """(-lr / bc1, -lr b2 / bc2, sqrt(bc3), 1 + lr wd) in `dtype`, once per dtype (every
-            leaf shares the group's step)."""
+        def step_scalars(count, dtype):
+            """(-lr / bc1, -lr b2 / bc2, sqrt(bc3)[, 1 + lr wd], fresh) in `dtype`: the first
+            ones once per dtype (every leaf shares the group's step); `fresh` (1.0 at a param's
+            first gradient or the group's first step, else 0.0: where timm's pre-gradient is
+            reset) per leaf count. A step scalar rather than a compare in each leaf's math: see
+            "Uniform kernels" in transforms/_per_param.py."""
+            started, _ = count
+            if (id(started), dtype) not in memo:
+                fresh = jnp.logical_or(lax.eq(started, jnp.zeros_like(started)), lax.eq(step, jnp.ones_like(step)))
+                memo[id(started), dtype] = step_scalars_of(dtype) + (lax.convert_element_type(fresh, dtype),)
+            return memo[id(started), dtype]
+
+        def step_scalars_of(dtype):
             if dtype not in memo:
                 lr_ = numerics.scalar(h.lr, wide)
                 neg_step = lax.neg(lax.div(lr_, numerics.bias_correction(h.b1, step, wide)))
@@ -121,11 +131,10 @@ def scale_by_adan(
                 memo[dtype] = scalars
             return memo[dtype]
 
-        def math(leaf, g, m, n, a, pre, p, count, scalars):
-            started, _ = count
+        def math(leaf, g, m, n, a, pre, p, _count, scalars):
             neg_step, neg_step_diff, bc3_sqrt = scalars[:3]
             dtype = leaf.dtype
-            fresh = jnp.logical_or(lax.eq(started, jnp.zeros_like(started)), lax.eq(step, jnp.ones_like(step)))
+            fresh = lax.ne(scalars[-1], jnp.zeros((), scalars[-1].dtype))
             # timm's neg_pre_grad.add_(grad), neg_pre_grad = -pre: the same rounding as g - pre
             d = lax.sub(g, jnp.where(fresh, g, pre))
             m = numerics.lerp(m, g, numerics.one_minus(h.b1, dtype))
@@ -158,7 +167,7 @@ def scale_by_adan(
         new_updates, per_param = per_param_update(
             state.params, updates, math, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"),
             inputs=(params,), step_field="started", counts=state.params.started.map(lambda s: (s, step)),
-            step_scalars=step_scalars)
+            step_scalars=step_scalars, computed_once=True)
         return new_updates, AdanState(per_param, AdanGroup(step))
 
     return GradientTransformation(init, update)

@@ -102,44 +102,88 @@ def test_a_schedule_returning_a_non_scalar_is_refused_naming_the_argument(name):
         jax.jit(tx.update)(params, tx.init(params), params)
 
 
-def _barriers(tx, params):
-    """The optimization_barriers in the jaxpr of one `update` on `params`."""
-    state = tx.init(params)
+def _barriers(tx, params, state=None):
+    """(pins, second use) of one `update` on `params`: the per-leaf barriers that pin the step
+    scalars to a leaf (its scalars, then its gradient) and the invars of the one barrier that
+    gives every pinned copy its second use (the new schedule count first; None: no such barrier)."""
+    state = tx.init(params) if state is None else state
     jaxpr = jax.make_jaxpr(tx.update)(params, state, params)
-    return [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    barriers = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
+    second = [e for e in barriers if e.invars[0].aval.shape == () and jnp.issubdtype(e.invars[0].aval.dtype, jnp.integer)]
+    assert len(second) <= 1
+    pins = [e for e in barriers if e not in second]
+    return pins, (second[0].invars if second else None)
 
 
-def _lone_scalars(barriers):
-    """The step scalars the (single) barrier gives a second use, beside the schedule count."""
-    assert len(barriers) <= 1
-    if not barriers:
-        return []
-    count, *lone = barriers[0].invars
-    assert count.aval.shape == () and jnp.issubdtype(count.aval.dtype, jnp.integer)
-    return lone
-
-
-def test_a_step_scalar_of_one_leaf_gets_a_second_use_and_shared_ones_get_none():
-    """`per_param_update(step_scalars=...)`: a tree whose leaves share their step scalars
-    traces no barrier (its program is what it was without one); the scalars only one leaf uses (one
-    leaf; per-leaf counters; the only leaf of a dtype) get one barrier, with the new
-    schedule count (a scalar output: never with a leaf's update, which XLA:GPU would then
-    write out before `p + u`). tests/test_tree_independence.py checks the numbers this is for."""
+def test_every_leaf_pins_its_step_scalars_and_each_copy_gets_a_second_use():
+    """`per_param_update(step_scalars=...)`: each leaf's traced step scalars pass through one
+    barrier with the leaf's gradient (its own copies: CSE cannot share their broadcasts
+    between same-shaped leaves, so every leaf of a shape compiles to one kernel), and all the
+    copies through one barrier with the new schedule count (a scalar output: never with a
+    leaf's update, which XLA:GPU would then write out before `p + u`), their second use, which
+    keeps XLA from turning a division by them into a multiplication by the reciprocal.
+    tests/test_tree_independence.py checks the numbers this is for."""
     f32 = {"a": jnp.ones((3, 2)), "b": jnp.ones(4), "c": jnp.ones(())}
     adam = ol.adam(1e-3)
-    assert _barriers(adam, f32) == []
-    one = _lone_scalars(_barriers(adam, {"a": jnp.ones((3, 2))}))
-    assert one and all(v.aval.shape == () for v in one)  # scalars only: the update is not held
-    # Counters stored per leaf: every leaf's scalars are its own (3 leaves, as many per leaf).
-    state = ol.per_leaf_scalars(adam.init(f32))
-    jaxpr = jax.make_jaxpr(adam.update)(f32, state, f32)
-    per_leaf = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "optimization_barrier"]
-    assert len(_lone_scalars(per_leaf)) == 3 * len(one)
-    # Host-constant scalars (SGD's lr, momentum) are never declared.
-    assert _barriers(ol.sgd(1e-2, momentum=0.9), {"a": jnp.ones((3, 2))}) == []
+    pins, second = _barriers(adam, f32)
+    assert [tuple(e.invars[-1].aval.shape) for e in pins] == [(3, 2), (4,), ()]  # each leaf's gradient
+    per_leaf = len(pins[0].invars) - 1
+    assert per_leaf >= 1 and all(len(e.invars) == per_leaf + 1 for e in pins)
+    pinned = [v for e in pins for v in e.outvars[:-1]]
+    assert second is not None and list(second[1:]) == pinned  # every copy, scalars only
+    assert all(v.aval.shape == () for v in second)
+    one_pins, one_second = _barriers(adam, {"a": jnp.ones((3, 2))})
+    assert len(one_pins) == 1 and len(one_second) == 1 + per_leaf
+    # Counters stored per leaf: the same, each leaf with its own scalars.
+    pins, second = _barriers(adam, f32, ol.per_leaf_scalars(adam.init(f32)))
+    assert len(pins) == 3 and len(second) == 1 + 3 * per_leaf
+    # Host-constant scalars (SGD's lr, momentum): nothing to pin, no barrier at all.
+    assert _barriers(ol.sgd(1e-2, momentum=0.9), {"a": jnp.ones((3, 2))}) == ([], None)
 
 
-def test_a_step_scalar_of_the_only_leaf_of_a_dtype_gets_a_second_use(x64):
+def test_step_scalars_of_each_dtype_get_their_second_use(x64):
     params = {"a": jnp.ones((3, 2), jnp.float32), "b": jnp.ones(4, jnp.float64), "c": jnp.ones(2, jnp.float64)}
-    lone = _lone_scalars(_barriers(ol.adam(1e-3), params))
-    assert lone and {v.aval.dtype for v in lone} == {jnp.dtype(jnp.float32)}
+    _, second = _barriers(ol.adam(1e-3), params)
+    assert {v.aval.dtype for v in second[1:]} == {jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)}
+
+
+def _distinct_kernels(tx, shapes) -> int:
+    """Distinct fused computations (names renamed by order of appearance) of one jitted,
+    donated step on float32 leaves of `shapes`: XLA:CPU compiles each distinct one once."""
+    import re
+
+    params = [jnp.ones(s, jnp.float32) for s in shapes]
+    step = jax.jit(lambda p, s, g: (lambda u, s: (ol.apply_updates(p, u), s))(*tx.update(g, s, p)),
+                   donate_argnums=(0, 1))
+    text = step.lower(params, tx.init(params), params).compile().as_text()
+    bodies, current = {}, None
+    for line in text.splitlines():
+        head = re.match(r"^%(\S+) .*\{\s*$", line)
+        if head and "fused" in head.group(1):
+            current = bodies.setdefault(head.group(1), [])
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            current.append(re.sub(r",? metadata=\{[^}]*\}", "", line.strip()))
+
+    def canonical(body):
+        names: dict = {}
+        return "\n".join(re.sub(r"%[\w.\-]+", lambda m: names.setdefault(m.group(0), f"%v{len(names)}"), line)
+                         for line in body)
+
+    return len({canonical(b) for b in bodies.values()})
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "nadam", "radam", "adan", "nadamw", "adamp", "mars"])
+def test_a_leaf_of_a_shape_already_in_the_tree_adds_no_kernel(name):
+    """Compile time follows the distinct kernels ("Uniform kernels" in transforms/_per_param.py):
+    more leaves of the shapes a tree already has compile to the kernels it has (before the
+    step scalars were pinned to each leaf, the first leaf of each shape had kernels of its own:
+    Adam 105 distinct kernels on ResNet-50's shapes, optax 87)."""
+    from optax_like import registry
+
+    info = registry.OPTIMIZERS[name]
+    one_each = [(8, 3, 3, 3), (16,)]
+    several = [(8, 3, 3, 3), (16,), (8, 3, 3, 3), (8, 3, 3, 3), (16,), (16,)]
+    assert _distinct_kernels(info.factory(**info.example), several) == \
+        _distinct_kernels(info.factory(**info.example), one_each)
