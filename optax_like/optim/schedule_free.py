@@ -23,21 +23,33 @@ What schedulefree's classes have beyond `torch.optim.Optimizer`, with its semant
   schedulefree's `train()`/`eval()` read `self.state[p]` of every param of a group they move
   (a defaultdict): a param without state then has an empty entry, `state[id] = {}`; so here.
 
+`ScheduleFreeWrapper(base, ...)` (schedulefree's wrapper over any optimizer here): its options
+(`momentum`, `weight_decay_at_y`, `r`, `weight_lr_power`) are attributes read at each step,
+`train()` and `eval()` (an edit recompiles once); its `param_groups` are the base's, the same list
+and dicts (schedulefree's wrapper is no torch Optimizer: a loop attaches its LR scheduler to the
+base, or edits `base.param_groups`, and the wrapper's next step reads them); after wrapping,
+`base` is a view of the wrapper (`state_dict()`, `load_state_dict()`, `zero_grad()`, `state`,
+... are the wrapper's, as there), and `base.step()` raises (schedulefree's steps the base alone
+at y).
+
 Not schedulefree's: `optimizer.defaults` holds the constructor's arguments only (schedulefree's
 also lists `k`, `train_mode`, ...: here they are the groups' entries); `r` and
 `weight_lr_power` are compile-time options (a new value recompiles once), so that the
-averaging weights are computed as schedulefree's float64 host math.
+averaging weights are computed as schedulefree's float64 host math. schedulefree's AdamW and
+RAdam steps overwrite `p.grad` in place with the normalised gradient (`grad.div_(denom)`, then
+`+ weight_decay * y`; SGD's adds the decay likewise), which ours does not mirror: our gradients
+are consumed by the step, and nothing reads them after it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 
 from optax_like import registry as _registry
 from optax_like.optim import _state_dict
-from optax_like.optim.optimizer import Optimizer, make_optimizer_class
+from optax_like.optim.optimizer import Optimizer, _live_optimizers, make_optimizer_class
 from optax_like.optim.wrappers import WrapperOptimizer
 from optax_like.optimizers.schedule_free import schedule_free_wrapper
 from optax_like.transforms.schedule_free import schedule_free_eval_params, schedule_free_train_params
@@ -130,21 +142,90 @@ class ScheduleFreeOptimizer(ScheduleFreeModes):
         super().add_param_group(param_group)
 
 
+class _TakenOver(Optimizer):
+    """The class of a base optimizer once `ScheduleFreeWrapper(base)` took it over (derived from
+    this and the base's class: `isinstance(base, SGD)` still holds). schedulefree's wrapper and
+    its base share `param_groups` and `state` (the wrapper's `param_groups`, `state`,
+    `state_dict()`, `load_state_dict()`, `zero_grad()`, `add_param_group()` are the base's); here
+    the base's are the wrapper's: the same `param_groups` list and group dicts (an LR scheduler
+    attached to the base, or `base.param_groups[i]['lr'] = ...`, reaches the wrapper's next step,
+    as there), and those methods, `backward()`, `params`, `grad` and `state`. Not schedulefree's:
+    `base.step()` raises (there it steps the base alone at y, leaving z and the average as they
+    were; here the base's step is inside the wrapper's one jitted step)."""
+
+    _wrapper: Any
+    _opt_called = False  # an LR scheduler's mark of a step (optim/lr_scheduler.py): set by the wrapper's
+
+    @property
+    def _groups(self):  # every other path to the base's own (stale) params and state
+        raise RuntimeError(f"this {type(self).__name__} is wrapped by a ScheduleFreeWrapper, which holds its "
+                           "params, state and param groups now: use the wrapper")
+
+    def _step(self, closure=None, *args, **kwargs):
+        raise RuntimeError(
+            f"{type(self).__name__}.step(): this optimizer is wrapped by a ScheduleFreeWrapper, whose step() "
+            "steps it: call the wrapper's step(). (schedulefree's base.step() steps the base alone at y, "
+            "outside the schedule-free average; not supported here.)")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._wrapper.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._wrapper.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self._wrapper.zero_grad(set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._wrapper.add_param_group(param_group)
+
+    def backward(self, grads: Any) -> None:
+        self._wrapper.backward(grads)
+
+    params = property(lambda self: self._wrapper.params)
+    grad = property(lambda self: self._wrapper.grad)
+    state = property(lambda self: self._wrapper.state)
+
+
+_taken_over_classes: dict = {}
+
+
+def _take_over_base(base: Optimizer, wrapper: Optimizer) -> _TakenOver:
+    """Makes `base` a view of `wrapper` (`_TakenOver`): its group dicts become the wrapper's, in
+    the base's list and dicts (references to them stay live), its own records are dropped."""
+    for theirs, mine in zip(base.param_groups, wrapper.param_groups):
+        theirs.clear()
+        theirs.update(mine)
+    wrapper.param_groups = base.param_groups
+    cls = type(base)
+    if cls not in _taken_over_classes:
+        _taken_over_classes[cls] = type(cls.__name__, (_TakenOver, cls), {"__module__": cls.__module__})
+    base.__class__ = _taken_over_classes[cls]
+    view = cast(_TakenOver, base)
+    vars(view).pop("_groups", None)
+    view._wrapper = wrapper
+    _live_optimizers.discard(view)  # (clip_grad_norm_(params) looks the params up among live optimizers)
+    return view
+
+
 class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
     """schedulefree's `ScheduleFreeWrapper(base, weight_decay_at_y=0.0, momentum=0.9,
     weight_lr_power=2, r=0)` (1.4.1) over any optax_like.optim optimizer (see
     `optax_like.schedule_free_wrapper` for the recursion).
 
-    As schedulefree's: the options are attributes of the wrapper (compile-time values here: the
-    averaging weights are its float64 host math), the mode is one `train_mode` attribute
+    As schedulefree's: the options are attributes of the wrapper, read at each step (compile-time
+    values here: the averaging weights are its float64 host math; a new value recompiles once and
+    the run continues with schedulefree's numbers), the mode is one `train_mode` attribute
     (False at construction: call `train()` before stepping, `eval()` before evaluating or
     saving), `eval()`/`train()` move every param that has a `z` with `p.lerp_(z, 1 - 1/momentum)`
-    / `p.lerp_(z, 1 - momentum)`, each group's `lr` is the base's, and `state_dict()` is the
-    base's with `z` per param and `k`, `lr_max`, `weight_sum` in each group (it loads into
-    schedulefree's wrapper around the same torch optimizer, and back). Not schedulefree's: those
-    group entries are there from construction (schedulefree adds them at the first step, with
-    the same values). A base whose `lr` is a schedule, or a D-Adaptation base (`d`), is not
-    supported (schedulefree reads `group['lr'] * group.get('d', 1)`)."""
+    / `p.lerp_(z, 1 - momentum)`, the wrapper's `param_groups` are the base's (the same list and
+    dicts: a scheduler attached to `base`, or an edit of `base.param_groups`, reaches the next
+    step; `base` becomes a view of the wrapper, see `_TakenOver`; its `step()` raises), and
+    `state_dict()` is the base's with `z` per param and `k`, `lr_max`, `weight_sum` in each group
+    (it loads into schedulefree's wrapper around the same torch optimizer, and back). Not
+    schedulefree's: those group entries are there from construction (schedulefree adds them at
+    the first step, with the same values). A base whose `lr` is a schedule, or a D-Adaptation
+    base (`d`), is not supported (schedulefree reads `group['lr'] * group.get('d', 1)`)."""
 
     _wrap = staticmethod(schedule_free_wrapper)
     _constant_options = ("weight_decay_at_y", "momentum", "weight_lr_power", "r")
@@ -157,12 +238,20 @@ class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
             weight_decay_at_y, momentum, weight_lr_power, r)
         self.train_mode = False
         self._take_over(base, {})
+        self._base = _take_over_base(base, self)
 
     @property
     def base(self) -> Optimizer:
-        """schedulefree's `wrapper.base`: here the wrapper itself holds the base's groups and
-        state (one jitted step for both), so it is its own base."""
-        return self
+        """schedulefree's `wrapper.base`: the optimizer wrapped, now a view of the wrapper (its
+        `param_groups`, `state_dict()`, ... are the wrapper's; `step()` raises)."""
+        return self._base
+
+    def _step(self, closure=None, *args, **kwargs):
+        loss = super()._step(closure, *args, **kwargs)
+        # schedulefree's step runs `self.base.step()`: an LR scheduler attached to the base sees
+        # it (torch's scheduler marks `_opt_called` in the base's patched step)
+        self._base._opt_called = True
+        return loss
 
     def _in_train_mode(self, group: dict) -> bool:
         return bool(self.train_mode)

@@ -67,6 +67,24 @@ def _composed_factory(base_factory: Callable, wrap: Callable, entries: dict[str,
     return hyperparams.integer_args(*base_integers, *integer)(factory)
 
 
+def _derived_class(cls: type, base_cls: type, constants: tuple) -> type:
+    """The class of `cls` over a `base_cls` instance with the `_constant_options` values
+    `constants` (`((option, value), ...)`): one per combination, so one compile each."""
+    key = (cls, base_cls, constants)
+    try:
+        hash(key)
+    except TypeError:
+        raise TypeError(f"{cls.__name__}'s options {', '.join(k for k, _ in constants)} are compile-time "
+                        f"constants and must be hashable (Python numbers), got {dict(constants)!r}") from None
+    if key not in _derived_classes:
+        factory = _composed_factory(base_cls._factory, cls._wrap, cls._entries, cls._integer_entries,
+                                    cls._shared, constants)
+        _derived_classes[key] = type(cls.__name__, (cls, base_cls), {
+            "_factory": staticmethod(factory), "_base_class": base_cls, "_constant_values": constants,
+            "__module__": "optax_like.optim", "__doc__": cls.__doc__})
+    return _derived_classes[key]
+
+
 class WrapperOptimizer(Optimizer):
     """The base of wrapper classes: `Wrapper(base_optimizer, **options)` returns an instance of
     `type(Wrapper.__name__, (Wrapper, type(base_optimizer)), ...)` (see the module docstring).
@@ -74,9 +92,10 @@ class WrapperOptimizer(Optimizer):
     Subclasses set `_wrap` (the functional wrapper, `wrap(base_tx, **options)`), and say where
     each option lives: `_entries` (`{option: group entry}`, traced per group as the base's
     hyperparameters, e.g. timm's `{"alpha": "lookahead_alpha"}`; `_integer_entries`: those that
-    are compile-time integers) or `_constants` options (compile-time values of the instance,
+    are compile-time integers) or `_constant_options` (compile-time values of the instance,
     kept as its attributes: schedulefree's wrapper keeps `momentum`, `r`, ... as attributes,
-    not in the groups). `_shared`: base arguments `_wrap` also takes (schedulefree's wrapper
+    not in the groups, and reads them at each step; a new value recompiles once, see
+    `__setattr__`). `_shared`: base arguments `_wrap` also takes (schedulefree's wrapper
     reads the base group's `lr`). `_refused`: base classes it cannot wrap (besides LBFGS and
     other wrappers)."""
 
@@ -87,6 +106,7 @@ class WrapperOptimizer(Optimizer):
     _shared: tuple[str, ...] = ()
     _refused: tuple[type, ...] = ()
     _base_class: type = None  # pyright: ignore[reportAssignmentType]
+    _constant_values: tuple = ()  # a derived class's `((option, value), ...)`
 
     def __new__(cls, base_optimizer: Any = None, *args: Any, **kwargs: Any):
         if cls._base_class is not None:  # a derived class (deepcopy, or a subclass's own call)
@@ -103,15 +123,22 @@ class WrapperOptimizer(Optimizer):
         bound = inspect.signature(cls.__init__).bind(None, base_optimizer, *args, **kwargs)
         bound.apply_defaults()
         constants = tuple((k, bound.arguments[k]) for k in cls._constant_options)
-        base_cls = type(base_optimizer)
-        key = (cls, base_cls, constants)
-        if key not in _derived_classes:
-            factory = _composed_factory(base_cls._factory, cls._wrap, cls._entries, cls._integer_entries,
-                                        cls._shared, constants)
-            _derived_classes[key] = type(cls.__name__, (cls, base_cls), {
-                "_factory": staticmethod(factory), "_base_class": base_cls, "__module__": "optax_like.optim",
-                "__doc__": cls.__doc__})
-        return object.__new__(_derived_classes[key])
+        return object.__new__(_derived_class(cls, type(base_optimizer), constants))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A `_constant_options` attribute set to a new value moves the instance to the derived
+        class of the new values (its factory): the next step recompiles once and rebuilds the
+        groups' state through the state_dict mapping, as for an edited compile-time group option
+        (`Optimizer._refresh_specs`). A value that cannot be one (unhashable) is refused, the
+        attribute unchanged."""
+        if name in self._constant_options and self._base_class is not None:
+            constants = tuple((k, value if k == name else v) for k, v in self._constant_values)
+            wrapper_class = type(self).__bases__[0]  # (a derived class's: the wrapper's, the base's)
+            derived = _derived_class(wrapper_class, self._base_class, constants)
+            if derived is not type(self):
+                object.__setattr__(self, "__class__", derived)
+                self._hyper_cache = None
+        super().__setattr__(name, value)
 
     def _take_over(self, base: Optimizer, options: dict[str, Any]) -> None:
         """Builds this optimizer over `base`'s groups (their params as they are now, in base's

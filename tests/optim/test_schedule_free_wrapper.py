@@ -1,8 +1,12 @@
 """`optax_like.optim.ScheduleFreeWrapper` against live schedulefree 1.4.1's `ScheduleFreeWrapper`
 around torch optimizers: train/eval switches, two groups, None gradients, state_dict both ways,
-its errors. (The functional `schedule_free_wrapper`: tests/transforms/test_schedule_free.py.)"""
+its errors, edits through the base (an LR scheduler on it, its param_groups) and of the wrapper's
+option attributes mid-run. (The functional `schedule_free_wrapper`:
+tests/transforms/test_schedule_free.py.)"""
 
 from __future__ import annotations
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +18,7 @@ schedulefree = pytest.importorskip("schedulefree")
 
 from optax_like import optim  # noqa: E402
 from optax_like.interop.torch import to_torch_state_dict  # noqa: E402
+from tests.optim.trace_count import step_traces  # noqa: E402
 
 # schedulefree's wrapper swaps z and p through uint8 views: 0-d params raise there
 SHAPES = ((4, 3), (5,), (2,))
@@ -48,8 +53,9 @@ class Pair:
                 torch_base.state[x] = {"step": torch.tensor(0.0), "exp_avg": torch.zeros_like(x),
                                        "exp_avg_sq": torch.zeros_like(x)}
         self.ref = schedulefree.ScheduleFreeWrapper(torch_base, **wrapper)
-        self.ours = optim.ScheduleFreeWrapper(getattr(optim, base)(_groups([jnp.asarray(x) for x in init]), **kwargs),
-                                              **wrapper)
+        self.base = getattr(optim, base)(_groups([jnp.asarray(x) for x in init]), **kwargs)
+        self.ours = optim.ScheduleFreeWrapper(self.base, **wrapper)
+        self.torch_base = torch_base
         self.rtol = 1e-12 if dtype == "float64" else 4e-6
 
     def step(self, t, none=()):
@@ -137,4 +143,110 @@ def test_errors_are_schedulefrees_and_ours():
     with pytest.raises(TypeError, match="cannot wrap a AdamWScheduleFree"):
         optim.ScheduleFreeWrapper(optim.AdamWScheduleFree([jnp.zeros(2)]))
     assert isinstance(pair.ours, optim.ScheduleFreeWrapper) and isinstance(pair.ours, optim.SGD)
-    assert pair.ours.momentum == 0.9 and pair.ours.base is pair.ours
+    assert pair.ours.momentum == 0.9 and pair.ours.base is pair.base and pair.ref.base is pair.torch_base
+
+
+def test_scheduler_and_group_edits_through_the_base_reach_the_wrapper(x64):
+    """schedulefree's wrapper is no torch Optimizer: a loop attaches its LR scheduler to the base
+    and edits the base's param_groups, which are the wrapper's (schedulefree reads
+    `self.base.param_groups` at each step). The same lines on ours give the same numbers, and no
+    scheduler warning (the wrapper's step is the base's step, as there)."""
+    pair = Pair("SGD", "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" included
+        theirs = torch.optim.lr_scheduler.StepLR(pair.torch_base, step_size=2, gamma=0.5)
+        mine = optim.lr_scheduler.StepLR(pair.base, step_size=2, gamma=0.5)
+        pair.ref.train()
+        pair.ours.train()
+        for t in range(1, 10):
+            if t == 6:  # a manual edit through the base's groups, after the scheduler's
+                for base in (pair.torch_base, pair.base):
+                    base.param_groups[1]["lr"] = 0.003
+            pair.step(t, none=(1,) if t == 3 else ())
+            theirs.step()
+            mine.step()
+            pair.check()
+            assert [g["lr"] for g in pair.ours.param_groups] == [g["lr"] for g in pair.ref.param_groups]
+    assert pair.base.param_groups is pair.ours.param_groups and pair.ours.base is pair.base
+    pair.ref.eval()
+    pair.ours.eval()
+    pair.check()
+
+
+def test_the_base_after_wrapping_is_a_view_of_the_wrapper(x64):
+    """schedulefree's wrapper and base share param_groups, state and state_dict(): ours reads
+    and loads the wrapper's through the base; `base.step()` (schedulefree: the base alone at y)
+    is refused, as is wrapping the base again."""
+    pair = Pair("AdamW", "float64")
+    pair.ref.train()
+    pair.ours.train()
+    for t in range(1, 4):
+        pair.step(t)
+    theirs, mine = pair.torch_base.state_dict(), pair.base.state_dict()
+    assert mine["param_groups"] == pair.ours.state_dict()["param_groups"]
+    for group, ref_group in zip(mine["param_groups"], theirs["param_groups"]):
+        assert group["k"] == ref_group["k"] == 3
+    for pid, entry in theirs["state"].items():
+        assert set(mine["state"][pid]) == set(entry)
+        np.testing.assert_allclose(np.asarray(mine["state"][pid]["z"]), entry["z"].numpy(), rtol=1e-12)
+    pair.base.zero_grad()
+    assert all(g is None for g in jax.tree.leaves(pair.ours.grad, is_leaf=lambda x: x is None))
+    with pytest.raises(RuntimeError, match=r"AdamW.step\(\): this optimizer is wrapped by a ScheduleFreeWrapper"):
+        pair.base.step()
+    with pytest.raises(RuntimeError, match="wrapped by a ScheduleFreeWrapper"):
+        optim.ScheduleFreeWrapper(pair.base)
+    pair.base.load_state_dict(theirs)  # schedulefree's, through the base: the wrapper's state
+    pair.step(4)
+    pair.check()
+
+
+@pytest.mark.parametrize("base, attr, first, second", [
+    ("SGD", "momentum", 0.5, 0.8),
+    ("SGD", "weight_decay_at_y", 0.0, 0.3),  # crossing zero: schedulefree's `!= 0.0` branch
+    ("SGD", "r", 1.0, 0.0),
+    ("SGD", "weight_lr_power", 0.0, 1.0),
+    ("AdamW", "momentum", 0.7, 0.95),
+])
+def test_option_attributes_edited_mid_run_match_schedulefree(base, attr, first, second, x64):
+    """schedulefree's step, eval() and train() read `momentum`, `weight_decay_at_y`, `r`,
+    `weight_lr_power` from the wrapper at each call: an edit in train mode, and one in eval mode
+    (the next train() already uses it), give its numbers."""
+    pair = Pair(base, "float64")
+    pair.ref.train()
+    pair.ours.train()
+    for t in range(1, 10):
+        if t == 4:
+            setattr(pair.ref, attr, first)
+            setattr(pair.ours, attr, first)
+        if t == 7:
+            pair.ref.eval()
+            pair.ours.eval()
+            setattr(pair.ref, attr, second)
+            setattr(pair.ours, attr, second)
+            pair.ref.train()
+            pair.ours.train()
+            pair.check()
+        pair.step(t, none=(1,) if t in (2, 5) else ())
+        pair.check()
+        assert getattr(pair.ours, attr) == getattr(pair.ref, attr)
+    pair.ref.eval()
+    pair.ours.eval()
+    pair.check()
+
+
+def test_option_attribute_edit_compiles_once_and_a_bad_value_is_refused():
+    pair = Pair("SGD", "float32")
+    pair.ref.train()
+    pair.ours.train()
+    pair.step(1)
+    traces = step_traces()
+    pair.ours.momentum = 0.5
+    pair.step(2)
+    pair.step(3)
+    assert step_traces() == traces + 1  # the new value: one compile
+    pair.ours.momentum = 0.9  # back to a value compiled before
+    pair.step(4)
+    assert step_traces() == traces + 1
+    with pytest.raises(TypeError, match="compile-time constants and must be hashable"):
+        pair.ours.momentum = jnp.array([0.5, 0.6])
+    assert pair.ours.momentum == 0.9 and type(pair.ours)._constant_values[1] == ("momentum", 0.9)
