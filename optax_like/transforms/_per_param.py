@@ -230,9 +230,8 @@ def per_param_update(
     n_buffers = len(buffers)
     # once per distinct (count, dtype): a count stored shared is one object for every leaf
     schedule_count = numerics.safe_increment(state.schedule_count)
-    one = lax.gt(schedule_count, jnp.zeros((), schedule_count.dtype))  # traced, always true
     scalars_of = None if step_scalars is None else numerics.once_per_step(
-        lambda c, dtype: _computed_once(tuple(step_scalars(c, dtype)), one if computed_once else None))
+        lambda c, dtype: _computed_once(tuple(step_scalars(c, dtype))) if computed_once else tuple(step_scalars(c, dtype)))
     used = []  # per leaf: the traced step scalars its math received
 
     def leaf_fn(g, ref, *rest):
@@ -267,21 +266,22 @@ def per_param_update(
     return new_updates, new_state
 
 
-def _computed_once(scalars: tuple, one: jax.Array | None) -> tuple:
-    """The traced floating step scalars, each divided by a traced 1 (`one`, a bool that is
-    always true): exactly themselves, but each is then a division, which XLA's fusion computes
-    once and does not copy into its consumers. A cheap op at the end of a scalar's chain (the
-    negation in `-expm1(t log b)`) is otherwise fused into every leaf kernel that reads it, from
-    the first leaf's place in the program, which gives that leaf kernels of their own (see
-    "Uniform kernels"). Each becomes a scalar kernel where it was a chain of cheap ops fused
-    into the leaf kernels (ADOPT's first-step weights: 5 more kernels), hence opt-in
-    (`per_param_update(computed_once=True)`); `one` None: the scalars as they are."""
-    if one is None:
-        return scalars
+def _computed_once(scalars: tuple) -> tuple:
+    """The traced floating step scalars, each divided by `(s == s)` as a number: 1, or 0 for a
+    NaN (NaN / 0 is NaN): exactly themselves, but each is then a division, which XLA's fusion
+    computes once and does not copy into its consumers. A cheap op at the end of a scalar's
+    chain (the negation in `-expm1(t log b)`) is otherwise fused into every leaf kernel that
+    reads it, from the first leaf's place in the program, which gives that leaf kernels of their
+    own (see "Uniform kernels"). The divisor depends on the scalar alone: one shared with other
+    values (a traced `step > 0`) made a scalar batched over stacked layers (`jax.vmap`) a vector,
+    and XLA then turned the leaf's division by it into a product with its reciprocal
+    (tests/param_groups/test_stacked.py). A scalar that was a chain of cheap ops fused into the
+    leaf kernels becomes a scalar kernel of its own (ADOPT's first-step weights: 5 more
+    kernels), hence opt-in (`per_param_update(computed_once=True)`)."""
     out = []
     for s in scalars:
-        if isinstance(s, (jax.Array, jax_core.Tracer)) and jnp.ndim(s) == 0 and jnp.issubdtype(s.dtype, jnp.inexact):
-            s = lax.div(s, lax.convert_element_type(one, s.dtype))
+        if isinstance(s, (jax.Array, jax_core.Tracer)) and jnp.ndim(s) == 0 and jnp.issubdtype(s.dtype, jnp.floating):
+            s = lax.div(s, lax.convert_element_type(lax.eq(s, s), s.dtype))
         out.append(s)
     return tuple(out)
 
