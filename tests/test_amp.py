@@ -234,7 +234,7 @@ def test_every_class_float64(cls, view, x64):
             after = opt.state_dict()["state"]
             jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), before, after)
         theirs = tp[1].detach().numpy()
-        rtol = info.rtol32 or 1e-12  # a record's rtol32 holds in float64 too (test_optim_db)
+        rtol = info.rtol32 or info.rtol64 or 1e-12  # a record's rtol32 holds in float64 too (test_optim_db)
         np.testing.assert_allclose(np.asarray(opt.params["w"]), theirs, rtol=rtol, atol=rtol)
     ours_sd, theirs_sd = opt.state_dict()["state"], topt.state_dict()["state"]
     for pid, entry in theirs_sd.items():

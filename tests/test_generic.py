@@ -194,7 +194,7 @@ def test_complex_params_match_the_reference(info, config, view, x64):
     ours, our_state = our_run(view, info, kwargs, init, grads)
     for t, (mine, reference) in enumerate(zip(ours, theirs)):
         assert all(p.dtype == np.complex128 for p in mine)
-        assert_close(mine, reference, "float64", t + 1, info.rtol32 or 1e-12)
+        assert_close(mine, reference, "float64", t + 1, info.rtol32 or info.rtol64 or 1e-12)
     if our_state is not None:
         _assert_state_close(our_state, their_state)
 
@@ -273,7 +273,7 @@ def test_none_gradient_leaf_is_skipped_with_its_state_untouched(info, x64):
             for a, b in zip(now, kept):
                 np.testing.assert_array_equal(a, b, err_msg=f"step {t + 1}")
         kept = now
-        assert_close([params[k] for k in names], theirs[t], "float64", t + 1, info.rtol32 or 1e-12)
+        assert_close([params[k] for k in names], theirs[t], "float64", t + 1, info.rtol32 or info.rtol64 or 1e-12)
     if any(isinstance(x, LeafScalars) and x.is_shared
            for x in jax.tree.leaves(shared, is_leaf=lambda x: isinstance(x, LeafScalars))):
         with pytest.raises(ValueError, match=rf"\['{key}'\].*per_leaf_scalars"):

@@ -130,7 +130,7 @@ def _shapes(name, shapes=None):
 
 
 def _rtol(name):
-    return RECORDS[name].rtol32 or RTOL
+    return RECORDS[name].rtol32 or RECORDS[name].rtol64 or RTOL
 
 
 def _init(shapes, seed=0):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import optax_like as ol
-from tests.parity.harness import TOLERANCE, jit_step, make_problem
+from tests.parity.harness import FLOAT32_SQRT_ULP, TOLERANCE, jit_step, make_problem
 
 OPTIMIZERS = {"Adam": ol.adam, "AdamW": ol.adamw, "NAdam": ol.nadam}
 CONFIGS = [
@@ -55,8 +55,13 @@ def worst_error(name: str, kwargs: dict, tx, dtype: str, steps: int = 25) -> flo
 
 @pytest.mark.parametrize("name,kwargs", CONFIGS, ids=str)
 def test_differentiable_path_matches_torchs(name, kwargs, parity_dtype):
+    """float64 within 1e-12, or within torch's float32 `sqrt` ulp where this machine's torch does
+    not round it correctly (Adam's `bias_correction2.sqrt()`; tests/parity/harness.py)."""
     tx = OPTIMIZERS[name](**ours(kwargs), differentiable=True)
-    assert worst_error(name, kwargs, tx, parity_dtype) <= TOLERANCE[parity_dtype]
+    tolerance = TOLERANCE[parity_dtype]
+    if parity_dtype == "float64" and name != "NAdam":
+        tolerance = max(tolerance, FLOAT32_SQRT_ULP["params"])
+    assert worst_error(name, kwargs, tx, parity_dtype) <= tolerance
 
 
 @pytest.mark.parametrize("name,kwargs", [CONFIGS[1], CONFIGS[6]], ids=str)
@@ -105,9 +110,12 @@ def test_hypergradient_through_steps_matches_torch_autograd(name, kwargs, x64):
 
     loss, (d_lr, d_p0) = jax.value_and_grad(loss_after_steps, argnums=(0, 1))(0.05, jnp.asarray(P0))
     torch_loss, torch_d_lr, torch_d_p0 = torch_loss_and_grads(name, kwargs, 0.05)
-    np.testing.assert_allclose(float(loss), torch_loss, rtol=1e-12)
-    np.testing.assert_allclose(float(d_lr), torch_d_lr, rtol=1e-10)
-    np.testing.assert_allclose(np.asarray(d_p0), torch_d_p0, rtol=1e-10, atol=1e-12)
+    # Adam's: torch's float32 `sqrt` of the bias correction, where this machine's torch rounds it
+    # otherwise than IEEE (tests/parity/harness.py); NAdam takes no float32 root
+    tol = {"loss": 1e-12, "derivatives": 1e-10} if name == "NAdam" else FLOAT32_SQRT_ULP
+    np.testing.assert_allclose(float(loss), torch_loss, rtol=tol["loss"])
+    np.testing.assert_allclose(float(d_lr), torch_d_lr, rtol=tol["derivatives"])
+    np.testing.assert_allclose(np.asarray(d_p0), torch_d_p0, rtol=tol["derivatives"], atol=1e-12)
 
 
 def test_float32_scalars_round_like_torch_tensors(x64):
