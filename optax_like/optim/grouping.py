@@ -3,7 +3,11 @@
 Both build torch's param groups of `(name, param)` pairs (`optax_like.param_groups`), so the
 optimizer's `state_dict()` carries `param_names` and loads into the torch optimizer built from
 the same groups (and back). A params pytree is passed as `model=` too: frozen params (in no
-group) stay in `optimizer.params` untouched, and the loss receives the whole tree.
+group) stay in `optimizer.params` untouched, and the loss receives the whole tree. The groups
+list a pytree's params in JAX's leaf order (a dict's: sorted keys), which need not be the
+torch model's: a state saved without names (timm's, torch's from bare params) then loads, and
+`to_torch_state_dict` exports, only by the model's names (`source=model` / `target=model`),
+as for `AdamW(params_dict)`; pairs in the model's order load by position, torch's rule.
 
 `lr_scale` (timm's layer decay): the groups carry it and the optimizer does not read it, as
 timm's optimizers do not (timm #2532); `optax_like.optim.lr_scheduler`'s schedulers apply it,

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from optax_like.core import hyperparams
+from optax_like.core.leaf_order import order_issue, remember_listed
 from optax_like.core.tree import is_named_pairs, is_none, param_name
 
 __all__ = ["DEFAULT", "FROZEN", "FallThroughWarning", "Group", "Plan", "Rule", "muon_rules", "named_leaves", "param_name"]
@@ -39,15 +40,28 @@ class FallThroughWarning(UserWarning):
     """Params under a rule's literal prefix that no rule matched (they train with the default)."""
 
 
-def named_leaves(params: Any) -> list[tuple[str, Any]]:
+def named_leaves(params: Any, *, listed_by: Optional[str] = None) -> list[tuple[str, Any]]:
     """`(name, leaf)` for every array leaf of `params`: a list of `(name, param)` pairs (torch's
     `named_parameters()`, in that order), or a pytree (names from key paths, JAX's leaf order;
     `None` leaves are not params). The leaf may be anything with `.shape`/`.ndim`/`.dtype`
-    (arrays, `jax.ShapeDtypeStruct`s, torch tensors)."""
+    (arrays, `jax.ShapeDtypeStruct`s, torch tensors).
+
+    `listed_by` (the helper's name, for messages): the groups made from the pairs go to an
+    optimizer. Where the tree's leaf order is JAX's (a dict of several keys: sorted, not the
+    model's registration order; `core.leaf_order.order_issue`), the leaves are remembered as
+    listed in JAX's order, as `optim.named_parameters` remembers them, so that the `optim`
+    group built from them refuses to load or export a state saved without names by position
+    (and asks for the model's names) instead of guessing."""
     if is_named_pairs(params):
         return list(params)
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]
-    return [(param_name(path), leaf) for path, leaf in flat if leaf is not None]
+    named = [(param_name(path), leaf) for path, leaf in flat if leaf is not None]
+    if listed_by is not None:
+        why = order_issue(params)
+        if why is not None:
+            for _, leaf in named:
+                remember_listed(leaf, why, listed_by)
+    return named
 
 
 def _literal_prefix_glob(pattern: str) -> str:
@@ -279,7 +293,7 @@ class Plan:
         are in no group (with `model=params`, the adapter leaves them untouched, as torch leaves
         a param no group holds). With routes: `{optimizer: [groups]}`, one list per optimizer
         (torch's idiom: one optimizer per algorithm, side by side)."""
-        arrays = dict(named_leaves(params)) if params is not None else dict(self.leaves)
+        arrays = dict(named_leaves(params, listed_by="Plan.torch_groups")) if params is not None else dict(self.leaves)
         out: dict[str, list] = {key: [] for key in self.optimizers}
         for group in self.groups:
             entry = {"params": [(name, arrays[name]) for name in group.names]}
@@ -430,7 +444,7 @@ def make_plan(params: Any, rules: Sequence[Rule], optimizer: Any, *, routes: Opt
     optimizers = _optimizer_table(optimizer, hyperparameters or {}, routes)
     rules = as_rules(rules)
     compiled = _check_rules(rules, optimizers)
-    leaves = named_leaves(params)
+    leaves = named_leaves(params, listed_by="param_groups.plan")
     labels = _labels(rules)
     members: dict[int, list[str]] = {}
     fell_through: list[str] = []

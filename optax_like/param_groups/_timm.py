@@ -9,6 +9,12 @@ torch's param groups as timm 1.0.31 builds them: the same groups in the same ord
 `{'params': [(name, param), ...], 'weight_decay': ..., ['lr_scale': ...], ['use_fallback': True]}`
 (pairs: torch keeps the names as the group's `param_names`). tests/param_groups/test_timm.py
 checks them against timm's own functions on five timm models.
+
+A pytree's params are listed in JAX's leaf order (a dict's: sorted keys), not the model's
+registration order, which timm's groups follow. The arrays listed from such a tree are
+remembered so (`named_leaves(..., listed_by=...)`, as `optim.named_parameters` does), and an
+`optim` optimizer built from these groups loads or exports a state saved without names (timm's)
+only by the model's names (`source=model` / `target=model`), never by position.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def param_groups_weight_decay(params: Any, weight_decay: Optional[float] = 1e-5,
         fallback_list = set(fallback_list) | set(no_weight_decay_list)
     no_wd = not weight_decay
     buckets: dict[tuple[bool, bool], list] = {(d, f): [] for d in (False, True) for f in (False, True)}
-    for name, param in named_leaves(params):
+    for name, param in named_leaves(params, listed_by="param_groups_weight_decay"):
         is_fallback = _matches_pattern(name, fallback_list)
         if no_wd:
             decay = False
@@ -160,7 +166,7 @@ def param_groups_layer_decay(params: Any, weight_decay: float = 0.05, no_weight_
     """
     if fallback_no_weight_decay:
         fallback_list = set(fallback_list) | set(no_weight_decay_list)
-    named = named_leaves(params)
+    named = named_leaves(params, listed_by="param_groups_layer_decay")
     names = [n for n, _ in named]
     if group_matcher is not None:
         layer_map = cast("dict[str, int]", group_with_matcher(names, group_matcher, reverse=True))  # {name: layer}
@@ -206,7 +212,7 @@ def hf_param_groups(params: Any, weight_decay: float = 0.0, *, layernorm_modules
     patterns = [re.compile(p) for p in no_decay_patterns]
     modules = tuple(m + "." for m in layernorm_modules)
     decay, no_decay = [], []
-    for name, param in named_leaves(params):
+    for name, param in named_leaves(params, listed_by="hf_param_groups"):
         excluded = name.startswith(modules) or any(p.search(name.lower()) for p in patterns)
         (no_decay if excluded else decay).append((name, param))
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -105,9 +105,9 @@ def test_adapter_routing_exports_each_optimizers_torch_state():
             opt.zero_grad()
             opt.backward([[jnp.asarray(g[n]) for n in group["param_names"]] for group in opt.param_groups])
             opt.step()
-        if t == 1:  # ours -> torch, both optimizers
-            muon.load_state_dict(to_torch_state_dict(opts["muon"]))
-            adamw.load_state_dict(to_torch_state_dict(opts["default"]))
+        if t == 1:  # ours -> torch, both optimizers; by name: the params dict's order is JAX's
+            muon.load_state_dict(to_torch_state_dict(opts["muon"], target=muon))
+            adamw.load_state_dict(to_torch_state_dict(opts["default"], target=adamw))
         if t == 3:  # torch -> ours
             opts["muon"].load_state_dict(muon.state_dict())
             opts["default"].load_state_dict(adamw.state_dict())
@@ -116,7 +116,9 @@ def test_adapter_routing_exports_each_optimizers_torch_state():
             by_name.update(zip(group["param_names"], arrays))
     for n, x in tensors.items():
         _check(n, np.asarray(by_name[n]), x.detach().numpy(), hidden)
-    sd = to_torch_state_dict(opts["muon"])
+    with pytest.raises(ValueError, match=r"param group 0: its params were listed by param_groups.plan in JAX's order"):
+        to_torch_state_dict(opts["muon"])  # a positional export would guess
+    sd = to_torch_state_dict(opts["muon"], target=muon)
     theirs = muon.state_dict()
     assert [g["param_names"] for g in sd["param_groups"]] == [g["param_names"] for g in theirs["param_groups"]]
     assert {i: sorted(s) for i, s in sd["state"].items()} == {i: sorted(s) for i, s in theirs["state"].items()}

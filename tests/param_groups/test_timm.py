@@ -220,3 +220,244 @@ def test_unavailable_name_is_a_clear_error():
         grouping.create_optimizer_v2({"w": jnp.zeros(2)}, opt=missing)
     with pytest.raises(ValueError, match="not found"):
         pg.timm_optimizer("nosuch")
+
+
+# ------------------------------------------------ a params dict: JAX's sorted order is not the model's
+# timm's factory (and torch) numbers a model's params in registration order; a params dict lists them
+# in sorted key order. The groups the helpers build from a dict must then load and export a state
+# saved without names only by name (source=/target=model), never by position.
+
+_LAYERS = {"l0": r"^(?:z|c|a)\.", "l1": r"^(?:y|d|b)\."}
+
+
+class _Unsorted(torch.nn.Module):
+    """Registered z, c, a, y, d, b (a norm, then two linears, per layer); a params dict lists
+    them a, b, c, d, y, z. Each layer opens with a norm, so timm's layer-decay groups come in
+    the same order both ways and only the order within a group differs; the params within a
+    group have equal shapes, so a positional mix-up would be silent."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        for norm, first, second in (("z", "c", "a"), ("y", "d", "b")):
+            setattr(self, norm, torch.nn.LayerNorm(4))
+            setattr(self, first, torch.nn.Linear(4, 4))
+            setattr(self, second, torch.nn.Linear(4, 4))
+        self.double()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn_like(p))
+
+    def group_matcher(self, coarse=False):  # what timm's layer decay reads
+        return dict(_LAYERS)
+
+
+def _params_dict(model, nested=False):
+    flat = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+    if not nested:
+        return flat
+    out = {}
+    for n, p in flat.items():
+        module, attr = n.split(".")
+        out.setdefault(module, {})[attr] = p
+    return out
+
+
+def _grads(model, seed):
+    """Gradients by name, a different scale per module (so that a state on the wrong param shows)."""
+    rng = np.random.default_rng(seed)
+    return {n: (1.0 + 10.0 * "zcaydb".index(n[0])) * rng.standard_normal(tuple(p.shape))
+            for n, p in model.named_parameters()}
+
+
+def _as_tree(grads, params):
+    if "z.weight" in params:
+        return {n: jnp.asarray(g) for n, g in grads.items()}
+    return {m: {a: jnp.asarray(grads[f"{m}.{a}"]) for a in sub} for m, sub in params.items()}
+
+
+def _step_timm(model, theirs, grads):
+    for n, p in model.named_parameters():
+        p.grad = torch.tensor(grads[n])
+    theirs.step()
+
+
+def _step_ours(ours, grads, params):
+    ours.zero_grad()
+    ours.backward(_as_tree(grads, params))
+    ours.step()
+
+
+def _names_of(ours):
+    return {n: p for g, arrays in zip(ours.param_groups, ours.params) for n, p in zip(g["param_names"], arrays)} \
+        if isinstance(ours.params, list) else dict(pg.named_leaves(ours.params))
+
+
+_TIMM_KWARGS = [pytest.param(dict(opt="adamw", lr=0.1, weight_decay=0.05), id="weight_decay"),
+                pytest.param(dict(opt="adamw", lr=0.1, weight_decay=0.05, layer_decay=0.7), id="layer_decay")]
+
+
+def _ours_kwargs(kwargs):
+    return {**kwargs, "group_matcher": _LAYERS} if "layer_decay" in kwargs else dict(kwargs)
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat_dict", "nested_dict"])
+@pytest.mark.parametrize("kwargs", _TIMM_KWARGS)
+def test_create_optimizer_v2_on_a_params_dict_refuses_unnamed_timm_states(timm_models, kwargs, nested, x64):
+    """The README's timm port, `create_optimizer_v2(params_dict)`: its groups list the params in
+    the dict's sorted order, timm's in registration order. Without the model's names, exporting
+    to timm (`to_torch_state_dict(opt)`) and loading timm's state dict (which carries no names)
+    are refused, naming the group and the fix, and a refused load leaves the state as it was;
+    as `optim.AdamW(params_dict)` does."""
+    from optax_like.interop.torch import load_torch_state_dict
+
+    _, _, factory = timm_models
+    model = _Unsorted()
+    theirs = factory.create_optimizer_v2(model, **kwargs)
+    params = _params_dict(model, nested)
+    ours = grouping.create_optimizer_v2(params, **_ours_kwargs(kwargs))
+    timm_names = _timm_view(model, theirs.param_groups)
+    ours_names = _our_view([{**g, "params": list(zip(g["param_names"], g["params"]))} for g in ours.param_groups])
+    assert [sorted(n) for _, n in ours_names] == [sorted(n) for _, n in timm_names]  # the same groups ...
+    assert [n for _, n in ours_names] != [n for _, n in timm_names]  # ... in another order within them
+    grads = _grads(model, 0)
+    _step_timm(model, theirs, grads)
+    _step_ours(ours, grads, params)
+    helper = "param_groups_layer_decay" if "layer_decay" in kwargs else "param_groups_weight_decay"
+    with pytest.raises(ValueError, match=rf"param group 0: its params were listed by {helper} in JAX's order "
+                                         r"\(the params dict has several keys.*Pass target=model"):
+        to_torch_state_dict(ours)
+    before = ours.state_dict()
+    for load in (ours.load_state_dict, lambda sd: load_torch_state_dict(ours, sd)):
+        with pytest.raises(ValueError, match=r"group 0: the loaded param group carries no 'param_names', and its "
+                                             rf"params were listed by {helper} in JAX's order.*source=model"):
+            load(theirs.state_dict())
+        after = ours.state_dict()
+        assert after["param_groups"] == before["param_groups"]
+        assert after["state"].keys() == before["state"].keys()
+        jax.tree.map(np.testing.assert_array_equal, dict(after["state"]), dict(before["state"]))
+
+
+@pytest.mark.parametrize("kwargs", _TIMM_KWARGS)
+@pytest.mark.parametrize("names", ["model", "names"], ids=["model", "name_list"])
+def test_create_optimizer_v2_on_a_params_dict_resumes_timm_by_the_models_names(timm_models, kwargs, names, x64):
+    """With the model (or its names in registration order), a params dict's optimizer resumes
+    from timm's state and timm from ours, both continuing with the same numbers (float64)."""
+    from optax_like.interop.torch import load_torch_state_dict
+
+    _, _, factory = timm_models
+    theirs_model, ours_model = _Unsorted(), _Unsorted()
+    by = lambda m: m if names == "model" else [n for n, _ in m.named_parameters()]
+
+    # ours -> timm: ours steps twice, a fresh timm optimizer on ours' params takes its state
+    params = _params_dict(ours_model, nested=True)
+    ours = grouping.create_optimizer_v2(params, **_ours_kwargs(kwargs))
+    for seed in (1, 2):
+        _step_ours(ours, _grads(ours_model, seed), params)
+    current = _names_of(ours)
+    with torch.no_grad():
+        for n, p in theirs_model.named_parameters():
+            p.copy_(torch.tensor(np.asarray(current[n])))
+    theirs = factory.create_optimizer_v2(theirs_model, **kwargs)
+    theirs.load_state_dict(to_torch_state_dict(ours, target=by(theirs_model)))
+    grads = _grads(ours_model, 3)
+    _step_ours(ours, grads, params)
+    _step_timm(theirs_model, theirs, grads)
+    current = _names_of(ours)
+    for n, p in theirs_model.named_parameters():
+        np.testing.assert_allclose(np.asarray(current[n]), p.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=n)
+
+    # timm -> ours: timm steps twice, a fresh optimizer on timm's params takes timm's state
+    model = _Unsorted()
+    theirs = factory.create_optimizer_v2(model, **kwargs)
+    for seed in (4, 5):
+        _step_timm(model, theirs, _grads(model, seed))
+    params = _params_dict(model)
+    ours = grouping.create_optimizer_v2(params, **_ours_kwargs(kwargs))
+    load_torch_state_dict(ours, theirs.state_dict(), source=by(model))
+    grads = _grads(model, 6)
+    _step_ours(ours, grads, params)
+    _step_timm(model, theirs, grads)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(np.asarray(ours.params[n]), p.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=n)
+
+
+def _helper_optimizers():
+    from optax_like import optim
+    from optax_like.core.tree import is_named_pairs
+    from optax_like.param_groups import Rule
+
+    def adamw(groups, params):
+        return optim.AdamW(groups, lr=0.1, model=None if is_named_pairs(params) else params)
+
+    return {
+        "param_groups_weight_decay": lambda p: adamw(pg.param_groups_weight_decay(p, 0.05), p),
+        "param_groups_layer_decay": lambda p: adamw(pg.param_groups_layer_decay(
+            p, 0.05, layer_decay=0.7, group_matcher=_LAYERS), p),
+        "hf_param_groups": lambda p: adamw(pg.hf_param_groups(p, 0.05), p),
+        "param_groups.plan": lambda p: grouping.with_rules(
+            p, [Rule(ndim=1, set={"weight_decay": 0.0}, name="no_decay")], optim.AdamW, lr=0.1, weight_decay=0.05),
+        "create_optimizer_v2": lambda p: grouping.create_optimizer_v2(p, "adamw", lr=0.1, weight_decay=0.05),
+    }
+
+
+@pytest.mark.parametrize("spelling", ["dict", "pairs", "named_parameters"])
+@pytest.mark.parametrize("helper", list(_helper_optimizers()))
+def test_groups_made_from_a_params_dict_load_unnamed_states_by_name_only(helper, spelling, x64):
+    """Every helper that names a params tree for the adapter (timm's and HF's groupings, rules,
+    create_optimizer_v2) against torch.optim.AdamW built from the same groups of the model's
+    tensors in registration order (torch's state dict then carries no names). From a dict (or
+    pairs listed by optim.named_parameters over it) the unnamed state is refused both ways, and
+    lands on the params of the same names with source=/target=model; from `(name, param)` pairs
+    in the model's order it loads by position, torch's rule, as before."""
+    from optax_like.interop.torch import load_torch_state_dict
+    from optax_like import optim
+
+    model = _Unsorted()
+    params = _params_dict(model)
+    if spelling == "pairs":
+        params = list(params.items())
+    elif spelling == "named_parameters":
+        params = list(optim.named_parameters(params))
+    if spelling == "named_parameters":  # pairs without model=: the adapter's warning, as before
+        with pytest.warns(UserWarning, match="Pass model=tree"):
+            ours = _helper_optimizers()[helper](params)
+    else:
+        ours = _helper_optimizers()[helper](params)
+    tensors = dict(model.named_parameters())
+    groups = [{"params": [t for n, t in tensors.items() if n in g["param_names"]],
+               **{k: v for k, v in g.items() if k in ("weight_decay",)}} for g in ours.param_groups]
+    theirs = torch.optim.AdamW(groups, lr=0.1)
+    _step_timm(model, theirs, _grads(model, 0))
+    saved = theirs.state_dict()
+    assert all("param_names" not in g for g in saved["param_groups"])
+
+    def ours_by_name():
+        sd = ours.state_dict()
+        return {n: sd["state"][i] for g in sd["param_groups"] for n, i in zip(g["param_names"], g["params"])}
+
+    if spelling == "pairs":
+        ours.load_state_dict(saved)  # the user's order, the model's: by position
+        exported = to_torch_state_dict(ours)
+    else:
+        lister = "optim.named_parameters" if spelling == "named_parameters" else {
+            "create_optimizer_v2": "param_groups_weight_decay"}.get(helper, helper)
+        before = ours.state_dict()
+        with pytest.raises(ValueError, match=rf"group \d: the loaded param group carries no 'param_names', and "
+                                             rf"its params were listed by {lister} in JAX's order.*source=model"):
+            ours.load_state_dict(saved)
+        assert ours.state_dict()["state"] == before["state"] == {}
+        assert ours.state_dict()["param_groups"] == before["param_groups"]
+        with pytest.raises(ValueError, match=rf"param group \d: its params were listed by {lister}.*target=model"):
+            to_torch_state_dict(ours)
+        load_torch_state_dict(ours, saved, source=model)
+        exported = to_torch_state_dict(ours, target=model)
+    state = ours_by_name()
+    for n, t in tensors.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            np.testing.assert_array_equal(np.asarray(state[n][key]), theirs.state[t][key].numpy(), err_msg=n)
+    fresh = torch.optim.AdamW([{**g, "params": list(g["params"])} for g in groups], lr=0.1)
+    fresh.load_state_dict(exported)
+    for n, t in tensors.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(fresh.state[t][key], theirs.state[t][key], rtol=0, atol=0, msg=n)
