@@ -29,8 +29,8 @@ What schedulefree's classes have beyond `torch.optim.Optimizer`, with its semant
 and dicts (schedulefree's wrapper is no torch Optimizer: a loop attaches its LR scheduler to the
 base, or edits `base.param_groups`, and the wrapper's next step reads them); after wrapping,
 `base` is a view of the wrapper (`state_dict()`, `load_state_dict()`, `zero_grad()`, `state`,
-... are the wrapper's, as there), and `base.step()` raises (schedulefree's steps the base alone
-at y).
+`defaults`, ... are the wrapper's, as there: optim/wrappers.py's `_TakenOver`, as for every
+wrapper), and `base.step()` raises (schedulefree's steps the base alone at y).
 
 Not schedulefree's: `optimizer.defaults` holds the constructor's arguments only (schedulefree's
 also lists `k`, `train_mode`, ...: here they are the groups' entries); `r` and
@@ -49,7 +49,7 @@ import jax
 
 from optax_like import registry as _registry
 from optax_like.optim import _state_dict
-from optax_like.optim.optimizer import Optimizer, _live_optimizers, make_optimizer_class
+from optax_like.optim.optimizer import Optimizer, make_optimizer_class
 from optax_like.optim.wrappers import WrapperOptimizer
 from optax_like.optimizers.schedule_free import schedule_free_wrapper
 from optax_like.transforms.schedule_free import schedule_free_eval_params, schedule_free_train_params
@@ -142,72 +142,6 @@ class ScheduleFreeOptimizer(ScheduleFreeModes):
         super().add_param_group(param_group)
 
 
-class _TakenOver(Optimizer):
-    """The class of a base optimizer once `ScheduleFreeWrapper(base)` took it over (derived from
-    this and the base's class: `isinstance(base, SGD)` still holds). schedulefree's wrapper and
-    its base share `param_groups` and `state` (the wrapper's `param_groups`, `state`,
-    `state_dict()`, `load_state_dict()`, `zero_grad()`, `add_param_group()` are the base's); here
-    the base's are the wrapper's: the same `param_groups` list and group dicts (an LR scheduler
-    attached to the base, or `base.param_groups[i]['lr'] = ...`, reaches the wrapper's next step,
-    as there), and those methods, `backward()`, `params`, `grad` and `state`. Not schedulefree's:
-    `base.step()` raises (there it steps the base alone at y, leaving z and the average as they
-    were; here the base's step is inside the wrapper's one jitted step)."""
-
-    _wrapper: Any
-    _opt_called = False  # an LR scheduler's mark of a step (optim/lr_scheduler.py): set by the wrapper's
-
-    @property
-    def _groups(self):  # every other path to the base's own (stale) params and state
-        raise RuntimeError(f"this {type(self).__name__} is wrapped by a ScheduleFreeWrapper, which holds its "
-                           "params, state and param groups now: use the wrapper")
-
-    def _step(self, closure=None, *args, **kwargs):
-        raise RuntimeError(
-            f"{type(self).__name__}.step(): this optimizer is wrapped by a ScheduleFreeWrapper, whose step() "
-            "steps it: call the wrapper's step(). (schedulefree's base.step() steps the base alone at y, "
-            "outside the schedule-free average; not supported here.)")
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._wrapper.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._wrapper.load_state_dict(state_dict)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self._wrapper.zero_grad(set_to_none)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self._wrapper.add_param_group(param_group)
-
-    def backward(self, grads: Any) -> None:
-        self._wrapper.backward(grads)
-
-    params = property(lambda self: self._wrapper.params)
-    grad = property(lambda self: self._wrapper.grad)
-    state = property(lambda self: self._wrapper.state)
-
-
-_taken_over_classes: dict = {}
-
-
-def _take_over_base(base: Optimizer, wrapper: Optimizer) -> _TakenOver:
-    """Makes `base` a view of `wrapper` (`_TakenOver`): its group dicts become the wrapper's, in
-    the base's list and dicts (references to them stay live), its own records are dropped."""
-    for theirs, mine in zip(base.param_groups, wrapper.param_groups):
-        theirs.clear()
-        theirs.update(mine)
-    wrapper.param_groups = base.param_groups
-    cls = type(base)
-    if cls not in _taken_over_classes:
-        _taken_over_classes[cls] = type(cls.__name__, (_TakenOver, cls), {"__module__": cls.__module__})
-    base.__class__ = _taken_over_classes[cls]
-    view = cast(_TakenOver, base)
-    vars(view).pop("_groups", None)
-    view._wrapper = wrapper
-    _live_optimizers.discard(view)  # (clip_grad_norm_(params) looks the params up among live optimizers)
-    return view
-
-
 class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
     """schedulefree's `ScheduleFreeWrapper(base, weight_decay_at_y=0.0, momentum=0.9,
     weight_lr_power=2, r=0)` (1.4.1) over any optax_like.optim optimizer (see
@@ -220,7 +154,7 @@ class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
     saving), `eval()`/`train()` move every param that has a `z` with `p.lerp_(z, 1 - 1/momentum)`
     / `p.lerp_(z, 1 - momentum)`, the wrapper's `param_groups` are the base's (the same list and
     dicts: a scheduler attached to `base`, or an edit of `base.param_groups`, reaches the next
-    step; `base` becomes a view of the wrapper, see `_TakenOver`; its `step()` raises), and
+    step; `base` becomes a view of the wrapper, see optim/wrappers.py; its `step()` raises), and
     `state_dict()` is the base's with `z` per param and `k`, `lr_max`, `weight_sum` in each group
     (it loads into schedulefree's wrapper around the same torch optimizer, and back). Not
     schedulefree's: those group entries are there from construction (schedulefree adds them at
@@ -231,6 +165,8 @@ class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
     _constant_options = ("weight_decay_at_y", "momentum", "weight_lr_power", "r")
     _shared = ("lr",)
     _refused = (ScheduleFreeOptimizer,)
+    _base_step_note = ("schedulefree's base.step() steps the base alone at y, outside the schedule-free "
+                       "average; not supported here.")
 
     def __init__(self, base: Optimizer, weight_decay_at_y: float = 0.0, momentum: float = 0.9,
                  weight_lr_power: float = 2, r: float = 0) -> None:
@@ -238,20 +174,12 @@ class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
             weight_decay_at_y, momentum, weight_lr_power, r)
         self.train_mode = False
         self._take_over(base, {})
-        self._base = _take_over_base(base, self)
 
     @property
     def base(self) -> Optimizer:
         """schedulefree's `wrapper.base`: the optimizer wrapped, now a view of the wrapper (its
         `param_groups`, `state_dict()`, ... are the wrapper's; `step()` raises)."""
-        return self._base
-
-    def _step(self, closure=None, *args, **kwargs):
-        loss = super()._step(closure, *args, **kwargs)
-        # schedulefree's step runs `self.base.step()`: an LR scheduler attached to the base sees
-        # it (torch's scheduler marks `_opt_called` in the base's patched step)
-        self._base._opt_called = True
-        return loss
+        return cast(Optimizer, self._base)
 
     def _in_train_mode(self, group: dict) -> bool:
         return bool(self.train_mode)

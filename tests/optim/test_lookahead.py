@@ -1,5 +1,9 @@
 """optax_like.optim.Lookahead (and timm's `lookahead_<name>`) against timm 1.0.31's Lookahead
-wrapper around torch's optimizers: numbers, state_dict both ways, group entries."""
+wrapper around torch's optimizers: numbers, state_dict both ways, group entries, and the base
+after wrapping (timm shares its param_groups and defaults: an LR scheduler attached to the base,
+an edit of its groups, its state_dict() and its own step())."""
+
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +36,17 @@ def _pair(cls_name="AdamW", alpha=0.5, k=3, **kwargs):
     return reference, ours, tp, grads
 
 
-def _step_both(reference, ours, tp, g, none=()):
+def _step_both(reference, ours, tp, g, none=(), stepping=None):
+    """One step of both with gradients `g` (None at `none`); `stepping`: the optimizers whose
+    `step()` runs instead (`(torch_base, our_base)`: the bases alone), the gradients set
+    through `reference` and `ours`."""
     for i, (x, gx) in enumerate(zip(tp, g)):
         x.grad = None if i in none else torch.tensor(gx)
     grads = [jnp.asarray(x) if i not in none else None for i, x in enumerate(g)]
-    reference.step()
     ours.zero_grad()
     ours.backward([grads[:2], grads[2:]])
-    ours.step()
+    for opt in stepping or (reference, ours):
+        opt.step()
 
 
 def _assert_params(ours, tp):
@@ -117,7 +124,9 @@ def test_sync_lookahead_after_closure_steps_follows_timm(reach, x64):
 
     def closure():
         reference.zero_grad()
-        loss = sum(((x - torch.tensor(t)) ** 2).sum() for x, t in zip(tp[:used], target))
+        loss = torch.zeros((), dtype=torch.float64)
+        for x, t in zip(tp[:used], target):
+            loss = loss + ((x - torch.tensor(t)) ** 2).sum()
         loss.backward()
         return loss
 
@@ -185,6 +194,94 @@ def test_wrapping_a_stepped_base_continues_its_run(x64):
     for g in grads[3:]:
         _step_both(reference, ours, tp, g)
         _assert_params(ours, tp)
+
+
+def _wrapped_pair(k=3, alpha=0.5, steps=12, before=None):
+    """timm's and our Lookahead over AdamW, two groups, and their bases; `before(torch_base,
+    our_base)` runs before wrapping (returns what it makes)."""
+    p0, grads = make_problem("float64", steps=steps)
+    tp = [torch.tensor(x, requires_grad=True) for x in p0]
+    torch_base = torch.optim.AdamW(_groups(tp), lr=0.05, weight_decay=0.01)
+    base = optim.AdamW(_groups([jnp.asarray(x) for x in p0]), lr=0.05, weight_decay=0.01)
+    made = before(torch_base, base) if before is not None else None
+    reference, ours = TimmLookahead(torch_base, alpha=alpha, k=k), optim.Lookahead(base, alpha=alpha, k=k)
+    return reference, ours, torch_base, base, tp, grads, made
+
+
+@pytest.mark.parametrize("attached", ["after_wrapping", "before_wrapping"])
+def test_lr_scheduler_and_group_edits_through_the_base_reach_the_wrapper(attached, x64):
+    """timm's Lookahead shares the base's param_groups (the same list and dicts): an LR scheduler
+    attached to the base (torch's StepLR vs ours), before or after wrapping, and a manual edit of
+    `base.param_groups` mid-run (an lr, a lookahead_alpha) drive the wrapper's next step; no
+    scheduler warning (timm's step runs the base's patched step())."""
+
+    def schedulers(torch_base, base):
+        return (torch.optim.lr_scheduler.StepLR(torch_base, step_size=2, gamma=0.5),
+                optim.lr_scheduler.StepLR(base, step_size=2, gamma=0.5))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "lr_scheduler.step() before optimizer.step()" included
+        reference, ours, torch_base, base, tp, grads, made = _wrapped_pair(
+            before=schedulers if attached == "before_wrapping" else None)
+        theirs, mine = made if made is not None else schedulers(torch_base, base)
+        for t, g in enumerate(grads[:10], start=1):
+            if t == 6:
+                for b in (torch_base, base):
+                    b.param_groups[1]["lr"] = 0.003
+                    b.param_groups[0]["lookahead_alpha"] = 0.8
+            _step_both(reference, ours, tp, g, none=(1,) if t == 3 else ())
+            theirs.step()
+            mine.step()
+            _assert_params(ours, tp)
+            assert [g["lr"] for g in ours.param_groups] == [g["lr"] for g in reference.param_groups]
+    assert base.param_groups is ours.param_groups and ours.param_groups[1]["lr"] == 0.003 * 0.5 ** 3
+    _assert_state_dicts(ours, reference)
+
+
+def test_the_base_after_wrapping_is_a_view_of_the_wrapper(x64):
+    """timm's base and wrapper share param_groups, defaults and state_dict() (the lookahead's is
+    the base's): ours reads, edits and loads the wrapper's through the base; wrapping the base
+    again is refused, naming the wrapper."""
+    reference, ours, torch_base, base, tp, grads, _ = _wrapped_pair()
+    for g in grads[:4]:  # a sync at step 3
+        _step_both(reference, ours, tp, g)
+    assert torch_base.state_dict()["param_groups"] == reference.state_dict()["param_groups"]
+    _assert_state_dicts(base, torch_base)
+    assert base.state_dict()["param_groups"] == ours.state_dict()["param_groups"]
+    assert base.defaults is ours.defaults and base.defaults["lookahead_k"] == 3
+    assert torch_base.defaults is reference.defaults
+    assert base.param_groups is ours.param_groups
+    base.zero_grad()
+    assert all(g is None for g in jax.tree.leaves(ours.grad, is_leaf=lambda x: x is None))
+    saved = torch_base.state_dict()
+    for g in grads[4:6]:
+        _step_both(reference, ours, tp, g)
+    for opt in (torch_base, base):  # timm's state dict of step 4, through the bases (the params stay)
+        opt.load_state_dict(saved)
+    for g in grads[6:9]:
+        _step_both(reference, ours, tp, g)
+        _assert_params(ours, tp)
+    _assert_state_dicts(ours, reference)
+    for wrapper in (optim.Lookahead, optim.ScheduleFreeWrapper):
+        with pytest.raises(RuntimeError, match="wrapped by a Lookahead"):
+            wrapper(base)
+
+
+def test_base_step_steps_the_base_alone_as_timms(x64):
+    """timm's `base.step()` after wrapping steps the base alone (the fast weights): no
+    `lookahead_step` count, no sync, the slow buffers kept; the wrapper's steps go on from there.
+    Ours, step by step (a None gradient included), and the state dicts at the end."""
+    reference, ours, torch_base, base, tp, grads, _ = _wrapped_pair(k=3)
+    for t, g in enumerate(grads[:11], start=1):
+        alone = t in (4, 5, 9)
+        _step_both(reference, ours, tp, g, none=(1,) if t == 9 else (),
+                   stepping=(torch_base, base) if alone else None)
+        _assert_params(ours, tp)
+        assert ([g["lookahead_step"] for g in ours.param_groups]
+                == [g["lookahead_step"] for g in reference.param_groups])
+    assert ours.param_groups[0]["lookahead_step"] == 8
+    _assert_state_dicts(ours, reference)
+    _assert_state_dicts(base, torch_base)
 
 
 def test_wrapping_refuses_what_it_cannot_wrap():

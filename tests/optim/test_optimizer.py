@@ -237,7 +237,7 @@ def test_lr_edits_do_not_recompile_and_match_torch():
             for group in o.param_groups:
                 group["lr"] = 0.1 * 0.9**t
                 group["betas"] = (0.9 - 0.01 * t, 0.999)
-                group["weight_decay"] = 0.01 * t
+                group["weight_decay"] = 0.01 * (t + 1)  # (0 -> nonzero: a compile-time switch, one recompile)
         _feed(tp, grads)
         topt.step()
         opt.grad = [jnp.asarray(g) for g in grads]

@@ -248,5 +248,5 @@ def test_option_attribute_edit_compiles_once_and_a_bad_value_is_refused():
     pair.step(4)
     assert step_traces() == traces + 1
     with pytest.raises(TypeError, match="compile-time constants and must be hashable"):
-        pair.ours.momentum = jnp.array([0.5, 0.6])
+        pair.ours.momentum = jnp.array([0.5, 0.6])  # pyright: ignore[reportAttributeAccessIssue]
     assert pair.ours.momentum == 0.9 and type(pair.ours)._constant_values[1] == ("momentum", 0.9)
