@@ -35,8 +35,8 @@ gets a kernel of its own; written as the first operand of each op that reads it
 (`min(c, max(-c, x))`), it is fused last in every leaf, and all leaves of a shape share kernels
 (adopt: 104 -> 86 distinct kernels on ResNet-50's shapes, optax's count). Where the
 order is not ours to choose (a division, `sqrt(v) / s`), each leaf gets its own copy of the
-step scalars (`_pinned_to_leaf`: an `optimization_barrier` with the leaf's gradient, which CSE
-cannot merge across leaves), so every leaf is fused as the first of its shape is; each copy
+step scalars (`_pinned_to_leaf`: an `optimization_barrier` with the leaf's state buffer,
+which CSE cannot merge across leaves), so every leaf is fused as the first of its shape is; each copy
 then has one use, so it gets the second use that keeps XLA's division (below). A scalar whose
 last op is cheap (NAdam's `-expm1(...)`) is still fused into each kernel from the first leaf's
 place: `computed_once=True` makes it a division by a traced 1 (exact) that XLA computes once.
@@ -240,7 +240,7 @@ def per_param_update(
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
         if scalars_of is not None:
-            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype), g)
+            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype), args[0] if args else None)
             extra = (*extra, scalars)
             used.append(pinned)
         if views:
@@ -286,17 +286,24 @@ def _computed_once(scalars: tuple) -> tuple:
     return tuple(out)
 
 
-def _pinned_to_leaf(scalars: tuple, anchor: jax.Array) -> tuple[tuple, tuple]:
+def _pinned_to_leaf(scalars: tuple, anchor: Any) -> tuple[tuple, tuple]:
     """`(scalars, pinned)`: the leaf's own copies of its traced step scalars (`scalars` with
     the traced ones replaced; `pinned`: those copies), passed through one
-    `optimization_barrier` with an array of the leaf (its gradient), so that XLA's CSE cannot
-    share their broadcasts between leaves of the same shape (see "Uniform kernels"); the same
-    values. Each copy has one user, so it gets a second use (`_second_use_of_lone_scalars`)."""
+    `optimization_barrier` with an array of the leaf, so that XLA's CSE cannot share their
+    broadcasts between leaves of the same shape (see "Uniform kernels"); the same values. Each
+    copy has one user, so it gets a second use (`_second_use_of_lone_scalars`).
+
+    The anchor is the leaf's first state buffer (or input): an argument of the jitted step,
+    never a value computed in it. With the gradient as anchor, XLA:GPU wrote a gradient computed
+    in the same jit to memory for the barrier instead of fusing its producer into the
+    optimizer's kernels (H100, a train step with in-jit gradients, global-norm clipping and Adam
+    on 6 x 4096^2 + 6 x 4096 params: 46 fusions and 1.87-1.92 ms against 34 and 1.62-1.70 ms with
+    the state buffer or without pinning; optax 1.63-1.67 ms). No anchor (no buffers): no copies."""
     leaves, treedef = jax.tree.flatten(scalars)
     traced = [i for i, x in enumerate(leaves)
               if isinstance(x, (jax.Array, jax_core.Tracer)) and jnp.ndim(x) == 0]
-    if not traced:
-        return scalars, ()
+    if not traced or anchor is None:
+        return scalars, tuple(leaves[i] for i in traced)
     pinned, _ = jax.lax.optimization_barrier((tuple(leaves[i] for i in traced), anchor))
     for i, x in zip(traced, pinned):
         leaves[i] = x

@@ -104,7 +104,7 @@ def test_a_schedule_returning_a_non_scalar_is_refused_naming_the_argument(name):
 
 def _barriers(tx, params, state=None):
     """(pins, second use) of one `update` on `params`: the per-leaf barriers that pin the step
-    scalars to a leaf (its scalars, then its gradient) and the invars of the one barrier that
+    scalars to a leaf (its scalars, then its state buffer) and the invars of the one barrier that
     gives every pinned copy its second use (the new schedule count first; None: no such barrier)."""
     state = tx.init(params) if state is None else state
     jaxpr = jax.make_jaxpr(tx.update)(params, state, params)
@@ -117,7 +117,7 @@ def _barriers(tx, params, state=None):
 
 def test_every_leaf_pins_its_step_scalars_and_each_copy_gets_a_second_use():
     """`per_param_update(step_scalars=...)`: each leaf's traced step scalars pass through one
-    barrier with the leaf's gradient (its own copies: CSE cannot share their broadcasts
+    barrier with the leaf's state buffer (its own copies: CSE cannot share their broadcasts
     between same-shaped leaves, so every leaf of a shape compiles to one kernel), and all the
     copies through one barrier with the new schedule count (a scalar output: never with a
     leaf's update, which XLA:GPU would then write out before `p + u`), their second use, which
@@ -126,7 +126,13 @@ def test_every_leaf_pins_its_step_scalars_and_each_copy_gets_a_second_use():
     f32 = {"a": jnp.ones((3, 2)), "b": jnp.ones(4), "c": jnp.ones(())}
     adam = ol.adam(1e-3)
     pins, second = _barriers(adam, f32)
-    assert [tuple(e.invars[-1].aval.shape) for e in pins] == [(3, 2), (4,), ()]  # each leaf's gradient
+    assert [tuple(e.invars[-1].aval.shape) for e in pins] == [(3, 2), (4,), ()]  # each leaf's buffer
+    # an argument of the step, not the gradient: a gradient computed in the same jit would be
+    # written to memory for the barrier on GPU instead of fused into the optimizer's kernels
+    jaxpr = jax.make_jaxpr(adam.update)(f32, adam.init(f32), f32).jaxpr
+    n_updates = len(jax.tree.leaves(f32))
+    state_vars = set(map(id, jaxpr.invars[n_updates:n_updates + len(jax.tree.leaves(adam.init(f32)))]))
+    assert all(id(e.invars[-1]) in state_vars for e in pins)
     per_leaf = len(pins[0].invars) - 1
     assert per_leaf >= 1 and all(len(e.invars) == per_leaf + 1 for e in pins)
     pinned = [v for e in pins for v in e.outvars[:-1]]
