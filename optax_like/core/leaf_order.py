@@ -9,6 +9,12 @@ params tree: timm's and HF's grouping, rules' plans) are remembered here (`remem
 that a group built from them later, as bare arrays or `(name, param)` pairs, knows it too and a
 state saved without names is not loaded onto it by position (optim/optimizer.py).
 
+The groups' order too: a helper that orders its groups by the first appearance of their params
+in its listing (timm's `param_groups_layer_decay`) remembers it (`remember_grouped`), so that
+with the model's names interop.torch puts them in the order timm builds from the model's listing
+(`first_param_blocks`), and without names a state is not loaded onto them by position
+(`group_order_issues`).
+
 The functional core never reads this; it lives here (not in `optax_like.optim`) so that
 `optax_like.param_groups` can record its listings without importing the adapter.
 """
@@ -16,14 +22,16 @@ The functional core never reads this; it lives here (not in `optax_like.optim`) 
 from __future__ import annotations
 
 import collections
+import itertools
 import weakref
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence, cast
 
 import jax
 
 from optax_like.core.tree import is_named_pair, param_name
 
-__all__ = ["NAMED_PARAMETERS", "Listing", "listing", "order_issue", "remember_listed"]
+__all__ = ["NAMED_PARAMETERS", "GroupOrder", "Listing", "first_param_blocks", "group_order", "group_order_issues",
+           "listing", "order_issue", "remember_grouped", "remember_listed"]
 
 NAMED_PARAMETERS = "optim.named_parameters"  # the `by` of `optim.named_parameters`' listings
 
@@ -112,3 +120,90 @@ def order_issue(tree: Any, leaves: Any = ()) -> str | None:
         if listed is not None and listed.why is not None:
             return f"its params were listed by {listed.by} in JAX's order ({listed.why})"
     return None
+
+
+class GroupOrder(NamedTuple):
+    """How a helper ordered the param groups it built from one listing of params: by the first
+    appearance of each group's first param in that listing (timm's `param_groups_layer_decay`
+    makes a group when it meets its first param in `model.named_parameters()`). `token` tells
+    the listings apart (one per call), `by` is the helper, `why` why the listing's order is
+    JAX's (None: the user's order); `first`: the listing position of the group's first param."""
+
+    token: int
+    by: str
+    why: str | None
+    first: int
+
+
+# id(array) -> (weak reference, its GroupOrder with `first` its own position in the listing).
+_grouped: dict[int, tuple[Any, GroupOrder]] = {}
+_tokens = itertools.count()
+
+
+def remember_grouped(leaves: Any, by: str, why: str | None) -> None:
+    """Records that `by` put `leaves` (the arrays of all the groups it built from one listing,
+    in that listing's order, which is JAX's for the reason `why`, or the user's: None) into
+    groups ordered by the first appearance of their params, so that a torch state's groups
+    (built from the model's order) are matched to these by the model's names, not by position."""
+    token = next(_tokens)
+    for position, leaf in enumerate(leaves):
+        key = id(leaf)
+        try:
+            ref = weakref.ref(leaf, lambda _, key=key: _grouped.pop(key, None))
+        except TypeError:
+            continue  # not weak-referenceable (a NumPy scalar): nothing to remember it by
+        _grouped[key] = (ref, GroupOrder(token, by, why, position))
+
+
+def group_order(leaves: Any) -> GroupOrder | None:
+    """The `GroupOrder` that all of `leaves` (a group's arrays; None entries skipped) were
+    grouped by (`first`: the earliest of their positions), or None (some were not, or not by
+    the same listing)."""
+    found = None
+    for leaf in leaves:
+        if leaf is None:
+            continue
+        entry = _grouped.get(id(leaf))
+        if entry is None or entry[0]() is not leaf:
+            return None
+        order = entry[1]
+        if found is None:
+            found = order
+        elif found[:3] != order[:3]:
+            return None
+        elif order.first < found.first:
+            found = order
+    return found
+
+
+def first_param_blocks(orders: Sequence[GroupOrder | None]) -> list[list[int]]:
+    """The indices of the groups (of one optimizer, whose groups' `GroupOrder`s are `orders`)
+    that one helper ordered by the first appearance of their params in one listing, a block of
+    several groups per listing (a single group has no order to get wrong), where they are
+    still in that order (groups rearranged since are the user's order, not the helper's)."""
+    blocks: dict[int, list[int]] = {}
+    for g, order in enumerate(orders):
+        if order is not None:
+            blocks.setdefault(order.token, []).append(g)
+    out = []
+    for block in blocks.values():
+        firsts = [cast(GroupOrder, orders[g]).first for g in block]
+        if len(block) > 1 and all(a < b for a, b in zip(firsts, firsts[1:])):
+            out.append(block)
+    return out
+
+
+def group_order_issues(orders: Sequence[GroupOrder | None]) -> list[str | None]:
+    """Per group (of one optimizer, whose groups' `GroupOrder`s are `orders`), why its position
+    among the groups may not be the saver's (torch's), or None: a helper ordered it, among
+    other groups, by the first appearance of their params in a listing in JAX's order (timm's
+    layer decay on a params dict lists 'a.bias' first where the model registers 'z.weight'
+    first). A state saved without names cannot be matched to such groups by position."""
+    out: list[str | None] = [None] * len(orders)
+    for block in first_param_blocks(orders):
+        for g in block:
+            order = orders[g]
+            if order is not None and order.why is not None:
+                out[g] = (f"{order.by} ordered the groups by their first params in JAX's order ({order.why}), "
+                          "not the saver's (torch's: registration) order")
+    return out

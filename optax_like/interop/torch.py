@@ -20,12 +20,13 @@ loaded by the names torch saved). A list of params in `model.parameters()` order
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from typing import Any, Sequence, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_like.core.leaf_order import GroupOrder, first_param_blocks, group_order_issues
 from optax_like.core.torch_layout import QuantizedTensor
 from optax_like.interop import torchao
 from optax_like.optim._state_dict import (
@@ -81,11 +82,20 @@ def from_torch_state_dict(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {"state": convert(state_dict["state"]), "param_groups": groups}
 
 
-def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]], dict[str, int] | None]:
-    """Each group's param names in the order torch numbers them, from `target`: a torch optimizer
-    (its groups' `param_names`), a torch module (`named_parameters()`), or an iterable of
-    `(name, tensor)` pairs or of names (a model's order: each group keeps that relative order);
-    and the real element count of each named tensor where `target` has tensors."""
+def _torch_groups(target: Any, groups: list[list[str]], group_orders: Sequence[GroupOrder | None] = ()
+                  ) -> tuple[list[int], list[list[str]], dict[str, int] | None]:
+    """torch's param groups, in its order, for our groups (their param `names`): for each torch
+    group `j`, the index of our group holding the same params (`perm[j]`) and their names in the
+    order torch numbers them; and the real element count of each named tensor where `target`
+    has tensors. From `target`:
+
+    * a torch optimizer: its groups' `param_names`, matched to ours by the params they hold (a
+      group of torch's whose params are not exactly one of ours is refused, naming both);
+    * a torch module (`named_parameters()`), `(name, tensor)` pairs or names (the model's order):
+      each group keeps that relative order; the groups keep ours, except those a helper ordered
+      by the first appearance of their params in a listing (`group_orders`, timm's layer decay;
+      `core.leaf_order.remember_grouped`): those are ordered by the first appearance of their
+      params in the target's names, as timm builds them from `model.named_parameters()`."""
     torch = _torch()
     sizes = None
     if isinstance(target, torch.optim.Optimizer):
@@ -99,7 +109,10 @@ def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]],
                 "target=model (or model.named_parameters(), or the list of names in its parameters() order)")
         sizes = {n: _real_size(p) for group in target.param_groups
                  for n, p in zip(group["param_names"], group["params"])}
-        return [list(group["param_names"]) for group in target.param_groups], sizes
+        theirs = [[str(n) for n in group["param_names"]] for group in target.param_groups]
+        return _by_membership(groups, theirs, "the torch optimizer's", (
+            "Build both optimizers with the same param groups (each holding the same params, in any order): "
+            "a group's state and hyperparameters are not exported onto another grouping.")), theirs, sizes
     if isinstance(target, torch.nn.Module):
         target = target.named_parameters()
     items = list(target)
@@ -115,7 +128,7 @@ def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]],
     if len(set(order)) != len(order):
         raise ValueError("target names a param twice")
     position = {n: i for i, n in enumerate(order)}
-    out = []
+    ordered = []
     for g, group in enumerate(groups):
         unknown = [n for n in group if n not in position]
         if unknown:
@@ -123,8 +136,39 @@ def _torch_order(target: Any, groups: list[list[str]]) -> tuple[list[list[str]],
                 f"param group {g} has params {unknown[:4]} that the target does not name (its names: "
                 f"{order[:4]}...): name the params as the torch model does (a dict keyed by "
                 "model.state_dict()'s names, or (name, param) pairs)")
-        out.append(sorted(group, key=position.__getitem__))
-    return out, sizes
+        ordered.append(sorted(group, key=position.__getitem__))
+    perm = list(range(len(groups)))
+    for block in first_param_blocks(list(group_orders)):
+        first = {g: min((position[n] for n in groups[g]), default=len(order)) for g in block}
+        for slot, g in zip(block, sorted(block, key=first.__getitem__)):
+            perm[slot] = g
+    return perm, [ordered[g] for g in perm], sizes
+
+
+def _by_membership(ours: list[list[str]], theirs: list[list[str]], whose: str, fix: str) -> list[int]:
+    """For each of `theirs` (torch's groups, their param names), the index of our group that
+    holds exactly the same params; a ValueError naming the groups (and `fix`) where that is not
+    one group."""
+    if len(theirs) != len(ours):
+        raise ValueError(f"{whose} {len(theirs)} param groups are not this optimizer's {len(ours)}")
+    holder = {n: g for g, names in enumerate(ours) for n in names}
+    index = {frozenset(names): g for g, names in enumerate(ours) if len(set(names)) == len(names)}
+    perm, problems = [], []
+    for j, names in enumerate(theirs):
+        g = index.get(frozenset(names)) if len(set(names)) == len(names) else None
+        if g is None:
+            among = sorted({holder[n] for n in names if n in holder})
+            problems.append(f"{whose} param group {j} ({names[:4]}{'...' if len(names) > 4 else ''}) holds "
+                            + (f"params of this optimizer's groups {among} but not exactly one of them"
+                               if among else "none of this optimizer's params"))
+        perm.append(g)
+    if not problems and sorted(perm) != list(range(len(ours))):
+        problems.append(f"{whose} param groups do not each hold one of this optimizer's groups")
+    if problems:
+        raise ValueError(
+            "cannot tell which param group of torch's is which of this optimizer's: torch's groups are "
+            "matched to ours by the params they hold, and " + "; ".join(problems) + ". " + fix)
+    return cast("list[int]", perm)
 
 
 def _group_value(value: Any) -> Any:
@@ -183,7 +227,12 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             names.append(list(held[g].names))
         else:
             names.append([str(n) for n in group["param_names"]] if "param_names" in group else None)
+    # how a helper ordered the groups (timm's layer decay: by their first params in its listing)
+    group_orders = ([record.group_order for record in held] if held is not None
+                    else list(getattr(sd, "group_orders", None) or [None] * len(groups)))
+    perm = list(range(len(groups)))  # torch's group j is our group perm[j]
     if target is None:
+        group_issues = group_order_issues(group_orders)
         for g, group in enumerate(groups):
             if held is not None:
                 why = len(group["params"]) > 1 and held[g].order_issue
@@ -191,6 +240,7 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
                 why = len(group["params"]) > 1 and sd.order_issues[g]
             else:
                 why = "param_names" in group and "it carries param_names (its order need not be torch's)"
+            why = why or group_issues[g]
             if why:
                 raise ValueError(
                     f"to_torch_state_dict: cannot tell which torch param gets which state of param group {g}: "
@@ -207,22 +257,24 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
                 "to_torch_state_dict(..., target=...): the state dict carries no param_names to match "
                 "by; pass the optimizer itself")
         named = cast("list[list[str]]", names)  # no None: checked just above
-        torch_names, sizes_by_name = _torch_order(target, named)
-        orders = []
-        for g, (ours, theirs) in enumerate(zip(named, torch_names)):
+        perm, torch_names, sizes_by_name = _torch_groups(target, named, group_orders)
+        orders = [[] for _ in groups]
+        for g, theirs in zip(perm, torch_names):
+            ours = named[g]
             if sorted(ours) != sorted(theirs) or len(set(ours)) != len(ours):
                 raise ValueError(
                     f"param group {g}: the target's params {theirs[:4]}... are not this group's "
                     f"{ours[:4]}... (same names, each once)")
             index = {n: i for i, n in enumerate(ours)}
-            orders.append([index[n] for n in theirs])  # torch position j holds our param orders[g][j]
+            orders[g] = [index[n] for n in theirs]  # torch position j holds our param orders[g][j]
 
-    tensor_entries = _tensor_group_entries(optimizer, target, len(groups))
+    tensor_entries = _tensor_group_entries(optimizer, target, perm)
     omitted = [attribute_group_entries(group.state) for group in held] if held is not None else [()] * len(groups)
     new_state: dict = {}
     new_groups = []
     offset = 0
-    for g, (group, order) in enumerate(zip(groups, orders)):
+    for j, g in enumerate(perm):  # torch's groups in its order: torch's group j is our group g
+        group, order = groups[g], orders[g]
         ids = list(group["params"])
         n = len(ids)
         identity = order == list(range(n))
@@ -234,13 +286,13 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
             first = permute_flat_entry(first, _LBFGS_FLAT_KEYS, sizes, order)
             entries = [first] + [None] * (n - 1)
             order = list(range(n))
-        for j, i in enumerate(order):
+        for k, i in enumerate(order):
             if entries[i] is not None:
-                new_state[offset + j] = entries[i]
+                new_state[offset + k] = entries[i]
         packed = {k: _group_value(v) for k, v in group.items() if k != "params"}
         for key in omitted[g]:  # optimizer attributes in the reference (torchao's block_size)
             packed.pop(key, None)
-        for key, dtype in tensor_entries[g].items():  # a 0-d tensor in the reference (torchao's lr)
+        for key, dtype in tensor_entries[j].items():  # a 0-d tensor in the reference (torchao's lr)
             if key in packed and isinstance(packed[key], (int, float)) and not isinstance(packed[key], bool):
                 packed[key] = _torch().tensor(packed[key], dtype=dtype)
         if "param_names" in packed:
@@ -266,16 +318,17 @@ def to_torch_state_dict(optimizer_or_state_dict: Any, target: Any = None) -> dic
     return {"state": out_state, "param_groups": new_groups}
 
 
-def _tensor_group_entries(optimizer: Any, target: Any, n_groups: int) -> list[dict]:
-    """Per group, the entries to write as 0-d tensors -> their torch dtype: those the optimizer's
-    state declares (`tensor_group_entries`: torchao's lr, float32), and those a torch optimizer
-    `target` keeps as 0-d tensors (in their dtype)."""
+def _tensor_group_entries(optimizer: Any, target: Any, perm: list[int]) -> list[dict]:
+    """Per torch group (torch's group j is our group perm[j]), the entries to write as 0-d
+    tensors -> their torch dtype: those the optimizer's state declares (`tensor_group_entries`:
+    torchao's lr, float32), and those a torch optimizer `target` keeps as 0-d tensors (in their
+    dtype)."""
     torch = _torch()
-    out: list[dict] = [{} for _ in range(n_groups)]
+    out: list[dict] = [{} for _ in perm]
     held = getattr(optimizer, "_groups", None)
     if held is not None:
-        out = [dict.fromkeys(tensor_group_entries(group.state), torch.float32) for group in held]
-    if target is not None and isinstance(target, torch.optim.Optimizer) and len(target.param_groups) == n_groups:
+        out = [dict.fromkeys(tensor_group_entries(held[g].state), torch.float32) for g in perm]
+    if target is not None and isinstance(target, torch.optim.Optimizer) and len(target.param_groups) == len(perm):
         for entries, group in zip(out, target.param_groups):
             entries.update({k: v.dtype for k, v in group.items()
                             if k != "params" and isinstance(v, torch.Tensor) and v.ndim == 0})
@@ -303,10 +356,18 @@ def load_torch_state_dict(optimizer, state_dict: dict[str, Any], source: Any = N
     (the torch model, `model.named_parameters()`, the torch optimizer built with names, or the
     list of names in torch's order): its names are written into the loaded groups (in the saved
     order), so that each saved state lands on our param of the same name (our names: key paths
-    such as "10.weight", or the given names)."""
+    such as "10.weight", or the given names).
+
+    Where the saved groups are named (by `param_names` or `source`), they are matched to ours by
+    the params they hold, not by position: a group of timm's layer decay (built in the model's
+    registration order) loads into ours of the same params, its hyperparameters with it. Saved
+    names of our params grouped otherwise are refused, naming the groups."""
     converted = from_torch_state_dict(state_dict)
+    holder = getattr(optimizer, "_wrapper", optimizer)  # a base taken over by a wrapper: the wrapper's
+    records = holder._groups
+    ours = [list(group.names) for group in records]
     if source is not None:
-        for g, group in enumerate(optimizer._groups):
+        for g, group in enumerate(records):
             if group.positional_names and len(group.names) > 1:
                 raise ValueError(
                     f"load_torch_state_dict(..., source=...): the params of group {g} have no names (they "
@@ -314,12 +375,41 @@ def load_torch_state_dict(optimizer, state_dict: dict[str, Any], source: Any = N
                     "names ((name, param) pairs, a params dict, or model=params), or load without "
                     "source=: a list is loaded by position, torch's rule, and must then be in the saved "
                     "(torch: model.parameters()) order.")
-        ours = [list(group.names) for group in optimizer._groups]
-        torch_names, _ = _torch_order(source, ours)
-        for g, (group, names) in enumerate(zip(converted["param_groups"], torch_names)):
+        perm, torch_names, _ = _torch_groups(source, ours, [group.group_order for group in records])
+        for j, (group, names) in enumerate(zip(converted["param_groups"], torch_names)):
             if "param_names" not in group:
                 if len(names) != len(group["params"]):
+                    held = f" (this optimizer's group {perm[j]}" + (
+                        ", ordered as torch's by the first appearance of its params in the source's names)"
+                        if perm != list(range(len(perm))) else ")")
                     raise ValueError(
-                        f"loaded param group {g} has {len(group['params'])} params, the source names {len(names)}")
+                        f"loaded param group {j} has {len(group['params'])} params, the source names "
+                        f"{len(names)} for torch's group {j}{held}: the saved groups are not this "
+                        "optimizer's groups of the same params")
                 group["param_names"] = list(names)
+    _match_groups_by_params(records, converted, ours)
     optimizer.load_state_dict(converted)
+
+
+def _match_groups_by_params(records: list, converted: dict[str, Any], ours: list[list[str]]) -> None:
+    """Puts the loaded groups (all named by `param_names`) in our groups' order where they hold
+    our groups' params in another order; refuses saved names of our params grouped otherwise.
+    Leaves the rest to `optimizer.load_state_dict` (positional names, names not ours)."""
+    saved = converted["param_groups"]
+    if (len(saved) != len(ours) or any("param_names" not in group for group in saved)
+            or any(record.positional_names for record in records)):
+        return
+    everything = [n for names in ours for n in names]
+    if len(set(everything)) != len(everything):
+        return  # names repeat across our groups: nothing to match groups by
+    theirs = [[str(n) for n in group["param_names"]] for group in saved]
+    if all(sorted(a) == sorted(b) for a, b in zip(ours, theirs)):
+        return  # the same groups in the same order
+    known = set(everything)
+    if not all(n in known for names in theirs for n in names):
+        return  # names that are not ours: optimizer.load_state_dict's refusal (or its positional rule)
+    perm = _by_membership(ours, theirs, "the loaded state dict's", (
+        "Build this optimizer with the saver's param groups (each holding the params its param_names "
+        "name, in any order); the state is not loaded onto other groups."))
+    where = {g: j for j, g in enumerate(perm)}  # our group g is the saved group where[g]
+    converted["param_groups"] = [saved[where[g]] for g in range(len(ours))]

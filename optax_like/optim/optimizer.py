@@ -101,7 +101,7 @@ import numpy as np
 
 from jax.experimental import sparse as jsparse
 
-from optax_like.core import hyperparams, numerics
+from optax_like.core import hyperparams, leaf_order, numerics
 from optax_like.core.leaf_scalars import per_leaf_where_none
 from optax_like.core.tree import check_params, check_same_structure, is_none, path_str
 from optax_like.optim import _names
@@ -324,6 +324,9 @@ class _Group:
     # the group entries of its state (declared GroupEntries) as last written into param_groups[i]:
     # an entry that is no longer this object was edited by the user (None: the state has none)
     entries: dict | None = None
+    # how a helper ordered it among the groups it built from one listing (by first appearance,
+    # timm's layer decay; core/leaf_order.py), or None: the groups' order is the user's
+    group_order: leaf_order.GroupOrder | None = None
 
 
 # A group's step arguments (a C-level getter: read for every group at every step).
@@ -551,7 +554,7 @@ class Optimizer(OptimizerHooks):
             named=given_names is not None, order_issue=_names.order_issue(tree, leaves),
             positional_names=given_names is None and mode != "model" and all(
                 isinstance(key, jax.tree_util.SequenceKey) for path, _ in paths_leaves for key in path),
-            entries=dict(entries) if entries is not None else None))
+            entries=dict(entries) if entries is not None else None, group_order=leaf_order.group_order(leaves)))
         self._mode = mode
         self._layout = _step.Layout(mode, self._root_def, tuple(g.positions for g in self._groups),
                                     tuple(g.treedef for g in self._groups))
@@ -626,6 +629,11 @@ class Optimizer(OptimizerHooks):
             "a param_groups entry is not one of this optimizer's groups (a dict put into "
             "optimizer.param_groups by hand): add groups with add_param_group.")
 
+    def _group_order_issues(self) -> list[str | None]:
+        """Per group, why its position among the groups may not be the saver's (torch's), or None
+        (`core.leaf_order.group_order_issues`: timm's layer decay on a params dict)."""
+        return leaf_order.group_order_issues([group.group_order for group in self._groups])
+
     def _export_param_groups(self) -> list[dict]:
         """`state_dict()["param_groups"]`: torch's layout (copies; int ids under "params", last,
         as torch's `pack_group`; "param_names" for named groups). A group whose dict leaves JAX
@@ -672,12 +680,13 @@ class Optimizer(OptimizerHooks):
         )
         id_map: dict[int, int] = {}
         by_position: set[int] = set()
+        group_issues = self._group_order_issues()
         for g, saved in enumerate(saved_groups):
             record = self._groups[g]
             ids, names = record.ids, record.names
             saved_ids = list(saved["params"])
             saved_names = saved.get("param_names")
-            issue = record.order_issue if len(ids) > 1 else None
+            issue = (record.order_issue if len(ids) > 1 else None) or group_issues[g]
             if saved_names is not None:
                 saved_names = [str(n) for n in saved_names]
                 if len(saved_names) != len(saved_ids):
@@ -1125,6 +1134,9 @@ class Optimizer(OptimizerHooks):
         # does not declare the attribute).
         state_dict.order_issues = [  # pyright: ignore[reportAttributeAccessIssue]
             self._groups[self._group_index(group)].order_issue for group in self.param_groups]
+        # and how a helper ordered the groups (interop.torch matches them to torch's by name)
+        state_dict.group_orders = [  # pyright: ignore[reportAttributeAccessIssue]
+            self._groups[self._group_index(group)].group_order for group in self.param_groups]
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:

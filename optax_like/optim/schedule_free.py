@@ -49,6 +49,7 @@ import jax
 
 from optax_like import registry as _registry
 from optax_like.optim import _state_dict
+from optax_like.optim.adahessian import AdahessianOptimizer
 from optax_like.optim.optimizer import Optimizer, make_optimizer_class
 from optax_like.optim.wrappers import WrapperOptimizer
 from optax_like.optimizers.schedule_free import schedule_free_wrapper
@@ -164,7 +165,9 @@ class ScheduleFreeWrapper(ScheduleFreeModes, WrapperOptimizer):
     _wrap = staticmethod(schedule_free_wrapper)
     _constant_options = ("weight_decay_at_y", "momentum", "weight_lr_power", "r")
     _shared = ("lr",)
-    _refused = (ScheduleFreeOptimizer,)
+    # Adahessian: its step takes the Hessian probes (`hessian=`), which the wrapper's functional
+    # step does not pass on (refused here rather than failing at the first step)
+    _refused = (ScheduleFreeOptimizer, AdahessianOptimizer)
     _base_step_note = ("schedulefree's base.step() steps the base alone at y, outside the schedule-free "
                        "average; not supported here.")
 

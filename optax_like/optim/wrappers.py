@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from optax_like.core import hyperparams, numerics
-from optax_like.core.base import GradientTransformation
+from optax_like.core.base import GradientTransformation, GradientTransformationExtraArgs, with_extra_args_support
 from optax_like.optim import _state_dict, _step
 from optax_like.optim.optimizer import Optimizer, _live_optimizers
 from optax_like.transforms.lookahead import lookahead, lookahead_sync
@@ -89,12 +89,13 @@ def _base_alone(wrap: Callable) -> Callable:
     @functools.wraps(wrap)
     def alone(base: GradientTransformation, *args: Any, **kwargs: Any) -> GradientTransformation:
         wrapped = wrap(base, *args, **kwargs)  # (its validation and its init)
+        base_update = with_extra_args_support(base).update  # (Adahessian's hessian=)
 
-        def update(updates, state, params=None):
-            updates, base_state = base.update(updates, state.base, params)
+        def update(updates, state, params=None, **extra_args):
+            updates, base_state = base_update(updates, state.base, params, **extra_args)
             return updates, state._replace(base=base_state)
 
-        return GradientTransformation(wrapped.init, update)
+        return GradientTransformationExtraArgs(wrapped.init, update)
 
     alone.__name__ = f"{wrap.__name__}_base_alone"
     return alone
@@ -299,6 +300,9 @@ class WrapperOptimizer(Optimizer):
             self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
         for record, own, group in zip(records, self._groups, self.param_groups):
             own.state = own.state._replace(base=record.state)
+            # the same leaves in the same order: why the base's order was JAX's (the arrays' listing
+            # is not remembered for the stepped arrays), and how a helper ordered its groups
+            own.order_issue, own.group_order = record.order_issue, record.group_order
             if own.entries is not None:  # the group entries of the moved state (timm Lamb's `step`)
                 own.entries = _state_dict.export_group_entries(own.state)
                 group.update(own.entries)

@@ -15,6 +15,10 @@ registration order, which timm's groups follow. The arrays listed from such a tr
 remembered so (`named_leaves(..., listed_by=...)`, as `optim.named_parameters` does), and an
 `optim` optimizer built from these groups loads or exports a state saved without names (timm's)
 only by the model's names (`source=model` / `target=model`), never by position.
+`param_groups_layer_decay` orders its groups by their first params in that listing too (timm's:
+in `model.named_parameters()`), and remembers it (`core.leaf_order.remember_grouped`): with the
+model's names, interop.torch puts the groups in timm's order; without them, a state saved
+without names is refused even for groups of one param each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections import defaultdict
 from itertools import chain, islice
 from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union, cast
 
+from optax_like.core.leaf_order import order_issue, remember_grouped
 from optax_like.param_groups._rules import DEFAULT, Group, Plan, named_leaves, _configuration
 
 __all__ = [
@@ -195,6 +200,12 @@ def param_groups_layer_decay(params: Any, weight_decay: float = 0.05, no_weight_
             if is_fallback:
                 groups[group_name]["use_fallback"] = True
         groups[group_name]["params"].append((name, param))
+    # The groups come in the order their first params appear in `named`: JAX's order for a params
+    # tree, while timm's follow the model's registration order. Remembered so that the optimizer
+    # built from them matches a timm state's groups to its own by the model's names
+    # (interop.torch's source=/target=), not by position.
+    remember_grouped([param for group in groups.values() for _, param in group["params"]],
+                     "param_groups_layer_decay", order_issue(params, [param for _, param in named]))
     return list(groups.values())
 
 

@@ -28,7 +28,8 @@ from jax import lax
 
 from optax_like.core import numerics
 from optax_like.core import validation as v
-from optax_like.core.base import GradientTransformation, ScalarOrSchedule, apply_updates
+from optax_like.core.base import (GradientTransformation, GradientTransformationExtraArgs, ScalarOrSchedule,
+                                  apply_updates, with_extra_args_support)
 from optax_like.core.leaf_scalars import init_counts, select_present
 from optax_like.core.torch_layout import STARTED, GroupEntries, declare_torch_state
 from optax_like.core.tree import is_none
@@ -81,7 +82,7 @@ class LookaheadState(NamedTuple):
     group: LookaheadGroup
 
 
-def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: int = 6) -> GradientTransformation:
+def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: int = 6) -> GradientTransformationExtraArgs:
     """timm's `Lookahead(base_optimizer, alpha=0.5, k=6)` around the functional `base`.
 
     Each step the base updates the params (fast weights); on every `k`-th step (timm's group
@@ -96,6 +97,11 @@ def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: in
     `slow - params` nudged so that `params + u` is exactly `slow` (`numerics.exact_difference`).
     Validation and messages are timm's (`Invalid slow update rate`, `Invalid lookahead steps`).
 
+    Extra keyword arguments of `update` reach the base (`GradientTransformationExtraArgs`; a
+    plain base ignores them): a second-order base takes its Hessian estimate so
+    (`update(..., hessian=...)`, Adahessian's; timm's Lookahead steps such a base too, its
+    `is_second_order` being the base's).
+
     Differs from `optax.lookahead`: optax keeps slow and fast params in a `LookaheadParams`
     pair and starts the slow weights at the initial params; this is timm's recursion over
     ordinary params.
@@ -106,16 +112,17 @@ def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: in
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)) or int(k) != k:
         raise TypeError(f"lookahead k must be a whole number of steps (a compile-time constant), got {k!r}")
     k = int(k)
+    base_update = with_extra_args_support(base).update
 
     def init(params):
         slow = jax.tree.map(lambda p: None if p is None else jnp.zeros_like(p), params, is_leaf=is_none)
         return LookaheadState(base.init(params), LookaheadSlowState(slow, init_counts(params)),
                               LookaheadGroup(jnp.zeros((), jnp.int32)))
 
-    def update(updates, state, params=None):
+    def update(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError("lookahead needs the params: call update(updates, state, params).")
-        base_updates, base_state = base.update(updates, state.base, params)
+        base_updates, base_state = base_update(updates, state.base, params, **extra_args)
         step = numerics.safe_increment(state.group.lookahead_step)
         sync = lax.rem(step, jnp.asarray(k, step.dtype)) == 0
         a = numerics.resolve(alpha, state.group.lookahead_step)
@@ -146,7 +153,7 @@ def lookahead(base: GradientTransformation, alpha: ScalarOrSchedule = 0.5, k: in
             base_state, LookaheadSlowState(treedef.unflatten(new_slow), synced), LookaheadGroup(step))
         return treedef.unflatten(new_u), new_state
 
-    return GradientTransformation(init, update)
+    return GradientTransformationExtraArgs(init, update)
 
 
 def _pulled(fast: jax.Array, slow: jax.Array, started: Any, alpha: Any) -> jax.Array:

@@ -365,3 +365,65 @@ def test_lookahead_over_every_class_steps_as_its_base_and_resumes_exactly(info):
     b.load_state_dict(a.state_dict())
     assert b.state_dict()["param_groups"] == a.state_dict()["param_groups"]
     jax.tree.map(np.testing.assert_array_equal, run(b, grads[3:]), run(a, grads[3:]))
+
+
+def test_lookahead_over_adahessian_follows_timm(x64, one_torch_thread):
+    """A second-order base (timm's Lookahead steps one: its `is_second_order` is the base's): the
+    wrapper passes the base's extra update argument (Adahessian's Hessian estimate) on. Two
+    groups, k=2 (syncs at steps 2, 4, 6), our probes fed to timm (tests/optim/test_adahessian.py),
+    float64; then the base alone (`base.step(closure)`, timm's too) and the wrapper again; the
+    functional view (`optax_like.lookahead(optax_like.adahessian(...))`, `value_fn=`) as well."""
+    import functools
+
+    import optax_like as ol
+    from tests.optim.test_adahessian import _bits, _groups as _ah_groups
+    from tests.transforms.test_adahessian import (INFO, adahessian_node, feeding, init_params, loss, probe_bits,
+                                                  torch_closure, worst_error)
+
+    kwargs = dict(INFO.example)
+    p0 = init_params("float64")
+    tp = [torch.tensor(p, requires_grad=True) for p in p0]
+    torch_base = INFO.new_reference(_ah_groups(tp, kwargs), **kwargs)
+    reference = TimmLookahead(torch_base, alpha=0.5, k=2)
+    assert reference.is_second_order
+    base = optim.Adahessian(_ah_groups([jnp.asarray(p) for p in p0], kwargs), **kwargs)
+    ours = optim.Lookahead(base, alpha=0.5, k=2)
+    value_fn = functools.partial(loss, lib=jnp, dtype="float64")
+    ours_loss = lambda groups: value_fn([p for g in groups for p in g])  # noqa: E731
+    for t in range(1, 9):
+        theirs_opt, our_opt = (torch_base, base) if t in (5, 6) else (reference, ours)  # the bases alone
+        with feeding(_bits(ours, 1, 1, "float64")):
+            theirs = theirs_opt.step(torch_closure(reference, tp, "float64"))
+        mine = our_opt.step(ours_loss)
+        np.testing.assert_allclose(np.asarray(mine), theirs.detach().numpy(), rtol=RTOL)
+        assert worst_error([p for g in ours.params for p in g], tp) <= RTOL, t
+        assert ([g["lookahead_step"] for g in ours.param_groups]
+                == [g["lookahead_step"] for g in reference.param_groups])
+    assert ours.param_groups[0]["lookahead_step"] == 6
+    theirs_sd, mine_sd = reference.state_dict(), ours.state_dict()
+    assert mine_sd["state"].keys() == theirs_sd["state"].keys()
+    for pid, entry in theirs_sd["state"].items():
+        assert set(mine_sd["state"][pid]) == set(entry), pid
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                np.testing.assert_allclose(np.asarray(mine_sd["state"][pid][key]), value.numpy(), rtol=RTOL, atol=RTOL)
+            else:
+                assert mine_sd["state"][pid][key] == value, (pid, key)
+
+    # the functional view, one group
+    tp = [torch.tensor(p, requires_grad=True) for p in p0]
+    reference = TimmLookahead(INFO.new_reference(tp, **kwargs), alpha=0.5, k=2)
+    tx = ol.lookahead(ol.adahessian(**kwargs), alpha=0.5, k=2)
+    params = [jnp.asarray(p) for p in p0]
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(value_fn)(params), state, params, value_fn=value_fn)
+        return ol.apply_updates(params, updates), state
+
+    for t in range(5):
+        with feeding(probe_bits([(adahessian_node(state), jax.grad(value_fn)(params))], 1, 1)):
+            reference.step(torch_closure(reference, tp, "float64"))
+        params, state = step(params, state)
+        assert worst_error(params, tp) <= RTOL, t

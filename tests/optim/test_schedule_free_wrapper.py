@@ -250,3 +250,11 @@ def test_option_attribute_edit_compiles_once_and_a_bad_value_is_refused():
     with pytest.raises(TypeError, match="compile-time constants and must be hashable"):
         pair.ours.momentum = jnp.array([0.5, 0.6])  # pyright: ignore[reportAttributeAccessIssue]
     assert pair.ours.momentum == 0.9 and type(pair.ours)._constant_values[1] == ("momentum", 0.9)
+
+
+def test_a_second_order_base_is_refused_at_construction():
+    """Adahessian's step takes the Hessian probes, which the wrapper's step does not pass on: refused
+    when wrapped (it failed at the first step with a TypeError from inside the step)."""
+    base = optim.Adahessian([jnp.ones(3)])
+    with pytest.raises(TypeError, match="ScheduleFreeWrapper cannot wrap a Adahessian"):
+        optim.ScheduleFreeWrapper(base)

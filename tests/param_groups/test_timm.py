@@ -461,3 +461,198 @@ def test_groups_made_from_a_params_dict_load_unnamed_states_by_name_only(helper,
     for n, t in tensors.items():
         for key in ("exp_avg", "exp_avg_sq"):
             torch.testing.assert_close(fresh.state[t][key], theirs.state[t][key], rtol=0, atol=0, msg=n)
+
+
+# ------------------------------------------------ layer decay on a params dict: the groups' order
+# timm's param_groups_layer_decay makes a group when it meets its first param in
+# model.named_parameters(); from a params dict ours meet them in sorted key order ('bias' before
+# 'weight'), so the same groups come in another order. With the model's names, the groups are
+# matched by the params they hold (torch's order restored both ways); without, refused.
+
+_CROSSED = {"l0": r"^(?:z|a)\.", "l1": r"^(?:y|b)\."}
+
+
+class _Crossed(torch.nn.Module):
+    """Linears registered y, z, a, b: layer 1 (y, b) first, and a weight first in each module;
+    a params dict lists a.bias (layer 0, no decay) first. timm's layer-decay groups: [l1 decay,
+    l1 no decay, l0 decay, l0 no decay]; ours from the dict: the reverse."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        for name in "yzab":
+            setattr(self, name, torch.nn.Linear(4, 4))
+        self.double()
+
+    def group_matcher(self, coarse=False):
+        return dict(_CROSSED)
+
+
+def _decay_model(kind):
+    """A model whose timm layer-decay groups come in another order than ours from its params
+    dict: a bare Linear ({'bias', 'weight'}: one group of one param each, [weight] then [bias]
+    in timm's), or `_Crossed`."""
+    if kind == "linear":
+        torch.manual_seed(2)
+        return torch.nn.Linear(4, 4).double()
+    return _Crossed()
+
+
+def _decay_grads(model, seed):
+    rng = np.random.default_rng(seed)
+    return {n: (1.0 + i) * rng.standard_normal(tuple(p.shape)) for i, (n, p) in enumerate(model.named_parameters())}
+
+
+def _step_flat(ours, grads):
+    ours.zero_grad()
+    ours.backward({n: jnp.asarray(g) for n, g in grads.items()})
+    ours.step()
+
+
+def _layer_decay_pair(kind, timm_models, model, named_torch=False):
+    """timm's optimizer on `model` (create_optimizer_v2, or with `named_torch` torch's AdamW on
+    timm's groups of (name, param) pairs: its state dict carries param_names) and a fresh
+    create_optimizer_v2 over `model`'s params dict."""
+    kwargs = dict(opt="adamw", lr=0.1, weight_decay=0.05, layer_decay=0.7)
+    _, timm_groups, factory = timm_models
+    if named_torch:
+        name_of = {id(p): n for n, p in model.named_parameters()}
+        groups = timm_groups.param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.7)
+        theirs = torch.optim.AdamW([{**g, "params": [(name_of[id(p)], p) for p in g["params"]]} for g in groups], lr=0.1)
+    else:
+        theirs = factory.create_optimizer_v2(model, **kwargs)
+    params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+    ours = grouping.create_optimizer_v2(params, "adamw", lr=0.1, weight_decay=0.05, layer_decay=0.7,
+                                        group_matcher=_CROSSED if kind == "crossed" else None)
+    return theirs, ours, params
+
+
+def _group_entries_by_members(model, ours, theirs):
+    """Each group's hyperparameters, keyed by the names of the params it holds: ours and timm's."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    keys = ("lr", "weight_decay", "lr_scale")
+    mine = {frozenset(g["param_names"]): {k: g[k] for k in keys} for g in ours.param_groups}
+    return mine, {frozenset(name_of[id(p)] for p in g["params"]): {k: g[k] for k in keys} for g in theirs.param_groups}
+
+
+@pytest.mark.parametrize("names", ["model", "name_list", "named_torch_optimizer"])
+@pytest.mark.parametrize("kind", ["linear", "crossed"])
+def test_layer_decay_on_a_params_dict_resumes_timm_in_timms_group_order(timm_models, kind, names, x64):
+    """create_optimizer_v2(params_dict, layer_decay=...) against timm's: the same groups in
+    another order (by their first params: 'bias' before 'weight' in the dict). With the model's
+    names (the model, its names in registration order, or a torch optimizer built from timm's
+    groups of named params), each group's state and hyperparameters land on the group of the
+    same params both ways, and both continue with the same numbers (float64)."""
+    named_torch = names == "named_torch_optimizer"
+    by = {"model": lambda m, opt: m, "name_list": lambda m, opt: [n for n, _ in m.named_parameters()],
+          "named_torch_optimizer": lambda m, opt: opt}[names]
+    from optax_like.interop.torch import load_torch_state_dict
+
+    # ours -> timm: ours steps twice, a fresh timm optimizer on ours' params takes its state
+    model = _decay_model(kind)
+    theirs, ours, params = _layer_decay_pair(kind, timm_models, model, named_torch)
+    mine, timms = _group_entries_by_members(model, ours, theirs)
+    assert mine == timms  # the same groups ...
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    assert [g["param_names"][0] for g in ours.param_groups] != [name_of[id(g["params"][0])] for g in theirs.param_groups]
+    for seed in (1, 2):
+        _step_flat(ours, _decay_grads(model, seed))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(torch.tensor(np.asarray(ours.params[n])))
+    theirs, _, _ = _layer_decay_pair(kind, timm_models, model, named_torch)
+    theirs.load_state_dict(to_torch_state_dict(ours, target=by(model, theirs)))
+    assert _group_entries_by_members(model, ours, theirs)[1] == mine
+    grads = _decay_grads(model, 3)
+    _step_flat(ours, grads)
+    _step_timm(model, theirs, grads)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(np.asarray(ours.params[n]), p.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=n)
+
+    # timm -> ours: timm steps twice, a fresh optimizer on timm's params takes timm's state
+    model = _decay_model(kind)
+    theirs, _, _ = _layer_decay_pair(kind, timm_models, model, named_torch)
+    for seed in (4, 5):
+        _step_timm(model, theirs, _decay_grads(model, seed))
+    _, ours, params = _layer_decay_pair(kind, timm_models, model, named_torch)
+    saved = theirs.state_dict()
+    assert all(("param_names" in g) == named_torch for g in saved["param_groups"])
+    if named_torch:
+        load_torch_state_dict(ours, saved)  # named by the saver
+    else:
+        load_torch_state_dict(ours, saved, source=by(model, theirs))
+    mine, timms = _group_entries_by_members(model, ours, theirs)
+    assert mine == timms
+    grads = _decay_grads(model, 6)
+    _step_flat(ours, grads)
+    _step_timm(model, theirs, grads)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(np.asarray(ours.params[n]), p.detach().numpy(), rtol=1e-12, atol=1e-12, err_msg=n)
+
+
+def _assert_unchanged(ours, before):
+    after = ours.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    assert after["state"].keys() == before["state"].keys()
+    jax.tree.map(np.testing.assert_array_equal, dict(after["state"]), dict(before["state"]))
+
+
+def test_layer_decay_groups_of_one_param_from_a_params_dict_refuse_unnamed_states(timm_models, x64):
+    """{'bias', 'weight'}: each group holds one param, so no group's own order is in question,
+    but the groups' order is JAX's ([bias], [weight]; timm's [weight], [bias]): without the
+    model's names, export and load are refused (export was accepted, each group's
+    hyperparameters and state on timm's other group), the state untouched."""
+    from optax_like.interop.torch import load_torch_state_dict
+
+    model = _decay_model("linear")
+    theirs, ours, params = _layer_decay_pair("linear", timm_models, model)
+    grads = _decay_grads(model, 0)
+    _step_flat(ours, grads)
+    _step_timm(model, theirs, grads)
+    with pytest.raises(ValueError, match=r"param group 0: param_groups_layer_decay ordered the groups by their first "
+                                         r"params in JAX's order \(the params dict has several keys.*Pass target=model"):
+        to_torch_state_dict(ours)
+    with pytest.raises(ValueError, match=r"param group 0: param_groups_layer_decay ordered the groups"):
+        to_torch_state_dict(ours.state_dict())
+    before = ours.state_dict()
+    for load in (ours.load_state_dict, lambda sd: load_torch_state_dict(ours, sd)):
+        with pytest.raises(ValueError, match=r"group 0: the loaded param group carries no 'param_names', and "
+                                             r"param_groups_layer_decay ordered the groups.*source=model"):
+            load(theirs.state_dict())
+        _assert_unchanged(ours, before)
+    # ours' own state dict names its params: it loads back (by name) and exports with target=
+    ours.load_state_dict(before)
+    to_torch_state_dict(ours.state_dict(), target=model)
+
+
+def test_groups_that_hold_other_params_than_torchs_are_refused_naming_them(timm_models, x64):
+    """Where torch's groups (a torch optimizer's named groups, or a state dict's param_names)
+    do not each hold exactly the params of one of ours, nothing is guessed: export and load
+    raise, naming the groups; the state stays as it was. Against the model's names a timm
+    state with other groups (one layer: 2 groups for our 4) is refused too."""
+    from optax_like.interop.torch import load_torch_state_dict
+
+    model = _decay_model("crossed")
+    _, ours, params = _layer_decay_pair("crossed", timm_models, model)
+    by_module = torch.optim.AdamW([{"params": list(getattr(model, m).named_parameters(prefix=m))} for m in "yzab"],
+                                  lr=0.1)
+    grads = _decay_grads(model, 0)
+    _step_flat(ours, grads)
+    _step_timm(model, by_module, grads)
+    with pytest.raises(ValueError, match=r"the torch optimizer's param group 0 \(\['y.weight', 'y.bias'\]\) holds "
+                                         r"params of this optimizer's groups \[2, 3\] but not exactly one of them"):
+        to_torch_state_dict(ours, target=by_module)
+    before = ours.state_dict()
+    with pytest.raises(ValueError, match=r"the loaded state dict's param group 0 \(\['y.weight', 'y.bias'\]\) holds "
+                                         r"params of this optimizer's groups \[2, 3\] but not exactly one of them"):
+        load_torch_state_dict(ours, by_module.state_dict())
+    _assert_unchanged(ours, before)
+    # timm's groups of another layer assignment (layer 0: y, z, a): 4 groups of 3, 3, 1, 1 params
+    other = _decay_model("crossed")
+    other.group_matcher = lambda coarse=False: {"l0": r"^(?:y|z|a)\.", "l1": r"^b\."}
+    theirs = timm_models[2].create_optimizer_v2(other, opt="adamw", lr=0.1, weight_decay=0.05, layer_decay=0.7)
+    _step_timm(other, theirs, grads)
+    with pytest.raises(ValueError, match=r"loaded param group 0 has 3 params, the source names 2 for torch's group 0 "
+                                         r"\(this optimizer's group 3, ordered as torch's by the first appearance"):
+        load_torch_state_dict(ours, theirs.state_dict(), source=model)
+    _assert_unchanged(ours, before)
