@@ -35,17 +35,18 @@ gets a kernel of its own; written as the first operand of each op that reads it
 (`min(c, max(-c, x))`), it is fused last in every leaf, and all leaves of a shape share kernels
 (adopt: 104 -> 86 distinct kernels on ResNet-50's shapes, optax's count). Where the
 order is not ours to choose (a division, `sqrt(v) / s`), each leaf gets its own copy of the
-step scalars (`_pinned_to_leaf`: an `optimization_barrier` with the leaf's state buffer,
-which CSE cannot merge across leaves), so every leaf is fused as the first of its shape is; each copy
-then has one use, so it gets the second use that keeps XLA's division (below). A scalar whose
+step scalars (`per_param_update(pin_step_scalars=True)`, `_pinned_to_leaf`: an
+`optimization_barrier` with the leaf's state buffer, which CSE cannot merge across leaves), so
+every leaf is fused as the first of its shape is; each copy then has one use, so it gets the
+second use that keeps XLA's division (below). Opt-in: the copies cost compile time where the
+kernels were uniform without them. A scalar whose
 last op is cheap (NAdam's `-expm1(...)`) is still fused into each kernel from the first leaf's
 place: `computed_once=True` makes it a division by a traced 1 (exact) that XLA computes once.
 The same values and compiled arithmetic: every registry optimizer's params and states after 5
 steps bit for bit, functional (float32 and float64) and through the adapter's traced
 hyperparameters. Distinct kernels on ResNet-50's shapes (optax's Adam: 87): Adam, AdamW,
 NAdamW, AdamWLegacy 105 -> 87, NAdam 108 -> 90, RAdam 106 -> 88, Adan 134 -> 117, Lamb 194 ->
-176, AdamP 221 -> 203, Mars 148 -> 130, timm's Muon 121 -> 103, RAdamLegacy 88 -> 86; the
-others unchanged but schedule-free RAdam 115 -> 116 (its `rho_t > 4` is a step scalar now).
+176, AdamP 221 -> 203, Mars 148 -> 130, timm's Muon 121 -> 103, RAdamLegacy 88 -> 86.
 Left: LaProp, Adafactor, torchao's low-bit Adams and schedule-free still compile a first leaf
 of a shape to kernels of its own (tests/transforms/test_per_param.py lists the uniform ones).
 `benchmarks/model_shapes.py` reports the count ("distinct kernels").
@@ -172,6 +173,7 @@ def per_param_update(
     step_field: str = "step",
     check: Callable | None = None,
     views: bool = True,
+    pin_step_scalars: bool = False,
     computed_once: bool = False,
 ) -> tuple[Any, Any]:
     """One step of a per-parameter transform: `math` on every leaf that has an update.
@@ -206,8 +208,11 @@ def per_param_update(
         output: scalars only, so no update is held in memory for it on any backend). Trees
         whose leaves share their scalars get no barrier. tests/test_tree_independence.py
         checks every optimizer.
-        Each leaf receives its own copies of the traced ones (`_pinned_to_leaf`), so that leaves
-        of one shape share kernels ("Uniform kernels" above).
+      pin_step_scalars: each leaf receives its own copies of the traced step scalars
+        (`_pinned_to_leaf`), so that leaves of one shape share kernels where a division by one
+        fixed the fusion's parameter order ("Uniform kernels" above). Opt-in: where the kernels
+        are uniform without it (ADOPT's, AdaBelief's), the per-leaf copies only cost (ADOPT on
+        ResNet-50's shapes: XLA's compile 1.07 -> 1.19 s for the same 86 kernels).
       computed_once: the traced floating step scalars are divided by a traced 1 (exact), which
         XLA computes once per step instead of fusing a scalar's cheap last op (NAdam's
         `-expm1(...)`) into every leaf kernel from the first leaf's place: for transforms whose
@@ -240,7 +245,8 @@ def per_param_update(
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
         if scalars_of is not None:
-            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype), args[0] if args else None)
+            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype),
+                                              args[0] if args and pin_step_scalars else None)
             extra = (*extra, scalars)
             used.append(pinned)
         if views:

@@ -164,7 +164,7 @@ def scale_by_adamp(
             return leaf.as_real(u, m, v)
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
-                                step_scalars=step_scalars, computed_once=True)
+                                step_scalars=step_scalars, pin_step_scalars=True, computed_once=True)
 
     return GradientTransformation(init, update)
 

@@ -167,7 +167,7 @@ def scale_by_adan(
         new_updates, per_param = per_param_update(
             state.params, updates, math, buffers=("exp_avg", "exp_avg_sq", "exp_avg_diff", "pre_grad"),
             inputs=(params,), step_field="started", counts=state.params.started.map(lambda s: (s, step)),
-            step_scalars=step_scalars, computed_once=True)
+            step_scalars=step_scalars, pin_step_scalars=True, computed_once=True)
         return new_updates, AdanState(per_param, AdanGroup(step))
 
     return GradientTransformation(init, update)

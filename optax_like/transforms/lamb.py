@@ -210,7 +210,7 @@ def scale_by_lamb(
 
         new_updates, per_param = per_param_update(
             state.params, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
-            step_field="started", counts=state.params.started.map(lambda _: step), step_scalars=step_scalars)
+            step_field="started", counts=state.params.started.map(lambda _: step), step_scalars=step_scalars, pin_step_scalars=True)
         return new_updates, LambState(per_param, LambGroup(step))
 
     return GradientTransformation(init, update)

@@ -124,7 +124,7 @@ def scale_by_mars(
             return leaf.as_real(u, m, g, v)
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "last_grad", "exp_avg_sq"),
-                                inputs=(params,), step_scalars=step_scalars)
+                                inputs=(params,), step_scalars=step_scalars, pin_step_scalars=True)
 
     return GradientTransformation(init, update)
 

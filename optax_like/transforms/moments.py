@@ -149,7 +149,7 @@ def scale_by_adam(
 
         return per_param_update(
             state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-            step_scalars=bias_corrections if differentiable_lr is None else differentiable_scalars,
+            step_scalars=bias_corrections if differentiable_lr is None else differentiable_scalars, pin_step_scalars=True,
         )
 
     return GradientTransformation(init, update)

@@ -140,7 +140,7 @@ def scale_by_nadam(
 
         new_updates, new_state = per_param_update(
             state, updates, math, buffers=("exp_avg", "exp_avg_sq"),
-            counts=steps.map(coefficients, product, mu, mu_next), step_scalars=step_scalars, computed_once=True,
+            counts=steps.map(coefficients, product, mu, mu_next), step_scalars=step_scalars, pin_step_scalars=True, computed_once=True,
         )
         mu_product = select_present(product, state.mu_product, updates, state.exp_avg)
         return new_updates, new_state._replace(mu_product=mu_product)

@@ -100,7 +100,7 @@ def scale_by_nadam_legacy(
 
         new_updates, new_state = per_param_update(
             state, updates, math, buffers=("exp_avg", "exp_avg_sq"),
-            counts=steps.map(lambda t, ms: (t, ms), m_schedule), step_scalars=step_scalars)
+            counts=steps.map(lambda t, ms: (t, ms), m_schedule), step_scalars=step_scalars, pin_step_scalars=True)
         return new_updates, new_state._replace(
             m_schedule=select_present(m_schedule, state.m_schedule, updates, state.exp_avg))
 

@@ -249,6 +249,6 @@ def scale_by_radam(
             adaptive = lax.div(bc2_sqrt, lax.add(lax.sqrt(v), numerics.scalar(h.eps, dtype)))
             return jnp.where(rectified, lax.mul(lax.mul(corrected, adaptive), rect), corrected), m, v
 
-        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), step_scalars=step_scalars)
+        return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), step_scalars=step_scalars, pin_step_scalars=True)
 
     return GradientTransformation(init, update)

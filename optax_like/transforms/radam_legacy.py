@@ -122,7 +122,7 @@ def scale_by_radam_legacy(
             return numerics.exact_difference(numerics.cast(q, leaf.dtype), p), m, v
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq"), inputs=(params,),
-                                step_scalars=step_scalars, computed_once=True)
+                                step_scalars=step_scalars, pin_step_scalars=True, computed_once=True)
 
     return GradientTransformation(init, update)
 

@@ -569,18 +569,13 @@ def scale_by_schedule_free(
         def step_scalars(count, dtype):
             del count
             out = (wide.rounded(ckp1, dtype), wide.rounded(y_lr, dtype), wide.rounded(lr_t, dtype))
-            out += (bc2_of(dtype),) if adaptive else ()
-            # RAdam's `rho_t > 4` as a number among the step scalars (1.0 / 0.0), so that each leaf
-            # reads its own copy (see "Uniform kernels" in transforms/_per_param.py)
-            out += () if radam_on is None else (lax.convert_element_type(radam_on, dtype),)
-            out = _computed_once(out, step)
+            out = _computed_once(out + ((bc2_of(dtype),) if adaptive else ()), step)
             return out + _lerp_weights(out[0])  # the y lerp's weight: the same for every leaf
 
         def math(leaf, grad, z, *rest):
             scalars = rest[-1]
             c, a, lr_d = scalars[:3]
             c_weights = scalars[-2:]
-            rectified = None if radam_on is None else lax.ne(scalars[4], jnp.zeros((), scalars[4].dtype))
             dtype = leaf.dtype
             rd = leaf.rounded  # torch writes every in-place result back into the param's dtype
             gn_y = None  # the y update's gn where it recomputes its own (below)
@@ -590,7 +585,7 @@ def scale_by_schedule_free(
                 vc = vc * numerics.scalar(h.b2, dtype) + numerics.one_minus(h.b2, dtype) * gc * gc
                 nc = gc / (jnp.sqrt(vc / scalars[3]) + numerics.scalar(h.eps, dtype))
                 v, normalized = leaf.as_real(vc, nc)
-                gn = normalized if rectified is None else jnp.where(rectified, normalized, grad)
+                gn = normalized if radam_on is None else jnp.where(radam_on, normalized, grad)
             elif adaptive:
                 v, y = rest[0], rest[1]
                 v = rd(lax.mul(v, numerics.scalar(h.b2, dtype)))
@@ -600,7 +595,7 @@ def scale_by_schedule_free(
                     denom = rd(lax.div(v, scalars[3]))
                     denom = rd(lax.add(rd(lax.sqrt(denom)), numerics.scalar(h.eps, dtype)))
                     normalized = rd(lax.div(grad, denom))
-                    return normalized if rectified is None else jnp.where(rectified, normalized, grad)
+                    return normalized if radam_on is None else jnp.where(radam_on, normalized, grad)
 
                 gn = normalized_of(grad, v)
                 # The y update recomputes it from its inputs behind a barrier (the same numbers):

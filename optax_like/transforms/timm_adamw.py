@@ -104,7 +104,7 @@ def scale_by_timm_adamw(
             return lax.div(lax.div(n, bc1), denom), m, v, vmax
 
         return per_param_update(state, updates, math, buffers=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                                step_scalars=step_scalars, computed_once=True)
+                                step_scalars=step_scalars, pin_step_scalars=True, computed_once=True)
 
     return GradientTransformation(init, update)
 

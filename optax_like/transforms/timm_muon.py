@@ -366,7 +366,7 @@ def scale_by_timm_muon(
 
         new_updates, new_state = per_param_update(
             state, updates, math_, buffers=_BUFFERS, inputs=(params,), reference=params,
-            step_scalars=step_scalars, check=check_sparse)
+            step_scalars=step_scalars, pin_step_scalars=True, check=check_sparse)
         return new_updates, new_state._replace(count=increment_counts(state.count, updates, params))
 
     return GradientTransformation(init, update)
