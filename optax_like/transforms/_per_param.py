@@ -234,9 +234,9 @@ def per_param_update(
     reference = trees[0] if reference is None else reference
     n_buffers = len(buffers)
     # once per distinct (count, dtype): a count stored shared is one object for every leaf
-    schedule_count = numerics.safe_increment(state.schedule_count)
+    prepare = _computed_once if computed_once else tuple
     scalars_of = None if step_scalars is None else numerics.once_per_step(
-        lambda c, dtype: _computed_once(tuple(step_scalars(c, dtype))) if computed_once else tuple(step_scalars(c, dtype)))
+        lambda c, dtype: prepare(tuple(step_scalars(c, dtype))))
     used = []  # per leaf: the traced step scalars its math received
 
     def leaf_fn(g, ref, *rest):
@@ -245,10 +245,11 @@ def per_param_update(
         leaf = LeafView(ref)
         args, extra = rest[: len(trees)], rest[len(trees):]
         if scalars_of is not None:
-            scalars, pinned = _pinned_to_leaf(scalars_of(extra[0], leaf.dtype),
-                                              args[0] if args and pin_step_scalars else None)
+            scalars = scalars_of(extra[0], leaf.dtype)
+            if pin_step_scalars and args:
+                scalars = _pinned_to_leaf(scalars, args[0])
             extra = (*extra, scalars)
-            used.append(pinned)
+            used.append(scalars)
         if views:
             out = math(leaf, leaf.load(g), *(leaf.load(x) for x in args), *extra)
         else:
@@ -263,13 +264,18 @@ def per_param_update(
     # The reference tree goes first: it gives the structure and each leaf's `LeafView`.
     results = update_leaves(leaf_fn, updates, reference, *trees, counts=counts)
     new_updates, new_trees = results[0], results[2 : 2 + n_buffers]
-    schedule_count = _second_use_of_lone_scalars(schedule_count, used)
+    schedule_count = _second_use_of_lone_scalars(numerics.safe_increment(state.schedule_count), used)
     new_state = state._replace(
         **dict(zip(buffers, new_trees)),
         **{step_field: increment_counts(old_step, updates, reference)},
         schedule_count=schedule_count,
     )
     return new_updates, new_state
+
+
+def _is_traced(x: Any) -> bool:
+    """A traced (or concrete jax) value rather than a host constant: what XLA sees as an operand."""
+    return isinstance(x, (jax.Array, jax_core.Tracer))
 
 
 def _computed_once(scalars: tuple) -> tuple:
@@ -284,17 +290,13 @@ def _computed_once(scalars: tuple) -> tuple:
     (tests/param_groups/test_stacked.py). A scalar that was a chain of cheap ops fused into the
     leaf kernels becomes a scalar kernel of its own (ADOPT's first-step weights: 5 more
     kernels), hence opt-in (`per_param_update(computed_once=True)`)."""
-    out = []
-    for s in scalars:
-        if isinstance(s, (jax.Array, jax_core.Tracer)) and jnp.ndim(s) == 0 and jnp.issubdtype(s.dtype, jnp.floating):
-            s = lax.div(s, lax.convert_element_type(lax.eq(s, s), s.dtype))
-        out.append(s)
-    return tuple(out)
+    return tuple(lax.div(s, lax.convert_element_type(lax.eq(s, s), s.dtype))
+                 if _is_traced(s) and jnp.ndim(s) == 0 and jnp.issubdtype(s.dtype, jnp.floating) else s
+                 for s in scalars)
 
 
-def _pinned_to_leaf(scalars: tuple, anchor: Any) -> tuple[tuple, tuple]:
-    """`(scalars, pinned)`: the leaf's own copies of its traced step scalars (`scalars` with
-    the traced ones replaced; `pinned`: those copies), passed through one
+def _pinned_to_leaf(scalars: tuple, anchor: jax.Array) -> tuple:
+    """`scalars` with the traced ones replaced by the leaf's own copies, passed through one
     `optimization_barrier` with an array of the leaf, so that XLA's CSE cannot share their
     broadcasts between leaves of the same shape (see "Uniform kernels"); the same values. Each
     copy has one user, so it gets a second use (`_second_use_of_lone_scalars`).
@@ -304,16 +306,15 @@ def _pinned_to_leaf(scalars: tuple, anchor: Any) -> tuple[tuple, tuple]:
     in the same jit to memory for the barrier instead of fusing its producer into the
     optimizer's kernels (H100, a train step with in-jit gradients, global-norm clipping and Adam
     on 6 x 4096^2 + 6 x 4096 params: 46 fusions and 1.87-1.92 ms against 34 and 1.62-1.70 ms with
-    the state buffer or without pinning; optax 1.63-1.67 ms). No anchor (no buffers): no copies."""
-    leaves, treedef = jax.tree.flatten(scalars)
-    traced = [i for i, x in enumerate(leaves)
-              if isinstance(x, (jax.Array, jax_core.Tracer)) and jnp.ndim(x) == 0]
-    if not traced or anchor is None:
-        return scalars, tuple(leaves[i] for i in traced)
-    pinned, _ = jax.lax.optimization_barrier((tuple(leaves[i] for i in traced), anchor))
+    the state buffer or without pinning; optax 1.63-1.67 ms)."""
+    traced = [i for i, x in enumerate(scalars) if _is_traced(x) and jnp.ndim(x) == 0]
+    if not traced:
+        return scalars
+    pinned, _ = jax.lax.optimization_barrier((tuple(scalars[i] for i in traced), anchor))
+    out = list(scalars)
     for i, x in zip(traced, pinned):
-        leaves[i] = x
-    return jax.tree.unflatten(treedef, leaves), tuple(pinned)
+        out[i] = x
+    return tuple(out)
 
 
 def _second_use_of_lone_scalars(count: jax.Array, used: list) -> jax.Array:
@@ -323,7 +324,7 @@ def _second_use_of_lone_scalars(count: jax.Array, used: list) -> jax.Array:
     in a tree whose leaves share the scalar. Tied to a scalar output, not to the leaf's update: a
     barrier on the update would make XLA:GPU write the update to memory before `p + u`
     (measured on an H200: a one-leaf Adam step 1.14x optax's time)."""
-    per_leaf = [list({id(s): s for s in scalars if isinstance(s, (jax.Array, jax_core.Tracer))}.values())
+    per_leaf = [list({id(s): s for s in scalars if _is_traced(s)}.values())
                 for scalars in used]  # each traced scalar once per leaf
     users = collections.Counter(id(s) for scalars in per_leaf for s in scalars)
     lone = tuple(s for scalars in per_leaf for s in scalars if users[id(s)] == 1)
