@@ -45,16 +45,33 @@ class Listing(NamedTuple):
     by_named_parameters: bool
 
 
-# id(array) -> (weak reference, its Listing), for the arrays listed from a user's tree.
-_listed: dict[int, tuple[Any, Listing]] = {}
+class _ArrayNotes:
+    """Notes about array objects, each kept while its array lives (by identity: a weak
+    reference; an array that cannot be referenced weakly, a NumPy scalar, is not noted)."""
+
+    def __init__(self):
+        self._notes: dict[int, tuple[Any, Any]] = {}  # id(array) -> (weak reference, note)
+
+    def get(self, leaf: Any) -> Any:
+        entry = self._notes.get(id(leaf))
+        return None if entry is None or entry[0]() is not leaf else entry[1]
+
+    def put(self, leaf: Any, note: Any) -> None:
+        key = id(leaf)
+        try:
+            ref = weakref.ref(leaf, lambda _, key=key: self._notes.pop(key, None))
+        except TypeError:
+            return
+        self._notes[key] = (ref, note)
+
+
+# the arrays listed from a user's tree: their `Listing`
+_listed = _ArrayNotes()
 
 
 def listing(leaf: Any) -> Listing | None:
     """How `leaf` (an array object) was listed from a tree, or None if it was not."""
-    entry = _listed.get(id(leaf))
-    if entry is None or entry[0]() is not leaf:
-        return None
-    return entry[1]
+    return _listed.get(leaf)
 
 
 def remember_listed(leaf: Any, why: str | None, by: str) -> None:
@@ -62,14 +79,9 @@ def remember_listed(leaf: Any, why: str | None, by: str) -> None:
     (None: the user's). The latest listing's reason is kept; once listed by
     `optim.named_parameters`, an array stays marked so (its warning, see
     `listed_by_named_parameters` in optim/_names.py)."""
-    key = id(leaf)
     old = listing(leaf)
     named = by == NAMED_PARAMETERS or (old is not None and old.by_named_parameters)
-    try:
-        ref = weakref.ref(leaf, lambda _, key=key: _listed.pop(key, None))
-    except TypeError:
-        return  # not weak-referenceable (a NumPy scalar): nothing to remember it by
-    _listed[key] = (ref, Listing(why, by, named))
+    _listed.put(leaf, Listing(why, by, named))
 
 
 def order_issue(tree: Any, leaves: Any = ()) -> str | None:
@@ -135,8 +147,8 @@ class GroupOrder(NamedTuple):
     first: int
 
 
-# id(array) -> (weak reference, its GroupOrder with `first` its own position in the listing).
-_grouped: dict[int, tuple[Any, GroupOrder]] = {}
+# the arrays a helper grouped: their `GroupOrder`, `first` their own position in the listing
+_grouped = _ArrayNotes()
 _tokens = itertools.count()
 
 
@@ -147,12 +159,7 @@ def remember_grouped(leaves: Any, by: str, why: str | None) -> None:
     (built from the model's order) are matched to these by the model's names, not by position."""
     token = next(_tokens)
     for position, leaf in enumerate(leaves):
-        key = id(leaf)
-        try:
-            ref = weakref.ref(leaf, lambda _, key=key: _grouped.pop(key, None))
-        except TypeError:
-            continue  # not weak-referenceable (a NumPy scalar): nothing to remember it by
-        _grouped[key] = (ref, GroupOrder(token, by, why, position))
+        _grouped.put(leaf, GroupOrder(token, by, why, position))
 
 
 def group_order(leaves: Any) -> GroupOrder | None:
@@ -163,10 +170,9 @@ def group_order(leaves: Any) -> GroupOrder | None:
     for leaf in leaves:
         if leaf is None:
             continue
-        entry = _grouped.get(id(leaf))
-        if entry is None or entry[0]() is not leaf:
+        order = _grouped.get(leaf)
+        if order is None:
             return None
-        order = entry[1]
         if found is None:
             found = order
         elif found[:3] != order[:3]:
